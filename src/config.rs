@@ -1,0 +1,165 @@
+//! Broker configuration: a flat TOML file (`--config flumen.toml`) with command-line overrides.
+//!
+//! Every limit that guards against outside input is a field here with the reason for its default.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How appended data reaches stable storage before a produce request is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// fdatasync after every group-commit write, before any append in it is acknowledged.
+    EveryWrite,
+    /// Acknowledge once the O_DIRECT write completed (the data is on the device, it survives a
+    /// process crash); fdatasync in the background every this many milliseconds (power loss can
+    /// lose up to that window).
+    IntervalMs(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every shard listens on (SO_REUSEPORT spreads connections over shards).
+    pub listen: String,
+    /// host:port given to clients in Metadata; defaults to the listen address (127.0.0.1 when
+    /// listening on all interfaces).
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// Number of shards (pinned executors); 0 means one per usable core.
+    pub shards: usize,
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic, and of CreateTopics with num_partitions = -1 (Kafka: 1).
+    pub default_partitions: i32,
+    /// Largest request frame accepted; Kafka's socket.request.max.bytes. Checked before the body is
+    /// read so a hostile size never allocates.
+    pub max_request_bytes: usize,
+    /// Pipelined requests per connection still being handled; librdkafka's default in-flight is 5
+    /// (1M for non-idempotent producers), so 64 keeps pipelines full while bounding memory.
+    pub max_inflight_per_connection: usize,
+    /// Most partitions one topic may have; bounds the per-shard state a single request can create.
+    pub max_partitions_per_topic: i32,
+    /// Segment roll by size (Kafka: 1 GiB).
+    pub segment_bytes: u64,
+    /// Segment roll by age (Kafka: 7 days).
+    pub segment_ms: i64,
+    /// Delete whole segments older than this (Kafka: 7 days); -1 keeps forever.
+    pub retention_ms: i64,
+    /// Delete oldest segments while a partition is larger than this; -1 keeps all.
+    pub retention_bytes: i64,
+    pub retention_check_interval_ms: u64,
+    /// 0: fdatasync before every acknowledgement. N: ack after the device write, fdatasync every N ms.
+    pub flush_interval_ms: u64,
+    pub message_timestamp_type: TimestampType,
+    /// One offset-index entry per this many log bytes (Kafka: 4096).
+    pub index_interval_bytes: u64,
+    /// Serve reads that miss the tail cache with splice from the segment file (true) or by reading
+    /// into memory and writing (false).
+    pub zero_copy_fetch: bool,
+    /// Per-shard memory for recently appended batches served to tail consumers.
+    pub tail_cache_bytes: usize,
+    /// Largest single write buffer; a larger group commit is split in several writes.
+    pub write_buffer_bytes: usize,
+    /// Largest batch accepted (Kafka: message.max.bytes, 1 MiB + overhead).
+    pub max_batch_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:9092".into(),
+            advertise: None,
+            data_dir: PathBuf::from("./data"),
+            shards: 0,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            max_inflight_per_connection: 64,
+            max_partitions_per_topic: 10_000,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            retention_check_interval_ms: 30_000,
+            flush_interval_ms: 1000,
+            message_timestamp_type: TimestampType::CreateTime,
+            index_interval_bytes: 4096,
+            zero_copy_fetch: true,
+            tail_cache_bytes: 64 << 20,
+            write_buffer_bytes: 4 << 20,
+            max_batch_bytes: 8 << 20,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
+        let cfg: Config = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("parsing config {}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.segment_bytes >= 64 * 1024 && self.segment_bytes <= u32::MAX as u64,
+            "segment_bytes must be between 64 KiB and 4 GiB (index positions are 32-bit)"
+        );
+        anyhow::ensure!(
+            self.default_partitions >= 1,
+            "default_partitions must be >= 1"
+        );
+        anyhow::ensure!(
+            self.max_request_bytes >= 1024,
+            "max_request_bytes must be at least 1 KiB"
+        );
+        anyhow::ensure!(self.max_inflight_per_connection >= 1);
+        anyhow::ensure!(self.index_interval_bytes >= 1);
+        anyhow::ensure!(self.write_buffer_bytes >= 64 * 1024);
+        anyhow::ensure!(self.max_batch_bytes <= self.max_request_bytes);
+        self.listen_addr()?;
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        self.listen
+            .to_socket_addrs()
+            .map_err(|e| anyhow::anyhow!("listen address {:?}: {e}", self.listen))?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("listen address {:?} resolves to nothing", self.listen))
+    }
+
+    /// (host, port) that clients are told to connect to.
+    pub fn advertised(&self) -> (String, i32) {
+        let listen = self.listen_addr().ok();
+        let port = listen.map(|a| a.port() as i32).unwrap_or(9092);
+        if let Some(adv) = &self.advertise {
+            if let Some((h, p)) = adv.rsplit_once(':') {
+                if let Ok(p) = p.parse() {
+                    return (h.trim_matches(['[', ']']).to_string(), p);
+                }
+            }
+            return (adv.clone(), port);
+        }
+        match listen {
+            Some(a) if !a.ip().is_unspecified() => (a.ip().to_string(), port),
+            _ => ("127.0.0.1".to_string(), port),
+        }
+    }
+
+    pub fn flush_policy(&self) -> FlushPolicy {
+        if self.flush_interval_ms == 0 {
+            FlushPolicy::EveryWrite
+        } else {
+            FlushPolicy::IntervalMs(self.flush_interval_ms)
+        }
+    }
+}

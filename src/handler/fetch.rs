@@ -1,0 +1,249 @@
+//! Fetch: reads on the owning shards, long poll (min_bytes / max_wait_ms) by asking the owners
+//! to report the first new data, and a response whose file-backed records are spliced to the
+//! socket. Fetch sessions (KIP-227) are not kept: session_id 0 tells clients every request is a
+//! full one, which the protocol allows.
+
+use super::{decode, Ctx};
+use crate::net::{Piece, Response};
+use crate::protocol::errors::ErrorCode;
+use crate::protocol::fetch_encode::{self, PartitionData, TopicData};
+use crate::shard::{FetchOut, FetchPart, Req, Resp, SendChunk, Shard};
+use crate::util::{with_timeout, AnyOf};
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::FetchRequest;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Longest long poll honoured; a client asking more gets an empty answer after this.
+const MAX_WAIT_CAP_MS: u64 = 300_000;
+/// Most partitions one fetch may name.
+const MAX_PARTITIONS_PER_REQUEST: usize = 100_000;
+
+struct Slot {
+    topic: usize,
+    partition: i32,
+    offset: i64,
+    owner: Option<usize>,
+    out: Option<FetchOut>,
+}
+
+pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+    let req: FetchRequest = decode(ctx, body)?;
+    let meta = shard.meta();
+    let n: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
+    if n > MAX_PARTITIONS_PER_REQUEST {
+        return Err(Response::Close(format!("fetch names {n} partitions")));
+    }
+    if req.max_bytes < 0 {
+        let b = fetch_encode::encode_empty(
+            ctx.version,
+            ctx.correlation_id,
+            ErrorCode::INVALID_FETCH_SIZE.0,
+        );
+        return Ok(Response::Frame(vec![Piece::Bytes(b)]));
+    }
+    let topic_names: Vec<String> = req.topics.iter().map(|t| t.topic.0.to_string()).collect();
+    let mut slots = Vec::with_capacity(n);
+    let mut part_max = Vec::with_capacity(n);
+    for (ti, t) in req.topics.iter().enumerate() {
+        for p in &t.partitions {
+            slots.push(Slot {
+                topic: ti,
+                partition: p.partition,
+                offset: p.fetch_offset,
+                owner: meta.owner(&topic_names[ti], p.partition),
+                out: None,
+            });
+            part_max.push(p.partition_max_bytes.max(0) as usize);
+        }
+    }
+    let max_bytes = req.max_bytes as usize;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP_MS));
+    let deadline = Instant::now() + max_wait;
+
+    loop {
+        read_round(shard, &topic_names, &mut slots, &part_max, max_bytes).await;
+        let total: usize = slots
+            .iter()
+            .filter_map(|s| s.out.as_ref())
+            .map(|o| o.bytes)
+            .sum();
+        let any_error = slots
+            .iter()
+            .any(|s| s.out.as_ref().is_some_and(|o| o.error != ErrorCode::NONE));
+        if total >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
+            break;
+        }
+        wait_for_data(shard, &topic_names, &slots, deadline).await;
+    }
+
+    // Kafka's response limit: whole partitions in order, the first non-empty one always.
+    let mut used = 0usize;
+    for s in slots.iter_mut() {
+        if let Some(o) = s.out.as_mut() {
+            if o.bytes > 0 && used > 0 && used + o.bytes > max_bytes {
+                o.chunks.clear();
+                o.bytes = 0;
+            }
+            used += o.bytes;
+        }
+    }
+
+    let mut topics: Vec<TopicData> = topic_names
+        .iter()
+        .map(|name| TopicData {
+            name: name.clone(),
+            partitions: Vec::new(),
+        })
+        .collect();
+    for s in slots {
+        let o = s.out.unwrap_or(FetchOut {
+            error: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            high_watermark: -1,
+            log_start_offset: -1,
+            chunks: Vec::new(),
+            bytes: 0,
+        });
+        let mut records = Vec::with_capacity(o.chunks.len());
+        let mut error = o.error;
+        for c in o.chunks {
+            match c {
+                SendChunk::Mem(b) => records.push(Piece::Bytes(b)),
+                SendChunk::File { path, pos, len } => match shard.file_handle(&path).await {
+                    Ok(file) => records.push(Piece::File { file, pos, len }),
+                    Err(e) => {
+                        tracing::warn!("opening {} for fetch: {e}", path.display());
+                        error = ErrorCode::KAFKA_STORAGE_ERROR;
+                        records.clear();
+                        break;
+                    }
+                },
+            }
+        }
+        topics[s.topic].partitions.push(PartitionData {
+            partition: s.partition,
+            error_code: error.0,
+            high_watermark: o.high_watermark,
+            last_stable_offset: o.high_watermark,
+            log_start_offset: o.log_start_offset,
+            records,
+        });
+    }
+    Ok(Response::Frame(fetch_encode::encode(
+        ctx.version,
+        ctx.correlation_id,
+        0,
+        0,
+        topics,
+    )))
+}
+
+/// One read of every partition on its owner (one call per owning shard).
+async fn read_round(
+    shard: &Rc<Shard>,
+    names: &[String],
+    slots: &mut [Slot],
+    part_max: &[usize],
+    max_bytes: usize,
+) {
+    let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
+    for (i, s) in slots.iter_mut().enumerate() {
+        match s.owner {
+            None => {
+                s.out = Some(FetchOut {
+                    error: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    chunks: Vec::new(),
+                    bytes: 0,
+                })
+            }
+            Some(o) => {
+                let e = by_owner.entry(o).or_default();
+                e.0.push(i);
+                e.1.push(FetchPart {
+                    topic: names[s.topic].clone(),
+                    partition: s.partition,
+                    offset: s.offset,
+                    max_bytes: part_max[i],
+                });
+            }
+        }
+    }
+    let mut calls = Vec::new();
+    for (owner, (idx, parts)) in by_owner {
+        let sh = shard.clone();
+        calls.push((
+            idx,
+            glommio::spawn_local(
+                async move { sh.call(owner, Req::Fetch { parts, max_bytes }).await },
+            ),
+        ));
+    }
+    for (idx, task) in calls {
+        match task.await {
+            Resp::Fetch(outs) => {
+                for (i, o) in idx.into_iter().zip(outs) {
+                    slots[i].out = Some(o);
+                }
+            }
+            _ => {
+                for i in idx {
+                    slots[i].out = Some(FetchOut {
+                        error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        chunks: Vec::new(),
+                        bytes: 0,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Waits until any owner reports new data for one of the partitions, or the deadline.
+async fn wait_for_data(shard: &Rc<Shard>, names: &[String], slots: &[Slot], deadline: Instant) {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let mut by_owner: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
+    for s in slots {
+        if let Some(o) = s.owner {
+            // Wake on data past what this round already saw, not past the fetch offset.
+            let seen = s
+                .out
+                .as_ref()
+                .map_or(s.offset, |o| o.high_watermark.max(s.offset));
+            by_owner
+                .entry(o)
+                .or_default()
+                .push((names[s.topic].clone(), s.partition, seen));
+        }
+    }
+    if by_owner.is_empty() {
+        glommio::timer::sleep(remaining).await;
+        return;
+    }
+    let max_wait_ms = remaining.as_millis() as u64;
+    let tasks: Vec<_> = by_owner
+        .into_iter()
+        .map(|(owner, parts)| {
+            let sh = shard.clone();
+            glommio::spawn_local(async move {
+                sh.call(owner, Req::Watch { parts, max_wait_ms }).await;
+            })
+        })
+        .collect();
+    let any = AnyOf(
+        tasks
+            .into_iter()
+            .map(|t| {
+                Box::pin(async move {
+                    t.await;
+                }) as _
+            })
+            .collect(),
+    );
+    with_timeout(remaining + Duration::from_millis(5), any).await;
+}

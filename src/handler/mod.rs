@@ -1,0 +1,149 @@
+//! One module per Kafka API family. A handler decodes its request, splits it by owning shard,
+//! calls each owner once (directly when local, over the mesh otherwise), merges the answers in
+//! request order and encodes the response.
+
+pub mod api_versions;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod topics;
+
+use crate::net::{Piece, Response};
+use crate::protocol::{self, errors::ErrorCode};
+use crate::shard::{CreateSpec, Shard};
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// A decoded request header plus what the response needs.
+pub struct Ctx {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: String,
+}
+
+impl Ctx {
+    /// A whole response frame for a generated response type.
+    pub fn respond<M: Encodable>(&self, body: &M) -> Response {
+        let header_version = self.api_key.response_header_version(self.version);
+        match protocol::encode_response(self.correlation_id, header_version, body, self.version) {
+            Ok(b) => Response::Frame(vec![Piece::Bytes(b)]),
+            Err(e) => Response::Close(format!(
+                "encoding {:?} v{}: {e}",
+                self.api_key, self.version
+            )),
+        }
+    }
+}
+
+/// Decodes the body of a request of type `R` or closes the connection (Kafka does the same with
+/// an unparseable request: the client cannot match a response to it).
+pub fn decode<R: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<R, Response> {
+    R::decode(body, ctx.version).map_err(|e| {
+        Response::Close(format!(
+            "malformed {:?} v{} request from {:?}: {e}",
+            ctx.api_key, ctx.version, ctx.client_id
+        ))
+    })
+}
+
+/// Runs one request frame (without its size prefix) and produces its response.
+pub async fn handle(shard: Rc<Shard>, mut frame: Bytes) -> Response {
+    if frame.len() < 8 {
+        return Response::Close(format!(
+            "request frame of {} bytes has no header",
+            frame.len()
+        ));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api_key) = ApiKey::try_from(key) else {
+        return Response::Close(format!("unknown API key {key}"));
+    };
+    let Some((lo, hi)) = protocol::supported_range(api_key) else {
+        return Response::Close(format!("API {api_key:?} (key {key}) is not implemented"));
+    };
+    if version < lo || version > hi {
+        if api_key == ApiKey::ApiVersions {
+            // Kafka answers an unknown ApiVersions version in v0 form, so the client can retry.
+            return api_versions::unsupported(correlation_id);
+        }
+        return Response::Close(format!(
+            "{api_key:?} v{version} is outside the supported range {lo}..={hi}"
+        ));
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = match RequestHeader::decode(&mut frame, header_version) {
+        Ok(h) => h,
+        Err(e) => return Response::Close(format!("malformed request header: {e}")),
+    };
+    let ctx = Ctx {
+        api_key,
+        version,
+        correlation_id,
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+    };
+    let body = &mut frame;
+    let r = match api_key {
+        ApiKey::ApiVersions => api_versions::handle(&ctx, body),
+        ApiKey::Metadata => metadata::handle(&shard, &ctx, body).await,
+        ApiKey::Produce => produce::handle(&shard, &ctx, body).await,
+        ApiKey::Fetch => fetch::handle(&shard, &ctx, body).await,
+        ApiKey::ListOffsets => list_offsets::handle(&shard, &ctx, body).await,
+        ApiKey::CreateTopics => topics::create(&shard, &ctx, body).await,
+        ApiKey::DeleteTopics => topics::delete(&shard, &ctx, body).await,
+        other => Err(Response::Close(format!("API {other:?} is not implemented"))),
+    };
+    r.unwrap_or_else(|resp| resp)
+}
+
+/// Auto-creates `topics` that do not exist yet, when the broker allows it. Returns the error
+/// code for each topic that is still missing afterwards.
+pub async fn auto_create(shard: &Rc<Shard>, topics: &[String]) -> BTreeMap<String, ErrorCode> {
+    let meta = shard.meta();
+    let missing: Vec<&String> = topics
+        .iter()
+        .filter(|t| !meta.topics.contains_key(*t))
+        .collect();
+    let mut errors = BTreeMap::new();
+    if missing.is_empty() {
+        return errors;
+    }
+    if !shard.config.auto_create_topics {
+        for t in missing {
+            errors.insert(t.clone(), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        }
+        return errors;
+    }
+    let specs = missing
+        .iter()
+        .map(|name| CreateSpec {
+            name: (*name).clone(),
+            partitions: shard.config.default_partitions,
+            replication_factor: -1,
+            configs: BTreeMap::new(),
+            validate_only: false,
+        })
+        .collect();
+    let results = shard.request_create(specs).await;
+    for (name, (code, _)) in missing.into_iter().zip(results) {
+        if !code.is_ok() && code != ErrorCode::TOPIC_ALREADY_EXISTS {
+            let code = if code == ErrorCode::INVALID_TOPIC_EXCEPTION {
+                code
+            } else {
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            };
+            errors.insert(name.clone(), code);
+        }
+    }
+    errors
+}

@@ -1,0 +1,131 @@
+//! CreateTopics and DeleteTopics, carried out by shard 0 (the metadata owner).
+
+use super::{decode, Ctx};
+use crate::net::Response;
+use crate::protocol::errors::ErrorCode;
+use crate::shard::{CreateSpec, Req, Resp, Shard};
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::CreateTopicsRequest;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicResult, CreateTopicsResponse,
+};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
+use kafka_protocol::messages::delete_topics_response::{
+    DeletableTopicResult, DeleteTopicsResponse,
+};
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::StrBytes;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+    let req: CreateTopicsRequest = decode(ctx, body)?;
+    let specs: Vec<CreateSpec> = req
+        .topics
+        .iter()
+        .map(|t| CreateSpec {
+            name: t.name.0.to_string(),
+            // Explicit replica assignments name this broker only; their count is the partitions.
+            partitions: if t.assignments.is_empty() {
+                t.num_partitions
+            } else {
+                t.assignments.len() as i32
+            },
+            replication_factor: if t.assignments.is_empty() {
+                t.replication_factor
+            } else {
+                t.assignments
+                    .first()
+                    .map_or(1, |a| a.broker_ids.len() as i16)
+            },
+            configs: t
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect::<BTreeMap<_, _>>(),
+            validate_only: req.validate_only,
+        })
+        .collect();
+    let partitions: Vec<i32> = specs.iter().map(|s| s.partitions).collect();
+    let results = shard.request_create(specs).await;
+    let meta = shard.meta();
+    let topics = req
+        .topics
+        .iter()
+        .zip(results)
+        .zip(partitions)
+        .map(|((t, (code, msg)), n)| {
+            let mut r = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(code.0)
+                .with_error_message(msg.map(StrBytes::from_string));
+            if code.is_ok() {
+                let n = if n == -1 {
+                    shard.config.default_partitions
+                } else {
+                    n
+                };
+                r = r.with_num_partitions(n).with_replication_factor(1);
+                if let Some(m) = meta.topics.get(t.name.0.as_str()) {
+                    r = r.with_topic_id(uuid::Uuid::from_bytes(m.id_bytes()));
+                }
+            } else {
+                r = r.with_num_partitions(-1).with_replication_factor(-1);
+            }
+            r
+        })
+        .collect();
+    Ok(ctx.respond(&CreateTopicsResponse::default().with_topics(topics)))
+}
+
+pub async fn delete(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+    let req: DeleteTopicsRequest = decode(ctx, body)?;
+    let meta = shard.meta();
+    // v6 names topics in `topics` (by name or id); older versions in `topic_names`.
+    let names: Vec<Option<String>> = if ctx.version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| match &t.name {
+                Some(n) => Some(n.0.to_string()),
+                None => meta
+                    .topics
+                    .iter()
+                    .find(|(_, m)| uuid::Uuid::from_bytes(m.id_bytes()) == t.topic_id)
+                    .map(|(n, _)| n.clone()),
+            })
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| Some(n.0.to_string()))
+            .collect()
+    };
+    let known: Vec<String> = names.iter().flatten().cloned().collect();
+    let mut results = match shard.call(0, Req::DeleteTopics(known)).await {
+        Resp::Topics(r) => r.into_iter(),
+        _ => Vec::new().into_iter(),
+    };
+    let responses = names
+        .into_iter()
+        .map(|n| {
+            let (code, msg) = match &n {
+                Some(_) => results
+                    .next()
+                    .unwrap_or((ErrorCode::UNKNOWN_SERVER_ERROR, Some("no reply".into()))),
+                None => (
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some("unknown topic id".into()),
+                ),
+            };
+            DeletableTopicResult::default()
+                .with_name(n.map(|n| TopicName(StrBytes::from_string(n))))
+                .with_error_code(code.0)
+                .with_error_message(msg.map(StrBytes::from_string))
+        })
+        .collect();
+    Ok(ctx.respond(&DeleteTopicsResponse::default().with_responses(responses)))
+}

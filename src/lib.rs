@@ -1,0 +1,22 @@
+//! Flumen: a Kafka-compatible message broker, thread-per-core and shared-nothing on io_uring.
+//!
+//! # Layout
+//! - `server`   process start-up and shutdown: one pinned glommio executor per shard.
+//! - `config`   the TOML config and its limits.
+//! - `net`      sockets and framing: per-shard SO_REUSEPORT listeners, ordered responses.
+//! - `protocol` Kafka wire glue: supported versions, error codes, batch validation, Fetch encoding.
+//! - `handler`  one module per Kafka API family; splits requests by owning shard and merges.
+//! - `shard`    the shard (owner of partitions, sockets, tail cache), the cross-shard mesh and
+//!   the metadata (topics, placement) that shard 0 alone writes.
+//! - `log`      partitions and segments: O_DIRECT group-commit appends, indexes, reads,
+//!   retention, recovery. A partition belongs to exactly one shard.
+//! - `util`     small single-threaded async helpers.
+
+pub mod config;
+pub mod handler;
+pub mod log;
+pub mod net;
+pub mod protocol;
+pub mod server;
+pub mod shard;
+pub mod util;

@@ -1,0 +1,69 @@
+//! Kafka error codes: the one place where Flumen's failures become codes on the wire.
+
+/// A Kafka protocol error code (see Kafka's `Errors` enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode(pub i16);
+
+impl ErrorCode {
+    pub const NONE: ErrorCode = ErrorCode(0);
+    pub const OFFSET_OUT_OF_RANGE: ErrorCode = ErrorCode(1);
+    pub const CORRUPT_MESSAGE: ErrorCode = ErrorCode(2);
+    pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = ErrorCode(3);
+    pub const INVALID_FETCH_SIZE: ErrorCode = ErrorCode(4);
+    pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = ErrorCode(6);
+    pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
+    pub const MESSAGE_TOO_LARGE: ErrorCode = ErrorCode(10);
+    pub const INVALID_TOPIC_EXCEPTION: ErrorCode = ErrorCode(17);
+    pub const RECORD_LIST_TOO_LARGE: ErrorCode = ErrorCode(18);
+    pub const INVALID_REQUIRED_ACKS: ErrorCode = ErrorCode(21);
+    pub const INVALID_TIMESTAMP: ErrorCode = ErrorCode(32);
+    pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(35);
+    pub const TOPIC_ALREADY_EXISTS: ErrorCode = ErrorCode(36);
+    pub const INVALID_PARTITIONS: ErrorCode = ErrorCode(37);
+    pub const INVALID_REPLICATION_FACTOR: ErrorCode = ErrorCode(38);
+    pub const INVALID_REQUEST: ErrorCode = ErrorCode(42);
+    pub const INVALID_CONFIG: ErrorCode = ErrorCode(40);
+    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: ErrorCode = ErrorCode(43);
+    pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
+    pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode(-1);
+    pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
+
+    pub fn is_ok(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// A per-partition failure with the message Kafka's newer versions can carry.
+#[derive(Debug, Clone)]
+pub struct KafkaError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl KafkaError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        KafkaError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for KafkaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "error {}: {}", self.code.0, self.message)
+    }
+}
+
+/// Operational errors (I/O) take the partition's requests to KAFKA_STORAGE_ERROR.
+impl From<glommio::GlommioError<()>> for KafkaError {
+    fn from(e: glommio::GlommioError<()>) -> Self {
+        KafkaError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string())
+    }
+}
+
+impl From<std::io::Error> for KafkaError {
+    fn from(e: std::io::Error) -> Self {
+        KafkaError::new(ErrorCode::KAFKA_STORAGE_ERROR, e.to_string())
+    }
+}

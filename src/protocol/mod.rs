@@ -1,0 +1,53 @@
+//! Kafka wire-protocol glue: the versions Flumen implements, error codes, record-batch validation
+//! and the hand-written Fetch response encoder (the one response whose record bytes may come
+//! from a file and so cannot be built in memory).
+//!
+//! Requests are decoded with the `kafka-protocol` crate from the frame's `Bytes`, so produced
+//! record batches stay zero-copy slices of the received frame.
+
+pub mod batch;
+pub mod errors;
+pub mod fetch_encode;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::Encodable;
+
+/// (API, lowest version, highest version) that Flumen implements. ApiVersions advertises exactly
+/// this table, and the dispatcher refuses anything outside it.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+];
+
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// Encodes a whole response frame: 4-byte size, response header, body.
+pub fn encode_response<M: Encodable>(
+    correlation_id: i32,
+    header_version: i16,
+    body: &M,
+    version: i16,
+) -> anyhow::Result<Bytes> {
+    let body_len = body.compute_size(version)?;
+    let header_len = if header_version >= 1 { 5 } else { 4 };
+    let mut buf = BytesMut::with_capacity(4 + header_len + body_len);
+    buf.put_i32((header_len + body_len) as i32);
+    buf.put_i32(correlation_id);
+    if header_version >= 1 {
+        buf.put_u8(0); // no tagged fields in the header
+    }
+    body.encode(&mut buf, version)?;
+    debug_assert_eq!(buf.len(), 4 + header_len + body_len);
+    Ok(buf.freeze())
+}

@@ -1,0 +1,183 @@
+//! Process start-up and shutdown: one pinned glommio executor per shard, each opening its
+//! partitions, joining the mesh and listening on the shared port; SIGINT/SIGTERM stop them after
+//! every partition flushed what it accepted.
+
+use crate::config::Config;
+use crate::shard::mesh::Mesh;
+use crate::shard::meta::ClusterMeta;
+use crate::shard::Shard;
+use glommio::{LocalExecutorBuilder, Placement};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a shard checks for the stop signal.
+const STOP_POLL_MS: u64 = 50;
+/// io_uring buffer memory each executor registers (glommio locks it in RAM).
+const IO_MEMORY_BYTES: usize = 8 << 20;
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![0]);
+    let nr = if config.shards == 0 {
+        cores.len()
+    } else {
+        config.shards
+    };
+    let addr = config.listen_addr()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("data dir {}: {e}", config.data_dir.display()))?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    // SO_REUSEPORT would let a second broker share the port silently: prove it is free first.
+    drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?);
+    raise_memlock();
+
+    let meta = ClusterMeta::load(&config.data_dir, nr)?;
+    meta.save(&config.data_dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    tracing::info!(
+        listen = %addr,
+        advertised = ?config.advertised(),
+        shards = nr,
+        data_dir = %config.data_dir.display(),
+        flush = ?config.flush_policy(),
+        "starting flumen {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let mesh = Mesh::builder(nr);
+    let mut handles = Vec::with_capacity(nr);
+    for id in 0..nr {
+        let cpu = cores[id % cores.len()];
+        let config = config.clone();
+        let meta = meta.clone();
+        let mesh = mesh.clone();
+        let stop = stop.clone();
+        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("flumen-shard-{id}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .spawn(move || async move {
+                let r = shard_main(id, nr, cpu, config, meta, mesh, stop.clone()).await;
+                if let Err(e) = &r {
+                    tracing::error!(shard = id, "shard failed: {e:#}");
+                    stop.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+            .map_err(|e| anyhow::anyhow!("starting shard {id}: {e}"))?;
+        handles.push(h);
+    }
+    let mut first_err = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(anyhow::anyhow!("shard thread: {e}"));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+async fn shard_main(
+    id: usize,
+    nr: usize,
+    cpu: usize,
+    config: Config,
+    meta: ClusterMeta,
+    mesh: glommio::channels::channel_mesh::MeshBuilder<
+        crate::shard::mesh::Msg,
+        glommio::channels::channel_mesh::Full,
+    >,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let addr = config.listen_addr()?;
+    let shard = Rc::new(Shard::new(id, nr, Rc::new(config), meta));
+    shard.open_own_partitions().await?;
+    // Joining is a barrier: no shard serves before every shard recovered its partitions.
+    let m = Mesh::join(mesh, &shard).await?;
+    let _ = shard.mesh.set(m);
+    let listener =
+        glommio::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
+    tracing::info!(
+        shard = id,
+        cpu,
+        partitions = shard.partitions.borrow().len(),
+        "shard listening on {addr}"
+    );
+    let accept_shard = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    glommio::spawn_local(crate::net::connection::serve(
+                        accept_shard.clone(),
+                        stream,
+                    ))
+                    .detach();
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: keep serving existing connections.
+                    tracing::warn!("accept: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+    .detach();
+    shard.spawn_background(stop.clone());
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+    tracing::info!(shard = id, "stopping: flushing partitions");
+    shard.close_all().await;
+    Ok(())
+}
+
+/// One broker per data dir: an exclusive flock held for the life of the process.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))?;
+    // SAFETY: flock on a descriptor we own.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    anyhow::ensure!(
+        r == 0,
+        "data dir {} is in use by another flumen process",
+        dir.display()
+    );
+    Ok(f)
+}
+
+/// glommio locks its io_uring buffers; lift RLIMIT_MEMLOCK when allowed (root, CAP_IPC_LOCK).
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

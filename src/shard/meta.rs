@@ -1,0 +1,167 @@
+//! The broker's metadata: topics, their configs and the partition -> shard placement.
+//!
+//! Shard 0 is the only writer: it persists `<data>/flumen-meta.toml` (write, fsync, rename) and
+//! broadcasts each new version to every shard, which keeps a read-only copy.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const META_FILE: &str = "flumen-meta.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicMeta {
+    /// Topic id (UUID) as 32 hex digits.
+    pub id: String,
+    /// Owning shard of each partition, by partition index.
+    pub placement: Vec<usize>,
+    /// Topic-level config overrides (Kafka names, e.g. retention.ms).
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicMeta {
+    pub fn id_bytes(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(self.id.get(2 * i..2 * i + 2).unwrap_or("00"), 16).unwrap_or(0);
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClusterMeta {
+    pub version: u64,
+    /// Random per data dir, reported as Kafka's cluster id.
+    #[serde(default)]
+    pub cluster_id: String,
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+impl ClusterMeta {
+    /// Loads the metadata of a data dir, or a fresh one. Placements are folded onto the current
+    /// shard count, so a broker restarted with fewer shards still serves every partition.
+    pub fn load(data_dir: &Path, nr_shards: usize) -> anyhow::Result<ClusterMeta> {
+        let path = data_dir.join(META_FILE);
+        let mut meta = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<ClusterMeta>(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ClusterMeta::default(),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+        };
+        if meta.cluster_id.is_empty() {
+            meta.cluster_id = random_hex(16);
+        }
+        for t in meta.topics.values_mut() {
+            for s in t.placement.iter_mut() {
+                *s %= nr_shards;
+            }
+        }
+        Ok(meta)
+    }
+
+    /// Writes the metadata atomically (blocking: call from the main thread or spawn_blocking).
+    pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        std::fs::create_dir_all(data_dir)?;
+        let text = toml::to_string(self).map_err(std::io::Error::other)?;
+        let tmp = data_dir.join(format!("{META_FILE}.tmp"));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, data_dir.join(META_FILE))?;
+        std::fs::File::open(data_dir)?.sync_all()
+    }
+
+    /// Partitions placed on each shard.
+    pub fn load_per_shard(&self, nr_shards: usize) -> Vec<usize> {
+        let mut load = vec![0usize; nr_shards];
+        for t in self.topics.values() {
+            for &s in &t.placement {
+                load[s % nr_shards] += 1;
+            }
+        }
+        load
+    }
+
+    pub fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
+        let t = self.topics.get(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.placement.get(p).copied())
+    }
+}
+
+/// Random hex from the kernel's generator (topic ids, cluster id).
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_err()
+    {
+        // Fall back to time-derived bytes; ids only need to differ between topics.
+        let mut x = crate::util::now_ms() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+        for b in buf.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Kafka's topic name rule: 1..=249 of [a-zA-Z0-9._-], not "." or "..".
+pub fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(valid_topic_name("orders.v1_x-2"));
+        assert!(!valid_topic_name(""));
+        assert!(!valid_topic_name(".."));
+        assert!(!valid_topic_name("a/b"));
+        assert!(!valid_topic_name(&"x".repeat(250)));
+    }
+
+    #[test]
+    fn save_load_round_trip_and_fold_placement() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = ClusterMeta {
+            version: 3,
+            cluster_id: "abc".into(),
+            ..Default::default()
+        };
+        m.topics.insert(
+            "t".into(),
+            TopicMeta {
+                id: random_hex(16),
+                placement: vec![0, 1, 2, 3],
+                configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+            },
+        );
+        m.save(dir.path()).unwrap();
+        let same = ClusterMeta::load(dir.path(), 4).unwrap();
+        assert_eq!(same, m);
+        let folded = ClusterMeta::load(dir.path(), 2).unwrap();
+        assert_eq!(folded.topics["t"].placement, vec![0, 1, 0, 1]);
+        assert_eq!(folded.load_per_shard(2), vec![2, 2]);
+        assert_eq!(m.topics["t"].id_bytes().len(), 16);
+    }
+}

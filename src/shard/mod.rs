@@ -1,0 +1,735 @@
+//! Shards: one pinned glommio executor per core, each owning its partitions, sockets and memory.
+//!
+//! Invariants: a partition is opened, appended to, read and deleted only by the shard the
+//! placement table names; every other shard asks it over the mesh (one message per remote
+//! shard per request). Shard 0 alone changes the metadata and broadcasts each version.
+
+pub mod mesh;
+pub mod meta;
+
+use crate::config::Config;
+use crate::log::{Chunk, LogConfig, Partition, TailCache};
+use crate::protocol::batch::BatchInfo;
+use crate::protocol::errors::{ErrorCode, KafkaError};
+use crate::util::{with_timeout, AnyOf};
+use bytes::Bytes;
+use glommio::io::BufferedFile;
+use meta::{ClusterMeta, TopicMeta};
+use std::cell::{OnceCell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Open file handles a shard keeps for serving other shards' segment ranges.
+const FILE_HANDLE_CACHE: usize = 512;
+
+/// A produce sub-request for one partition.
+pub struct ProducePart {
+    pub topic: String,
+    pub partition: i32,
+    pub records: Bytes,
+    pub infos: Vec<BatchInfo>,
+}
+
+pub struct ProduceOut {
+    pub error: Option<KafkaError>,
+    pub base_offset: i64,
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+pub struct FetchPart {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+/// Record bytes that can cross shards: memory, or a file range the receiver opens itself.
+pub enum SendChunk {
+    Mem(Bytes),
+    File { path: PathBuf, pos: u64, len: usize },
+}
+
+pub struct FetchOut {
+    pub error: ErrorCode,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub chunks: Vec<SendChunk>,
+    pub bytes: usize,
+}
+
+pub struct CreateSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+    pub validate_only: bool,
+}
+
+pub enum Req {
+    Produce {
+        acks: i16,
+        timeout_ms: u64,
+        parts: Vec<ProducePart>,
+    },
+    Fetch {
+        parts: Vec<FetchPart>,
+        max_bytes: usize,
+    },
+    /// Reply once any partition has data past its offset, or after max_wait_ms.
+    Watch {
+        parts: Vec<(String, i32, i64)>,
+        max_wait_ms: u64,
+    },
+    ListOffsets {
+        parts: Vec<(String, i32, i64)>,
+    },
+    CreateTopics(Vec<CreateSpec>),
+    DeleteTopics(Vec<String>),
+    OpenPartitions(Vec<(String, i32, BTreeMap<String, String>)>),
+    RemovePartitions(Vec<(String, i32)>),
+    SetMeta(ClusterMeta),
+}
+
+pub enum Resp {
+    Produce(Vec<ProduceOut>),
+    Fetch(Vec<FetchOut>),
+    Watch,
+    /// (error, timestamp, offset) per partition.
+    ListOffsets(Vec<(ErrorCode, i64, i64)>),
+    /// Per topic: error code and message.
+    Topics(Vec<(ErrorCode, Option<String>)>),
+    Done,
+    Failed(String),
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub nr_shards: usize,
+    pub config: Rc<Config>,
+    pub meta: RefCell<Rc<ClusterMeta>>,
+    pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
+    pub tail_cache: Rc<TailCache>,
+    pub mesh: OnceCell<mesh::Mesh>,
+    control_lock: glommio::sync::Semaphore,
+    files: RefCell<HashMap<PathBuf, Rc<BufferedFile>>>,
+}
+
+/// Maps a topic's config overrides onto the broker defaults.
+pub fn log_config(cfg: &Config, overrides: &BTreeMap<String, String>) -> LogConfig {
+    let num = |k: &str, d: i64| {
+        overrides
+            .get(k)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(d)
+    };
+    LogConfig {
+        segment_bytes: num("segment.bytes", cfg.segment_bytes as i64).max(64 * 1024) as u64,
+        segment_ms: num("segment.ms", cfg.segment_ms),
+        retention_ms: num("retention.ms", cfg.retention_ms),
+        retention_bytes: num("retention.bytes", cfg.retention_bytes),
+        index_interval_bytes: num("index.interval.bytes", cfg.index_interval_bytes as i64).max(1)
+            as u64,
+        flush: cfg.flush_policy(),
+        timestamp_type: match overrides.get("message.timestamp.type").map(String::as_str) {
+            Some("LogAppendTime") => crate::config::TimestampType::LogAppendTime,
+            Some("CreateTime") => crate::config::TimestampType::CreateTime,
+            _ => cfg.message_timestamp_type,
+        },
+        write_buffer_bytes: cfg.write_buffer_bytes,
+    }
+}
+
+/// Checks a topic config override: known key and a value Flumen honours.
+pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
+    let int = |min: i64| match value.parse::<i64>() {
+        Ok(v) if v >= min => Ok(()),
+        _ => Err(format!("{key} must be an integer >= {min}, got {value:?}")),
+    };
+    match key {
+        "retention.ms" | "retention.bytes" => int(-1),
+        "segment.bytes" => int(64 * 1024).and_then(|_| {
+            if value.parse::<u64>().unwrap_or(u64::MAX) > u32::MAX as u64 {
+                Err("segment.bytes must be below 4 GiB".into())
+            } else {
+                Ok(())
+            }
+        }),
+        "segment.ms" => int(1),
+        "index.interval.bytes" => int(1),
+        "min.insync.replicas" => match value {
+            "1" => Ok(()),
+            _ => Err("min.insync.replicas must be 1 on a single broker".into()),
+        },
+        "message.timestamp.type" => match value {
+            "CreateTime" | "LogAppendTime" => Ok(()),
+            _ => Err(format!(
+                "message.timestamp.type {value:?} is not CreateTime or LogAppendTime"
+            )),
+        },
+        "cleanup.policy" => match value {
+            "delete" => Ok(()),
+            _ => Err(format!(
+                "cleanup.policy={value} is not supported yet (only delete)"
+            )),
+        },
+        "compression.type" => match value {
+            "producer" => Ok(()),
+            _ => Err("compression.type: batches are stored as produced (only 'producer')".into()),
+        },
+        _ => Err(format!("unknown or unsupported topic config {key}")),
+    }
+}
+
+impl Shard {
+    pub fn new(id: usize, nr_shards: usize, config: Rc<Config>, meta: ClusterMeta) -> Shard {
+        let tail_cache = TailCache::new(config.tail_cache_bytes);
+        Shard {
+            id,
+            nr_shards,
+            config,
+            meta: RefCell::new(Rc::new(meta)),
+            partitions: RefCell::new(HashMap::new()),
+            tail_cache,
+            mesh: OnceCell::new(),
+            control_lock: glommio::sync::Semaphore::new(1),
+            files: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub fn meta(&self) -> Rc<ClusterMeta> {
+        self.meta.borrow().clone()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    /// Serves `body` on shard `to`: directly when local, over the mesh otherwise.
+    pub async fn call(self: &Rc<Self>, to: usize, body: Req) -> Resp {
+        if to == self.id {
+            // Boxed: serve() itself calls shards (create_topics -> OpenPartitions).
+            return Box::pin(self.serve(body)).await;
+        }
+        match self.mesh.get() {
+            Some(m) => m.call(self.id, to, body).await,
+            None => Resp::Failed(format!("no mesh to reach shard {to}")),
+        }
+    }
+
+    /// Opens the partitions the current metadata places on this shard.
+    pub async fn open_own_partitions(self: &Rc<Self>) -> anyhow::Result<()> {
+        let meta = self.meta();
+        let mut list = Vec::new();
+        for (name, t) in &meta.topics {
+            for (p, &owner) in t.placement.iter().enumerate() {
+                if owner == self.id {
+                    list.push((name.clone(), p as i32, t.configs.clone()));
+                }
+            }
+        }
+        self.open_partitions(list)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.to_string()))
+    }
+
+    async fn open_partitions(
+        &self,
+        list: Vec<(String, i32, BTreeMap<String, String>)>,
+    ) -> Result<(), KafkaError> {
+        for (topic, index, configs) in list {
+            if self.partition(&topic, index).is_some() {
+                continue;
+            }
+            let cfg = log_config(&self.config, &configs);
+            let p = Partition::open(
+                &self.config.data_dir,
+                &topic,
+                index,
+                cfg,
+                self.tail_cache.clone(),
+            )
+            .await?;
+            self.partitions.borrow_mut().insert((topic, index), p);
+        }
+        Ok(())
+    }
+
+    /// The shard-local half of every cross-shard request.
+    pub async fn serve(self: &Rc<Self>, body: Req) -> Resp {
+        match body {
+            Req::Produce {
+                acks,
+                timeout_ms,
+                parts,
+            } => Resp::Produce(self.produce_local(acks, timeout_ms, parts).await),
+            Req::Fetch { parts, max_bytes } => {
+                Resp::Fetch(self.fetch_local(parts, max_bytes).await)
+            }
+            Req::Watch { parts, max_wait_ms } => {
+                self.watch_local(parts, max_wait_ms).await;
+                Resp::Watch
+            }
+            Req::ListOffsets { parts } => {
+                let mut out = Vec::with_capacity(parts.len());
+                for (topic, index, ts) in parts {
+                    out.push(self.list_offset_local(&topic, index, ts).await);
+                }
+                Resp::ListOffsets(out)
+            }
+            Req::CreateTopics(specs) => Resp::Topics(self.create_topics(specs).await),
+            Req::DeleteTopics(names) => Resp::Topics(self.delete_topics(names).await),
+            Req::OpenPartitions(list) => match self.open_partitions(list).await {
+                Ok(()) => Resp::Done,
+                Err(e) => Resp::Failed(e.message),
+            },
+            Req::RemovePartitions(list) => {
+                for (topic, index) in list {
+                    let p = self.partitions.borrow_mut().remove(&(topic, index));
+                    if let Some(p) = p {
+                        let _ = p.close().await;
+                        if let Err(e) = p.remove_files().await {
+                            tracing::error!("removing {}: {e}", p.dir.display());
+                        }
+                    }
+                }
+                self.files.borrow_mut().clear();
+                Resp::Done
+            }
+            Req::SetMeta(meta) => {
+                let newer = meta.version >= self.meta.borrow().version;
+                if newer {
+                    *self.meta.borrow_mut() = Rc::new(meta);
+                }
+                Resp::Done
+            }
+        }
+    }
+
+    async fn produce_local(
+        &self,
+        acks: i16,
+        timeout_ms: u64,
+        parts: Vec<ProducePart>,
+    ) -> Vec<ProduceOut> {
+        let mut out = Vec::with_capacity(parts.len());
+        let mut waits = Vec::new();
+        for part in parts {
+            let Some(p) = self.partition(&part.topic, part.partition) else {
+                out.push(ProduceOut {
+                    error: Some(KafkaError::new(
+                        ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                        "partition is not on this shard",
+                    )),
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                });
+                continue;
+            };
+            match p.append(&part.records, &part.infos).await {
+                Ok((base, lat, target)) => {
+                    waits.push((out.len(), p.clone(), target));
+                    out.push(ProduceOut {
+                        error: None,
+                        base_offset: base,
+                        log_append_time: lat,
+                        log_start_offset: p.log_start_offset(),
+                    });
+                }
+                Err(e) => out.push(ProduceOut {
+                    error: Some(e),
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                }),
+            }
+        }
+        if acks != 0 {
+            // All appends are queued; their group commits complete together.
+            for (i, p, target) in waits {
+                let waited = with_timeout(
+                    Duration::from_millis(timeout_ms.max(1)),
+                    p.wait_durable(target),
+                )
+                .await;
+                let err = match waited {
+                    Some(Ok(())) => None,
+                    Some(Err(e)) => Some(e),
+                    None => Some(KafkaError::new(
+                        ErrorCode::REQUEST_TIMED_OUT,
+                        "write did not complete within the request timeout",
+                    )),
+                };
+                if err.is_some() {
+                    out[i].error = err;
+                    out[i].base_offset = -1;
+                }
+            }
+        }
+        out
+    }
+
+    async fn fetch_local(&self, parts: Vec<FetchPart>, max_bytes: usize) -> Vec<FetchOut> {
+        let mut out = Vec::with_capacity(parts.len());
+        let mut budget = max_bytes;
+        for part in parts {
+            let Some(p) = self.partition(&part.topic, part.partition) else {
+                out.push(FetchOut {
+                    error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    chunks: Vec::new(),
+                    bytes: 0,
+                });
+                continue;
+            };
+            // The first partition with data may exceed the budget (Kafka's rule), later ones not.
+            let limit = if budget == 0 {
+                0
+            } else {
+                part.max_bytes.min(budget)
+            };
+            let result = if limit == 0 && budget == 0 {
+                Ok(crate::log::ReadResult {
+                    high_watermark: p.high_watermark(),
+                    log_start_offset: p.log_start_offset(),
+                    chunks: Vec::new(),
+                    bytes: 0,
+                })
+            } else {
+                p.read(part.offset, limit.max(1)).await
+            };
+            match result {
+                Ok(r) => {
+                    budget = budget.saturating_sub(r.bytes);
+                    out.push(FetchOut {
+                        error: ErrorCode::NONE,
+                        high_watermark: r.high_watermark,
+                        log_start_offset: r.log_start_offset,
+                        chunks: r
+                            .chunks
+                            .into_iter()
+                            .map(|c| match c {
+                                Chunk::Mem(b) => SendChunk::Mem(b),
+                                Chunk::File { seg, pos, len } => SendChunk::File {
+                                    path: seg.log_path(),
+                                    pos,
+                                    len,
+                                },
+                            })
+                            .collect(),
+                        bytes: r.bytes,
+                    });
+                }
+                Err(e) => out.push(FetchOut {
+                    error: e.code,
+                    high_watermark: p.high_watermark(),
+                    log_start_offset: p.log_start_offset(),
+                    chunks: Vec::new(),
+                    bytes: 0,
+                }),
+            }
+        }
+        out
+    }
+
+    async fn watch_local(&self, parts: Vec<(String, i32, i64)>, max_wait_ms: u64) {
+        let list: Vec<(Rc<Partition>, i64)> = parts
+            .iter()
+            .filter_map(|(t, i, o)| self.partition(t, *i).map(|p| (p, *o)))
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_millis(max_wait_ms);
+        loop {
+            if list
+                .iter()
+                .any(|(p, o)| p.high_watermark() > *o || p.failure().is_some())
+            {
+                return;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline || list.is_empty() {
+                if list.is_empty() {
+                    glommio::timer::sleep(deadline.saturating_duration_since(now)).await;
+                }
+                return;
+            }
+            let wakers: Vec<_> = list.iter().map(|(p, _)| p.progress.wait()).collect();
+            let any = AnyOf(wakers.into_iter().map(|f| Box::pin(f) as _).collect());
+            with_timeout(deadline - now, any).await;
+        }
+    }
+
+    async fn list_offset_local(&self, topic: &str, index: i32, ts: i64) -> (ErrorCode, i64, i64) {
+        let Some(p) = self.partition(topic, index) else {
+            return (ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1);
+        };
+        if let Some(e) = p.failure() {
+            return (e.code, -1, -1);
+        }
+        match ts {
+            -2 => (ErrorCode::NONE, -1, p.log_start_offset()),
+            -1 => (ErrorCode::NONE, -1, p.high_watermark()),
+            t if t < 0 => (ErrorCode::INVALID_REQUEST, -1, -1),
+            t => match p.offset_for_timestamp(t).await {
+                Ok(Some((offset, ts))) => (ErrorCode::NONE, ts, offset),
+                Ok(None) => (ErrorCode::NONE, -1, -1),
+                Err(e) => (e.code, -1, -1),
+            },
+        }
+    }
+
+    /// Creates topics (shard 0 only): validate, place, persist, open on the owners, broadcast.
+    async fn create_topics(
+        self: &Rc<Self>,
+        specs: Vec<CreateSpec>,
+    ) -> Vec<(ErrorCode, Option<String>)> {
+        assert_eq!(self.id, 0, "only shard 0 changes metadata");
+        let _permit = self.control_lock.acquire_permit(1).await.ok();
+        let mut meta = (*self.meta()).clone();
+        let mut results = Vec::with_capacity(specs.len());
+        let mut opens: Vec<Vec<(String, i32, BTreeMap<String, String>)>> =
+            vec![Vec::new(); self.nr_shards];
+        let mut changed = false;
+        for spec in specs {
+            let partitions = if spec.partitions == -1 {
+                self.config.default_partitions
+            } else {
+                spec.partitions
+            };
+            let err = |c: ErrorCode, m: String| (c, Some(m));
+            let verdict = if !meta::valid_topic_name(&spec.name) {
+                err(
+                    ErrorCode::INVALID_TOPIC_EXCEPTION,
+                    format!("invalid topic name {:?}", spec.name),
+                )
+            } else if meta.topics.contains_key(&spec.name) {
+                err(
+                    ErrorCode::TOPIC_ALREADY_EXISTS,
+                    format!("topic {} already exists", spec.name),
+                )
+            } else if partitions < 1 || partitions > self.config.max_partitions_per_topic {
+                err(
+                    ErrorCode::INVALID_PARTITIONS,
+                    format!(
+                        "partitions must be 1..={}",
+                        self.config.max_partitions_per_topic
+                    ),
+                )
+            } else if spec.replication_factor != -1 && spec.replication_factor != 1 {
+                err(
+                    ErrorCode::INVALID_REPLICATION_FACTOR,
+                    "replication factor must be 1 on a single broker".into(),
+                )
+            } else if let Some(e) = spec
+                .configs
+                .iter()
+                .find_map(|(k, v)| check_topic_config(k, v).err())
+            {
+                err(ErrorCode::INVALID_CONFIG, e)
+            } else {
+                (ErrorCode::NONE, None)
+            };
+            if verdict.0.is_ok() && !spec.validate_only {
+                let mut load = meta.load_per_shard(self.nr_shards);
+                let mut placement = Vec::with_capacity(partitions as usize);
+                for p in 0..partitions {
+                    let shard = (0..self.nr_shards)
+                        .min_by_key(|&s| (load[s], s))
+                        .unwrap_or(0);
+                    load[shard] += 1;
+                    placement.push(shard);
+                    opens[shard].push((spec.name.clone(), p, spec.configs.clone()));
+                }
+                meta.topics.insert(
+                    spec.name.clone(),
+                    TopicMeta {
+                        id: meta::random_hex(16),
+                        placement,
+                        configs: spec.configs.clone(),
+                    },
+                );
+                changed = true;
+                tracing::info!(topic = %spec.name, partitions, "created topic");
+            }
+            results.push(verdict);
+        }
+        if !changed {
+            return results;
+        }
+        meta.version += 1;
+        if let Err(e) = self.persist_meta(&meta).await {
+            for r in results.iter_mut().filter(|r| r.0.is_ok()) {
+                *r = (
+                    ErrorCode::KAFKA_STORAGE_ERROR,
+                    Some(format!("saving metadata: {e}")),
+                );
+            }
+            return results;
+        }
+        for (shard, list) in opens.into_iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            if let Resp::Failed(m) = self.call(shard, Req::OpenPartitions(list)).await {
+                tracing::error!("opening partitions on shard {shard}: {m}");
+            }
+        }
+        self.broadcast_meta(meta).await;
+        results
+    }
+
+    async fn delete_topics(
+        self: &Rc<Self>,
+        names: Vec<String>,
+    ) -> Vec<(ErrorCode, Option<String>)> {
+        assert_eq!(self.id, 0, "only shard 0 changes metadata");
+        let _permit = self.control_lock.acquire_permit(1).await.ok();
+        let mut meta = (*self.meta()).clone();
+        let mut removes: Vec<Vec<(String, i32)>> = vec![Vec::new(); self.nr_shards];
+        let mut results = Vec::with_capacity(names.len());
+        for name in names {
+            match meta.topics.remove(&name) {
+                Some(t) => {
+                    for (p, &s) in t.placement.iter().enumerate() {
+                        removes[s].push((name.clone(), p as i32));
+                    }
+                    tracing::info!(topic = %name, "deleted topic");
+                    results.push((ErrorCode::NONE, None));
+                }
+                None => results.push((
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(format!("topic {name} does not exist")),
+                )),
+            }
+        }
+        if removes.iter().all(Vec::is_empty) {
+            return results;
+        }
+        meta.version += 1;
+        if let Err(e) = self.persist_meta(&meta).await {
+            for r in results.iter_mut().filter(|r| r.0.is_ok()) {
+                *r = (
+                    ErrorCode::KAFKA_STORAGE_ERROR,
+                    Some(format!("saving metadata: {e}")),
+                );
+            }
+            return results;
+        }
+        // New requests stop seeing the topic before its files go.
+        self.broadcast_meta(meta).await;
+        for (shard, list) in removes.into_iter().enumerate() {
+            if !list.is_empty() {
+                self.call(shard, Req::RemovePartitions(list)).await;
+            }
+        }
+        results
+    }
+
+    async fn persist_meta(&self, meta: &ClusterMeta) -> std::io::Result<()> {
+        let m = meta.clone();
+        let dir = self.config.data_dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || m.save(&dir))
+            .await
+    }
+
+    async fn broadcast_meta(self: &Rc<Self>, meta: ClusterMeta) {
+        for shard in 0..self.nr_shards {
+            self.call(shard, Req::SetMeta(meta.clone())).await;
+        }
+    }
+
+    /// Creates missing topics through shard 0 (auto-creation, CreateTopics from any shard).
+    pub async fn request_create(
+        self: &Rc<Self>,
+        specs: Vec<CreateSpec>,
+    ) -> Vec<(ErrorCode, Option<String>)> {
+        let n = specs.len();
+        match self.call(0, Req::CreateTopics(specs)).await {
+            Resp::Topics(r) => r,
+            other => {
+                let m = match other {
+                    Resp::Failed(m) => m,
+                    _ => "unexpected reply".into(),
+                };
+                vec![(ErrorCode::UNKNOWN_SERVER_ERROR, Some(m)); n]
+            }
+        }
+    }
+
+    /// A page-cache handle for a segment file named by another shard (kept open: segments
+    /// are immutable once written, and an unlinked file stays readable).
+    pub async fn file_handle(&self, path: &PathBuf) -> std::io::Result<Rc<BufferedFile>> {
+        if let Some(f) = self.files.borrow().get(path) {
+            return Ok(f.clone());
+        }
+        let f = Rc::new(
+            glommio::io::OpenOptions::new()
+                .read(true)
+                .buffered_open(path)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        );
+        let mut files = self.files.borrow_mut();
+        if files.len() >= FILE_HANDLE_CACHE {
+            files.clear();
+        }
+        files.insert(path.clone(), f.clone());
+        Ok(f)
+    }
+
+    /// Background work of a shard: retention checks and interval fdatasync.
+    pub fn spawn_background(self: &Rc<Self>, stop: Arc<AtomicBool>) {
+        let shard = self.clone();
+        let stop2 = stop.clone();
+        glommio::spawn_local(async move {
+            let every = Duration::from_millis(shard.config.retention_check_interval_ms.max(10));
+            while !stop2.load(Ordering::Relaxed) {
+                glommio::timer::sleep(every).await;
+                let parts: Vec<_> = shard.partitions.borrow().values().cloned().collect();
+                for p in parts {
+                    if let Err(e) = p.enforce_retention().await {
+                        tracing::warn!(topic = %p.topic, partition = p.index, "retention: {e}");
+                    }
+                }
+            }
+        })
+        .detach();
+        if let crate::config::FlushPolicy::IntervalMs(ms) = self.config.flush_policy() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    glommio::timer::sleep(Duration::from_millis(ms)).await;
+                    let parts: Vec<_> = shard.partitions.borrow().values().cloned().collect();
+                    for p in parts {
+                        p.sync_if_dirty().await;
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// Clean shutdown: every partition flushes what it accepted and cuts its preallocation.
+    pub async fn close_all(&self) {
+        let parts: Vec<_> = self
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for p in parts {
+            if let Err(e) = p.close().await {
+                tracing::error!(topic = %p.topic, partition = p.index, "close: {e}");
+            }
+        }
+    }
+}
