@@ -33,8 +33,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("data dir {}: {e}", config.data_dir.display()))?;
     let _lock = lock_data_dir(&config.data_dir)?;
-    // SO_REUSEPORT would let a second broker share the port silently: prove it is free first.
-    drop(std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?);
+    ensure_port_free(addr)?;
     raise_memlock();
 
     let meta = ClusterMeta::load(&config.data_dir, nr)?;
@@ -148,6 +147,23 @@ async fn shard_main(
     tracing::info!(shard = id, "stopping: flushing partitions");
     shard.close_all().await;
     Ok(())
+}
+
+/// SO_REUSEPORT would let a second broker share the port silently, so refuse a port that
+/// something listens on. A plain bind also fails on our own TIME_WAIT leftovers after a
+/// restart, so a failed bind is only fatal when a connect shows a live listener.
+fn ensure_port_free(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    if std::net::TcpListener::bind(addr).is_ok() {
+        return Ok(());
+    }
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)) {
+        Ok(_) => anyhow::bail!("listen {addr}: another process is listening on this port"),
+        Err(_) => Ok(()),
+    }
 }
 
 /// One broker per data dir: an exclusive flock held for the life of the process.

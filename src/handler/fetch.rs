@@ -7,7 +7,7 @@ use super::{decode, Ctx};
 use crate::net::{Piece, Response};
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::fetch_encode::{self, PartitionData, TopicData};
-use crate::shard::{FetchOut, FetchPart, Req, Resp, SendChunk, Shard};
+use crate::shard::{FetchOut, FetchPart, PartAt, Req, Resp, SendChunk, Shard};
 use crate::util::{with_timeout, AnyOf};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchRequest;
@@ -207,7 +207,7 @@ async fn read_round(
 /// Waits until any owner reports new data for one of the partitions, or the deadline.
 async fn wait_for_data(shard: &Rc<Shard>, names: &[String], slots: &[Slot], deadline: Instant) {
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let mut by_owner: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
+    let mut by_owner: BTreeMap<usize, Vec<PartAt>> = BTreeMap::new();
     for s in slots {
         if let Some(o) = s.owner {
             // Wake on data past what this round already saw, not past the fetch offset.

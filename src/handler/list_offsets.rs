@@ -4,7 +4,7 @@
 use super::{decode, Ctx};
 use crate::net::Response;
 use crate::protocol::errors::ErrorCode;
-use crate::shard::{Req, Resp, Shard};
+use crate::shard::{PartAt, Req, Resp, Shard};
 use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_request::ListOffsetsRequest;
 use kafka_protocol::messages::list_offsets_response::{
@@ -17,7 +17,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
     let req: ListOffsetsRequest = decode(ctx, body)?;
     let meta = shard.meta();
     let mut results: Vec<(ErrorCode, i64, i64)> = Vec::new();
-    let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<(String, i32, i64)>)> = BTreeMap::new();
+    let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<PartAt>)> = BTreeMap::new();
     for t in &req.topics {
         let name = t.name.0.to_string();
         for p in &t.partitions {
@@ -56,12 +56,17 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
                         .iter()
                         .map(|p| {
                             let (code, ts, offset) = it.next().expect("one result per partition");
-                            ListOffsetsPartitionResponse::default()
+                            let r = ListOffsetsPartitionResponse::default()
                                 .with_partition_index(p.partition_index)
                                 .with_error_code(code.0)
                                 .with_timestamp(ts)
-                                .with_offset(offset)
-                                .with_leader_epoch(if offset >= 0 { 0 } else { -1 })
+                                .with_offset(offset);
+                            // leader_epoch exists from v4 on; a set field fails older encodings.
+                            if ctx.version >= 4 && offset >= 0 {
+                                r.with_leader_epoch(0)
+                            } else {
+                                r
+                            }
                         })
                         .collect(),
                 )

@@ -70,6 +70,11 @@ pub struct CreateSpec {
     pub validate_only: bool,
 }
 
+/// (topic, partition, offset or timestamp) of a partition named in a request.
+pub type PartAt = (String, i32, i64);
+/// A partition to open on its owner: (topic, partition, topic config overrides).
+pub type PartOpen = (String, i32, BTreeMap<String, String>);
+
 pub enum Req {
     Produce {
         acks: i16,
@@ -82,15 +87,15 @@ pub enum Req {
     },
     /// Reply once any partition has data past its offset, or after max_wait_ms.
     Watch {
-        parts: Vec<(String, i32, i64)>,
+        parts: Vec<PartAt>,
         max_wait_ms: u64,
     },
     ListOffsets {
-        parts: Vec<(String, i32, i64)>,
+        parts: Vec<PartAt>,
     },
     CreateTopics(Vec<CreateSpec>),
     DeleteTopics(Vec<String>),
-    OpenPartitions(Vec<(String, i32, BTreeMap<String, String>)>),
+    OpenPartitions(Vec<PartOpen>),
     RemovePartitions(Vec<(String, i32)>),
     SetMeta(ClusterMeta),
 }
@@ -240,10 +245,7 @@ impl Shard {
             .map_err(|e| anyhow::anyhow!(e.to_string()))
     }
 
-    async fn open_partitions(
-        &self,
-        list: Vec<(String, i32, BTreeMap<String, String>)>,
-    ) -> Result<(), KafkaError> {
+    async fn open_partitions(&self, list: Vec<PartOpen>) -> Result<(), KafkaError> {
         for (topic, index, configs) in list {
             if self.partition(&topic, index).is_some() {
                 continue;
@@ -441,7 +443,7 @@ impl Shard {
         out
     }
 
-    async fn watch_local(&self, parts: Vec<(String, i32, i64)>, max_wait_ms: u64) {
+    async fn watch_local(&self, parts: Vec<PartAt>, max_wait_ms: u64) {
         let list: Vec<(Rc<Partition>, i64)> = parts
             .iter()
             .filter_map(|(t, i, o)| self.partition(t, *i).map(|p| (p, *o)))
@@ -495,8 +497,7 @@ impl Shard {
         let _permit = self.control_lock.acquire_permit(1).await.ok();
         let mut meta = (*self.meta()).clone();
         let mut results = Vec::with_capacity(specs.len());
-        let mut opens: Vec<Vec<(String, i32, BTreeMap<String, String>)>> =
-            vec![Vec::new(); self.nr_shards];
+        let mut opens: Vec<Vec<PartOpen>> = vec![Vec::new(); self.nr_shards];
         let mut changed = false;
         for spec in specs {
             let partitions = if spec.partitions == -1 {
