@@ -165,6 +165,9 @@ struct State {
     /// once everything queued is written.
     tail_pos: u64,
     tail: Vec<u8>,
+    /// Capacity of the next write buffer: doubles when a buffer fills before the flusher takes
+    /// it (load: let one write carry more), resets when a write goes out half empty.
+    buf_capacity: usize,
     failed: Option<String>,
     unsynced_writes: bool,
     flusher_running: bool,
@@ -236,6 +239,7 @@ impl Partition {
                 queue: VecDeque::new(),
                 tail_pos: 0,
                 tail: Vec::new(),
+                buf_capacity: MIN_WRITE_BUFFER_BYTES,
                 failed: None,
                 unsynced_writes: false,
                 flusher_running: false,
@@ -428,6 +432,8 @@ impl Partition {
             if wb.len + len <= wb.buf.len() {
                 return;
             }
+            st.buf_capacity =
+                (st.buf_capacity * 2).min(self.cfg.write_buffer_bytes.max(MIN_WRITE_BUFFER_BYTES));
             Self::seal_open(st);
         }
         let file = st.writer.clone().expect("active writer");
@@ -438,10 +444,7 @@ impl Partition {
             .expect("active segment")
             .clone();
         let need = st.tail.len() + len;
-        let cap = align_up(
-            need.max(MIN_WRITE_BUFFER_BYTES.min(self.cfg.write_buffer_bytes)) as u64,
-            BLOCK_BYTES,
-        ) as usize;
+        let cap = align_up(need.max(st.buf_capacity) as u64, BLOCK_BYTES) as usize;
         let mut buf = file.alloc_dma_buffer(cap);
         buf.as_bytes_mut()[..st.tail.len()].copy_from_slice(&st.tail);
         st.open_buf = Some(WriteBuf {
@@ -530,6 +533,11 @@ impl Partition {
             let job = {
                 let mut st = self.st.borrow_mut();
                 if st.queue.is_empty() {
+                    if let Some(wb) = &st.open_buf {
+                        if wb.len * 2 < wb.buf.len() {
+                            st.buf_capacity = MIN_WRITE_BUFFER_BYTES;
+                        }
+                    }
                     Self::seal_open(&mut st);
                 }
                 st.queue.pop_front()
@@ -583,14 +591,14 @@ impl Partition {
                     st.durable_offset = st.durable_offset.max(wb.end_offset);
                 }
                 self.progress.notify_all();
-                wb.seg.persist_indexes().await
+                wb.seg.persist_indexes(false).await
             }
             Job::Seal { seg, file } => {
                 file.fdatasync().await.map_err(io_err)?;
                 file.truncate(seg.written_bytes.get())
                     .await
                     .map_err(io_err)?;
-                seg.persist_indexes().await?;
+                seg.persist_indexes(true).await?;
                 let file = Rc::try_unwrap(file).ok();
                 if let Some(f) = file {
                     f.close().await.map_err(io_err)?;
@@ -646,7 +654,7 @@ impl Partition {
         if let (Some(f), Some(seg)) = (file, seg) {
             f.fdatasync().await.map_err(io_err)?;
             f.truncate(seg.written_bytes.get()).await.map_err(io_err)?;
-            seg.persist_indexes().await?;
+            seg.persist_indexes(true).await?;
             if let Ok(f) = Rc::try_unwrap(f) {
                 f.close().await.map_err(io_err)?;
             }

@@ -15,6 +15,9 @@ use std::rc::Rc;
 
 pub const INDEX_ENTRY_BYTES: usize = 8;
 pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
+/// Index entries gathered before they are written out (128 entries = 512 KiB of log at the
+/// default interval: the most recovery has to rescan because of it).
+const PERSIST_EVERY_ENTRIES: usize = 128;
 /// How much of a segment is read at once while walking batch headers.
 const SCAN_WINDOW_BYTES: usize = 64 * 1024;
 
@@ -147,9 +150,17 @@ impl Segment {
         }
     }
 
-    /// Appends the index entries not yet persisted. Index files are hints: recovery validates
-    /// them and rebuilds what is missing, so they are written through the page cache.
-    pub async fn persist_indexes(&self) -> Result<(), KafkaError> {
+    /// Appends the index entries not yet persisted, once at least `PERSIST_EVERY_ENTRIES` are
+    /// waiting (or always with `force`). Index files are hints: recovery validates them and
+    /// scans forward from the last entry, so a lagging index costs only start-up time.
+    pub async fn persist_indexes(&self, force: bool) -> Result<(), KafkaError> {
+        if !force {
+            let ix = self.indexes.borrow();
+            if ix.offsets.len() - ix.offsets_persisted.min(ix.offsets.len()) < PERSIST_EVERY_ENTRIES
+            {
+                return Ok(());
+            }
+        }
         let (ofs_bytes, ofs_at, time_bytes, time_at, n_ofs, n_time) = {
             let ix = self.indexes.borrow();
             let written = self.written_bytes.get();
@@ -269,7 +280,7 @@ impl Segment {
             ix.offsets_persisted = 0;
             ix.times_persisted = 0;
         }
-        self.persist_indexes().await
+        self.persist_indexes(true).await
     }
 
     /// Parses the index files, keeping the consistent prefix: entries strictly increasing,
