@@ -170,7 +170,6 @@ struct State {
     buf_capacity: usize,
     failed: Option<String>,
     unsynced_writes: bool,
-    flusher_running: bool,
 }
 
 pub struct Partition {
@@ -242,7 +241,6 @@ impl Partition {
                 buf_capacity: MIN_WRITE_BUFFER_BYTES,
                 failed: None,
                 unsynced_writes: false,
-                flusher_running: false,
             }),
             cache: RefCell::new(VecDeque::new()),
             tail_cache,
@@ -527,7 +525,6 @@ impl Partition {
     }
 
     async fn flusher(self: Rc<Self>) {
-        self.st.borrow_mut().flusher_running = true;
         loop {
             let work = self.flush_work.wait();
             let job = {
@@ -543,12 +540,9 @@ impl Partition {
                 st.queue.pop_front()
             };
             let Some(job) = job else {
-                if self.st.borrow().failed.is_some() && Rc::strong_count(&self) == 1 {
-                    break;
-                }
                 self.flusher_idle.notify_all();
-                if Rc::strong_count(&self) == 1 {
-                    // Everyone else let go of the partition (topic deleted or broker stopping).
+                // Closed or failed with nothing left to write: no write can come any more.
+                if self.st.borrow().failed.is_some() || Rc::strong_count(&self) == 1 {
                     break;
                 }
                 work.await;
@@ -561,7 +555,6 @@ impl Partition {
                 self.fail(&e.message);
             }
         }
-        self.st.borrow_mut().flusher_running = false;
         self.flusher_idle.notify_all();
     }
 

@@ -695,6 +695,8 @@ impl Shard {
             let every = Duration::from_millis(shard.config.retention_check_interval_ms.max(10));
             while !stop2.load(Ordering::Relaxed) {
                 glommio::timer::sleep(every).await;
+                // Let go of handles to segments retention may have deleted, so their space is freed.
+                shard.files.borrow_mut().clear();
                 let parts: Vec<_> = shard.partitions.borrow().values().cloned().collect();
                 for p in parts {
                     if let Err(e) = p.enforce_retention().await {
