@@ -27,6 +27,8 @@ use std::rc::{Rc, Weak};
 
 /// Block size all O_DIRECT writes are aligned to.
 pub const BLOCK_BYTES: u64 = 4096;
+/// Disk space reserved ahead of the write position of the active segment.
+const PREALLOC_STEP_BYTES: u64 = 16 << 20;
 /// Smallest write buffer allocated; larger ones come from big batches or write_buffer_bytes.
 const MIN_WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
@@ -306,13 +308,8 @@ impl Partition {
             .dma_open(seg.log_path())
             .await
             .map_err(io_err)?;
-        let size = f.file_size().await.map_err(io_err)?;
-        if size < self.cfg.segment_bytes {
-            // Preallocate so appends never extend the file: no metadata in the fdatasync path.
-            f.pre_allocate(self.cfg.segment_bytes, false)
-                .await
-                .map_err(io_err)?;
-        }
+        seg.allocated_bytes
+            .set(f.file_size().await.map_err(io_err)?);
         Ok(Rc::new(f))
     }
 
@@ -562,6 +559,15 @@ impl Partition {
         match job {
             Job::Write(mut wb) => {
                 let write_len = align_up(wb.len as u64, BLOCK_BYTES) as usize;
+                let end = wb.file_pos + write_len as u64;
+                if end > wb.seg.allocated_bytes.get() {
+                    // Allocate ahead in steps so most writes land in allocated space (no
+                    // metadata for fdatasync) without reserving a whole segment per partition.
+                    let target =
+                        align_up(end, PREALLOC_STEP_BYTES).min(self.cfg.segment_bytes.max(end));
+                    wb.file.pre_allocate(target, false).await.map_err(io_err)?;
+                    wb.seg.allocated_bytes.set(target);
+                }
                 wb.buf.as_bytes_mut()[wb.len..write_len].fill(0);
                 wb.buf.trim_to_size(write_len);
                 let n = wb

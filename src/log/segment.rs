@@ -46,6 +46,8 @@ pub struct Segment {
     pub written_bytes: Cell<u64>,
     /// Next offset after the last batch on disk (base_offset when empty).
     pub written_next_offset: Cell<i64>,
+    /// File size reserved for the active segment (allocated ahead of the writes).
+    pub allocated_bytes: Cell<u64>,
     /// Largest batch max_timestamp seen, -1 when unknown or empty.
     pub max_timestamp: Cell<i64>,
     /// Wall-clock time the segment was created (for segment_ms) or its file mtime.
@@ -63,6 +65,7 @@ impl Segment {
             dir: dir.to_path_buf(),
             written_bytes: Cell::new(0),
             written_next_offset: Cell::new(base_offset),
+            allocated_bytes: Cell::new(0),
             max_timestamp: Cell::new(-1),
             created_ms,
             indexes: RefCell::new(Indexes::default()),
