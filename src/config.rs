@@ -68,6 +68,16 @@ pub struct Config {
     pub write_buffer_bytes: usize,
     /// Largest batch accepted (Kafka: message.max.bytes, 1 MiB + overhead).
     pub max_batch_bytes: usize,
+    /// Partitions of `__consumer_offsets` (Kafka: offsets.topic.num.partitions, 50); fixed
+    /// once the topic exists. Groups spread over the shards that own these partitions.
+    pub offsets_topic_partitions: i32,
+    /// Session timeouts a member may ask for (Kafka: group.min/max.session.timeout.ms).
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// A new group's first rebalance waits this long for more members (Kafka: 3 s).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Committed offsets of an empty group are forgotten after this (Kafka: 7 days).
+    pub offsets_retention_minutes: i64,
 }
 
 impl Default for Config {
@@ -94,6 +104,11 @@ impl Default for Config {
             tail_cache_bytes: 64 << 20,
             write_buffer_bytes: 4 << 20,
             max_batch_bytes: 8 << 20,
+            offsets_topic_partitions: 16,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3000,
+            offsets_retention_minutes: 7 * 24 * 60,
         }
     }
 }
@@ -124,6 +139,11 @@ impl Config {
         anyhow::ensure!(self.index_interval_bytes >= 1);
         anyhow::ensure!(self.write_buffer_bytes >= 64 * 1024);
         anyhow::ensure!(self.max_batch_bytes <= self.max_request_bytes);
+        anyhow::ensure!(
+            (1..=1000).contains(&self.offsets_topic_partitions),
+            "offsets_topic_partitions must be 1..=1000"
+        );
+        anyhow::ensure!(self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms);
         self.listen_addr()?;
         Ok(())
     }

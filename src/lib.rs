@@ -8,11 +8,14 @@
 //! - `handler`  one module per Kafka API family; splits requests by owning shard and merges.
 //! - `shard`    the shard (owner of partitions, sockets, tail cache), the cross-shard mesh and
 //!   the metadata (topics, placement) that shard 0 alone writes.
+//! - `group`    consumer group coordinator and committed offsets (in `__consumer_offsets`),
+//!   one per shard for the groups whose offsets partition it owns.
 //! - `log`      partitions and segments: O_DIRECT group-commit appends, indexes, reads,
 //!   retention, recovery. A partition belongs to exactly one shard.
 //! - `util`     small single-threaded async helpers.
 
 pub mod config;
+pub mod group;
 pub mod handler;
 pub mod log;
 pub mod net;

@@ -112,6 +112,9 @@ async fn shard_main(
     // Joining is a barrier: no shard serves before every shard recovered its partitions.
     let m = Mesh::join(mesh, &shard).await?;
     let _ = shard.mesh.set(m);
+    if id == 0 {
+        shard.ensure_offsets_topic().await;
+    }
     let listener =
         glommio::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
     tracing::info!(

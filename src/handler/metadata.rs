@@ -56,6 +56,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
                     .0,
             ),
             Some(t) => base
+                .with_is_internal(name == crate::group::OFFSETS_TOPIC && ctx.version >= 1)
                 .with_topic_id(uuid::Uuid::from_bytes(t.id_bytes()))
                 .with_partitions(
                     (0..t.placement.len() as i32)

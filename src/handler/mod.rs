@@ -4,6 +4,7 @@
 
 pub mod api_versions;
 pub mod fetch;
+pub mod group;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -52,7 +53,7 @@ pub fn decode<R: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<R, Response> 
 }
 
 /// Runs one request frame (without its size prefix) and produces its response.
-pub async fn handle(shard: Rc<Shard>, mut frame: Bytes) -> Response {
+pub async fn handle(shard: Rc<Shard>, mut frame: Bytes, peer: Rc<str>) -> Response {
     if frame.len() < 8 {
         return Response::Close(format!(
             "request frame of {} bytes has no header",
@@ -101,6 +102,17 @@ pub async fn handle(shard: Rc<Shard>, mut frame: Bytes) -> Response {
         ApiKey::ListOffsets => list_offsets::handle(&shard, &ctx, body).await,
         ApiKey::CreateTopics => topics::create(&shard, &ctx, body).await,
         ApiKey::DeleteTopics => topics::delete(&shard, &ctx, body).await,
+        ApiKey::FindCoordinator => group::find_coordinator(&shard, &ctx, body).await,
+        ApiKey::JoinGroup => group::join(&shard, &ctx, body, &peer).await,
+        ApiKey::SyncGroup => group::sync(&shard, &ctx, body).await,
+        ApiKey::Heartbeat => group::heartbeat(&shard, &ctx, body).await,
+        ApiKey::LeaveGroup => group::leave(&shard, &ctx, body).await,
+        ApiKey::OffsetCommit => group::offset_commit(&shard, &ctx, body).await,
+        ApiKey::OffsetFetch => group::offset_fetch(&shard, &ctx, body).await,
+        ApiKey::ListGroups => group::list_groups(&shard, &ctx, body).await,
+        ApiKey::DescribeGroups => group::describe_groups(&shard, &ctx, body).await,
+        ApiKey::DeleteGroups => group::delete_groups(&shard, &ctx, body).await,
+        ApiKey::OffsetDelete => group::offset_delete(&shard, &ctx, body).await,
         other => Err(Response::Close(format!("API {other:?} is not implemented"))),
     };
     r.unwrap_or_else(|resp| resp)

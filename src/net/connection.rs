@@ -44,7 +44,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         }
         let _ = w.shutdown(Shutdown::Both).await;
     });
-    if let Err(e) = read_loop(&shard, stream, tx).await {
+    let peer_rc: Rc<str> = Rc::from(peer.as_str());
+    if let Err(e) = read_loop(&shard, stream, tx, peer_rc).await {
         tracing::debug!(%peer, "connection closed by reader: {e}");
     }
     write_task.await;
@@ -54,6 +55,7 @@ async fn read_loop(
     shard: &Rc<Shard>,
     mut stream: TcpStream,
     tx: glommio::channels::local_channel::LocalSender<glommio::task::JoinHandle<Response>>,
+    peer: Rc<str>,
 ) -> std::io::Result<()> {
     let max = shard.config.max_request_bytes;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
@@ -72,7 +74,8 @@ async fn read_loop(
             }
             buf.advance(4);
             let frame = buf.split_to(size).freeze();
-            let task = glommio::spawn_local(handler::handle(shard.clone(), frame)).detach();
+            let task =
+                glommio::spawn_local(handler::handle(shard.clone(), frame, peer.clone())).detach();
             if tx.send(task).await.is_err() {
                 return Ok(()); // writer gone
             }

@@ -98,6 +98,7 @@ pub enum Req {
     OpenPartitions(Vec<PartOpen>),
     RemovePartitions(Vec<(String, i32)>),
     SetMeta(ClusterMeta),
+    Group(crate::group::GroupReq),
 }
 
 pub enum Resp {
@@ -110,6 +111,7 @@ pub enum Resp {
     Topics(Vec<(ErrorCode, Option<String>)>),
     Done,
     Failed(String),
+    Group(crate::group::GroupResp),
 }
 
 pub struct Shard {
@@ -120,6 +122,8 @@ pub struct Shard {
     pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
     pub tail_cache: Rc<TailCache>,
     pub mesh: OnceCell<mesh::Mesh>,
+    /// Groups whose `__consumer_offsets` partition this shard owns.
+    pub groups: crate::group::Coordinator,
     control_lock: glommio::sync::Semaphore,
     files: RefCell<HashMap<PathBuf, Rc<BufferedFile>>>,
 }
@@ -201,6 +205,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             tail_cache,
             mesh: OnceCell::new(),
+            groups: crate::group::Coordinator::default(),
             control_lock: glommio::sync::Semaphore::new(1),
             files: RefCell::new(HashMap::new()),
         }
@@ -242,7 +247,49 @@ impl Shard {
         }
         self.open_partitions(list)
             .await
-            .map_err(|e| anyhow::anyhow!(e.to_string()))
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        if let Some(t) = meta.topics.get(crate::group::OFFSETS_TOPIC) {
+            for (p, &owner) in t.placement.iter().enumerate() {
+                if owner == self.id {
+                    let n = self
+                        .groups
+                        .load(self, p as i32)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("loading committed offsets: {e}"))?;
+                    tracing::debug!(
+                        shard = self.id,
+                        partition = p,
+                        records = n,
+                        "loaded offsets"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates `__consumer_offsets` on first start (shard 0).
+    pub async fn ensure_offsets_topic(self: &Rc<Self>) {
+        if self.meta().topics.contains_key(crate::group::OFFSETS_TOPIC) {
+            return;
+        }
+        let spec = CreateSpec {
+            name: crate::group::OFFSETS_TOPIC.into(),
+            partitions: self.config.offsets_topic_partitions,
+            replication_factor: 1,
+            configs: BTreeMap::from([
+                ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+                // Without compaction the commits must stay: deleting old segments would forget
+                // the offsets of groups that committed long ago.
+                ("retention.ms".to_string(), "-1".to_string()),
+            ]),
+            validate_only: false,
+        };
+        for (code, msg) in self.request_create(vec![spec]).await {
+            if !code.is_ok() && code != ErrorCode::TOPIC_ALREADY_EXISTS {
+                tracing::error!("creating {}: {:?}", crate::group::OFFSETS_TOPIC, msg);
+            }
+        }
     }
 
     async fn open_partitions(&self, list: Vec<PartOpen>) -> Result<(), KafkaError> {
@@ -305,6 +352,7 @@ impl Shard {
                 self.files.borrow_mut().clear();
                 Resp::Done
             }
+            Req::Group(req) => Resp::Group(self.groups.handle(self, req).await),
             Req::SetMeta(meta) => {
                 let newer = meta.version >= self.meta.borrow().version;
                 if newer {
@@ -689,6 +737,21 @@ impl Shard {
 
     /// Background work of a shard: retention checks and interval fdatasync.
     pub fn spawn_background(self: &Rc<Self>, stop: Arc<AtomicBool>) {
+        let shard = self.clone();
+        let stop3 = stop.clone();
+        glommio::spawn_local(async move {
+            // Group deadlines (sessions, rebalances) at 100 ms resolution; offsets expiry each minute.
+            let mut ticks = 0u64;
+            while !stop3.load(Ordering::Relaxed) {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                shard.groups.tick();
+                ticks += 1;
+                if ticks.is_multiple_of(600) {
+                    shard.groups.expire_offsets(&shard).await;
+                }
+            }
+        })
+        .detach();
         let shard = self.clone();
         let stop2 = stop.clone();
         glommio::spawn_local(async move {

@@ -1,0 +1,1215 @@
+//! The group state machine of one coordinator shard, and its committed offsets.
+
+use super::offsets::{self, Committed, OffsetKey};
+use super::OFFSETS_TOPIC;
+use crate::log::Chunk;
+use crate::protocol::errors::ErrorCode;
+use crate::shard::Shard;
+use crate::util::{now_ms, Notify};
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Longest metadata string kept with a committed offset (Kafka: offset.metadata.max.bytes).
+const MAX_OFFSET_METADATA_BYTES: usize = 4096;
+/// Most members one group may have (Kafka: group.max.size is unbounded by default; this
+/// bounds the memory one group id can take).
+const MAX_GROUP_MEMBERS: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl GroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+/// Group requests as the coordinator needs them (decoded on the connection's shard).
+pub enum GroupReq {
+    Join {
+        group: String,
+        member_id: String,
+        instance_id: Option<String>,
+        client_id: String,
+        client_host: String,
+        session_timeout_ms: i32,
+        rebalance_timeout_ms: i32,
+        protocol_type: String,
+        protocols: Vec<(String, Bytes)>,
+        /// JoinGroup v4+: a new member must first get its id (MEMBER_ID_REQUIRED).
+        require_member_id: bool,
+        /// JoinGroup v9+: a static leader may be told to keep the current assignment.
+        can_skip_assignment: bool,
+    },
+    Sync {
+        group: String,
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        assignments: Vec<(String, Bytes)>,
+    },
+    Heartbeat {
+        group: String,
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+    },
+    Leave {
+        group: String,
+        members: Vec<(String, Option<String>)>,
+    },
+    Commit {
+        group: String,
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        /// (topic, partition, offset, leader epoch, metadata, topic exists)
+        offsets: Vec<(String, i32, i64, i32, Option<String>, bool)>,
+    },
+    FetchOffsets {
+        group: String,
+        /// None: every partition the group committed.
+        partitions: Option<Vec<(String, i32)>>,
+    },
+    List,
+    Describe(Vec<String>),
+    Delete(Vec<String>),
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<(String, i32)>,
+    },
+}
+
+pub struct JoinOut {
+    pub error: ErrorCode,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    pub skip_assignment: bool,
+    /// (member id, instance id, metadata): for the leader only.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinOut {
+    fn error(error: ErrorCode, member_id: String) -> JoinOut {
+        JoinOut {
+            error,
+            generation: -1,
+            protocol_type: None,
+            protocol: None,
+            leader: String::new(),
+            member_id,
+            skip_assignment: false,
+            members: Vec::new(),
+        }
+    }
+}
+
+pub struct DescribeOut {
+    pub group: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+pub enum GroupResp {
+    Join(JoinOut),
+    Sync {
+        error: ErrorCode,
+        protocol_type: Option<String>,
+        protocol: Option<String>,
+        assignment: Bytes,
+    },
+    Error(ErrorCode),
+    Leave(ErrorCode, Vec<ErrorCode>),
+    Commit(Vec<ErrorCode>),
+    /// (topic, partition, offset, leader epoch, metadata)
+    Offsets(ErrorCode, Vec<(String, i32, i64, i32, String)>),
+    /// (group, protocol type, state)
+    List(Vec<(String, String, &'static str)>),
+    Describe(Vec<DescribeOut>),
+    Deleted(Vec<ErrorCode>),
+    OffsetsDeleted(ErrorCode, Vec<ErrorCode>),
+}
+
+struct Member {
+    id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    /// Joined in the current rebalance.
+    joined: bool,
+    join_result: Option<JoinOut>,
+    /// Blocked in a JoinGroup or SyncGroup call: not subject to the session timeout.
+    waiting: u32,
+    last_seen: Instant,
+    seq: u64,
+}
+
+struct Group {
+    state: GroupState,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    generation: i32,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    pending: HashMap<String, Instant>,
+    statics: HashMap<String, String>,
+    rebalance_deadline: Instant,
+    initial_deadline: Option<Instant>,
+    notify: Rc<Notify>,
+}
+
+impl Group {
+    fn new() -> Group {
+        Group {
+            state: GroupState::Empty,
+            protocol_type: None,
+            protocol: None,
+            generation: 0,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashMap::new(),
+            statics: HashMap::new(),
+            rebalance_deadline: Instant::now(),
+            initial_deadline: None,
+            notify: Rc::new(Notify::default()),
+        }
+    }
+
+    fn metadata_for(&self, m: &Member) -> Bytes {
+        let p = self.protocol.as_deref().unwrap_or("");
+        m.protocols
+            .iter()
+            .find(|(n, _)| n == p)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    }
+
+    fn start_rebalance(&mut self, now: Instant, initial_delay: Duration) {
+        if self.state != GroupState::PreparingRebalance {
+            if self.state == GroupState::Empty && !initial_delay.is_zero() {
+                self.initial_deadline = Some(now + initial_delay);
+            }
+            self.state = GroupState::PreparingRebalance;
+            for m in self.members.values_mut() {
+                m.joined = false;
+                m.join_result = None;
+            }
+        }
+        let longest = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        self.rebalance_deadline = now + longest;
+    }
+
+    fn remove_member(&mut self, id: &str) -> bool {
+        match self.members.remove(id) {
+            Some(m) => {
+                if let Some(i) = &m.instance_id {
+                    if self.statics.get(i).is_some_and(|x| x == id) {
+                        self.statics.remove(i);
+                    }
+                }
+                if self.leader.as_deref() == Some(id) {
+                    self.leader = None;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// After members left or died: rebalance the rest, or become Empty.
+    fn after_departure(&mut self, now: Instant) {
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                if self.members.is_empty() {
+                    self.become_empty();
+                } else {
+                    self.start_rebalance(now, Duration::ZERO);
+                }
+            }
+            GroupState::PreparingRebalance => self.maybe_complete(now),
+            GroupState::Empty | GroupState::Dead => {}
+        }
+        self.notify.notify_all();
+    }
+
+    fn become_empty(&mut self) {
+        self.state = GroupState::Empty;
+        self.generation += 1;
+        self.protocol = None;
+        self.leader = None;
+        self.initial_deadline = None;
+        self.notify.notify_all();
+    }
+
+    /// Completes the join phase when every member rejoined (after the initial delay of a new
+    /// group), or at the rebalance deadline, dropping members that did not rejoin.
+    fn maybe_complete(&mut self, now: Instant) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined = self.members.values().all(|m| m.joined);
+        let past_deadline = now >= self.rebalance_deadline;
+        let delaying = self.initial_deadline.is_some_and(|d| now < d);
+        if !past_deadline && (!all_joined || delaying) {
+            return;
+        }
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| !m.joined)
+            .map(|m| m.id.clone())
+            .collect();
+        for id in gone {
+            self.remove_member(&id);
+        }
+        self.initial_deadline = None;
+        if self.members.is_empty() {
+            self.become_empty();
+            return;
+        }
+        self.generation += 1;
+        self.protocol = self.select_protocol();
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
+            self.leader = self
+                .members
+                .values()
+                .min_by_key(|m| m.seq)
+                .map(|m| m.id.clone());
+        }
+        let leader = self.leader.clone().unwrap_or_default();
+        let all: Vec<(String, Option<String>, Bytes)> = self
+            .members
+            .values()
+            .map(|m| (m.id.clone(), m.instance_id.clone(), self.metadata_for(m)))
+            .collect();
+        let (generation, pt, proto) = (
+            self.generation,
+            self.protocol_type.clone(),
+            self.protocol.clone(),
+        );
+        for m in self.members.values_mut() {
+            m.assignment = Bytes::new();
+            m.join_result = Some(JoinOut {
+                error: ErrorCode::NONE,
+                generation,
+                protocol_type: pt.clone(),
+                protocol: proto.clone(),
+                leader: leader.clone(),
+                member_id: m.id.clone(),
+                skip_assignment: false,
+                members: if m.id == leader {
+                    all.clone()
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+        self.state = GroupState::CompletingRebalance;
+        self.notify.notify_all();
+    }
+
+    /// The protocol every member supports with the most first-choice votes.
+    fn select_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(x, _)| x == *n))
+            })
+            .collect();
+        let mut votes: Vec<(usize, &String)> = candidates.iter().map(|c| (0usize, *c)).collect();
+        for m in self.members.values() {
+            if let Some((n, _)) = m.protocols.iter().find(|(n, _)| candidates.contains(&n)) {
+                if let Some(v) = votes.iter_mut().find(|v| v.1 == n) {
+                    v.0 += 1;
+                }
+            }
+        }
+        let best = votes.iter().map(|v| v.0).max()?;
+        votes.into_iter().find(|v| v.0 == best).map(|v| v.1.clone())
+    }
+
+    fn supports_common_protocol(&self, protocols: &[(String, Bytes)]) -> bool {
+        self.members.is_empty()
+            || protocols.iter().any(|(n, _)| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(x, _)| x == n))
+            })
+    }
+
+    /// Checks a member's identity for Sync/Heartbeat/Commit.
+    fn check_member(&self, member_id: &str, instance_id: &Option<String>) -> Result<(), ErrorCode> {
+        if let Some(i) = instance_id {
+            if let Some(cur) = self.statics.get(i) {
+                if cur != member_id {
+                    return Err(ErrorCode::FENCED_INSTANCE_ID);
+                }
+            }
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(ErrorCode::UNKNOWN_MEMBER_ID);
+        }
+        Ok(())
+    }
+}
+
+/// A group's committed offsets by (topic, partition).
+type GroupOffsets = BTreeMap<(String, i32), Committed>;
+
+/// The coordinator of the groups whose offsets partition this shard owns.
+pub struct Coordinator {
+    groups: RefCell<HashMap<String, Group>>,
+    offsets: RefCell<HashMap<String, GroupOffsets>>,
+    seq: Cell<u64>,
+    member_counter: Cell<u64>,
+}
+
+fn new_member_id(prefix: &str, n: u64) -> String {
+    format!("{prefix}-{}-{n}", crate::shard::meta::random_hex(8))
+}
+
+impl Default for Coordinator {
+    fn default() -> Self {
+        Coordinator {
+            groups: RefCell::new(HashMap::new()),
+            offsets: RefCell::new(HashMap::new()),
+            seq: Cell::new(0),
+            member_counter: Cell::new(0),
+        }
+    }
+}
+
+impl Coordinator {
+    fn next_seq(&self) -> u64 {
+        self.seq.set(self.seq.get() + 1);
+        self.seq.get()
+    }
+
+    /// Replays the commits stored in one `__consumer_offsets` partition this shard owns.
+    pub async fn load(&self, shard: &Shard, partition: i32) -> Result<usize, String> {
+        let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
+            return Ok(0);
+        };
+        let mut offset = p.log_start_offset();
+        let mut n = 0;
+        loop {
+            let r = p.read(offset, 1 << 20).await.map_err(|e| e.message)?;
+            if r.chunks.is_empty() {
+                break;
+            }
+            let mut bytes = Vec::with_capacity(r.bytes);
+            for c in r.chunks {
+                match c {
+                    Chunk::Mem(b) => bytes.extend_from_slice(&b),
+                    Chunk::File { seg, pos, len } => {
+                        let f = seg.reader().await.map_err(|e| e.message)?;
+                        let data = f.read_at(pos, len).await.map_err(|e| e.to_string())?;
+                        bytes.extend_from_slice(&data);
+                    }
+                }
+            }
+            let mut at = 0;
+            while at < bytes.len() {
+                let Some(pre) = crate::protocol::batch::BatchPrefix::parse(&bytes[at..]) else {
+                    break;
+                };
+                for ((g, t, part), v) in offsets::parse_batch(&bytes[at..at + pre.len]) {
+                    let mut all = self.offsets.borrow_mut();
+                    match v {
+                        Some(c) => {
+                            all.entry(g).or_default().insert((t, part), c);
+                        }
+                        None => {
+                            if let Some(m) = all.get_mut(&g) {
+                                m.remove(&(t, part));
+                                if m.is_empty() {
+                                    all.remove(&g);
+                                }
+                            }
+                        }
+                    }
+                    n += 1;
+                }
+                offset = pre.next_offset();
+                at += pre.len;
+            }
+        }
+        Ok(n)
+    }
+
+    pub async fn handle(&self, shard: &Rc<Shard>, req: GroupReq) -> GroupResp {
+        match req {
+            GroupReq::Join { .. } => GroupResp::Join(self.join(shard, req).await),
+            GroupReq::Sync {
+                group,
+                generation,
+                member_id,
+                instance_id,
+                assignments,
+            } => {
+                self.sync(&group, generation, &member_id, &instance_id, assignments)
+                    .await
+            }
+            GroupReq::Heartbeat {
+                group,
+                generation,
+                member_id,
+                instance_id,
+            } => GroupResp::Error(self.heartbeat(&group, generation, &member_id, &instance_id)),
+            GroupReq::Leave { group, members } => self.leave(&group, members),
+            GroupReq::Commit {
+                group,
+                generation,
+                member_id,
+                instance_id,
+                offsets,
+            } => GroupResp::Commit(
+                self.commit(shard, &group, generation, &member_id, &instance_id, offsets)
+                    .await,
+            ),
+            GroupReq::FetchOffsets { group, partitions } => self.fetch_offsets(&group, partitions),
+            GroupReq::List => GroupResp::List(self.list()),
+            GroupReq::Describe(groups) => {
+                GroupResp::Describe(groups.iter().map(|g| self.describe(g)).collect())
+            }
+            GroupReq::Delete(groups) => {
+                let mut out = Vec::with_capacity(groups.len());
+                for g in groups {
+                    out.push(self.delete_group(shard, &g).await);
+                }
+                GroupResp::Deleted(out)
+            }
+            GroupReq::DeleteOffsets { group, partitions } => {
+                self.delete_offsets(shard, &group, partitions).await
+            }
+        }
+    }
+
+    async fn join(&self, shard: &Rc<Shard>, req: GroupReq) -> JoinOut {
+        let GroupReq::Join {
+            group: gid,
+            member_id,
+            instance_id,
+            client_id,
+            client_host,
+            session_timeout_ms,
+            rebalance_timeout_ms,
+            protocol_type,
+            protocols,
+            require_member_id,
+            can_skip_assignment,
+        } = req
+        else {
+            unreachable!("join called with a join request");
+        };
+        let cfg = &shard.config;
+        if gid.is_empty() {
+            return JoinOut::error(ErrorCode::INVALID_GROUP_ID, member_id);
+        }
+        if session_timeout_ms < cfg.group_min_session_timeout_ms
+            || session_timeout_ms > cfg.group_max_session_timeout_ms
+        {
+            return JoinOut::error(ErrorCode::INVALID_SESSION_TIMEOUT, member_id);
+        }
+        if protocol_type.is_empty() || protocols.is_empty() {
+            return JoinOut::error(ErrorCode::INCONSISTENT_GROUP_PROTOCOL, member_id);
+        }
+        let now = Instant::now();
+        let initial_delay = Duration::from_millis(cfg.group_initial_rebalance_delay_ms);
+        let (notify, id) = {
+            let mut groups = self.groups.borrow_mut();
+            let g = groups.entry(gid.clone()).or_insert_with(Group::new);
+            if g.state == GroupState::Dead {
+                *g = Group::new();
+            }
+            if !g.members.is_empty()
+                && (g
+                    .protocol_type
+                    .as_deref()
+                    .is_some_and(|t| t != protocol_type)
+                    || !g.supports_common_protocol(&protocols))
+            {
+                return JoinOut::error(ErrorCode::INCONSISTENT_GROUP_PROTOCOL, member_id);
+            }
+            let mut id = member_id.clone();
+            if id.is_empty() {
+                let n = self.member_counter.get() + 1;
+                self.member_counter.set(n);
+                let prefix = if client_id.is_empty() {
+                    "member"
+                } else {
+                    client_id.as_str()
+                };
+                match &instance_id {
+                    Some(iid) => {
+                        let new_id = new_member_id(iid, n);
+                        if let Some(old) = g.statics.get(iid).cloned() {
+                            // A static member restarted: it takes over its old membership.
+                            if let Some(mut m) = g.members.remove(&old) {
+                                let same = m.protocols == protocols;
+                                m.id = new_id.clone();
+                                m.protocols = protocols.clone();
+                                m.last_seen = now;
+                                m.client_id = client_id.clone();
+                                m.client_host = client_host.clone();
+                                let was_leader = g.leader.as_deref() == Some(old.as_str());
+                                if was_leader {
+                                    g.leader = Some(new_id.clone());
+                                }
+                                g.members.insert(new_id.clone(), m);
+                                g.statics.insert(iid.clone(), new_id.clone());
+                                g.notify.notify_all();
+                                if g.state == GroupState::Stable
+                                    && same
+                                    && (!was_leader || can_skip_assignment)
+                                {
+                                    let members = if was_leader {
+                                        g.members
+                                            .values()
+                                            .map(|m| {
+                                                (
+                                                    m.id.clone(),
+                                                    m.instance_id.clone(),
+                                                    g.metadata_for(m),
+                                                )
+                                            })
+                                            .collect()
+                                    } else {
+                                        Vec::new()
+                                    };
+                                    return JoinOut {
+                                        error: ErrorCode::NONE,
+                                        generation: g.generation,
+                                        protocol_type: g.protocol_type.clone(),
+                                        protocol: g.protocol.clone(),
+                                        leader: g.leader.clone().unwrap_or_default(),
+                                        member_id: new_id,
+                                        skip_assignment: was_leader,
+                                        members,
+                                    };
+                                }
+                            }
+                        }
+                        id = new_id;
+                    }
+                    None if require_member_id => {
+                        let new_id = new_member_id(prefix, n);
+                        g.pending.insert(
+                            new_id.clone(),
+                            now + Duration::from_millis(session_timeout_ms as u64),
+                        );
+                        return JoinOut::error(ErrorCode::MEMBER_ID_REQUIRED, new_id);
+                    }
+                    None => id = new_member_id(prefix, n),
+                }
+            } else if g.pending.remove(&id).is_none() && !g.members.contains_key(&id) {
+                return JoinOut::error(ErrorCode::UNKNOWN_MEMBER_ID, id);
+            } else if let Some(iid) = &instance_id {
+                if g.statics.get(iid).is_some_and(|cur| *cur != id) {
+                    return JoinOut::error(ErrorCode::FENCED_INSTANCE_ID, id);
+                }
+            }
+            if !g.members.contains_key(&id) && g.members.len() >= MAX_GROUP_MEMBERS {
+                return JoinOut::error(ErrorCode::GROUP_MAX_SIZE_REACHED, id);
+            }
+            let seq = self.next_seq();
+            let m = g.members.entry(id.clone()).or_insert_with(|| Member {
+                id: id.clone(),
+                instance_id: instance_id.clone(),
+                client_id: client_id.clone(),
+                client_host: client_host.clone(),
+                session_timeout: Duration::ZERO,
+                rebalance_timeout: Duration::ZERO,
+                protocols: Vec::new(),
+                assignment: Bytes::new(),
+                joined: false,
+                join_result: None,
+                waiting: 0,
+                last_seen: now,
+                seq,
+            });
+            m.session_timeout = Duration::from_millis(session_timeout_ms as u64);
+            m.rebalance_timeout =
+                Duration::from_millis(rebalance_timeout_ms.max(session_timeout_ms) as u64);
+            m.protocols = protocols;
+            m.last_seen = now;
+            m.waiting += 1;
+            if let Some(iid) = &instance_id {
+                g.statics.insert(iid.clone(), id.clone());
+            }
+            g.protocol_type = Some(protocol_type);
+            g.start_rebalance(now, initial_delay);
+            let m = g.members.get_mut(&id).expect("just inserted");
+            m.joined = true;
+            m.join_result = None;
+            g.maybe_complete(now);
+            (g.notify.clone(), id)
+        };
+        // Wait for the rebalance to complete (the shard's group timer drives deadlines).
+        loop {
+            let wait = notify.wait();
+            {
+                let mut groups = self.groups.borrow_mut();
+                let Some(g) = groups.get_mut(&gid) else {
+                    return JoinOut::error(ErrorCode::UNKNOWN_MEMBER_ID, id);
+                };
+                let Some(m) = g.members.get_mut(&id) else {
+                    return JoinOut::error(ErrorCode::UNKNOWN_MEMBER_ID, id);
+                };
+                if let Some(r) = m.join_result.take() {
+                    m.waiting -= 1;
+                    m.last_seen = Instant::now();
+                    return r;
+                }
+            }
+            wait.await;
+        }
+    }
+
+    async fn sync(
+        &self,
+        gid: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: &Option<String>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> GroupResp {
+        let err = |e: ErrorCode| GroupResp::Sync {
+            error: e,
+            protocol_type: None,
+            protocol: None,
+            assignment: Bytes::new(),
+        };
+        let notify = {
+            let mut groups = self.groups.borrow_mut();
+            let Some(g) = groups.get_mut(gid) else {
+                return err(ErrorCode::UNKNOWN_MEMBER_ID);
+            };
+            if let Err(e) = g.check_member(member_id, instance_id) {
+                return err(e);
+            }
+            if generation != g.generation {
+                return err(ErrorCode::ILLEGAL_GENERATION);
+            }
+            match g.state {
+                GroupState::PreparingRebalance => return err(ErrorCode::REBALANCE_IN_PROGRESS),
+                GroupState::Empty | GroupState::Dead => return err(ErrorCode::UNKNOWN_MEMBER_ID),
+                GroupState::Stable | GroupState::CompletingRebalance => {}
+            }
+            if g.state == GroupState::CompletingRebalance && g.leader.as_deref() == Some(member_id)
+            {
+                for (mid, a) in assignments {
+                    if let Some(m) = g.members.get_mut(&mid) {
+                        m.assignment = a;
+                    }
+                }
+                g.state = GroupState::Stable;
+                g.notify.notify_all();
+            }
+            let m = g.members.get_mut(member_id).expect("checked");
+            m.last_seen = Instant::now();
+            m.waiting += 1;
+            g.notify.clone()
+        };
+        loop {
+            let wait = notify.wait();
+            {
+                let mut groups = self.groups.borrow_mut();
+                let Some(g) = groups.get_mut(gid) else {
+                    return err(ErrorCode::UNKNOWN_MEMBER_ID);
+                };
+                let (state, gen) = (g.state, g.generation);
+                let (pt, proto) = (g.protocol_type.clone(), g.protocol.clone());
+                let Some(m) = g.members.get_mut(member_id) else {
+                    return err(ErrorCode::UNKNOWN_MEMBER_ID);
+                };
+                if state != GroupState::CompletingRebalance || gen != generation {
+                    m.waiting -= 1;
+                    m.last_seen = Instant::now();
+                    if state == GroupState::Stable && gen == generation {
+                        return GroupResp::Sync {
+                            error: ErrorCode::NONE,
+                            protocol_type: pt,
+                            protocol: proto,
+                            assignment: m.assignment.clone(),
+                        };
+                    }
+                    return err(ErrorCode::REBALANCE_IN_PROGRESS);
+                }
+            }
+            wait.await;
+        }
+    }
+
+    fn heartbeat(
+        &self,
+        gid: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: &Option<String>,
+    ) -> ErrorCode {
+        let mut groups = self.groups.borrow_mut();
+        let Some(g) = groups.get_mut(gid) else {
+            return ErrorCode::UNKNOWN_MEMBER_ID;
+        };
+        if let Err(e) = g.check_member(member_id, instance_id) {
+            return e;
+        }
+        if generation != g.generation {
+            return ErrorCode::ILLEGAL_GENERATION;
+        }
+        if let Some(m) = g.members.get_mut(member_id) {
+            m.last_seen = Instant::now();
+        }
+        match g.state {
+            GroupState::PreparingRebalance => ErrorCode::REBALANCE_IN_PROGRESS,
+            _ => ErrorCode::NONE,
+        }
+    }
+
+    fn leave(&self, gid: &str, members: Vec<(String, Option<String>)>) -> GroupResp {
+        let mut groups = self.groups.borrow_mut();
+        let Some(g) = groups.get_mut(gid) else {
+            return GroupResp::Leave(
+                ErrorCode::NONE,
+                vec![ErrorCode::UNKNOWN_MEMBER_ID; members.len()],
+            );
+        };
+        let mut out = Vec::with_capacity(members.len());
+        let mut any = false;
+        for (mid, iid) in members {
+            let id = match &iid {
+                Some(i) => match g.statics.get(i) {
+                    Some(cur) if mid.is_empty() || *cur == mid => cur.clone(),
+                    Some(_) => {
+                        out.push(ErrorCode::FENCED_INSTANCE_ID);
+                        continue;
+                    }
+                    None => mid,
+                },
+                None => mid,
+            };
+            if g.remove_member(&id) {
+                any = true;
+                out.push(ErrorCode::NONE);
+            } else {
+                out.push(ErrorCode::UNKNOWN_MEMBER_ID);
+            }
+        }
+        if any {
+            g.after_departure(Instant::now());
+        }
+        GroupResp::Leave(ErrorCode::NONE, out)
+    }
+
+    /// Drives deadlines: session expiry, pending member ids, rebalance completion. Called by
+    /// the shard's group timer.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let mut groups = self.groups.borrow_mut();
+        for (gid, g) in groups.iter_mut() {
+            g.pending.retain(|_, until| *until > now);
+            let expired: Vec<String> = g
+                .members
+                .values()
+                .filter(|m| m.waiting == 0 && now.duration_since(m.last_seen) > m.session_timeout)
+                .filter(|m| !(g.state == GroupState::PreparingRebalance && m.joined))
+                .map(|m| m.id.clone())
+                .collect();
+            if !expired.is_empty() {
+                for id in &expired {
+                    tracing::info!(group = %gid, member = %id, "member session expired");
+                    g.remove_member(id);
+                }
+                g.after_departure(now);
+            }
+            if g.state == GroupState::PreparingRebalance {
+                g.maybe_complete(now);
+            }
+        }
+    }
+
+    /// Forgets committed offsets of empty groups older than the retention (Kafka's
+    /// offsets.retention.minutes), writing tombstones.
+    pub async fn expire_offsets(&self, shard: &Rc<Shard>) {
+        let cutoff = now_ms()
+            - shard
+                .config
+                .offsets_retention_minutes
+                .saturating_mul(60_000);
+        let mut doomed: Vec<(String, String, i32)> = Vec::new();
+        {
+            let groups = self.groups.borrow();
+            for (g, offs) in self.offsets.borrow().iter() {
+                if groups.get(g).is_some_and(|x| !x.members.is_empty()) {
+                    continue;
+                }
+                for ((t, p), c) in offs {
+                    if c.commit_timestamp < cutoff {
+                        doomed.push((g.clone(), t.clone(), *p));
+                    }
+                }
+            }
+        }
+        for (g, t, p) in doomed {
+            let _ = self.write(shard, &g, vec![((g.clone(), t, p), None)]).await;
+        }
+    }
+
+    /// Writes commits (or tombstones) of one group durably, then applies them to the cache.
+    async fn write(
+        &self,
+        shard: &Rc<Shard>,
+        gid: &str,
+        entries: Vec<(OffsetKey, Option<Committed>)>,
+    ) -> ErrorCode {
+        let parts = shard
+            .meta()
+            .topics
+            .get(OFFSETS_TOPIC)
+            .map(|t| t.placement.len() as i32);
+        let Some(n) = parts else {
+            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+        };
+        let Some(p) = shard.partition(OFFSETS_TOPIC, super::offsets_partition(gid, n)) else {
+            return ErrorCode::NOT_COORDINATOR;
+        };
+        let batch = offsets::build_batch(&entries, now_ms());
+        let infos = match crate::protocol::batch::validate_produce(&batch, usize::MAX) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!("built an invalid offsets batch: {e}");
+                return ErrorCode::UNKNOWN_SERVER_ERROR;
+            }
+        };
+        let r = match p.append(&batch, &infos).await {
+            Ok((_, _, target)) => p.wait_durable(target).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            tracing::warn!(group = %gid, "writing offsets: {e}");
+            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+        }
+        let mut all = self.offsets.borrow_mut();
+        for ((g, t, part), v) in entries {
+            match v {
+                Some(c) => {
+                    all.entry(g).or_default().insert((t, part), c);
+                }
+                None => {
+                    if let Some(m) = all.get_mut(&g) {
+                        m.remove(&(t, part));
+                        if m.is_empty() {
+                            all.remove(&g);
+                        }
+                    }
+                }
+            }
+        }
+        ErrorCode::NONE
+    }
+
+    async fn commit(
+        &self,
+        shard: &Rc<Shard>,
+        gid: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: &Option<String>,
+        list: Vec<(String, i32, i64, i32, Option<String>, bool)>,
+    ) -> Vec<ErrorCode> {
+        let fail = |e: ErrorCode| vec![e; list.len()];
+        if gid.is_empty() {
+            return fail(ErrorCode::INVALID_GROUP_ID);
+        }
+        {
+            let groups = self.groups.borrow();
+            match groups.get(gid) {
+                Some(g) if generation >= 0 || !member_id.is_empty() => {
+                    if let Err(e) = g.check_member(member_id, instance_id) {
+                        return fail(e);
+                    }
+                    if generation != g.generation {
+                        return fail(ErrorCode::ILLEGAL_GENERATION);
+                    }
+                    if g.state == GroupState::PreparingRebalance {
+                        return fail(ErrorCode::REBALANCE_IN_PROGRESS);
+                    }
+                }
+                Some(g) if !g.members.is_empty() => return fail(ErrorCode::UNKNOWN_MEMBER_ID),
+                None if generation >= 0 => return fail(ErrorCode::ILLEGAL_GENERATION),
+                _ => {} // a "simple" commit by a client not using group membership
+            }
+        }
+        let now = now_ms();
+        let mut codes = Vec::with_capacity(list.len());
+        let mut entries = Vec::new();
+        for (t, p, offset, epoch, meta, exists) in list {
+            let meta = meta.unwrap_or_default();
+            if !exists {
+                codes.push(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+            } else if meta.len() > MAX_OFFSET_METADATA_BYTES {
+                codes.push(ErrorCode::OFFSET_METADATA_TOO_LARGE);
+            } else {
+                codes.push(ErrorCode::NONE);
+                entries.push((
+                    (gid.to_string(), t, p),
+                    Some(Committed {
+                        offset,
+                        leader_epoch: epoch,
+                        metadata: meta,
+                        commit_timestamp: now,
+                    }),
+                ));
+            }
+        }
+        if entries.is_empty() {
+            return codes;
+        }
+        let e = self.write(shard, gid, entries).await;
+        if !e.is_ok() {
+            for c in codes.iter_mut().filter(|c| c.is_ok()) {
+                *c = e;
+            }
+        }
+        codes
+    }
+
+    fn fetch_offsets(&self, gid: &str, partitions: Option<Vec<(String, i32)>>) -> GroupResp {
+        let all = self.offsets.borrow();
+        let committed = all.get(gid);
+        let rows = match partitions {
+            Some(list) => list
+                .into_iter()
+                .map(
+                    |(t, p)| match committed.and_then(|m| m.get(&(t.clone(), p))) {
+                        Some(c) => (t, p, c.offset, c.leader_epoch, c.metadata.clone()),
+                        None => (t, p, -1, -1, String::new()),
+                    },
+                )
+                .collect(),
+            None => committed
+                .map(|m| {
+                    m.iter()
+                        .map(|((t, p), c)| {
+                            (t.clone(), *p, c.offset, c.leader_epoch, c.metadata.clone())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        GroupResp::Offsets(ErrorCode::NONE, rows)
+    }
+
+    fn list(&self) -> Vec<(String, String, &'static str)> {
+        let groups = self.groups.borrow();
+        let mut out: Vec<(String, String, &'static str)> = groups
+            .iter()
+            .filter(|(_, g)| g.state != GroupState::Dead)
+            .map(|(id, g)| {
+                (
+                    id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state.name(),
+                )
+            })
+            .collect();
+        for id in self.offsets.borrow().keys() {
+            if !groups.contains_key(id) {
+                out.push((id.clone(), String::new(), GroupState::Empty.name()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn describe(&self, gid: &str) -> DescribeOut {
+        let groups = self.groups.borrow();
+        match groups.get(gid) {
+            Some(g) => DescribeOut {
+                group: gid.to_string(),
+                state: g.state.name(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                protocol: g.protocol.clone().unwrap_or_default(),
+                members: g
+                    .members
+                    .values()
+                    .map(|m| {
+                        (
+                            m.id.clone(),
+                            m.instance_id.clone(),
+                            m.client_id.clone(),
+                            m.client_host.clone(),
+                            g.metadata_for(m),
+                            m.assignment.clone(),
+                        )
+                    })
+                    .collect(),
+            },
+            None => DescribeOut {
+                group: gid.to_string(),
+                state: if self.offsets.borrow().contains_key(gid) {
+                    GroupState::Empty.name()
+                } else {
+                    GroupState::Dead.name()
+                },
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            },
+        }
+    }
+
+    async fn delete_group(&self, shard: &Rc<Shard>, gid: &str) -> ErrorCode {
+        {
+            let groups = self.groups.borrow();
+            let known = groups.contains_key(gid) || self.offsets.borrow().contains_key(gid);
+            if !known {
+                return ErrorCode::GROUP_ID_NOT_FOUND;
+            }
+            if groups.get(gid).is_some_and(|g| !g.members.is_empty()) {
+                return ErrorCode::NON_EMPTY_GROUP;
+            }
+        }
+        let keys: Vec<(String, i32)> = self
+            .offsets
+            .borrow()
+            .get(gid)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let entries = keys
+                .into_iter()
+                .map(|(t, p)| ((gid.to_string(), t, p), None))
+                .collect();
+            let e = self.write(shard, gid, entries).await;
+            if !e.is_ok() {
+                return e;
+            }
+        }
+        if let Some(g) = self.groups.borrow_mut().get_mut(gid) {
+            g.state = GroupState::Dead;
+            g.notify.notify_all();
+        }
+        self.groups.borrow_mut().remove(gid);
+        ErrorCode::NONE
+    }
+
+    async fn delete_offsets(
+        &self,
+        shard: &Rc<Shard>,
+        gid: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> GroupResp {
+        let subscribed: Vec<String> = {
+            let groups = self.groups.borrow();
+            if !groups.contains_key(gid) && !self.offsets.borrow().contains_key(gid) {
+                return GroupResp::OffsetsDeleted(ErrorCode::GROUP_ID_NOT_FOUND, Vec::new());
+            }
+            groups
+                .get(gid)
+                .map(|g| {
+                    if g.protocol_type.as_deref() != Some("consumer") {
+                        return Vec::new();
+                    }
+                    g.members
+                        .values()
+                        .flat_map(|m| subscription_topics(&g.metadata_for(m)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut codes = Vec::with_capacity(partitions.len());
+        let mut entries = Vec::new();
+        for (t, p) in partitions {
+            if subscribed.contains(&t) {
+                codes.push(ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC);
+            } else {
+                codes.push(ErrorCode::NONE);
+                entries.push(((gid.to_string(), t, p), None));
+            }
+        }
+        if !entries.is_empty() {
+            let e = self.write(shard, gid, entries).await;
+            if !e.is_ok() {
+                return GroupResp::OffsetsDeleted(e, codes);
+            }
+        }
+        GroupResp::OffsetsDeleted(ErrorCode::NONE, codes)
+    }
+
+    pub fn committed(&self, gid: &str) -> Vec<(String, i32, i64)> {
+        self.offsets
+            .borrow()
+            .get(gid)
+            .map(|m| {
+                m.iter()
+                    .map(|((t, p), c)| (t.clone(), *p, c.offset))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Topics of a consumer-protocol subscription (`i16 version, [string] topics, ...`).
+fn subscription_topics(meta: &[u8]) -> Vec<String> {
+    use bytes::Buf;
+    let mut b = meta;
+    let mut out = Vec::new();
+    if b.remaining() < 6 {
+        return out;
+    }
+    let _version = b.get_i16();
+    let n = b.get_i32();
+    for _ in 0..n.max(0) {
+        if b.remaining() < 2 {
+            break;
+        }
+        let len = b.get_i16();
+        if len < 0 || b.remaining() < len as usize {
+            break;
+        }
+        out.push(String::from_utf8_lossy(&b[..len as usize]).into_owned());
+        b.advance(len as usize);
+    }
+    out
+}

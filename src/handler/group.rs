@@ -1,0 +1,663 @@
+//! Consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//! Each group's requests go to the shard owning its `__consumer_offsets` partition.
+
+use super::metadata::NODE_ID;
+use super::{decode, Ctx};
+use crate::group::state::DescribeOut;
+use crate::group::{offsets_partition, GroupReq, GroupResp, OFFSETS_TOPIC};
+use crate::net::Response;
+use crate::protocol::errors::ErrorCode;
+use crate::shard::{Req, Resp, Shard};
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use std::rc::Rc;
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+/// The shard coordinating `group`, or None while `__consumer_offsets` does not exist yet.
+pub fn coordinator_shard(shard: &Shard, group: &str) -> Option<usize> {
+    let meta = shard.meta();
+    let t = meta.topics.get(OFFSETS_TOPIC)?;
+    t.placement
+        .get(offsets_partition(group, t.placement.len() as i32) as usize)
+        .copied()
+}
+
+async fn call(shard: &Rc<Shard>, group: &str, req: GroupReq) -> Result<GroupResp, ErrorCode> {
+    let Some(owner) = coordinator_shard(shard, group) else {
+        return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+    };
+    match shard.call(owner, Req::Group(req)).await {
+        Resp::Group(r) => Ok(r),
+        _ => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
+pub async fn find_coordinator(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: FindCoordinatorRequest = decode(ctx, body)?;
+    let (host, port) = shard.config.advertised();
+    let ready = shard.meta().topics.contains_key(OFFSETS_TOPIC);
+    let answer = |key_type: i8| -> (ErrorCode, Option<String>) {
+        match key_type {
+            0 if ready => (ErrorCode::NONE, None),
+            0 => (
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                Some("offsets topic is being created".into()),
+            ),
+            _ => (
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                Some("transactions are not supported yet".into()),
+            ),
+        }
+    };
+    let mut resp = FindCoordinatorResponse::default();
+    if ctx.version >= 4 {
+        resp.coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                let (e, m) = answer(req.key_type);
+                let c = Coordinator::default()
+                    .with_key(k.clone())
+                    .with_error_code(e.0)
+                    .with_error_message(m.map(s));
+                if e.is_ok() {
+                    c.with_node_id(BrokerId(NODE_ID))
+                        .with_host(s(host.clone()))
+                        .with_port(port)
+                } else {
+                    c.with_node_id(BrokerId(-1)).with_port(-1)
+                }
+            })
+            .collect();
+    } else {
+        let (e, m) = answer(if ctx.version >= 1 { req.key_type } else { 0 });
+        resp.error_code = e.0;
+        if ctx.version >= 1 {
+            resp.error_message = m.map(s);
+        }
+        if e.is_ok() {
+            resp = resp
+                .with_node_id(BrokerId(NODE_ID))
+                .with_host(s(host))
+                .with_port(port);
+        } else {
+            resp = resp.with_node_id(BrokerId(-1)).with_port(-1);
+        }
+    }
+    Ok(ctx.respond(&resp))
+}
+
+pub async fn join(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+    peer: &str,
+) -> Result<Response, Response> {
+    let req: JoinGroupRequest = decode(ctx, body)?;
+    let group = req.group_id.0.to_string();
+    let gr = GroupReq::Join {
+        group: group.clone(),
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
+        client_id: ctx.client_id.clone(),
+        client_host: format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h)),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: if ctx.version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_member_id: ctx.version >= 4,
+        can_skip_assignment: ctx.version >= 9,
+    };
+    let out = match call(shard, &group, gr).await {
+        Ok(GroupResp::Join(j)) => j,
+        Ok(_) => crate::group::state::JoinOut {
+            error: ErrorCode::UNKNOWN_SERVER_ERROR,
+            generation: -1,
+            protocol_type: None,
+            protocol: None,
+            leader: String::new(),
+            member_id: req.member_id.to_string(),
+            skip_assignment: false,
+            members: Vec::new(),
+        },
+        Err(e) => crate::group::state::JoinOut {
+            error: e,
+            generation: -1,
+            protocol_type: None,
+            protocol: None,
+            leader: String::new(),
+            member_id: req.member_id.to_string(),
+            skip_assignment: false,
+            members: Vec::new(),
+        },
+    };
+    let mut resp = JoinGroupResponse::default()
+        .with_error_code(out.error.0)
+        .with_generation_id(out.generation)
+        .with_leader(s(out.leader))
+        .with_member_id(s(out.member_id))
+        .with_members(
+            out.members
+                .into_iter()
+                .map(|(id, iid, meta)| {
+                    let m = JoinGroupResponseMember::default()
+                        .with_member_id(s(id))
+                        .with_metadata(meta);
+                    if ctx.version >= 5 {
+                        m.with_group_instance_id(iid.map(s))
+                    } else {
+                        m
+                    }
+                })
+                .collect(),
+        );
+    if ctx.version >= 7 {
+        resp.protocol_type = out.protocol_type.map(s);
+        resp.protocol_name = out.protocol.map(s);
+    } else {
+        resp.protocol_name = Some(s(out.protocol.unwrap_or_default()));
+    }
+    if ctx.version >= 9 {
+        resp.skip_assignment = out.skip_assignment;
+    }
+    Ok(ctx.respond(&resp))
+}
+
+pub async fn sync(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+    let req: SyncGroupRequest = decode(ctx, body)?;
+    let group = req.group_id.0.to_string();
+    let gr = GroupReq::Sync {
+        group: group.clone(),
+        generation: req.generation_id,
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
+        assignments: req
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect(),
+    };
+    let (error, pt, proto, assignment) = match call(shard, &group, gr).await {
+        Ok(GroupResp::Sync {
+            error,
+            protocol_type,
+            protocol,
+            assignment,
+        }) => (error, protocol_type, protocol, assignment),
+        Ok(_) => (ErrorCode::UNKNOWN_SERVER_ERROR, None, None, Bytes::new()),
+        Err(e) => (e, None, None, Bytes::new()),
+    };
+    let mut resp = SyncGroupResponse::default()
+        .with_error_code(error.0)
+        .with_assignment(assignment);
+    if ctx.version >= 5 {
+        resp.protocol_type = pt.map(s);
+        resp.protocol_name = proto.map(s);
+    }
+    Ok(ctx.respond(&resp))
+}
+
+pub async fn heartbeat(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: HeartbeatRequest = decode(ctx, body)?;
+    let group = req.group_id.0.to_string();
+    let gr = GroupReq::Heartbeat {
+        group: group.clone(),
+        generation: req.generation_id,
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
+    };
+    let e = match call(shard, &group, gr).await {
+        Ok(GroupResp::Error(e)) => e,
+        Ok(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
+        Err(e) => e,
+    };
+    Ok(ctx.respond(&HeartbeatResponse::default().with_error_code(e.0)))
+}
+
+pub async fn leave(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+    let req: LeaveGroupRequest = decode(ctx, body)?;
+    let group = req.group_id.0.to_string();
+    let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
+        req.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|x| x.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    let (top, each) = match call(
+        shard,
+        &group,
+        GroupReq::Leave {
+            group: group.clone(),
+            members: members.clone(),
+        },
+    )
+    .await
+    {
+        Ok(GroupResp::Leave(top, each)) => (top, each),
+        Ok(_) => (ErrorCode::UNKNOWN_SERVER_ERROR, Vec::new()),
+        Err(e) => (e, Vec::new()),
+    };
+    let mut resp = LeaveGroupResponse::default();
+    if ctx.version >= 3 {
+        resp.error_code = top.0;
+        resp.members = members
+            .into_iter()
+            .zip(each.into_iter().chain(std::iter::repeat(top)))
+            .map(|((id, iid), e)| {
+                MemberResponse::default()
+                    .with_member_id(s(id))
+                    .with_group_instance_id(iid.map(s))
+                    .with_error_code(e.0)
+            })
+            .collect();
+    } else {
+        resp.error_code = if top.is_ok() {
+            each.first().copied().unwrap_or(top).0
+        } else {
+            top.0
+        };
+    }
+    Ok(ctx.respond(&resp))
+}
+
+pub async fn offset_commit(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: OffsetCommitRequest = decode(ctx, body)?;
+    let group = req.group_id.0.to_string();
+    let meta = shard.meta();
+    let mut list = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.to_string();
+        let count = meta
+            .topics
+            .get(&name)
+            .map_or(0, |m| m.placement.len() as i32);
+        for p in &t.partitions {
+            list.push((
+                name.clone(),
+                p.partition_index,
+                p.committed_offset,
+                p.committed_leader_epoch,
+                p.committed_metadata.as_ref().map(|m| m.to_string()),
+                p.partition_index >= 0 && p.partition_index < count,
+            ));
+        }
+    }
+    let n = list.len();
+    let gr = GroupReq::Commit {
+        group: group.clone(),
+        generation: req.generation_id_or_member_epoch,
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
+        offsets: list,
+    };
+    let codes = match call(shard, &group, gr).await {
+        Ok(GroupResp::Commit(c)) => c,
+        Ok(_) => vec![ErrorCode::UNKNOWN_SERVER_ERROR; n],
+        Err(e) => vec![e; n],
+    };
+    let mut it = codes.into_iter();
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(
+                                    it.next().unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR).0,
+                                )
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Ok(ctx.respond(&OffsetCommitResponse::default().with_topics(topics)))
+}
+
+type OffsetRow = (String, i32, i64, i32, String);
+
+async fn fetch_group_offsets(
+    shard: &Rc<Shard>,
+    group: &str,
+    partitions: Option<Vec<(String, i32)>>,
+) -> (ErrorCode, Vec<OffsetRow>) {
+    match call(
+        shard,
+        group,
+        GroupReq::FetchOffsets {
+            group: group.to_string(),
+            partitions,
+        },
+    )
+    .await
+    {
+        Ok(GroupResp::Offsets(e, rows)) => (e, rows),
+        Ok(_) => (ErrorCode::UNKNOWN_SERVER_ERROR, Vec::new()),
+        Err(e) => (e, Vec::new()),
+    }
+}
+
+/// Groups rows by topic, in first-seen order.
+/// (partition, offset, leader epoch, metadata)
+type PartRow = (i32, i64, i32, String);
+
+fn by_topic(rows: Vec<OffsetRow>) -> Vec<(String, Vec<PartRow>)> {
+    let mut out: Vec<(String, Vec<PartRow>)> = Vec::new();
+    for (t, p, o, e, m) in rows {
+        match out.iter_mut().find(|x| x.0 == t) {
+            Some(x) => x.1.push((p, o, e, m)),
+            None => out.push((t, vec![(p, o, e, m)])),
+        }
+    }
+    out
+}
+
+pub async fn offset_fetch(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: OffsetFetchRequest = decode(ctx, body)?;
+    if ctx.version >= 8 {
+        let mut groups = Vec::with_capacity(req.groups.len());
+        for g in &req.groups {
+            let gid = g.group_id.0.to_string();
+            let parts = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .flat_map(|t| {
+                        t.partition_indexes
+                            .iter()
+                            .map(move |p| (t.name.0.to_string(), *p))
+                    })
+                    .collect()
+            });
+            let (e, rows) = fetch_group_offsets(shard, &gid, parts).await;
+            groups.push(
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_error_code(e.0)
+                    .with_topics(
+                        by_topic(rows)
+                            .into_iter()
+                            .map(|(t, ps)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(s(t)))
+                                    .with_partitions(
+                                        ps.into_iter()
+                                            .map(|(p, o, le, m)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(o)
+                                                    .with_committed_leader_epoch(le)
+                                                    .with_metadata(Some(s(m)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+            );
+        }
+        return Ok(ctx.respond(&OffsetFetchResponse::default().with_groups(groups)));
+    }
+    let gid = req.group_id.0.to_string();
+    let parts = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .flat_map(|t| {
+                t.partition_indexes
+                    .iter()
+                    .map(move |p| (t.name.0.to_string(), *p))
+            })
+            .collect()
+    });
+    let (e, rows) = fetch_group_offsets(shard, &gid, parts).await;
+    let topics = by_topic(rows)
+        .into_iter()
+        .map(|(t, ps)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(s(t)))
+                .with_partitions(
+                    ps.into_iter()
+                        .map(|(p, o, le, m)| {
+                            let r = OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(o)
+                                .with_metadata(Some(s(m)));
+                            if ctx.version >= 5 {
+                                r.with_committed_leader_epoch(le)
+                            } else {
+                                r
+                            }
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let mut resp = OffsetFetchResponse::default().with_topics(topics);
+    if ctx.version >= 2 {
+        resp.error_code = e.0;
+    }
+    Ok(ctx.respond(&resp))
+}
+
+pub async fn list_groups(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: ListGroupsRequest = decode(ctx, body)?;
+    let mut listed = Vec::new();
+    for owner in 0..shard.nr_shards {
+        if let Resp::Group(GroupResp::List(l)) = shard.call(owner, Req::Group(GroupReq::List)).await
+        {
+            listed.extend(l);
+        }
+    }
+    let filter: Vec<String> = req
+        .states_filter
+        .iter()
+        .map(|x| x.to_string().to_lowercase())
+        .collect();
+    let groups = listed
+        .into_iter()
+        .filter(|(_, _, st)| filter.is_empty() || filter.contains(&st.to_lowercase()))
+        .map(|(g, pt, st)| {
+            let l = ListedGroup::default()
+                .with_group_id(GroupId(s(g)))
+                .with_protocol_type(s(pt));
+            if ctx.version >= 4 {
+                l.with_group_state(s(st))
+            } else {
+                l
+            }
+        })
+        .collect();
+    Ok(ctx.respond(&ListGroupsResponse::default().with_groups(groups)))
+}
+
+pub async fn describe_groups(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: DescribeGroupsRequest = decode(ctx, body)?;
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for g in &req.groups {
+        let gid = g.0.to_string();
+        let d = match call(shard, &gid, GroupReq::Describe(vec![gid.clone()])).await {
+            Ok(GroupResp::Describe(mut d)) if !d.is_empty() => Ok(d.remove(0)),
+            Ok(_) => Err(ErrorCode::UNKNOWN_SERVER_ERROR),
+            Err(e) => Err(e),
+        };
+        groups.push(match d {
+            Ok(DescribeOut {
+                group,
+                state,
+                protocol_type,
+                protocol,
+                members,
+            }) => DescribedGroup::default()
+                .with_group_id(GroupId(s(group)))
+                .with_group_state(s(state))
+                .with_protocol_type(s(protocol_type))
+                .with_protocol_data(s(protocol))
+                .with_members(
+                    members
+                        .into_iter()
+                        .map(|(id, iid, client, host, meta, assignment)| {
+                            let m = DescribedGroupMember::default()
+                                .with_member_id(s(id))
+                                .with_client_id(s(client))
+                                .with_client_host(s(host))
+                                .with_member_metadata(meta)
+                                .with_member_assignment(assignment);
+                            if ctx.version >= 4 {
+                                m.with_group_instance_id(iid.map(s))
+                            } else {
+                                m
+                            }
+                        })
+                        .collect(),
+                ),
+            Err(e) => DescribedGroup::default()
+                .with_group_id(g.clone())
+                .with_error_code(e.0),
+        });
+    }
+    Ok(ctx.respond(&DescribeGroupsResponse::default().with_groups(groups)))
+}
+
+pub async fn delete_groups(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: DeleteGroupsRequest = decode(ctx, body)?;
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for g in &req.groups_names {
+        let gid = g.0.to_string();
+        let e = match call(shard, &gid, GroupReq::Delete(vec![gid.clone()])).await {
+            Ok(GroupResp::Deleted(codes)) => codes
+                .first()
+                .copied()
+                .unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR),
+            Ok(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
+            Err(e) => e,
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(g.clone())
+                .with_error_code(e.0),
+        );
+    }
+    Ok(ctx.respond(&DeleteGroupsResponse::default().with_results(results)))
+}
+
+pub async fn offset_delete(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: OffsetDeleteRequest = decode(ctx, body)?;
+    let gid = req.group_id.0.to_string();
+    let parts: Vec<(String, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    let (top, codes) = match call(
+        shard,
+        &gid,
+        GroupReq::DeleteOffsets {
+            group: gid.clone(),
+            partitions: parts,
+        },
+    )
+    .await
+    {
+        Ok(GroupResp::OffsetsDeleted(top, codes)) => (top, codes),
+        Ok(_) => (ErrorCode::UNKNOWN_SERVER_ERROR, Vec::new()),
+        Err(e) => (e, Vec::new()),
+    };
+    let mut it = codes.into_iter();
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(it.next().unwrap_or(top).0)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Ok(ctx.respond(
+        &OffsetDeleteResponse::default()
+            .with_error_code(top.0)
+            .with_topics(topics),
+    ))
+}
