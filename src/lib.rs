@@ -1,6 +1,7 @@
 //! Flumen: a Kafka-compatible message broker, thread-per-core and shared-nothing on io_uring.
 //!
 //! # Layout
+//! - `admin`    `flumen groups` commands: a small blocking Kafka client (CLI only).
 //! - `server`   process start-up and shutdown: one pinned glommio executor per shard.
 //! - `config`   the TOML config and its limits.
 //! - `net`      sockets and framing: per-shard SO_REUSEPORT listeners, ordered responses.
@@ -14,6 +15,7 @@
 //!   retention, recovery. A partition belongs to exactly one shard.
 //! - `util`     small single-threaded async helpers.
 
+pub mod admin;
 pub mod config;
 pub mod group;
 pub mod handler;

@@ -33,6 +33,34 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Consumer group administration (works against any Kafka-protocol broker).
+    Groups {
+        /// Broker to talk to
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[command(subcommand)]
+        action: GroupAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupAction {
+    /// List groups with their state
+    List,
+    /// Members, assignments, committed offsets and lag per partition
+    Describe { group: String },
+    /// Move a stopped group's committed offsets for one topic
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, conflicts_with_all = ["to_latest", "to_offset"])]
+        to_earliest: bool,
+        #[arg(long, conflicts_with_all = ["to_earliest", "to_offset"])]
+        to_latest: bool,
+        #[arg(long)]
+        to_offset: Option<i64>,
+    },
 }
 
 fn main() {
@@ -71,6 +99,30 @@ fn main() {
             }
             flumen::server::run(cfg)
         })(),
+        Command::Groups { bootstrap, action } => match action {
+            GroupAction::List => flumen::admin::list(&bootstrap),
+            GroupAction::Describe { group } => flumen::admin::describe(&bootstrap, &group),
+            GroupAction::ResetOffsets {
+                group,
+                topic,
+                to_earliest,
+                to_latest,
+                to_offset,
+            } => {
+                let to = match (to_earliest, to_latest, to_offset) {
+                    (true, _, _) => Some(flumen::admin::ResetTo::Earliest),
+                    (_, true, _) => Some(flumen::admin::ResetTo::Latest),
+                    (_, _, Some(o)) => Some(flumen::admin::ResetTo::Offset(o)),
+                    _ => None,
+                };
+                match to {
+                    Some(to) => flumen::admin::reset_offsets(&bootstrap, &group, &topic, to),
+                    None => Err(anyhow::anyhow!(
+                        "say where to: --to-earliest, --to-latest or --to-offset N"
+                    )),
+                }
+            }
+        },
     };
     if let Err(e) = result {
         eprintln!("flumen: {e:#}");

@@ -1,0 +1,331 @@
+//! `flumen groups ...`: consumer-group administration over the Kafka protocol, so it works
+//! against Flumen or any Kafka broker. A small blocking client: this runs in the CLI process,
+//! never on a shard.
+
+use anyhow::{anyhow, bail, Context};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Largest response the CLI accepts.
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+pub struct Client {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+impl Client {
+    pub fn connect(addr: &str) -> anyhow::Result<Client> {
+        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Client {
+            stream,
+            correlation: 0,
+        })
+    }
+
+    pub fn send<R: Request>(&mut self, req: &R, version: i16) -> anyhow::Result<R::Response> {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(s("flumen-admin")));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, R::header_version(version))?;
+        req.encode(&mut body, version)?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(body.len() as i32);
+        frame.put_slice(&body);
+        self.stream.write_all(&frame)?;
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len)?;
+        let len = i32::from_be_bytes(len);
+        if len < 4 || len as usize > MAX_RESPONSE_BYTES {
+            bail!("broker sent a response of {len} bytes");
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.stream.read_exact(&mut buf)?;
+        let mut buf = Bytes::from(buf);
+        let hv = <R::Response as HeaderVersion>::header_version(version);
+        let rh = ResponseHeader::decode(&mut buf, hv)?;
+        if rh.correlation_id != self.correlation {
+            bail!(
+                "correlation id {} != {}",
+                rh.correlation_id,
+                self.correlation
+            );
+        }
+        let resp = <R::Response as Decodable>::decode(&mut buf, version)?;
+        let _ = <R::Response as Message>::VERSIONS;
+        Ok(resp)
+    }
+}
+
+fn err(code: i16, what: &str) -> anyhow::Result<()> {
+    if code != 0 {
+        bail!("{what}: Kafka error code {code}");
+    }
+    Ok(())
+}
+
+pub fn list(bootstrap: &str) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    let r = c.send(&ListGroupsRequest::default(), 4)?;
+    err(r.error_code, "ListGroups")?;
+    println!("{:<40} {:<20} {}", "GROUP", "STATE", "PROTOCOL TYPE");
+    for g in r.groups {
+        println!(
+            "{:<40} {:<20} {}",
+            g.group_id.0.as_str(),
+            g.group_state.as_str(),
+            g.protocol_type.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// Partitions of an assignment in the consumer protocol (`i16 version` + struct).
+fn assigned_partitions(mut b: Bytes) -> Vec<(String, i32)> {
+    if b.remaining() < 2 {
+        return Vec::new();
+    }
+    let version = b.get_i16();
+    match ConsumerProtocolAssignment::decode(&mut b, version.min(3)) {
+        Ok(a) => a
+            .assigned_partitions
+            .into_iter()
+            .flat_map(|tp| {
+                let t = tp.topic.0.to_string();
+                tp.partitions.into_iter().map(move |p| (t.clone(), p))
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn committed(c: &mut Client, group: &str) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    let r = c.send(
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(None),
+        7,
+    )?;
+    err(r.error_code, "OffsetFetch")?;
+    let mut out = BTreeMap::new();
+    for t in r.topics {
+        for p in t.partitions {
+            if p.committed_offset >= 0 {
+                out.insert(
+                    (t.name.0.to_string(), p.partition_index),
+                    p.committed_offset,
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Offsets at `timestamp` (-1 latest, -2 earliest) for the given partitions.
+fn list_offsets(
+    c: &mut Client,
+    parts: &[(String, i32)],
+    timestamp: i64,
+) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in parts {
+        by_topic.entry(t).or_default().push(*p);
+    }
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(
+            by_topic
+                .iter()
+                .map(|(t, ps)| {
+                    list_offsets_request::ListOffsetsTopic::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partitions(
+                            ps.iter()
+                                .map(|p| {
+                                    list_offsets_request::ListOffsetsPartition::default()
+                                        .with_partition_index(*p)
+                                        .with_timestamp(timestamp)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+    let r = c.send(&req, 5)?;
+    let mut out = BTreeMap::new();
+    for t in r.topics {
+        for p in t.partitions {
+            err(
+                p.error_code,
+                &format!("ListOffsets {}-{}", t.name.0.as_str(), p.partition_index),
+            )?;
+            out.insert((t.name.0.to_string(), p.partition_index), p.offset);
+        }
+    }
+    Ok(out)
+}
+
+fn topic_partitions(c: &mut Client, topic: &str) -> anyhow::Result<Vec<(String, i32)>> {
+    let r = c.send(
+        &MetadataRequest::default()
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(TopicName(s(topic))))]))
+            .with_allow_auto_topic_creation(false),
+        9,
+    )?;
+    let t = r
+        .topics
+        .first()
+        .ok_or_else(|| anyhow!("no metadata for {topic}"))?;
+    err(t.error_code, &format!("topic {topic}"))?;
+    Ok(t.partitions
+        .iter()
+        .map(|p| (topic.to_string(), p.partition_index))
+        .collect())
+}
+
+pub fn describe(bootstrap: &str, group: &str) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    let r = c.send(
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]),
+        5,
+    )?;
+    let g = r
+        .groups
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no answer for {group}"))?;
+    err(g.error_code, "DescribeGroups")?;
+    println!(
+        "group {group}: state {}, protocol {} ({}), {} member(s)",
+        g.group_state.as_str(),
+        g.protocol_data.as_str(),
+        g.protocol_type.as_str(),
+        g.members.len()
+    );
+    let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
+    for m in &g.members {
+        let parts = assigned_partitions(m.member_assignment.clone());
+        println!(
+            "  member {} client {} host {}{}: {} partition(s)",
+            m.member_id.as_str(),
+            m.client_id.as_str(),
+            m.client_host.as_str(),
+            m.group_instance_id
+                .as_ref()
+                .map(|i| format!(" instance {}", i.as_str()))
+                .unwrap_or_default(),
+            parts.len()
+        );
+        for p in parts {
+            owner.insert(p, m.member_id.to_string());
+        }
+    }
+    let committed = committed(&mut c, group)?;
+    let mut parts: Vec<(String, i32)> = committed.keys().cloned().collect();
+    for k in owner.keys() {
+        if !committed.contains_key(k) {
+            parts.push(k.clone());
+        }
+    }
+    parts.sort();
+    let ends = if parts.is_empty() {
+        BTreeMap::new()
+    } else {
+        list_offsets(&mut c, &parts, -1)?
+    };
+    println!(
+        "{:<30} {:>9} {:>14} {:>14} {:>10}  MEMBER",
+        "TOPIC", "PARTITION", "COMMITTED", "LOG END", "LAG"
+    );
+    for k in parts {
+        let end = ends.get(&k).copied().unwrap_or(-1);
+        let com = committed.get(&k).copied();
+        let lag = com
+            .map(|o| (end - o).max(0).to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<30} {:>9} {:>14} {:>14} {:>10}  {}",
+            k.0,
+            k.1,
+            com.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
+            end,
+            lag,
+            owner.get(&k).map(String::as_str).unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+pub enum ResetTo {
+    Earliest,
+    Latest,
+    Offset(i64),
+}
+
+pub fn reset_offsets(bootstrap: &str, group: &str, topic: &str, to: ResetTo) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    let r = c.send(
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]),
+        5,
+    )?;
+    if let Some(g) = r.groups.first() {
+        if !g.members.is_empty() {
+            bail!(
+                "group {group} has {} active member(s): stop its consumers first",
+                g.members.len()
+            );
+        }
+    }
+    let parts = topic_partitions(&mut c, topic)?;
+    let targets: BTreeMap<(String, i32), i64> = match to {
+        ResetTo::Earliest => list_offsets(&mut c, &parts, -2)?,
+        ResetTo::Latest => list_offsets(&mut c, &parts, -1)?,
+        ResetTo::Offset(o) => parts.iter().map(|p| (p.clone(), o)).collect(),
+    };
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(
+                    targets
+                        .iter()
+                        .map(|((_, p), o)| {
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(*o)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let r = c.send(&req, 8)?;
+    for t in r.topics {
+        for p in t.partitions {
+            err(
+                p.error_code,
+                &format!("commit {}-{}", t.name.0.as_str(), p.partition_index),
+            )?;
+        }
+    }
+    for ((t, p), o) in targets {
+        println!("{group} {t}-{p} -> {o}");
+    }
+    Ok(())
+}
