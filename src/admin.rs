@@ -82,7 +82,7 @@ pub fn list(bootstrap: &str) -> anyhow::Result<()> {
     let mut c = Client::connect(bootstrap)?;
     let r = c.send(&ListGroupsRequest::default(), 4)?;
     err(r.error_code, "ListGroups")?;
-    println!("{:<40} {:<20} {}", "GROUP", "STATE", "PROTOCOL TYPE");
+    println!("{:<40} {:<20} PROTOCOL TYPE", "GROUP", "STATE");
     for g in r.groups {
         println!(
             "{:<40} {:<20} {}",
