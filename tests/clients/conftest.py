@@ -1,0 +1,131 @@
+"""Starts the real flumen binary for each test: a free port, a temp data dir, stderr captured."""
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def flumen_bin():
+    env = os.environ.get("FLUMEN_BIN")
+    if env:
+        return env
+    # The newest build: a stale release binary next to a fresh debug one must not be tested.
+    built = [p for p in (REPO / "target" / k / "flumen" for k in ("release", "debug")) if p.exists()]
+    if not built:
+        raise RuntimeError("build flumen first (cargo build --release) or set FLUMEN_BIN")
+    return str(max(built, key=lambda p: p.stat().st_mtime))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    def __init__(self, tmp: Path, shards=1, config=None):
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.data_dir = tmp / "data"
+        self.shards = shards
+        self.log_path = tmp / "broker.log"
+        self.config_path = None
+        if config:
+            self.config_path = tmp / "flumen.toml"
+            lines = []
+            for k, v in config.items():
+                if isinstance(v, bool):
+                    v = "true" if v else "false"
+                elif isinstance(v, str):
+                    v = f'"{v}"'
+                lines.append(f"{k} = {v}")
+            self.config_path.write_text("\n".join(lines) + "\n")
+        self.proc = None
+
+    def start(self, timeout=20.0):
+        cmd = [flumen_bin(), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir),
+               "--shards", str(self.shards)]
+        if self.config_path:
+            cmd += ["--config", str(self.config_path)]
+        log = open(self.log_path, "a")
+        log.write(f"--- start {' '.join(cmd)}\n")
+        log.flush()
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"flumen exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"flumen did not listen within {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout=20.0):
+        """SIGTERM and wait: a clean stop must exit 0."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            rc = self.proc.wait(timeout=timeout)
+            assert rc == 0, f"flumen exited {rc} on SIGTERM:\n{self.log()}"
+        self.proc = None
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def log(self):
+        try:
+            return self.log_path.read_text()[-20000:]
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def broker_factory(tmp_path, request):
+    made = []
+
+    def make(shards=1, config=None, name="b"):
+        d = tmp_path / name
+        d.mkdir()
+        b = Broker(d, shards=shards, config=config)
+        made.append(b)
+        return b.start()
+
+    yield make
+    failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else False
+    for b in made:
+        if failed:
+            print(f"==== broker log ({b.bootstrap}) ====\n{b.log()}")
+    # Every test ends with a clean SIGTERM stop: exit code 0 within the timeout.
+    for b in made:
+        if b.proc and b.proc.poll() is None:
+            try:
+                b.stop()
+            finally:
+                if b.proc and b.proc.poll() is None:
+                    b.proc.kill()
+                    b.proc.wait()
+
+
+@pytest.fixture
+def broker(broker_factory):
+    return broker_factory()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

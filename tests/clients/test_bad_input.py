@@ -1,0 +1,98 @@
+"""Hostile and broken frames over a raw socket: each gets an error response or a closed
+connection, and the broker keeps serving everyone else."""
+import struct
+
+import pytest
+from confluent_kafka import Producer
+
+import rawkafka as rk
+from util import create_topic, read_all, topic_name
+
+
+def still_serving(broker, topic):
+    s = rk.connect(broker.bootstrap)
+    s.sendall(rk.api_versions(0, corr=77))
+    corr, err, keys = rk.parse_api_versions_v0(rk.read_frame(s))
+    s.close()
+    assert (corr, err) == (77, 0) and 0 in keys and 1 in keys
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    p.produce(topic, value=b"still-ok")
+    assert p.flush(10) == 0
+    assert read_all(broker.bootstrap, topic, 1)[0][-1].value() == b"still-ok"
+
+
+@pytest.fixture
+def topic(broker):
+    return create_topic(broker.bootstrap, topic_name("bad"), 1)
+
+
+def test_api_versions_lists_what_is_implemented(broker, topic):
+    s = rk.connect(broker.bootstrap)
+    s.sendall(rk.api_versions(0))
+    corr, err, keys = rk.parse_api_versions_v0(rk.read_frame(s))
+    assert err == 0
+    assert keys[0] == (3, 9) and keys[1] == (4, 12) and keys[18] == (0, 3)
+    assert 22 not in keys  # InitProducerId: not implemented, not advertised
+
+
+def test_unsupported_api_versions_version_gets_v0_answer(broker, topic):
+    s = rk.connect(broker.bootstrap)
+    s.sendall(rk.frame(rk.header(18, 99, 5)))
+    corr, err, keys = rk.parse_api_versions_v0(rk.read_frame(s))
+    assert (corr, err) == (5, 35)  # UNSUPPORTED_VERSION
+    assert keys[18] == (0, 3)
+    still_serving(broker, topic)
+
+
+@pytest.mark.parametrize("payload", [
+    struct.pack(">i", -5),                      # negative size
+    struct.pack(">i", 200 * 1024 * 1024),       # over max_request_bytes
+    rk.frame(rk.header(999, 0, 1)),             # unknown API key
+    rk.frame(rk.header(0, 99, 1)),              # Produce at an unknown version
+    rk.frame(rk.header(22, 4, 1)),              # an API that is not implemented
+    rk.frame(b"\x00\x00"),                      # a frame too short for a header
+])
+def test_bad_frames_close_the_connection(broker, topic, payload):
+    s = rk.connect(broker.bootstrap)
+    s.sendall(payload)
+    assert rk.read_frame(s) is None
+    s.close()
+    still_serving(broker, topic)
+
+
+def test_truncated_frame_then_close(broker, topic):
+    s = rk.connect(broker.bootstrap)
+    full = rk.api_versions(0)
+    s.sendall(full[:len(full) - 3])
+    s.close()
+    still_serving(broker, topic)
+
+
+def test_good_produce_then_wrong_crc_and_magic(broker, topic):
+    s = rk.connect(broker.bootstrap)
+    s.sendall(rk.produce_v3(topic, 0, rk.record_batch([b"a", b"b"]), corr=10))
+    corr, parts = rk.parse_produce_v3(rk.read_frame(s))
+    assert corr == 10 and parts == [(0, 0, 0)]
+
+    s.sendall(rk.produce_v3(topic, 0, rk.record_batch([b"c"], corrupt_crc=True), corr=11))
+    corr, parts = rk.parse_produce_v3(rk.read_frame(s))
+    assert corr == 11 and parts[0][1] == 2  # CORRUPT_MESSAGE
+
+    s.sendall(rk.produce_v3(topic, 0, rk.record_batch([b"d"], magic=1), corr=12))
+    corr, parts = rk.parse_produce_v3(rk.read_frame(s))
+    assert corr == 12 and parts[0][1] != 0
+
+    s.sendall(rk.produce_v3(topic, 0, rk.record_batch([b"e"])[:30], corr=13))
+    corr, parts = rk.parse_produce_v3(rk.read_frame(s))
+    assert corr == 13 and parts[0][1] == 2
+
+    s.sendall(rk.produce_v3(topic, 7, rk.record_batch([b"f"]), corr=14))
+    corr, parts = rk.parse_produce_v3(rk.read_frame(s))
+    assert corr == 14 and parts[0][1] == 3  # UNKNOWN_TOPIC_OR_PARTITION
+
+    # Same connection still works, and nothing bad was stored.
+    s.sendall(rk.produce_v3(topic, 0, rk.record_batch([b"g"]), corr=15))
+    corr, parts = rk.parse_produce_v3(rk.read_frame(s))
+    assert parts == [(0, 0, 2)]
+    s.close()
+    assert [m.value() for m in read_all(broker.bootstrap, topic, 1)[0]] == [b"a", b"b", b"g"]

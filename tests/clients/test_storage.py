@@ -1,0 +1,115 @@
+"""Segments on disk, roll, retention, ListOffsets by time, topic auto-creation."""
+import re
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from util import create_topic, read_all, topic_name, watermarks
+
+
+def test_roll_and_retention_by_size(broker_factory):
+    b = broker_factory(config={"segment_bytes": 262144, "retention_bytes": 524288,
+                               "retention_check_interval_ms": 200})
+    topic = create_topic(b.bootstrap, topic_name("ret"), 1)
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "1", "linger.ms": 5})
+    for i in range(3000):
+        p.produce(topic, value=b"%06d" % i + b"." * 1000)
+    assert p.flush(30) == 0
+    d = b.data_dir / f"{topic}-0"
+    deadline = time.time() + 10
+    low = 0
+    while time.time() < deadline:
+        low, high = watermarks(b.bootstrap, topic, 0)
+        if low > 0:
+            break
+        time.sleep(0.2)
+    assert high == 3000
+    assert low > 0, "retention never deleted a segment"
+    logs = sorted(f.name for f in d.iterdir() if f.suffix == ".log")
+    assert all(re.fullmatch(r"\d{20}\.log", n) for n in logs)
+    assert len(logs) >= 2
+    assert int(logs[0][:20]) == low, "log start is the first remaining segment's base offset"
+    for n in logs[:-1]:
+        stem = n[:20]
+        assert (d / f"{stem}.index").exists() and (d / f"{stem}.timeindex").exists()
+    # A consumer reading from the beginning starts at the new log start.
+    got = read_all(b.bootstrap, topic, 1, start=low)
+    assert got[0][0].offset() == low
+    assert int(got[0][0].value()[:6]) == low
+    assert len(got[0]) == 3000 - low
+    # Below the log start is out of range; auto.offset.reset=earliest moves the consumer up.
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "r", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    m = None
+    for _ in range(40):
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            break
+    c.close()
+    assert m is not None and m.offset() == low
+
+
+def test_offsets_for_times(broker):
+    topic = create_topic(broker.bootstrap, topic_name("ts"), 1)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 50})
+    base = 1_600_000_000_000
+    for i in range(100):
+        p.produce(topic, value=b"%d" % i, timestamp=base + 10 * i)
+    assert p.flush(10) == 0
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "t"})
+    q = lambda ts: c.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=10)[0].offset
+    assert q(base) == 0
+    assert q(base + 1) == 1
+    assert q(base + 505) == 51
+    assert q(base + 990) == 99
+    assert q(base + 991) == -1  # none at or after: Kafka answers -1 (end)
+    c.close()
+
+
+def test_auto_create_default_and_disabled(broker_factory):
+    b = broker_factory(name="on", config={"default_partitions": 3})
+    topic = topic_name("auto")
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    p.produce(topic, value=b"x")
+    assert p.flush(15) == 0
+    md = p.list_topics(topic, timeout=10)
+    assert len(md.topics[topic].partitions) == 3
+
+    off = broker_factory(name="off", config={"auto_create_topics": False})
+    c = Consumer({"bootstrap.servers": off.bootstrap, "group.id": "x",
+                  "allow.auto.create.topics": True})
+    md = c.list_topics(topic, timeout=10)
+    c.close()
+    assert md.topics[topic].error is not None
+    assert md.topics[topic].error.code() == 3  # UNKNOWN_TOPIC_OR_PARTITION
+    errors = []
+    p = Producer({"bootstrap.servers": off.bootstrap, "message.timeout.ms": 3000})
+    p.produce(topic, value=b"x", on_delivery=lambda e, m: errors.append(e))
+    p.flush(10)
+    assert errors and errors[0] is not None
+
+
+def test_log_append_time(broker_factory):
+    b = broker_factory(config={"message_timestamp_type": "LogAppendTime"})
+    topic = create_topic(b.bootstrap, topic_name("lat"), 1)
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    before = int(time.time() * 1000)
+    p.produce(topic, value=b"x", timestamp=1000)
+    assert p.flush(10) == 0
+    m = read_all(b.bootstrap, topic, 1)[0][0]
+    kind, ts = m.timestamp()
+    assert kind == 2  # TIMESTAMP_LOG_APPEND_TIME
+    assert before - 1000 <= ts <= int(time.time() * 1000) + 1000
+
+
+def test_copy_fetch_path(broker_factory):
+    """zero_copy_fetch = false serves the same bytes (from files: tail cache off)."""
+    b = broker_factory(config={"zero_copy_fetch": False, "tail_cache_bytes": 0})
+    topic = create_topic(b.bootstrap, topic_name("cp"), 1)
+    p = Producer({"bootstrap.servers": b.bootstrap, "compression.type": "zstd"})
+    for i in range(500):
+        p.produce(topic, value=b"%d" % i)
+    assert p.flush(10) == 0
+    got = read_all(b.bootstrap, topic, 1)[0]
+    assert [int(m.value()) for m in got] == list(range(500))

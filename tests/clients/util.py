@@ -1,0 +1,62 @@
+"""Helpers shared by the client tests: topic creation and exact read-back with confluent-kafka."""
+import time
+import uuid
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def topic_name(prefix="t"):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def create_topic(bootstrap, name, partitions=1, config=None):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    fs = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                       config=config or {})])
+    for f in fs.values():
+        f.result(timeout=15)
+    return name
+
+
+def read_all(bootstrap, topic, partitions, timeout=30.0, start=0):
+    """Every record of every partition from `start` up to the high watermark, by partition."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader-" + uuid.uuid4().hex,
+                  "enable.auto.commit": False, "enable.auto.offset.store": False,
+                  "enable.partition.eof": True})
+    try:
+        ends = {}
+        for p in range(partitions):
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            ends[p] = hi
+        c.assign([TopicPartition(topic, p, start) for p in range(partitions)])
+        out = {p: [] for p in range(partitions)}
+        done = {p for p in range(partitions) if ends[p] <= start}
+        deadline = time.time() + timeout
+        while len(done) < partitions:
+            if time.time() > deadline:
+                raise AssertionError(f"timed out reading {topic}: have "
+                                     f"{ {p: len(v) for p, v in out.items()} } of {ends}")
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == -191:  # _PARTITION_EOF
+                    if m.offset() >= ends[m.partition()]:
+                        done.add(m.partition())
+                    continue
+                raise KafkaException(m.error())
+            out[m.partition()].append(m)
+            if m.offset() + 1 >= ends[m.partition()]:
+                done.add(m.partition())
+        return out
+    finally:
+        c.close()
+
+
+def watermarks(bootstrap, topic, partition):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "wm-" + uuid.uuid4().hex})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    finally:
+        c.close()
