@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// How often a shard checks for the stop signal.
 const STOP_POLL_MS: u64 = 50;
+/// How long a listener found on our port may take to go away (a killed broker's).
+const PORT_WAIT_MS: u64 = 5000;
 /// io_uring buffer memory each executor registers (glommio locks it in RAM).
 const IO_MEMORY_BYTES: usize = 8 << 20;
 
@@ -154,18 +156,29 @@ async fn shard_main(
 
 /// SO_REUSEPORT would let a second broker share the port silently, so refuse a port that
 /// something listens on. A plain bind also fails on our own TIME_WAIT leftovers after a
-/// restart, so a failed bind is only fatal when a connect shows a live listener.
+/// restart, so a failed bind is only fatal when a connect shows a live listener. After a
+/// kill -9 the dead broker's listener lingers until the kernel tears down its io_uring (it
+/// still holds the socket), so a listener is given a few seconds to go away.
 fn ensure_port_free(addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    if std::net::TcpListener::bind(addr).is_ok() {
-        return Ok(());
-    }
     let mut probe = addr;
     if probe.ip().is_unspecified() {
         probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)) {
-        Ok(_) => anyhow::bail!("listen {addr}: another process is listening on this port"),
-        Err(_) => Ok(()),
+    let deadline = std::time::Instant::now() + Duration::from_millis(PORT_WAIT_MS);
+    loop {
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return Ok(());
+        }
+        match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)) {
+            // A connect to a port with no listener can connect to itself (TCP simultaneous
+            // open): that is no other broker.
+            Ok(s) if s.local_addr().ok() == s.peer_addr().ok() => return Ok(()),
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(_) => anyhow::bail!("listen {addr}: another process is listening on this port"),
+            Err(_) => return Ok(()),
+        }
     }
 }
 

@@ -585,7 +585,6 @@ impl Coordinator {
                         if let Some(old) = g.statics.get(iid).cloned() {
                             // A static member restarted: it takes over its old membership.
                             if let Some(mut m) = g.members.remove(&old) {
-                                let same = m.protocols == protocols;
                                 m.id = new_id.clone();
                                 m.protocols = protocols.clone();
                                 m.last_seen = now;
@@ -598,12 +597,14 @@ impl Coordinator {
                                 g.members.insert(new_id.clone(), m);
                                 g.statics.insert(iid.clone(), new_id.clone());
                                 g.notify.notify_all();
+                                // As Kafka: no rebalance while the selected protocol would stay
+                                // the same; the member gets its stored assignment at SyncGroup.
                                 if g.state == GroupState::Stable
-                                    && same
-                                    && (!was_leader || can_skip_assignment)
+                                    && g.select_protocol() == g.protocol
                                 {
-                                    let members = if was_leader {
-                                        g.members
+                                    let (leader, members) = if was_leader && can_skip_assignment {
+                                        let all = g
+                                            .members
                                             .values()
                                             .map(|m| {
                                                 (
@@ -612,18 +613,24 @@ impl Coordinator {
                                                     g.metadata_for(m),
                                                 )
                                             })
-                                            .collect()
+                                            .collect();
+                                        (new_id.clone(), all)
+                                    } else if was_leader {
+                                        // Before JoinGroup v9 the client cannot be told to skip
+                                        // the assignment: name the old id as leader so it
+                                        // behaves as a follower (what Kafka did).
+                                        (old.clone(), Vec::new())
                                     } else {
-                                        Vec::new()
+                                        (g.leader.clone().unwrap_or_default(), Vec::new())
                                     };
                                     return JoinOut {
                                         error: ErrorCode::NONE,
                                         generation: g.generation,
                                         protocol_type: g.protocol_type.clone(),
                                         protocol: g.protocol.clone(),
-                                        leader: g.leader.clone().unwrap_or_default(),
+                                        leader,
                                         member_id: new_id,
-                                        skip_assignment: was_leader,
+                                        skip_assignment: was_leader && can_skip_assignment,
                                         members,
                                     };
                                 }
