@@ -8,6 +8,7 @@ pub mod group;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producer;
 pub mod topics;
 
 use crate::net::{Piece, Response};
@@ -113,6 +114,7 @@ pub async fn handle(shard: Rc<Shard>, mut frame: Bytes, peer: Rc<str>) -> Respon
         ApiKey::DescribeGroups => group::describe_groups(&shard, &ctx, body).await,
         ApiKey::DeleteGroups => group::delete_groups(&shard, &ctx, body).await,
         ApiKey::OffsetDelete => group::offset_delete(&shard, &ctx, body).await,
+        ApiKey::InitProducerId => producer::init_producer_id(&shard, &ctx, body).await,
         other => Err(Response::Close(format!("API {other:?} is not implemented"))),
     };
     r.unwrap_or_else(|resp| resp)

@@ -2,11 +2,12 @@
 //! framing), send each owning shard its partitions in one message, answer in request order.
 
 use super::{auto_create, decode, Ctx};
+use crate::net::Piece;
 use crate::net::Response;
 use crate::protocol::batch;
 use crate::protocol::errors::{ErrorCode, KafkaError};
 use crate::shard::{ProduceOut, ProducePart, Req, Resp, Shard};
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::ProduceRequest;
 use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
@@ -18,7 +19,13 @@ use std::rc::Rc;
 /// Most partitions one produce request may name; bounds the work a single frame can ask for.
 const MAX_PARTITIONS_PER_REQUEST: usize = 100_000;
 
+/// Oldest Produce version whose records are v2 record batches, the only format Flumen stores.
+const MIN_STORED_PRODUCE_VERSION: i16 = 3;
+
 pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+    if ctx.version < MIN_STORED_PRODUCE_VERSION {
+        return legacy_unsupported(ctx, body);
+    }
     let req: ProduceRequest = decode(ctx, body)?;
     let acks = req.acks;
     let n_parts: usize = req.topic_data.iter().map(|t| t.partition_data.len()).sum();
@@ -185,15 +192,99 @@ fn respond_errors(ctx: &Ctx, req: &ProduceRequest, results: Vec<(ErrorCode, Stri
                         .iter()
                         .map(|p| {
                             let (code, m) = it.next().expect("one result per partition");
-                            PartitionProduceResponse::default()
+                            let r = PartitionProduceResponse::default()
                                 .with_index(p.index)
                                 .with_base_offset(-1)
-                                .with_error_code(code.0)
-                                .with_error_message(Some(StrBytes::from_string(m)))
+                                .with_error_code(code.0);
+                            if ctx.version >= 8 {
+                                r.with_error_message(Some(StrBytes::from_string(m)))
+                            } else {
+                                r
+                            }
                         })
                         .collect(),
                 )
         })
         .collect();
     ctx.respond(&ProduceResponse::default().with_responses(responses))
+}
+
+/// Produce v0-v2 carry message sets (magic 0/1), which Flumen does not store. The range is still
+/// advertised from v0 because librdkafka before 2.10 turns compression off unless ApiVersions
+/// lists Produce v0 (librdkafka #4956); Kafka 4 does the same (KAFKA-18659). Each partition is
+/// answered UNSUPPORTED_VERSION; acks=0 cannot carry an error, so that connection is closed.
+/// The generated codec has no v0-v2 forms, hence the few lines of hand decoding.
+fn legacy_unsupported(ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+    let malformed = || {
+        Response::Close(format!(
+            "malformed Produce v{} request from {:?}",
+            ctx.version, ctx.client_id
+        ))
+    };
+    let mut r = LegacyReader(body.clone());
+    let acks = r.i16().ok_or_else(malformed)?;
+    r.i32().ok_or_else(malformed)?; // timeout
+    if acks == 0 {
+        return Err(Response::Close(format!(
+            "Produce v{} (message format v0/v1) with acks=0 is not supported; use v3 or later",
+            ctx.version
+        )));
+    }
+    let mut out = BytesMut::new();
+    out.put_i32(0); // frame size, patched below
+    out.put_i32(ctx.correlation_id);
+    let n_topics = r.count().ok_or_else(malformed)?;
+    out.put_i32(n_topics as i32);
+    for _ in 0..n_topics {
+        let name = r.bytes_i16().ok_or_else(malformed)?;
+        out.put_i16(name.len() as i16);
+        out.put_slice(&name);
+        let n_parts = r.count().ok_or_else(malformed)?;
+        out.put_i32(n_parts as i32);
+        for _ in 0..n_parts {
+            let index = r.i32().ok_or_else(malformed)?;
+            r.bytes_i32().ok_or_else(malformed)?;
+            out.put_i32(index);
+            out.put_i16(ErrorCode::UNSUPPORTED_VERSION.0);
+            out.put_i64(-1); // base offset
+            if ctx.version >= 2 {
+                out.put_i64(-1); // log append time
+            }
+        }
+    }
+    if ctx.version >= 1 {
+        out.put_i32(0); // throttle time
+    }
+    let size = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(Response::Frame(vec![Piece::Bytes(out.freeze())]))
+}
+
+/// Bounds-checked big-endian reads for `legacy_unsupported`.
+struct LegacyReader(Bytes);
+
+impl LegacyReader {
+    fn i16(&mut self) -> Option<i16> {
+        (self.0.remaining() >= 2).then(|| self.0.get_i16())
+    }
+    fn i32(&mut self) -> Option<i32> {
+        (self.0.remaining() >= 4).then(|| self.0.get_i32())
+    }
+    /// An array length: never more entries than bytes left, so a lying count cannot make us
+    /// allocate or loop for long.
+    fn count(&mut self) -> Option<usize> {
+        let n = self.i32()?;
+        (n >= 0 && n as usize <= self.0.remaining()).then_some(n as usize)
+    }
+    fn bytes_i16(&mut self) -> Option<Bytes> {
+        let n = self.i16()?;
+        (n >= 0 && n as usize <= self.0.remaining()).then(|| self.0.split_to(n as usize))
+    }
+    fn bytes_i32(&mut self) -> Option<Bytes> {
+        let n = self.i32()?;
+        if n < 0 {
+            return Some(Bytes::new());
+        }
+        (n as usize <= self.0.remaining()).then(|| self.0.split_to(n as usize))
+    }
 }

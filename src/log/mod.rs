@@ -6,6 +6,7 @@
 //! entry of the newest segment and cuts a torn tail; older segments open lazily.
 
 pub mod partition;
+pub mod producers;
 pub mod segment;
 
 pub use partition::{Chunk, LogConfig, Partition, ReadResult, TailCache};

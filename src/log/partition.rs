@@ -13,6 +13,7 @@
 //! `FlushPolicy::EveryWrite`, fdatasync'ed); a failed write takes the partition offline and no
 //! later append is acknowledged.
 
+use super::producers::{self, BatchSeq, ProducerTable, Verdict};
 use super::segment::{self, Segment};
 use crate::config::{FlushPolicy, TimestampType};
 use crate::protocol::batch::{self, BatchInfo, BatchPrefix};
@@ -150,6 +151,8 @@ enum Job {
     Seal {
         seg: Rc<Segment>,
         file: Rc<DmaFile>,
+        /// Producer state as of the sealed segment's end, written as `<end>.snapshot`.
+        snapshot: (i64, Vec<u8>),
     },
 }
 
@@ -183,6 +186,8 @@ pub struct Partition {
     st: RefCell<State>,
     cache: RefCell<VecDeque<CacheEntry>>,
     tail_cache: Rc<TailCache>,
+    /// Idempotent producers seen in this partition.
+    producers: RefCell<ProducerTable>,
     append_lock: glommio::sync::Semaphore,
     flush_work: Notify,
     /// Durable offset advanced, or the partition failed.
@@ -246,12 +251,14 @@ impl Partition {
             }),
             cache: RefCell::new(VecDeque::new()),
             tail_cache,
+            producers: RefCell::new(ProducerTable::default()),
             append_lock: glommio::sync::Semaphore::new(1),
             flush_work: Notify::default(),
             progress: Notify::default(),
             flusher_idle: Notify::default(),
         });
         p.recover().await?;
+        p.rebuild_producers().await?;
         let flusher = p.clone();
         glommio::spawn_local(async move { flusher.flusher().await }).detach();
         Ok(p)
@@ -313,6 +320,123 @@ impl Partition {
         Ok(Rc::new(f))
     }
 
+    fn snapshot_path(&self, offset: i64) -> PathBuf {
+        self.dir
+            .join(format!("{}.snapshot", segment::file_stem(offset)))
+    }
+
+    /// Writes the producer snapshot for `offset` (temp file, fsync, rename) and keeps only the
+    /// two newest.
+    async fn write_snapshot(&self, offset: i64, bytes: Vec<u8>) -> Result<(), KafkaError> {
+        let path = self.snapshot_path(offset);
+        let dir = self.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<()> {
+                use std::io::Write;
+                let tmp = path.with_extension("snapshot.tmp");
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                let mut snaps = list_snapshots(&dir)?;
+                snaps.sort();
+                let keep = snaps.len().saturating_sub(2);
+                for (_, old) in &snaps[..keep] {
+                    let _ = std::fs::remove_file(old);
+                }
+                Ok(())
+            })
+            .await
+            .map_err(io_err)
+    }
+
+    /// Producer state at start-up: the newest valid snapshot at or below the log end, then the
+    /// headers of every batch after it.
+    async fn rebuild_producers(&self) -> Result<(), KafkaError> {
+        let end = self.st.borrow().next_offset;
+        let start = self.st.borrow().log_start_offset;
+        let dir = self.dir.clone();
+        let snaps = glommio::executor()
+            .spawn_blocking(move || list_snapshots(&dir))
+            .await
+            .map_err(io_err)?;
+        let mut table = ProducerTable::default();
+        let mut from = start;
+        let mut by_offset = snaps;
+        by_offset.sort();
+        for (off, path) in by_offset.iter().rev() {
+            if *off > end {
+                // Written for data that did not survive (a torn tail was cut): stale.
+                segment::remove_quietly(path).await;
+                continue;
+            }
+            let data = glommio::executor()
+                .spawn_blocking({
+                    let path = path.clone();
+                    move || std::fs::read(path)
+                })
+                .await
+                .ok()
+                .and_then(|b| ProducerTable::decode(&b));
+            if let Some(t) = data {
+                table = t;
+                from = (*off).max(start);
+                break;
+            }
+        }
+        // Replay idempotent batches after the snapshot.
+        let segs: Vec<Rc<Segment>> = {
+            let st = self.st.borrow();
+            let first = st
+                .segments
+                .range(..=from)
+                .next_back()
+                .map(|(k, _)| *k)
+                .unwrap_or(0);
+            st.segments.range(first..).map(|(_, s)| s.clone()).collect()
+        };
+        for seg in segs {
+            seg.load_indexes(self.cfg.index_interval_bytes).await?;
+            let written = seg.written_bytes.get();
+            let reader = seg.reader().await?;
+            let mut pos = seg.lookup(from);
+            let mut window: Vec<u8> = Vec::new();
+            let mut wpos = 0u64;
+            while pos + batch::HEADER_BYTES as u64 <= written {
+                if pos < wpos || pos + batch::HEADER_BYTES as u64 > wpos + window.len() as u64 {
+                    window =
+                        segment::read_at(&reader, pos, (written - pos).min(64 * 1024) as usize)
+                            .await?;
+                    wpos = pos;
+                }
+                let h = &window[(pos - wpos) as usize..];
+                let Some(prefix) = BatchPrefix::parse(h) else {
+                    break;
+                };
+                if h.len() < batch::HEADER_BYTES {
+                    break;
+                }
+                let pid = batch::be_i64(h, batch::OFF_PRODUCER_ID);
+                if prefix.base_offset >= from && pid >= 0 {
+                    let first = batch::be_i32(h, batch::OFF_BASE_SEQUENCE);
+                    table.record(
+                        pid,
+                        batch::be_i16(h, batch::OFF_PRODUCER_EPOCH),
+                        BatchSeq {
+                            first_seq: first,
+                            last_seq: producers::last_seq(first, prefix.last_offset_delta),
+                            base_offset: prefix.base_offset,
+                            last_offset: prefix.next_offset() - 1,
+                        },
+                    );
+                }
+                pos += prefix.len as u64;
+            }
+        }
+        *self.producers.borrow_mut() = table;
+        Ok(())
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.st.borrow().durable_offset
     }
@@ -343,6 +467,28 @@ impl Partition {
             .map_err(|_| KafkaError::new(ErrorCode::KAFKA_STORAGE_ERROR, "partition closed"))?;
         if let Some(e) = self.failure() {
             return Err(e);
+        }
+        let idempotent = infos.iter().any(|i| i.producer_id >= 0);
+        if idempotent {
+            // Kafka's rule from produce v3 on, and what makes one sequence check per request
+            // enough.
+            if infos.len() != 1 {
+                return Err(KafkaError::new(
+                    ErrorCode::INVALID_RECORD,
+                    "an idempotent produce carries exactly one batch per partition",
+                ));
+            }
+            let i = &infos[0];
+            let last = producers::last_seq(i.base_sequence, i.last_offset_delta);
+            match self.producers.borrow().check(
+                i.producer_id,
+                i.producer_epoch,
+                i.base_sequence,
+                last,
+            )? {
+                Verdict::Append => {}
+                Verdict::Duplicate(b) => return Ok((b.base_offset, -1, b.last_offset + 1)),
+            }
         }
         let total: u64 = infos.iter().map(|i| i.len as u64).sum();
         let now = now_ms();
@@ -414,6 +560,18 @@ impl Partition {
                 self.cfg.index_interval_bytes,
             );
             self.tail_cache.insert(&me, offset, cached);
+            if info.producer_id >= 0 {
+                self.producers.borrow_mut().record(
+                    info.producer_id,
+                    info.producer_epoch,
+                    BatchSeq {
+                        first_seq: info.base_sequence,
+                        last_seq: producers::last_seq(info.base_sequence, info.last_offset_delta),
+                        base_offset: offset,
+                        last_offset: next - 1,
+                    },
+                );
+            }
         }
         let target = st.next_offset;
         drop(st);
@@ -471,9 +629,11 @@ impl Partition {
             let file = st.writer.take().expect("active writer");
             (seg, file, st.next_offset)
         };
+        let snapshot = (base, self.producers.borrow().encode());
         self.st.borrow_mut().queue.push_back(Job::Seal {
             seg: old_seg,
             file: old_file,
+            snapshot,
         });
         self.flush_work.notify_all();
         let seg = Rc::new(Segment::new(&self.dir, base, now_ms()));
@@ -592,7 +752,12 @@ impl Partition {
                 self.progress.notify_all();
                 wb.seg.persist_indexes(false).await
             }
-            Job::Seal { seg, file } => {
+            Job::Seal {
+                seg,
+                file,
+                snapshot,
+            } => {
+                self.write_snapshot(snapshot.0, snapshot.1).await?;
                 file.fdatasync().await.map_err(io_err)?;
                 file.truncate(seg.written_bytes.get())
                     .await
@@ -654,6 +819,8 @@ impl Partition {
             f.fdatasync().await.map_err(io_err)?;
             f.truncate(seg.written_bytes.get()).await.map_err(io_err)?;
             seg.persist_indexes(true).await?;
+            let snap = self.producers.borrow().encode();
+            self.write_snapshot(target, snap).await?;
             if let Ok(f) = Rc::try_unwrap(f) {
                 f.close().await.map_err(io_err)?;
             }
@@ -948,5 +1115,26 @@ fn list_segments(dir: &Path) -> std::io::Result<Vec<(i64, u64, i64)>> {
         out.push((base, md.len(), mtime));
     }
     out.sort();
+    Ok(out)
+}
+
+/// (offset, path) of the `.snapshot` files of a partition directory.
+fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(i64, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in rd {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".snapshot") {
+            if let Ok(off) = stem.parse::<i64>() {
+                out.push((off, entry.path()));
+            }
+        }
+    }
     Ok(out)
 }

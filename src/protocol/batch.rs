@@ -21,6 +21,9 @@ pub const OFF_ATTRIBUTES: usize = 21;
 pub const OFF_LAST_OFFSET_DELTA: usize = 23;
 pub const OFF_BASE_TIMESTAMP: usize = 27;
 pub const OFF_MAX_TIMESTAMP: usize = 35;
+pub const OFF_PRODUCER_ID: usize = 43;
+pub const OFF_PRODUCER_EPOCH: usize = 51;
+pub const OFF_BASE_SEQUENCE: usize = 53;
 pub const OFF_RECORDS_COUNT: usize = 57;
 /// Enough of the header to know where a batch ends and which offsets it holds.
 pub const PREFIX_BYTES: usize = OFF_LAST_OFFSET_DELTA + 4;
@@ -41,9 +44,13 @@ pub struct BatchInfo {
     pub base_timestamp: i64,
     pub max_timestamp: i64,
     pub records_count: i32,
+    /// -1 unless the producer is idempotent.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
 }
 
-fn be_i16(b: &[u8], at: usize) -> i16 {
+pub fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
 }
 pub fn be_i32(b: &[u8], at: usize) -> i32 {
@@ -179,6 +186,9 @@ pub fn validate_produce(
             base_timestamp: be_i64(b, OFF_BASE_TIMESTAMP),
             max_timestamp: be_i64(b, OFF_MAX_TIMESTAMP),
             records_count,
+            producer_id: be_i64(b, OFF_PRODUCER_ID),
+            producer_epoch: be_i16(b, OFF_PRODUCER_EPOCH),
+            base_sequence: be_i32(b, OFF_BASE_SEQUENCE),
         });
         at += len;
     }

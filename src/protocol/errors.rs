@@ -33,6 +33,9 @@ impl ErrorCode {
     pub const INVALID_REQUEST: ErrorCode = ErrorCode(42);
     pub const INVALID_CONFIG: ErrorCode = ErrorCode(40);
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: ErrorCode = ErrorCode(43);
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: ErrorCode = ErrorCode(45);
+    pub const INVALID_PRODUCER_EPOCH: ErrorCode = ErrorCode(47);
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(53);
     pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
     pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode(-1);
     pub const NON_EMPTY_GROUP: ErrorCode = ErrorCode(68);

@@ -16,7 +16,7 @@ use kafka_protocol::protocol::Encodable;
 /// (API, lowest version, highest version) that Flumen implements. ApiVersions advertises exactly
 /// this table, and the dispatcher refuses anything outside it.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
+    (ApiKey::Produce, 0, 9), // v0-v2 answered UNSUPPORTED_VERSION, see handler::produce
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
@@ -34,6 +34,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {

@@ -38,6 +38,9 @@ pub struct ClusterMeta {
     pub cluster_id: String,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Producer ids below this may have been handed out; a restarted broker starts here.
+    #[serde(default)]
+    pub producer_id_block_end: i64,
 }
 
 impl ClusterMeta {

@@ -99,6 +99,8 @@ pub enum Req {
     RemovePartitions(Vec<(String, i32)>),
     SetMeta(ClusterMeta),
     Group(crate::group::GroupReq),
+    /// Allocate a producer id (shard 0).
+    AllocProducerId,
 }
 
 pub enum Resp {
@@ -112,6 +114,7 @@ pub enum Resp {
     Done,
     Failed(String),
     Group(crate::group::GroupResp),
+    ProducerId(i64),
 }
 
 pub struct Shard {
@@ -125,6 +128,8 @@ pub struct Shard {
     /// Groups whose `__consumer_offsets` partition this shard owns.
     pub groups: crate::group::Coordinator,
     control_lock: glommio::sync::Semaphore,
+    /// Next producer id to hand out (shard 0).
+    next_producer_id: std::cell::Cell<i64>,
     files: RefCell<HashMap<PathBuf, Rc<BufferedFile>>>,
 }
 
@@ -207,6 +212,7 @@ impl Shard {
             mesh: OnceCell::new(),
             groups: crate::group::Coordinator::default(),
             control_lock: glommio::sync::Semaphore::new(1),
+            next_producer_id: std::cell::Cell::new(-1),
             files: RefCell::new(HashMap::new()),
         }
     }
@@ -353,6 +359,10 @@ impl Shard {
                 Resp::Done
             }
             Req::Group(req) => Resp::Group(self.groups.handle(self, req).await),
+            Req::AllocProducerId => match self.alloc_producer_id().await {
+                Ok(id) => Resp::ProducerId(id),
+                Err(e) => Resp::Failed(e),
+            },
             Req::SetMeta(meta) => {
                 let newer = meta.version >= self.meta.borrow().version;
                 if newer {
@@ -680,6 +690,29 @@ impl Shard {
             }
         }
         results
+    }
+
+    /// Hands out producer ids from blocks reserved in the metadata file, so an id is never
+    /// reused across restarts.
+    async fn alloc_producer_id(self: &Rc<Self>) -> Result<i64, String> {
+        assert_eq!(self.id, 0, "only shard 0 allocates producer ids");
+        const BLOCK: i64 = 1000;
+        let _permit = self.control_lock.acquire_permit(1).await.ok();
+        let mut meta = (*self.meta()).clone();
+        if self.next_producer_id.get() < 0 {
+            self.next_producer_id.set(meta.producer_id_block_end);
+        }
+        let id = self.next_producer_id.get();
+        if id >= meta.producer_id_block_end {
+            meta.producer_id_block_end = id + BLOCK;
+            meta.version += 1;
+            self.persist_meta(&meta)
+                .await
+                .map_err(|e| format!("saving metadata: {e}"))?;
+            *self.meta.borrow_mut() = Rc::new(meta);
+        }
+        self.next_producer_id.set(id + 1);
+        Ok(id)
     }
 
     async fn persist_meta(&self, meta: &ClusterMeta) -> std::io::Result<()> {

@@ -2,6 +2,7 @@
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -70,12 +71,28 @@ class Broker:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"flumen exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
+            if self.answers_api_versions():
+                return self
+            time.sleep(0.05)
         raise RuntimeError(f"flumen did not listen within {timeout}s:\n{self.log()}")
+
+    def answers_api_versions(self):
+        """Ready means a Kafka answer, not just a TCP connect: after a kill -9 the dead broker's
+        listening socket lingers for a while and still completes handshakes (then resets)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.settimeout(1.0)
+                req = struct.pack(">hhih", 18, 0, 4242, 5) + b"ready"
+                s.sendall(struct.pack(">i", len(req)) + req)
+                head = b""
+                while len(head) < 8:
+                    chunk = s.recv(8 - len(head))
+                    if not chunk:
+                        return False
+                    head += chunk
+                return struct.unpack(">ii", head)[1] == 4242
+        except OSError:
+            return False
 
     def stop(self, timeout=20.0):
         """SIGTERM and wait: a clean stop must exit 0."""
@@ -99,6 +116,22 @@ class Broker:
             return self.log_path.read_text()[-20000:]
         except OSError:
             return ""
+
+
+TEST_TIME_LIMIT_S = 240
+
+
+@pytest.fixture(autouse=True)
+def time_limit():
+    """A hard bound per test on top of the clients' own timeouts: a hung call fails the test
+    instead of the whole run."""
+    def expired(signum, frame):
+        raise TimeoutError(f"test exceeded {TEST_TIME_LIMIT_S}s")
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_TIME_LIMIT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture

@@ -52,11 +52,13 @@ def api_versions(version=0, corr=1):
     return frame(header(18, version, corr))
 
 
-def produce_v3(topic: str, partition: int, records: bytes, corr=2, acks=-1):
+def produce_v3(topic: str, partition: int, records: bytes, corr=2, acks=-1, version=3):
+    """Produce v2 or v3 (v2 has no transactional_id; both answer in the same layout)."""
     t = topic.encode()
-    body = struct.pack(">hhi", -1, acks, 10_000) + struct.pack(">i", 1) + struct.pack(">h", len(t)) + t
+    body = struct.pack(">h", -1) if version >= 3 else b""
+    body += struct.pack(">hi", acks, 10_000) + struct.pack(">i", 1) + struct.pack(">h", len(t)) + t
     body += struct.pack(">i", 1) + struct.pack(">ii", partition, len(records)) + records
-    return frame(header(0, 3, corr) + body)
+    return frame(header(0, version, corr) + body)
 
 
 def connect(bootstrap):
@@ -106,3 +108,169 @@ def parse_produce_v3(data):
         at += 22
         out.append((part, err, base))
     return corr, out
+
+
+def fetch_v4(topic: str, partition: int, offset: int, corr=3, max_wait_ms=500, min_bytes=1,
+             max_bytes=1 << 20):
+    """Fetch v4 (read_uncommitted) of one partition from `offset`."""
+    t = topic.encode()
+    body = struct.pack(">iiiib", -1, max_wait_ms, min_bytes, max_bytes, 0)
+    body += struct.pack(">i", 1) + struct.pack(">h", len(t)) + t
+    body += struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, max_bytes)
+    return frame(header(1, 4, corr) + body)
+
+
+def parse_fetch_v4(data):
+    """(correlation id, [(partition, error_code, high_watermark, records bytes)]) of the first
+    topic."""
+    corr, _throttle, ntopics = struct.unpack(">iii", data[:12])
+    assert ntopics == 1, ntopics
+    at = 12
+    (tl,) = struct.unpack(">h", data[at:at + 2])
+    at += 2 + tl
+    (np,) = struct.unpack(">i", data[at:at + 4])
+    at += 4
+    out = []
+    for _ in range(np):
+        part, err, hw, _lso, naborted = struct.unpack(">ihqqi", data[at:at + 26])
+        at += 26 + 16 * max(naborted, 0)
+        (n,) = struct.unpack(">i", data[at:at + 4])
+        at += 4
+        recs = b"" if n < 0 else data[at:at + n]
+        at += max(n, 0)
+        out.append((part, err, hw, recs))
+    return corr, out
+
+
+def read_varint(buf, at):
+    shift = z = 0
+    while True:
+        b = buf[at]
+        at += 1
+        z |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return (z >> 1) ^ -(z & 1), at
+
+
+def parse_batches(data):
+    """Every whole magic-2 batch in a fetched records blob (a trailing partial batch, which a
+    broker may send when it cuts at max_bytes, is ignored) as dicts with base_offset,
+    last_offset, crc_ok, compressed, codec (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd) and, for
+    uncompressed batches, records [(offset, key, value,
+    headers)]."""
+    out = []
+    at = 0
+    while at + 12 <= len(data):
+        base, length = struct.unpack(">qi", data[at:at + 12])
+        end = at + 12 + length
+        if end > len(data):
+            break
+        b = data[at:end]
+        magic = b[16]
+        (crc,) = struct.unpack(">I", b[17:21])
+        attrs, last_delta = struct.unpack(">hi", b[21:27])
+        (count,) = struct.unpack(">i", b[57:61])
+        batch = {"base_offset": base, "last_offset": base + last_delta, "magic": magic,
+                 "crc_ok": crc32c(b[21:]) == crc, "compressed": attrs & 7 != 0, "codec": attrs & 7,
+                 "count": count}
+        if magic == 2 and not attrs & 7:
+            recs, p = [], 61
+            for _ in range(count):
+                rlen, p = read_varint(b, p)
+                r_end = p + rlen
+                p += 1  # attributes
+                _ts_delta, p = read_varint(b, p)
+                off_delta, p = read_varint(b, p)
+                klen, p = read_varint(b, p)
+                key = None if klen < 0 else bytes(b[p:p + klen])
+                p += max(klen, 0)
+                vlen, p = read_varint(b, p)
+                value = None if vlen < 0 else bytes(b[p:p + vlen])
+                p += max(vlen, 0)
+                nh, p = read_varint(b, p)
+                headers = []
+                for _ in range(nh):
+                    hk, p = read_varint(b, p)
+                    name = bytes(b[p:p + hk])
+                    p += hk
+                    hv, p = read_varint(b, p)
+                    headers.append((name, None if hv < 0 else bytes(b[p:p + hv])))
+                    p += max(hv, 0)
+                assert p == r_end, "record length does not match its fields"
+                recs.append((base + off_delta, key, value, headers))
+            batch["records"] = recs
+        out.append(batch)
+        at = end
+    return out
+
+
+def fetch_once(bootstrap, topic, partition, offset, max_wait_ms=0, corr=9):
+    """One Fetch v4 on a fresh connection: (error_code, high_watermark, records bytes)."""
+    s = connect(bootstrap)
+    try:
+        s.sendall(fetch_v4(topic, partition, offset, corr=corr, max_wait_ms=max_wait_ms))
+        data = read_frame(s)
+    finally:
+        s.close()
+    assert data is not None, "the broker closed the connection instead of answering a Fetch"
+    corr_back, parts = parse_fetch_v4(data)
+    assert corr_back == corr and len(parts) == 1 and parts[0][0] == partition, parts
+    return parts[0][1:]
+
+
+def uvarint(v: int) -> bytes:
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def read_uvarint(buf, at):
+    shift = v = 0
+    while True:
+        b = buf[at]
+        at += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, at
+
+
+def api_versions_v3(corr=1, software=b"flumen-raw", version=b"1.0"):
+    """ApiVersions v3: request header v2 (flexible) and a compact-string body."""
+    head = struct.pack(">hhih", 18, 3, corr, 3) + b"raw" + b"\x00"
+    body = uvarint(len(software) + 1) + software + uvarint(len(version) + 1) + version + b"\x00"
+    return frame(head + body)
+
+
+def parse_api_versions_v3(data):
+    """(corr, error, {key: (min, max)}, [tagged field counts per api], throttle, top-level
+    tagged fields [(tag, bytes)]); the response header is v0 even for flexible versions.
+    Asserts the body is consumed exactly."""
+    corr, err = struct.unpack(">ih", data[:6])
+    n, at = read_uvarint(data, 6)
+    keys, per_api = {}, []
+    for _ in range(n - 1):
+        k, lo, hi = struct.unpack(">hhh", data[at:at + 6])
+        at += 6
+        ntags, at = read_uvarint(data, at)
+        per_api.append(ntags)
+        for _ in range(ntags):
+            _tag, at = read_uvarint(data, at)
+            size, at = read_uvarint(data, at)
+            at += size
+        keys[k] = (lo, hi)
+    (throttle,) = struct.unpack(">i", data[at:at + 4])
+    at += 4
+    ntags, at = read_uvarint(data, at)
+    tags = []
+    for _ in range(ntags):
+        tag, at = read_uvarint(data, at)
+        size, at = read_uvarint(data, at)
+        tags.append((tag, bytes(data[at:at + size])))
+        at += size
+    assert at == len(data), f"{len(data) - at} bytes after the ApiVersions v3 body"
+    return corr, err, keys, per_api, throttle, tags

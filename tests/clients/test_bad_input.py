@@ -31,8 +31,22 @@ def test_api_versions_lists_what_is_implemented(broker, topic):
     s.sendall(rk.api_versions(0))
     corr, err, keys = rk.parse_api_versions_v0(rk.read_frame(s))
     assert err == 0
-    assert keys[0] == (3, 9) and keys[1] == (4, 12) and keys[18] == (0, 3)
-    assert 22 not in keys  # InitProducerId: not implemented, not advertised
+    assert keys[0] == (0, 9) and keys[1] == (4, 12) and keys[18] == (0, 3)
+    assert keys[22] == (0, 4)  # InitProducerId (idempotent producers)
+    assert 24 not in keys  # AddPartitionsToTxn: transactions are not implemented, not advertised
+
+
+def test_produce_v2_is_answered_unsupported_version(broker, topic):
+    # Advertised from v0 for librdkafka's sake, but message format v0/v1 is not stored: the
+    # client gets UNSUPPORTED_VERSION (35) and nothing is written.
+    s = rk.connect(broker.bootstrap)
+    s.sendall(rk.produce_v3(topic, 0, rk.record_batch([b"old"]), corr=11, version=2))
+    corr, parts = rk.parse_produce_v3(rk.read_frame(s))
+    assert corr == 11 and parts == [(0, 35, -1)]
+    s.sendall(rk.produce_v3(topic, 0, rk.record_batch([b"old"]), corr=12, version=2, acks=0))
+    assert rk.read_frame(s) is None  # acks=0 cannot carry the error: the connection is closed
+    still_serving(broker, topic)
+    assert [m.value() for m in read_all(broker.bootstrap, topic, 1)[0]] == [b"still-ok"]
 
 
 def test_unsupported_api_versions_version_gets_v0_answer(broker, topic):
@@ -49,7 +63,8 @@ def test_unsupported_api_versions_version_gets_v0_answer(broker, topic):
     struct.pack(">i", 200 * 1024 * 1024),       # over max_request_bytes
     rk.frame(rk.header(999, 0, 1)),             # unknown API key
     rk.frame(rk.header(0, 99, 1)),              # Produce at an unknown version
-    rk.frame(rk.header(22, 4, 1)),              # an API that is not implemented
+    rk.frame(rk.header(24, 3, 1)),              # an API that is not implemented
+    rk.frame(rk.header(3, 9, 1) + b"\xff"),     # Metadata with a body that does not parse
     rk.frame(b"\x00\x00"),                      # a frame too short for a header
 ])
 def test_bad_frames_close_the_connection(broker, topic, payload):
@@ -64,7 +79,10 @@ def test_truncated_frame_then_close(broker, topic):
     s = rk.connect(broker.bootstrap)
     full = rk.api_versions(0)
     s.sendall(full[:len(full) - 3])
+    # A connection stuck in the middle of a frame holds up nobody else...
+    still_serving(broker, topic)
     s.close()
+    # ...and its close mid-frame is harmless.
     still_serving(broker, topic)
 
 
@@ -96,3 +114,22 @@ def test_good_produce_then_wrong_crc_and_magic(broker, topic):
     assert parts == [(0, 0, 2)]
     s.close()
     assert [m.value() for m in read_all(broker.bootstrap, topic, 1)[0]] == [b"a", b"b", b"g"]
+
+
+def test_configured_max_request_and_batch_bytes(broker_factory):
+    b = broker_factory(config={"max_request_bytes": 1048576, "max_batch_bytes": 524288})
+    topic = create_topic(b.bootstrap, topic_name("max"), 1)
+    s = rk.connect(b.bootstrap)
+    s.sendall(struct.pack(">i", 2 * 1048576) + rk.header(18, 0, 1))  # announced size too big
+    assert rk.read_frame(s) is None
+    s.close()
+    s = rk.connect(b.bootstrap)
+    s.sendall(rk.produce_v3(topic, 0, rk.record_batch([b"y" * 400_000]), corr=3))
+    assert rk.parse_produce_v3(rk.read_frame(s)) == (3, [(0, 0, 0)])
+    # A batch over max_batch_bytes (in a frame under max_request_bytes) is refused by itself.
+    s.sendall(rk.produce_v3(topic, 0, rk.record_batch([b"z" * 600_000]), corr=4))
+    corr, parts = rk.parse_produce_v3(rk.read_frame(s))
+    assert corr == 4 and parts[0][1] == 10  # MESSAGE_TOO_LARGE
+    s.close()
+    still_serving(b, topic)
+    assert [len(m.value()) for m in read_all(b.bootstrap, topic, 1)[0]] == [400_000, 8]

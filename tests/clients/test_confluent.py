@@ -3,10 +3,12 @@ headers and timestamps read back exactly, per partition, in order, no gaps, no d
 import pytest
 from confluent_kafka import Producer
 
+import rawkafka as rk
 from util import create_topic, read_all, topic_name, watermarks
 
 PARTITIONS = 4
 RECORDS = 2000
+CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip", "snappy", "lz4", "zstd"])
@@ -31,7 +33,7 @@ def test_produce_consume_exact(broker, compression, acks):
         ts = base_ts + i
         p.produce(topic, key=key, value=value, headers=headers, partition=part, timestamp=ts,
                   on_delivery=cb)
-        sent[part].append((key, value, headers, ts))
+        sent[part].append((key, value, headers, (1, ts)))  # 1: TIMESTAMP_CREATE_TIME
         if i % 500 == 0:
             p.poll(0)
     assert p.flush(30) == 0
@@ -41,8 +43,14 @@ def test_produce_consume_exact(broker, compression, acks):
     for part in range(PARTITIONS):
         msgs = got[part]
         assert [m.offset() for m in msgs] == list(range(len(sent[part]))), "gap or duplicate"
-        assert [(m.key(), m.value(), m.headers(), m.timestamp()[1]) for m in msgs] == sent[part]
+        assert [(m.key(), m.value(), m.headers(), m.timestamp()) for m in msgs] == sent[part]
         assert watermarks(broker.bootstrap, topic, part) == (0, len(sent[part]))
+        # Stored and served as the producer compressed it, every batch CRC intact.
+        err, hw, recs = rk.fetch_once(broker.bootstrap, topic, part, 0)
+        batches = rk.parse_batches(recs)
+        assert (err, hw) == (0, len(sent[part])) and batches
+        assert all(b["crc_ok"] for b in batches)
+        assert {b["codec"] for b in batches} == {CODECS[compression]}
 
 
 def test_two_shards_one_connection(broker_factory):

@@ -10,9 +10,8 @@ def test_kafka_python_round_trip(broker):
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     admin.create_topics([NewTopic(topic, 3, 1)])
     admin.close()
-    # Idempotence (InitProducerId) is not implemented yet: kafka-python 3 turns it on by default.
-    p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=False,
-                      compression_type="gzip")
+    # kafka-python 3 is idempotent by default (InitProducerId + sequence numbers).
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", compression_type="gzip")
     futures = [p.send(topic, key=b"k%d" % i, value=b"v%d" % i, headers=[("h", b"%d" % i)],
                       partition=i % 3, timestamp_ms=1_700_000_000_000 + i) for i in range(300)]
     p.flush()

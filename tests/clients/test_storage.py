@@ -2,7 +2,8 @@
 import re
 import time
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
+                             TopicPartition)
 
 from util import create_topic, read_all, topic_name, watermarks
 
@@ -37,17 +38,26 @@ def test_roll_and_retention_by_size(broker_factory):
     assert got[0][0].offset() == low
     assert int(got[0][0].value()[:6]) == low
     assert len(got[0]) == 3000 - low
-    # Below the log start is out of range; auto.offset.reset=earliest moves the consumer up.
-    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "r", "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, 0, 0)])
-    m = None
-    for _ in range(40):
-        m = c.poll(0.5)
-        if m is not None and not m.error():
-            break
-    c.close()
-    assert m is not None and m.offset() == low
+    # Below the log start is out of range (auto.offset.reset=earliest moves the consumer up),
+    # and OFFSET_BEGINNING resolves to the log start.
+    for start in (0, OFFSET_BEGINNING):
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "r",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.assign([TopicPartition(topic, 0, start)])
+        m = None
+        for _ in range(40):
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                break
+        c.close()
+        assert m is not None and not m.error() and m.offset() == low, start
+        assert int(m.value()[:6]) == low
+    # A clean restart recovers the rolled segments and the log start.
+    b.restart()
+    low2, high2 = watermarks(b.bootstrap, topic, 0)
+    assert high2 == 3000 and low2 >= low
+    got = read_all(b.bootstrap, topic, 1, start=low2)[0]
+    assert [int(m.value()[:6]) for m in got] == list(range(low2, 3000))
 
 
 def test_offsets_for_times(broker):
@@ -65,6 +75,41 @@ def test_offsets_for_times(broker):
     assert q(base + 990) == 99
     assert q(base + 991) == -1  # none at or after: Kafka answers -1 (end)
     c.close()
+
+
+def test_offsets_for_times_out_of_order(broker):
+    """Create times need not grow: the answer is the first offset whose timestamp is >= the
+    query, across batches and inside one."""
+    topic = create_topic(broker.bootstrap, topic_name("tso"), 1)
+    base = 1_650_000_000_000
+    stamps = [1000, 3000, 2000, 5000, 4000, 4000, 7000, 6000]
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 100})
+    for i, ts in enumerate(stamps):
+        p.produce(topic, value=b"%d" % i, timestamp=base + ts)
+        if i < 4:
+            assert p.flush(10) == 0  # one batch each; the rest share a batch
+    assert p.flush(10) == 0
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "t"})
+    try:
+        for q in (0, 1000, 1001, 2000, 2500, 3001, 4000, 4500, 5001, 6000, 6500, 7000, 7001):
+            want = next((i for i, ts in enumerate(stamps) if ts >= q), -1)
+            got = c.offsets_for_times([TopicPartition(topic, 0, base + q)], timeout=10)[0]
+            assert got.error is None and got.offset == want, (q, got.offset, want)
+    finally:
+        c.close()
+
+
+def test_auto_create_with_defaults(broker):
+    """Kafka's defaults: auto-creation on, one partition."""
+    topic = topic_name("auto1")
+    p = Producer({"bootstrap.servers": broker.bootstrap, "message.timeout.ms": 15000})
+    p.produce(topic, key=b"k", value=b"first")
+    assert p.flush(20) == 0
+    md = p.list_topics(topic, timeout=10)
+    assert md.topics[topic].error is None
+    assert list(md.topics[topic].partitions) == [0]
+    got = read_all(broker.bootstrap, topic, 1)[0]
+    assert [(m.offset(), m.key(), m.value()) for m in got] == [(0, b"k", b"first")]
 
 
 def test_auto_create_default_and_disabled(broker_factory):
@@ -87,7 +132,13 @@ def test_auto_create_default_and_disabled(broker_factory):
     p = Producer({"bootstrap.servers": off.bootstrap, "message.timeout.ms": 3000})
     p.produce(topic, value=b"x", on_delivery=lambda e, m: errors.append(e))
     p.flush(10)
-    assert errors and errors[0] is not None
+    # librdkafka reports it as unknown topic, or (Kafka's own behaviour) a message time-out.
+    assert len(errors) == 1 and errors[0] is not None
+    assert errors[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,
+                                KafkaError._MSG_TIMED_OUT), errors[0]
+    md = p.list_topics(topic, timeout=10)
+    assert md.topics[topic].error is not None and md.topics[topic].error.code() == 3, \
+        "the refused produce created the topic anyway"
 
 
 def test_log_append_time(broker_factory):

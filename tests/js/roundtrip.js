@@ -1,7 +1,7 @@
-// kafkajs: admin createTopics, produce with keys and headers (acks -1), consume the topic in a
-// consumer group from the beginning, check every record once and in order per partition,
-// commit, and read the committed offsets back with the admin client.
-const { Kafka, logLevel } = require('kafkajs');
+// kafkajs: admin createTopics, produce with keys, headers and timestamps (acks -1, uncompressed
+// and gzip), consume the topic in a consumer group from the beginning, check every record once
+// and in order per partition, commit, and read the committed offsets back with the admin client.
+const { Kafka, logLevel, CompressionTypes } = require('kafkajs');
 
 const [bootstrap, topic] = process.argv.slice(2);
 const N = 500;
@@ -22,10 +22,18 @@ function fail(msg) {
   await producer.connect();
   const messages = [];
   for (let i = 0; i < N; i++) {
-    messages.push({ key: 'k' + i, value: 'v' + i, headers: { seq: String(i) }, partition: i % PARTS });
+    messages.push({
+      key: 'k' + i, value: 'v' + i, headers: { seq: String(i) }, partition: i % PARTS,
+      timestamp: String(1700000000000 + i),
+    });
   }
-  const res = await producer.send({ topic, acks: -1, messages });
-  if (res.length !== PARTS || res.some(r => r.errorCode !== 0)) fail('send ' + JSON.stringify(res));
+  // The first half uncompressed, the second half gzip (built into kafkajs).
+  const half = N / 2;
+  for (const [msgs, compression] of [[messages.slice(0, half), CompressionTypes.None],
+    [messages.slice(half), CompressionTypes.GZIP]]) {
+    const res = await producer.send({ topic, acks: -1, compression, messages: msgs });
+    if (res.length !== PARTS || res.some(r => r.errorCode !== 0)) fail('send ' + JSON.stringify(res));
+  }
   await producer.disconnect();
 
   const groupId = 'g-' + topic;
@@ -55,6 +63,7 @@ function fail(msg) {
       if (m.offset !== String(j)) fail(`p${p} offset ${m.offset} != ${j}`);
       if (m.key.toString() !== 'k' + i || m.value.toString() !== 'v' + i) fail(`p${p} record ${j}`);
       if (m.headers.seq.toString() !== String(i)) fail(`p${p} header ${j}`);
+      if (m.timestamp !== String(1700000000000 + i)) fail(`p${p} timestamp ${j} ${m.timestamp}`);
     });
     if (msgs.length !== Math.ceil((N - p) / PARTS)) fail(`p${p} has ${msgs.length}`);
   }
