@@ -78,6 +78,14 @@ pub struct Config {
     pub group_initial_rebalance_delay_ms: u64,
     /// Committed offsets of an empty group are forgotten after this (Kafka: 7 days).
     pub offsets_retention_minutes: i64,
+    /// Partitions of `__transaction_state` (Kafka: transaction.state.log.num.partitions, 50);
+    /// fixed once the topic exists.
+    pub transaction_state_partitions: i32,
+    /// Longest transaction timeout a producer may ask for (Kafka: transaction.max.timeout.ms).
+    pub transaction_max_timeout_ms: i64,
+    /// How often coordinators look for timed-out transactions (Kafka:
+    /// transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s).
+    pub transaction_abort_check_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -109,6 +117,9 @@ impl Default for Config {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3000,
             offsets_retention_minutes: 7 * 24 * 60,
+            transaction_state_partitions: 16,
+            transaction_max_timeout_ms: 900_000,
+            transaction_abort_check_interval_ms: 1000,
         }
     }
 }
@@ -143,6 +154,11 @@ impl Config {
             (1..=1000).contains(&self.offsets_topic_partitions),
             "offsets_topic_partitions must be 1..=1000"
         );
+        anyhow::ensure!(
+            (1..=1000).contains(&self.transaction_state_partitions),
+            "transaction_state_partitions must be 1..=1000"
+        );
+        anyhow::ensure!(self.transaction_abort_check_interval_ms >= 10);
         anyhow::ensure!(self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms);
         self.listen_addr()?;
         Ok(())

@@ -24,4 +24,5 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod txn;
 pub mod util;

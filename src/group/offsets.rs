@@ -90,24 +90,44 @@ pub fn decode_value(mut b: Bytes) -> Option<Committed> {
     })
 }
 
-/// A record batch (magic 2, uncompressed) of commits; `None` values are deletions.
-pub fn build_batch(entries: &[(OffsetKey, Option<Committed>)], now_ms: i64) -> Bytes {
-    let records: Vec<Record> = entries
+/// A record batch (magic 2, uncompressed) of commits; `None` values are deletions. With a
+/// producer, the batch belongs to that producer's transaction (TxnOffsetCommit).
+pub fn build_batch(
+    entries: &[(OffsetKey, Option<Committed>)],
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> Bytes {
+    let kvs = entries
+        .iter()
+        .map(|(k, v)| (encode_key(k), v.as_ref().map(encode_value)))
+        .collect::<Vec<_>>();
+    internal_batch(&kvs, now_ms, producer)
+}
+
+/// A batch of key/value records for the broker's internal topics; transactional when a
+/// producer (id, epoch) is given (no sequence: the coordinator writes it, not the producer).
+pub fn internal_batch(
+    kvs: &[(Bytes, Option<Bytes>)],
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> Bytes {
+    let (pid, epoch) = producer.unwrap_or((-1, -1));
+    let records: Vec<Record> = kvs
         .iter()
         .enumerate()
         .map(|(i, (k, v))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: pid,
+            producer_epoch: epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: -1,
             timestamp: now_ms,
-            key: Some(encode_key(k)),
-            value: v.as_ref().map(encode_value),
+            key: Some(k.clone()),
+            value: v.clone(),
             headers: Default::default(),
         })
         .collect();
@@ -161,7 +181,7 @@ mod tests {
             (("g".to_string(), "t".to_string(), 3), Some(c.clone())),
             (("g".to_string(), "u".to_string(), 0), None),
         ];
-        let b = build_batch(&entries, 1000);
+        let b = build_batch(&entries, 1000, None);
         // The encoder may split the set in several batches; each must pass produce validation.
         assert!(!validate_produce(&b, 1 << 20).unwrap().is_empty());
         assert_eq!(parse_batch(&b), entries);

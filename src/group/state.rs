@@ -2,7 +2,6 @@
 
 use super::offsets::{self, Committed, OffsetKey};
 use super::OFFSETS_TOPIC;
-use crate::log::Chunk;
 use crate::protocol::errors::ErrorCode;
 use crate::shard::Shard;
 use crate::util::{now_ms, Notify};
@@ -75,6 +74,17 @@ pub enum GroupReq {
     },
     Commit {
         group: String,
+        generation: i32,
+        member_id: String,
+        instance_id: Option<String>,
+        /// (topic, partition, offset, leader epoch, metadata, topic exists)
+        offsets: Vec<(String, i32, i64, i32, Option<String>, bool)>,
+    },
+    /// TxnOffsetCommit: offsets that become committed when the producer's transaction does.
+    TxnCommit {
+        group: String,
+        producer_id: i64,
+        producer_epoch: i16,
         generation: i32,
         member_id: String,
         instance_id: Option<String>,
@@ -392,6 +402,9 @@ impl Group {
     }
 }
 
+/// A commit (or, None, a deletion) of one group's partition.
+type OffsetEntry = (OffsetKey, Option<Committed>);
+
 /// A group's committed offsets by (topic, partition).
 type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
@@ -399,6 +412,9 @@ type GroupOffsets = BTreeMap<(String, i32), Committed>;
 pub struct Coordinator {
     groups: RefCell<HashMap<String, Group>>,
     offsets: RefCell<HashMap<String, GroupOffsets>>,
+    /// Offsets written by open transactions, by producer id: applied by a commit marker,
+    /// dropped by an abort marker.
+    pending_txn: RefCell<HashMap<i64, Vec<OffsetEntry>>>,
     seq: Cell<u64>,
     member_counter: Cell<u64>,
 }
@@ -412,6 +428,7 @@ impl Default for Coordinator {
         Coordinator {
             groups: RefCell::new(HashMap::new()),
             offsets: RefCell::new(HashMap::new()),
+            pending_txn: RefCell::new(HashMap::new()),
             seq: Cell::new(0),
             member_counter: Cell::new(0),
         }
@@ -424,56 +441,63 @@ impl Coordinator {
         self.seq.get()
     }
 
-    /// Replays the commits stored in one `__consumer_offsets` partition this shard owns.
+    /// Replays the commits stored in one `__consumer_offsets` partition this shard owns:
+    /// plain commits apply at once, transactional ones when their commit marker comes.
     pub async fn load(&self, shard: &Shard, partition: i32) -> Result<usize, String> {
         let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
             return Ok(0);
         };
-        let mut offset = p.log_start_offset();
         let mut n = 0;
-        loop {
-            let r = p.read(offset, 1 << 20).await.map_err(|e| e.message)?;
-            if r.chunks.is_empty() {
-                break;
+        p.scan(|b| {
+            use crate::protocol::batch;
+            let attrs = batch::be_i16(b, batch::OFF_ATTRIBUTES);
+            let pid = batch::be_i64(b, batch::OFF_PRODUCER_ID);
+            if let Some(commit) = batch::control_marker(b) {
+                self.complete_txn(pid, commit);
+            } else if attrs & batch::ATTR_TRANSACTIONAL != 0 {
+                let entries = offsets::parse_batch(b);
+                n += entries.len();
+                self.pending_txn
+                    .borrow_mut()
+                    .entry(pid)
+                    .or_default()
+                    .extend(entries);
+            } else {
+                let entries = offsets::parse_batch(b);
+                n += entries.len();
+                self.apply(entries);
             }
-            let mut bytes = Vec::with_capacity(r.bytes);
-            for c in r.chunks {
-                match c {
-                    Chunk::Mem(b) => bytes.extend_from_slice(&b),
-                    Chunk::File { seg, pos, len } => {
-                        let f = seg.reader().await.map_err(|e| e.message)?;
-                        let data = f.read_at(pos, len).await.map_err(|e| e.to_string())?;
-                        bytes.extend_from_slice(&data);
+        })
+        .await
+        .map_err(|e| e.message)?;
+        Ok(n)
+    }
+
+    /// The commit or abort marker of producer `pid`'s transaction is in the offsets log.
+    pub fn complete_txn(&self, pid: i64, commit: bool) {
+        let pending = self.pending_txn.borrow_mut().remove(&pid);
+        if let (true, Some(entries)) = (commit, pending) {
+            self.apply(entries);
+        }
+    }
+
+    fn apply(&self, entries: Vec<(OffsetKey, Option<Committed>)>) {
+        let mut all = self.offsets.borrow_mut();
+        for ((g, t, part), v) in entries {
+            match v {
+                Some(c) => {
+                    all.entry(g).or_default().insert((t, part), c);
+                }
+                None => {
+                    if let Some(m) = all.get_mut(&g) {
+                        m.remove(&(t, part));
+                        if m.is_empty() {
+                            all.remove(&g);
+                        }
                     }
                 }
-            }
-            let mut at = 0;
-            while at < bytes.len() {
-                let Some(pre) = crate::protocol::batch::BatchPrefix::parse(&bytes[at..]) else {
-                    break;
-                };
-                for ((g, t, part), v) in offsets::parse_batch(&bytes[at..at + pre.len]) {
-                    let mut all = self.offsets.borrow_mut();
-                    match v {
-                        Some(c) => {
-                            all.entry(g).or_default().insert((t, part), c);
-                        }
-                        None => {
-                            if let Some(m) = all.get_mut(&g) {
-                                m.remove(&(t, part));
-                                if m.is_empty() {
-                                    all.remove(&g);
-                                }
-                            }
-                        }
-                    }
-                    n += 1;
-                }
-                offset = pre.next_offset();
-                at += pre.len;
             }
         }
-        Ok(n)
     }
 
     pub async fn handle(&self, shard: &Rc<Shard>, req: GroupReq) -> GroupResp {
@@ -503,8 +527,32 @@ impl Coordinator {
                 instance_id,
                 offsets,
             } => GroupResp::Commit(
-                self.commit(shard, &group, generation, &member_id, &instance_id, offsets)
-                    .await,
+                self.commit(
+                    shard,
+                    &group,
+                    (generation, &member_id, &instance_id),
+                    offsets,
+                    None,
+                )
+                .await,
+            ),
+            GroupReq::TxnCommit {
+                group,
+                producer_id,
+                producer_epoch,
+                generation,
+                member_id,
+                instance_id,
+                offsets,
+            } => GroupResp::Commit(
+                self.commit(
+                    shard,
+                    &group,
+                    (generation, &member_id, &instance_id),
+                    offsets,
+                    Some((producer_id, producer_epoch)),
+                )
+                .await,
             ),
             GroupReq::FetchOffsets { group, partitions } => self.fetch_offsets(&group, partitions),
             GroupReq::List => GroupResp::List(self.list()),
@@ -898,7 +946,9 @@ impl Coordinator {
             }
         }
         for (g, t, p) in doomed {
-            let _ = self.write(shard, &g, vec![((g.clone(), t, p), None)]).await;
+            let _ = self
+                .write(shard, &g, vec![((g.clone(), t, p), None)], None)
+                .await;
         }
     }
 
@@ -908,6 +958,7 @@ impl Coordinator {
         shard: &Rc<Shard>,
         gid: &str,
         entries: Vec<(OffsetKey, Option<Committed>)>,
+        producer: Option<(i64, i16)>,
     ) -> ErrorCode {
         let parts = shard
             .meta()
@@ -920,7 +971,7 @@ impl Coordinator {
         let Some(p) = shard.partition(OFFSETS_TOPIC, super::offsets_partition(gid, n)) else {
             return ErrorCode::NOT_COORDINATOR;
         };
-        let batch = offsets::build_batch(&entries, now_ms());
+        let batch = offsets::build_batch(&entries, now_ms(), producer);
         let infos = match crate::protocol::batch::validate_produce(&batch, usize::MAX) {
             Ok(i) => i,
             Err(e) => {
@@ -934,35 +985,32 @@ impl Coordinator {
         };
         if let Err(e) = r {
             tracing::warn!(group = %gid, "writing offsets: {e}");
-            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+            return if e.code == ErrorCode::INVALID_PRODUCER_EPOCH {
+                e.code
+            } else {
+                ErrorCode::COORDINATOR_NOT_AVAILABLE
+            };
         }
-        let mut all = self.offsets.borrow_mut();
-        for ((g, t, part), v) in entries {
-            match v {
-                Some(c) => {
-                    all.entry(g).or_default().insert((t, part), c);
-                }
-                None => {
-                    if let Some(m) = all.get_mut(&g) {
-                        m.remove(&(t, part));
-                        if m.is_empty() {
-                            all.remove(&g);
-                        }
-                    }
-                }
-            }
+        match producer {
+            Some((pid, _)) => self
+                .pending_txn
+                .borrow_mut()
+                .entry(pid)
+                .or_default()
+                .extend(entries),
+            None => self.apply(entries),
         }
         ErrorCode::NONE
     }
 
+    /// OffsetCommit, and TxnOffsetCommit when `producer` is set.
     async fn commit(
         &self,
         shard: &Rc<Shard>,
         gid: &str,
-        generation: i32,
-        member_id: &str,
-        instance_id: &Option<String>,
+        (generation, member_id, instance_id): (i32, &str, &Option<String>),
         list: Vec<(String, i32, i64, i32, Option<String>, bool)>,
+        producer: Option<(i64, i16)>,
     ) -> Vec<ErrorCode> {
         let fail = |e: ErrorCode| vec![e; list.len()];
         if gid.is_empty() {
@@ -1012,7 +1060,7 @@ impl Coordinator {
         if entries.is_empty() {
             return codes;
         }
-        let e = self.write(shard, gid, entries).await;
+        let e = self.write(shard, gid, entries, producer).await;
         if !e.is_ok() {
             for c in codes.iter_mut().filter(|c| c.is_ok()) {
                 *c = e;
@@ -1128,7 +1176,7 @@ impl Coordinator {
                 .into_iter()
                 .map(|(t, p)| ((gid.to_string(), t, p), None))
                 .collect();
-            let e = self.write(shard, gid, entries).await;
+            let e = self.write(shard, gid, entries, None).await;
             if !e.is_ok() {
                 return e;
             }
@@ -1176,7 +1224,7 @@ impl Coordinator {
             }
         }
         if !entries.is_empty() {
-            let e = self.write(shard, gid, entries).await;
+            let e = self.write(shard, gid, entries, None).await;
             if !e.is_ok() {
                 return GroupResp::OffsetsDeleted(e, codes);
             }

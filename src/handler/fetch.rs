@@ -59,12 +59,22 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
         }
     }
     let max_bytes = req.max_bytes as usize;
+    // isolation_level 1: READ_COMMITTED.
+    let committed = req.isolation_level == 1;
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP_MS));
     let deadline = Instant::now() + max_wait;
 
     loop {
-        read_round(shard, &topic_names, &mut slots, &part_max, max_bytes).await;
+        read_round(
+            shard,
+            &topic_names,
+            &mut slots,
+            &part_max,
+            max_bytes,
+            committed,
+        )
+        .await;
         let total: usize = slots
             .iter()
             .filter_map(|s| s.out.as_ref())
@@ -99,13 +109,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
         })
         .collect();
     for s in slots {
-        let o = s.out.unwrap_or(FetchOut {
-            error: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-            high_watermark: -1,
-            log_start_offset: -1,
-            chunks: Vec::new(),
-            bytes: 0,
-        });
+        let o = s.out.unwrap_or(FetchOut::error(
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            -1,
+            -1,
+        ));
         let mut records = Vec::with_capacity(o.chunks.len());
         let mut error = o.error;
         for c in o.chunks {
@@ -126,7 +134,8 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
             partition: s.partition,
             error_code: error.0,
             high_watermark: o.high_watermark,
-            last_stable_offset: o.high_watermark,
+            last_stable_offset: o.last_stable_offset,
+            aborted: o.aborted,
             log_start_offset: o.log_start_offset,
             records,
         });
@@ -147,18 +156,17 @@ async fn read_round(
     slots: &mut [Slot],
     part_max: &[usize],
     max_bytes: usize,
+    committed: bool,
 ) {
     let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
     for (i, s) in slots.iter_mut().enumerate() {
         match s.owner {
             None => {
-                s.out = Some(FetchOut {
-                    error: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    chunks: Vec::new(),
-                    bytes: 0,
-                })
+                s.out = Some(FetchOut::error(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    -1,
+                    -1,
+                ))
             }
             Some(o) => {
                 let e = by_owner.entry(o).or_default();
@@ -168,6 +176,7 @@ async fn read_round(
                     partition: s.partition,
                     offset: s.offset,
                     max_bytes: part_max[i],
+                    committed,
                 });
             }
         }
@@ -191,13 +200,7 @@ async fn read_round(
             }
             _ => {
                 for i in idx {
-                    slots[i].out = Some(FetchOut {
-                        error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                        high_watermark: -1,
-                        log_start_offset: -1,
-                        chunks: Vec::new(),
-                        bytes: 0,
-                    });
+                    slots[i].out = Some(FetchOut::error(ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1));
                 }
             }
         }

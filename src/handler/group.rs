@@ -43,7 +43,11 @@ pub fn coordinator_shard(shard: &Shard, group: &str) -> Option<usize> {
         .copied()
 }
 
-async fn call(shard: &Rc<Shard>, group: &str, req: GroupReq) -> Result<GroupResp, ErrorCode> {
+pub(crate) async fn call(
+    shard: &Rc<Shard>,
+    group: &str,
+    req: GroupReq,
+) -> Result<GroupResp, ErrorCode> {
     let Some(owner) = coordinator_shard(shard, group) else {
         return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
     };
@@ -61,16 +65,18 @@ pub async fn find_coordinator(
     let req: FindCoordinatorRequest = decode(ctx, body)?;
     let (host, port) = shard.config.advertised();
     let ready = shard.meta().topics.contains_key(OFFSETS_TOPIC);
+    let txn_ready = shard.meta().topics.contains_key(crate::txn::TXN_TOPIC);
     let answer = |key_type: i8| -> (ErrorCode, Option<String>) {
         match key_type {
             0 if ready => (ErrorCode::NONE, None),
-            0 => (
+            1 if txn_ready => (ErrorCode::NONE, None),
+            0 | 1 => (
                 ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                Some("offsets topic is being created".into()),
+                Some("internal topic is being created".into()),
             ),
-            _ => (
-                ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                Some("transactions are not supported yet".into()),
+            k => (
+                ErrorCode::INVALID_REQUEST,
+                Some(format!("unknown coordinator key type {k}")),
             ),
         }
     };

@@ -1,4 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1, the high watermark) and by timestamp, answered by
+//! ListOffsets: earliest (-2), latest (-1: the high watermark, or the last stable offset for
+//! read_committed) and by timestamp, answered by
 //! the owning shards.
 
 use super::{decode, Ctx};
@@ -31,7 +32,11 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
         }
     }
     for (owner, (idx, parts)) in by_owner {
-        match shard.call(owner, Req::ListOffsets { parts }).await {
+        let committed = req.isolation_level == 1;
+        match shard
+            .call(owner, Req::ListOffsets { parts, committed })
+            .await
+        {
             Resp::ListOffsets(r) => {
                 for (i, v) in idx.into_iter().zip(r) {
                     results[i] = v;

@@ -10,6 +10,7 @@ pub mod metadata;
 pub mod produce;
 pub mod producer;
 pub mod topics;
+pub mod txn;
 
 use crate::net::{Piece, Response};
 use crate::protocol::{self, errors::ErrorCode};
@@ -115,6 +116,10 @@ pub async fn handle(shard: Rc<Shard>, mut frame: Bytes, peer: Rc<str>) -> Respon
         ApiKey::DeleteGroups => group::delete_groups(&shard, &ctx, body).await,
         ApiKey::OffsetDelete => group::offset_delete(&shard, &ctx, body).await,
         ApiKey::InitProducerId => producer::init_producer_id(&shard, &ctx, body).await,
+        ApiKey::AddPartitionsToTxn => txn::add_partitions(&shard, &ctx, body).await,
+        ApiKey::AddOffsetsToTxn => txn::add_offsets(&shard, &ctx, body).await,
+        ApiKey::EndTxn => txn::end(&shard, &ctx, body).await,
+        ApiKey::TxnOffsetCommit => txn::offset_commit(&shard, &ctx, body).await,
         other => Err(Response::Close(format!("API {other:?} is not implemented"))),
     };
     r.unwrap_or_else(|resp| resp)

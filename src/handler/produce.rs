@@ -34,17 +34,6 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
             "produce names {n_parts} partitions"
         )));
     }
-    if req.transactional_id.is_some() {
-        // Transactions are not implemented: refuse rather than write without their guarantees.
-        let results = vec![
-            (
-                ErrorCode::INVALID_REQUEST,
-                "transactions are not supported yet".to_string()
-            );
-            n_parts
-        ];
-        return Ok(respond_errors(ctx, &req, results));
-    }
     let names: Vec<String> = req
         .topic_data
         .iter()
@@ -85,7 +74,9 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
                 continue;
             };
             let records = p.records.clone().unwrap_or_default();
-            match batch::validate_produce(&records, shard.config.max_batch_bytes) {
+            match batch::validate_produce(&records, shard.config.max_batch_bytes).and_then(
+                |infos| client_rules(&infos, req.transactional_id.is_some()).map(|()| infos),
+            ) {
                 Err(e) => slots.push(Some(ProduceOut {
                     error: Some(e),
                     base_offset: -1,
@@ -176,37 +167,25 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
     Ok(ctx.respond(&ProduceResponse::default().with_responses(responses)))
 }
 
-fn respond_errors(ctx: &Ctx, req: &ProduceRequest, results: Vec<(ErrorCode, String)>) -> Response {
-    if req.acks == 0 {
-        return Response::Nothing;
+/// What a client's batches must satisfy beyond framing: a transactional batch comes from a
+/// transactional producer (with its id) and an idempotent batch carries a sequence. Batches
+/// without a sequence are the coordinators' own.
+fn client_rules(infos: &[batch::BatchInfo], transactional_request: bool) -> Result<(), KafkaError> {
+    for i in infos {
+        if i.transactional && (i.producer_id < 0 || !transactional_request) {
+            return Err(KafkaError::new(
+                ErrorCode::INVALID_RECORD,
+                "a transactional batch needs a producer id and a transactional_id in the request",
+            ));
+        }
+        if i.producer_id >= 0 && i.base_sequence < 0 {
+            return Err(KafkaError::new(
+                ErrorCode::INVALID_RECORD,
+                "a batch with a producer id needs a base sequence",
+            ));
+        }
     }
-    let mut it = results.into_iter();
-    let responses = req
-        .topic_data
-        .iter()
-        .map(|t| {
-            TopicProduceResponse::default()
-                .with_name(t.name.clone())
-                .with_partition_responses(
-                    t.partition_data
-                        .iter()
-                        .map(|p| {
-                            let (code, m) = it.next().expect("one result per partition");
-                            let r = PartitionProduceResponse::default()
-                                .with_index(p.index)
-                                .with_base_offset(-1)
-                                .with_error_code(code.0);
-                            if ctx.version >= 8 {
-                                r.with_error_message(Some(StrBytes::from_string(m)))
-                            } else {
-                                r
-                            }
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
-    ctx.respond(&ProduceResponse::default().with_responses(responses))
+    Ok(())
 }
 
 /// Produce v0-v2 carry message sets (magic 0/1), which Flumen does not store. The range is still

@@ -1,5 +1,6 @@
-//! InitProducerId for idempotent producers: a fresh producer id (epoch 0) from shard 0.
-//! Transactional producers are refused until transactions exist.
+//! InitProducerId: idempotent producers get a fresh producer id (epoch 0) from shard 0;
+//! transactional ones go to their transaction coordinator, which keeps the id of the
+//! transactional id and bumps its epoch (fencing the previous producer).
 
 use super::{decode, Ctx};
 use crate::net::Response;
@@ -18,9 +19,26 @@ pub async fn init_producer_id(
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
-        // Not retriable, so the client fails at once instead of retrying until its timeout.
-        return Ok(ctx.respond(&resp.with_error_code(ErrorCode::INVALID_REQUEST.0)));
+    if let Some(txn_id) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        let txn_id = txn_id.0.to_string();
+        let r = super::txn::call(
+            shard,
+            &txn_id,
+            crate::txn::TxnReq::Init {
+                txn_id: txn_id.clone(),
+                timeout_ms: req.transaction_timeout_ms,
+            },
+        )
+        .await;
+        let resp = match r {
+            Ok(crate::txn::TxnResp::Init(e, pid, epoch)) if e.is_ok() => resp
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch),
+            Ok(crate::txn::TxnResp::Init(e, _, _)) => resp.with_error_code(e.0),
+            Ok(_) => resp.with_error_code(ErrorCode::UNKNOWN_SERVER_ERROR.0),
+            Err(e) => resp.with_error_code(e.0),
+        };
+        return Ok(ctx.respond(&resp));
     }
     // Kafka gives an idempotent producer that asks again (KIP-360) a new id as well.
     let resp = match shard.call(0, Req::AllocProducerId).await {

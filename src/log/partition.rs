@@ -13,7 +13,7 @@
 //! `FlushPolicy::EveryWrite`, fdatasync'ed); a failed write takes the partition offline and no
 //! later append is acknowledged.
 
-use super::producers::{self, BatchSeq, ProducerTable, Verdict};
+use super::producers::{self, AbortedTxn, BatchSeq, ProducerTable, Verdict};
 use super::segment::{self, Segment};
 use crate::config::{FlushPolicy, TimestampType};
 use crate::protocol::batch::{self, BatchInfo, BatchPrefix};
@@ -71,9 +71,12 @@ impl Chunk {
 
 pub struct ReadResult {
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub chunks: Vec<Chunk>,
     pub bytes: usize,
+    /// read_committed: (producer id, first offset) of the aborted transactions in the range.
+    pub aborted: Vec<(i64, i64)>,
 }
 
 /// Shard-wide budget for cached tail batches, evicted oldest first across partitions.
@@ -153,6 +156,8 @@ enum Job {
         file: Rc<DmaFile>,
         /// Producer state as of the sealed segment's end, written as `<end>.snapshot`.
         snapshot: (i64, Vec<u8>),
+        /// The segment's aborted transactions (`<base>.txnindex`), when it has any.
+        txn_index: Option<Vec<u8>>,
     },
 }
 
@@ -188,6 +193,10 @@ pub struct Partition {
     tail_cache: Rc<TailCache>,
     /// Idempotent producers seen in this partition.
     producers: RefCell<ProducerTable>,
+    /// Aborted transactions of the live segments, in marker order: what read_committed
+    /// consumers are told to drop. Each segment's entries are written to `<base>.txnindex`
+    /// when it is sealed; the active segment's come back from the log at recovery.
+    aborted: RefCell<Vec<AbortedTxn>>,
     append_lock: glommio::sync::Semaphore,
     flush_work: Notify,
     /// Durable offset advanced, or the partition failed.
@@ -252,6 +261,7 @@ impl Partition {
             cache: RefCell::new(VecDeque::new()),
             tail_cache,
             producers: RefCell::new(ProducerTable::default()),
+            aborted: RefCell::new(Vec::new()),
             append_lock: glommio::sync::Semaphore::new(1),
             flush_work: Notify::default(),
             progress: Notify::default(),
@@ -328,16 +338,10 @@ impl Partition {
     /// Writes the producer snapshot for `offset` (temp file, fsync, rename) and keeps only the
     /// two newest.
     async fn write_snapshot(&self, offset: i64, bytes: Vec<u8>) -> Result<(), KafkaError> {
-        let path = self.snapshot_path(offset);
+        write_durably(self.snapshot_path(offset), bytes).await?;
         let dir = self.dir.clone();
         glommio::executor()
             .spawn_blocking(move || -> std::io::Result<()> {
-                use std::io::Write;
-                let tmp = path.with_extension("snapshot.tmp");
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(&bytes)?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
                 let mut snaps = list_snapshots(&dir)?;
                 snaps.sort();
                 let keep = snaps.len().saturating_sub(2);
@@ -384,7 +388,34 @@ impl Partition {
                 break;
             }
         }
-        // Replay idempotent batches after the snapshot.
+        // Aborted transactions below the snapshot come from the sealed segments' indexes; the
+        // ones after it are found again by the replay.
+        let mut aborted: Vec<AbortedTxn> = Vec::new();
+        let sealed: Vec<Rc<Segment>> = self
+            .st
+            .borrow()
+            .segments
+            .range(..from)
+            .map(|(_, s)| s.clone())
+            .collect();
+        for seg in sealed {
+            let path = seg.txn_index_path();
+            let data = glommio::executor()
+                .spawn_blocking(move || match std::fs::read(&path) {
+                    Ok(b) => Ok(Some(b)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
+                })
+                .await
+                .map_err(io_err)?;
+            if let Some(b) = data {
+                let list = AbortedTxn::decode_all(&b).ok_or_else(|| {
+                    io_err(format!("{} is corrupt", seg.txn_index_path().display()))
+                })?;
+                aborted.extend(list.into_iter().filter(|a| a.last_offset < from));
+            }
+        }
+        // Replay producer batches and markers after the snapshot.
         let segs: Vec<Rc<Segment>> = {
             let st = self.st.borrow();
             let first = st
@@ -409,31 +440,72 @@ impl Partition {
                             .await?;
                     wpos = pos;
                 }
-                let h = &window[(pos - wpos) as usize..];
+                let mut h = &window[(pos - wpos) as usize..];
                 let Some(prefix) = BatchPrefix::parse(h) else {
                     break;
                 };
-                if h.len() < batch::HEADER_BYTES {
+                let attrs = if h.len() >= batch::HEADER_BYTES {
+                    batch::be_i16(h, batch::OFF_ATTRIBUTES)
+                } else {
+                    0
+                };
+                // Control batches are read whole (their record says commit or abort).
+                let need = if attrs & batch::ATTR_CONTROL != 0 {
+                    prefix.len
+                } else {
+                    batch::HEADER_BYTES
+                };
+                if h.len() < need && pos + need as u64 <= written {
+                    window = segment::read_at(
+                        &reader,
+                        pos,
+                        need.max(64 * 1024).min((written - pos) as usize),
+                    )
+                    .await?;
+                    wpos = pos;
+                    h = &window[..];
+                }
+                if h.len() < need {
                     break;
                 }
                 let pid = batch::be_i64(h, batch::OFF_PRODUCER_ID);
+                let epoch = batch::be_i16(h, batch::OFF_PRODUCER_EPOCH);
                 if prefix.base_offset >= from && pid >= 0 {
-                    let first = batch::be_i32(h, batch::OFF_BASE_SEQUENCE);
-                    table.record(
-                        pid,
-                        batch::be_i16(h, batch::OFF_PRODUCER_EPOCH),
-                        BatchSeq {
-                            first_seq: first,
-                            last_seq: producers::last_seq(first, prefix.last_offset_delta),
-                            base_offset: prefix.base_offset,
-                            last_offset: prefix.next_offset() - 1,
-                        },
-                    );
+                    if attrs & batch::ATTR_CONTROL != 0 {
+                        if let Some(commit) = batch::control_marker(&h[..prefix.len]) {
+                            let first = table.end_txn(pid, epoch);
+                            if let (false, Some(first_offset)) = (commit, first) {
+                                aborted.push(AbortedTxn {
+                                    producer_id: pid,
+                                    first_offset,
+                                    last_offset: prefix.base_offset,
+                                });
+                            }
+                        }
+                    } else {
+                        let first = batch::be_i32(h, batch::OFF_BASE_SEQUENCE);
+                        table.record(
+                            pid,
+                            epoch,
+                            BatchSeq {
+                                first_seq: first,
+                                last_seq: if first >= 0 {
+                                    producers::last_seq(first, prefix.last_offset_delta)
+                                } else {
+                                    -1
+                                },
+                                base_offset: prefix.base_offset,
+                                last_offset: prefix.next_offset() - 1,
+                            },
+                            attrs & batch::ATTR_TRANSACTIONAL != 0,
+                        );
+                    }
                 }
                 pos += prefix.len as u64;
             }
         }
         *self.producers.borrow_mut() = table;
+        *self.aborted.borrow_mut() = aborted;
         Ok(())
     }
 
@@ -468,7 +540,9 @@ impl Partition {
         if let Some(e) = self.failure() {
             return Err(e);
         }
-        let idempotent = infos.iter().any(|i| i.producer_id >= 0);
+        let idempotent = infos
+            .iter()
+            .any(|i| i.producer_id >= 0 && i.base_sequence >= 0);
         if idempotent {
             // Kafka's rule from produce v3 on, and what makes one sequence check per request
             // enough.
@@ -490,6 +564,65 @@ impl Partition {
                 Verdict::Duplicate(b) => return Ok((b.base_offset, -1, b.last_offset + 1)),
             }
         }
+        self.append_locked(records, infos).await
+    }
+
+    /// Writes a transaction marker for producer `pid` (the coordinator decided the outcome)
+    /// and closes its transaction here. Returns the offset to wait for.
+    pub async fn append_marker(
+        &self,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<i64, KafkaError> {
+        let _permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| KafkaError::new(ErrorCode::KAFKA_STORAGE_ERROR, "partition closed"))?;
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        self.producers.borrow().check_marker(pid, epoch)?;
+        let now = now_ms();
+        let b = Bytes::from(batch::control_batch(
+            pid,
+            epoch,
+            commit,
+            coordinator_epoch,
+            now,
+        ));
+        let info = BatchInfo {
+            start: 0,
+            len: b.len(),
+            last_offset_delta: 0,
+            base_timestamp: now,
+            max_timestamp: now,
+            records_count: 1,
+            producer_id: -1, // not a batch of the producer's sequence
+            producer_epoch: -1,
+            base_sequence: -1,
+            transactional: false,
+        };
+        let (offset, _, target) = self.append_locked(&b, &[info]).await?;
+        let first = self.producers.borrow_mut().end_txn(pid, epoch);
+        if let (false, Some(first_offset)) = (commit, first) {
+            self.aborted.borrow_mut().push(AbortedTxn {
+                producer_id: pid,
+                first_offset,
+                last_offset: offset,
+            });
+        }
+        Ok(target)
+    }
+
+    /// The append proper; the caller holds the append lock and has checked the producer.
+    async fn append_locked(
+        &self,
+        records: &Bytes,
+        infos: &[BatchInfo],
+    ) -> Result<(i64, i64, i64), KafkaError> {
         let total: u64 = infos.iter().map(|i| i.len as u64).sum();
         let now = now_ms();
         let roll = {
@@ -570,6 +703,7 @@ impl Partition {
                         base_offset: offset,
                         last_offset: next - 1,
                     },
+                    info.transactional,
                 );
             }
         }
@@ -630,10 +764,20 @@ impl Partition {
             (seg, file, st.next_offset)
         };
         let snapshot = (base, self.producers.borrow().encode());
+        let txn_index = {
+            let aborted = self.aborted.borrow();
+            let mine: Vec<AbortedTxn> = aborted
+                .iter()
+                .filter(|a| a.last_offset >= old_seg.base_offset)
+                .copied()
+                .collect();
+            (!mine.is_empty()).then(|| AbortedTxn::encode_all(&mine))
+        };
         self.st.borrow_mut().queue.push_back(Job::Seal {
             seg: old_seg,
             file: old_file,
             snapshot,
+            txn_index,
         });
         self.flush_work.notify_all();
         let seg = Rc::new(Segment::new(&self.dir, base, now_ms()));
@@ -756,7 +900,13 @@ impl Partition {
                 seg,
                 file,
                 snapshot,
+                txn_index,
             } => {
+                // The index before the snapshot: recovery trusts the index of every segment
+                // below the snapshot it starts from, and rebuilds the rest from the log.
+                if let Some(bytes) = txn_index {
+                    write_durably(seg.txn_index_path(), bytes).await?;
+                }
                 self.write_snapshot(snapshot.0, snapshot.1).await?;
                 file.fdatasync().await.map_err(io_err)?;
                 file.truncate(seg.written_bytes.get())
@@ -836,6 +986,26 @@ impl Partition {
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes`
     /// (at least one batch, as Kafka does, so a large batch never blocks a consumer).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, KafkaError> {
+        self.read_isolated(offset, max_bytes, false).await
+    }
+
+    /// The offset below which no transaction is open: where read_committed consumers stop.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.st.borrow().durable_offset;
+        self.producers
+            .borrow()
+            .first_unstable()
+            .map_or(hw, |f| f.min(hw))
+    }
+
+    /// `read`, and with `committed` (read_committed) only below the last stable offset, with
+    /// the aborted transactions the consumer must drop.
+    pub async fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        committed: bool,
+    ) -> Result<ReadResult, KafkaError> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
@@ -843,11 +1013,14 @@ impl Partition {
             let st = self.st.borrow();
             (st.durable_offset, st.log_start_offset)
         };
+        let lso = self.last_stable_offset();
         let mut out = ReadResult {
             high_watermark: hw,
+            last_stable_offset: lso,
             log_start_offset: start,
             chunks: Vec::new(),
             bytes: 0,
+            aborted: Vec::new(),
         };
         if offset < start || offset > hw {
             return Err(KafkaError::new(
@@ -855,8 +1028,18 @@ impl Partition {
                 format!("offset {offset} outside [{start}, {hw}]"),
             ));
         }
-        if offset == hw {
+        let hw = if committed { lso } else { hw };
+        if offset >= hw {
             return Ok(out);
+        }
+        if committed {
+            out.aborted = self
+                .aborted
+                .borrow()
+                .iter()
+                .filter(|a| a.last_offset >= offset && a.first_offset < hw)
+                .map(|a| (a.producer_id, a.first_offset))
+                .collect();
         }
         // Tail cache first.
         {
@@ -927,6 +1110,44 @@ impl Partition {
             }
         }
         Ok(out)
+    }
+
+    /// Calls `f` with every whole batch from the log start to the high watermark, in order:
+    /// how the coordinators load their internal topics.
+    pub async fn scan(&self, mut f: impl FnMut(&[u8])) -> Result<(), KafkaError> {
+        let mut offset = self.log_start_offset();
+        loop {
+            let r = self.read(offset, 1 << 20).await?;
+            if r.chunks.is_empty() {
+                return Ok(());
+            }
+            let mut bytes = Vec::with_capacity(r.bytes);
+            for c in r.chunks {
+                match c {
+                    Chunk::Mem(b) => bytes.extend_from_slice(&b),
+                    Chunk::File { seg, pos, len } => {
+                        let reader = seg.reader().await?;
+                        bytes.extend_from_slice(&segment::read_at(&reader, pos, len).await?);
+                    }
+                }
+            }
+            let mut at = 0;
+            let before = offset;
+            while let Some(pre) = BatchPrefix::parse(&bytes[at..]) {
+                if at + pre.len > bytes.len() {
+                    break;
+                }
+                f(&bytes[at..at + pre.len]);
+                offset = pre.next_offset();
+                at += pre.len;
+            }
+            if offset == before {
+                return Err(io_err(format!(
+                    "{}-{}: no whole batch at offset {offset}",
+                    self.topic, self.index
+                )));
+            }
+        }
     }
 
     /// The first offset whose record timestamp is >= `ts`, with that timestamp; None when every
@@ -1014,10 +1235,14 @@ impl Partition {
             };
             tracing::info!(topic = %self.topic, partition = self.index, base = oldest.base_offset,
                 next_base, by_time, by_size, "retention deleted segment");
+            self.aborted
+                .borrow_mut()
+                .retain(|a| a.last_offset >= next_base);
             for path in [
                 oldest.log_path(),
                 oldest.index_path(),
                 oldest.time_index_path(),
+                oldest.txn_index_path(),
             ] {
                 segment::remove_quietly(&path).await;
             }
@@ -1137,4 +1362,20 @@ fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(i64, PathBuf)>> {
         }
     }
     Ok(out)
+}
+
+/// Writes a small file whole and durably (temp file, fsync, rename).
+async fn write_durably(path: PathBuf, bytes: Vec<u8>) -> Result<(), KafkaError> {
+    glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(".tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .map_err(io_err)
 }

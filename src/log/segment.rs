@@ -87,6 +87,12 @@ impl Segment {
             .join(format!("{}.timeindex", file_stem(self.base_offset)))
     }
 
+    /// Aborted transactions whose abort marker is in this segment (written when it is sealed).
+    pub fn txn_index_path(&self) -> PathBuf {
+        self.dir
+            .join(format!("{}.txnindex", file_stem(self.base_offset)))
+    }
+
     /// A page-cache handle for reads and splice (O_DIRECT handles need aligned offsets, batches
     /// are not aligned). Opened on first use.
     pub async fn reader(&self) -> Result<Rc<BufferedFile>, KafkaError> {

@@ -35,7 +35,13 @@ impl ErrorCode {
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: ErrorCode = ErrorCode(43);
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: ErrorCode = ErrorCode(45);
     pub const INVALID_PRODUCER_EPOCH: ErrorCode = ErrorCode(47);
+    pub const INVALID_TXN_STATE: ErrorCode = ErrorCode(48);
+    pub const INVALID_PRODUCER_ID_MAPPING: ErrorCode = ErrorCode(49);
+    pub const INVALID_TRANSACTION_TIMEOUT: ErrorCode = ErrorCode(50);
+    pub const CONCURRENT_TRANSACTIONS: ErrorCode = ErrorCode(51);
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(53);
+    pub const PRODUCER_FENCED: ErrorCode = ErrorCode(90);
+    pub const OPERATION_NOT_ATTEMPTED: ErrorCode = ErrorCode(55);
     pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
     pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode(-1);
     pub const NON_EMPTY_GROUP: ErrorCode = ErrorCode(68);

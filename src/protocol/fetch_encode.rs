@@ -11,6 +11,8 @@ pub struct PartitionData {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// (producer id, first offset) of aborted transactions (read_committed).
+    pub aborted: Vec<(i64, i64)>,
     /// Whole record batches, in offset order.
     pub records: Vec<Piece>,
 }
@@ -82,8 +84,14 @@ pub fn encode(
             if version >= 5 {
                 buf.put_i64(p.log_start_offset);
             }
-            // aborted_transactions: empty (read_uncommitted only; no transactions yet)
-            put_array_len(&mut buf, flexible, 0);
+            put_array_len(&mut buf, flexible, p.aborted.len());
+            for (pid, first) in &p.aborted {
+                buf.put_i64(*pid);
+                buf.put_i64(*first);
+                if flexible {
+                    buf.put_u8(0); // tagged fields
+                }
+            }
             if version >= 11 {
                 buf.put_i32(-1); // preferred_read_replica
             }
@@ -162,6 +170,7 @@ mod tests {
                         error_code: 0,
                         high_watermark: 42,
                         last_stable_offset: 42,
+                        aborted: vec![(7, 40)],
                         log_start_offset: 7,
                         records: vec![
                             Piece::Bytes(Bytes::from_static(b"abc")),
@@ -173,6 +182,7 @@ mod tests {
                         error_code: 1,
                         high_watermark: -1,
                         last_stable_offset: -1,
+                        aborted: Vec::new(),
                         log_start_offset: -1,
                         records: vec![],
                     },
@@ -190,6 +200,8 @@ mod tests {
             let t = &resp.responses[0];
             assert_eq!(t.topic.0.as_str(), "events");
             assert_eq!(t.partitions[0].partition_index, 3);
+            let ab = t.partitions[0].aborted_transactions.as_ref().unwrap();
+            assert_eq!((ab[0].producer_id.0, ab[0].first_offset), (7, 40));
             assert_eq!(t.partitions[0].high_watermark, 42);
             assert_eq!(t.partitions[0].records.as_deref(), Some(&b"abcdefg"[..]));
             if version >= 5 {

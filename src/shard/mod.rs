@@ -46,6 +46,8 @@ pub struct FetchPart {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+    /// read_committed: stop at the last stable offset.
+    pub committed: bool,
 }
 
 /// Record bytes that can cross shards: memory, or a file range the receiver opens itself.
@@ -57,9 +59,27 @@ pub enum SendChunk {
 pub struct FetchOut {
     pub error: ErrorCode,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub chunks: Vec<SendChunk>,
     pub bytes: usize,
+    /// (producer id, first offset) of aborted transactions, for read_committed.
+    pub aborted: Vec<(i64, i64)>,
+}
+
+impl FetchOut {
+    /// An answer with no data.
+    pub fn error(error: ErrorCode, high_watermark: i64, log_start_offset: i64) -> FetchOut {
+        FetchOut {
+            error,
+            high_watermark,
+            last_stable_offset: high_watermark,
+            log_start_offset,
+            chunks: Vec::new(),
+            bytes: 0,
+            aborted: Vec::new(),
+        }
+    }
 }
 
 pub struct CreateSpec {
@@ -92,6 +112,8 @@ pub enum Req {
     },
     ListOffsets {
         parts: Vec<PartAt>,
+        /// read_committed: "latest" is the last stable offset.
+        committed: bool,
     },
     CreateTopics(Vec<CreateSpec>),
     DeleteTopics(Vec<String>),
@@ -101,6 +123,14 @@ pub enum Req {
     Group(crate::group::GroupReq),
     /// Allocate a producer id (shard 0).
     AllocProducerId,
+    Txn(crate::txn::TxnReq),
+    /// Transaction markers for a producer on partitions this shard owns.
+    WriteMarkers {
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        parts: Vec<(String, i32)>,
+    },
 }
 
 pub enum Resp {
@@ -115,6 +145,9 @@ pub enum Resp {
     Failed(String),
     Group(crate::group::GroupResp),
     ProducerId(i64),
+    Txn(crate::txn::TxnResp),
+    /// Per partition of a WriteMarkers, in order.
+    Markers(Vec<Result<(), String>>),
 }
 
 pub struct Shard {
@@ -127,6 +160,8 @@ pub struct Shard {
     pub mesh: OnceCell<mesh::Mesh>,
     /// Groups whose `__consumer_offsets` partition this shard owns.
     pub groups: crate::group::Coordinator,
+    /// Transactional ids whose `__transaction_state` partition this shard owns.
+    pub txns: crate::txn::Coordinator,
     control_lock: glommio::sync::Semaphore,
     /// Next producer id to hand out (shard 0).
     next_producer_id: std::cell::Cell<i64>,
@@ -211,6 +246,7 @@ impl Shard {
             tail_cache,
             mesh: OnceCell::new(),
             groups: crate::group::Coordinator::default(),
+            txns: crate::txn::Coordinator::default(),
             control_lock: glommio::sync::Semaphore::new(1),
             next_producer_id: std::cell::Cell::new(-1),
             files: RefCell::new(HashMap::new()),
@@ -254,6 +290,16 @@ impl Shard {
         self.open_partitions(list)
             .await
             .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        if let Some(t) = meta.topics.get(crate::txn::TXN_TOPIC) {
+            for (p, &owner) in t.placement.iter().enumerate() {
+                if owner == self.id {
+                    self.txns
+                        .load(self, p as i32)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("loading transaction states: {e}"))?;
+                }
+            }
+        }
         if let Some(t) = meta.topics.get(crate::group::OFFSETS_TOPIC) {
             for (p, &owner) in t.placement.iter().enumerate() {
                 if owner == self.id {
@@ -274,28 +320,78 @@ impl Shard {
         Ok(())
     }
 
-    /// Creates `__consumer_offsets` on first start (shard 0).
+    /// Creates `__consumer_offsets` and `__transaction_state` on first start (shard 0).
     pub async fn ensure_offsets_topic(self: &Rc<Self>) {
-        if self.meta().topics.contains_key(crate::group::OFFSETS_TOPIC) {
-            return;
-        }
-        let spec = CreateSpec {
-            name: crate::group::OFFSETS_TOPIC.into(),
-            partitions: self.config.offsets_topic_partitions,
-            replication_factor: 1,
-            configs: BTreeMap::from([
-                ("segment.bytes".to_string(), (100u64 << 20).to_string()),
-                // Without compaction the commits must stay: deleting old segments would forget
-                // the offsets of groups that committed long ago.
-                ("retention.ms".to_string(), "-1".to_string()),
-            ]),
-            validate_only: false,
-        };
-        for (code, msg) in self.request_create(vec![spec]).await {
-            if !code.is_ok() && code != ErrorCode::TOPIC_ALREADY_EXISTS {
-                tracing::error!("creating {}: {:?}", crate::group::OFFSETS_TOPIC, msg);
+        for (name, partitions) in [
+            (
+                crate::group::OFFSETS_TOPIC,
+                self.config.offsets_topic_partitions,
+            ),
+            (
+                crate::txn::TXN_TOPIC,
+                self.config.transaction_state_partitions,
+            ),
+        ] {
+            if self.meta().topics.contains_key(name) {
+                continue;
+            }
+            let spec = CreateSpec {
+                name: name.into(),
+                partitions,
+                replication_factor: 1,
+                configs: BTreeMap::from([
+                    ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+                    // Without compaction the records must stay: deleting old segments would
+                    // forget the offsets or transactions written long ago.
+                    ("retention.ms".to_string(), "-1".to_string()),
+                ]),
+                validate_only: false,
+            };
+            for (code, msg) in self.request_create(vec![spec]).await {
+                if !code.is_ok() && code != ErrorCode::TOPIC_ALREADY_EXISTS {
+                    tracing::error!("creating {name}: {msg:?}");
+                }
             }
         }
+    }
+
+    /// Writes transaction markers on local partitions: all appended first, then waited for,
+    /// so their writes share group commits.
+    async fn write_markers_local(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        parts: Vec<(String, i32)>,
+    ) -> Vec<Result<(), String>> {
+        let mut pending = Vec::with_capacity(parts.len());
+        for (t, i) in &parts {
+            let r = match self.partition(t, *i) {
+                None => Err(None), // deleted meanwhile: nothing to mark
+                Some(p) => match p.append_marker(producer_id, epoch, commit, 0).await {
+                    Ok(target) => Ok((p, target)),
+                    Err(e) => Err(Some(format!("{t}-{i}: {e}"))),
+                },
+            };
+            pending.push(r);
+        }
+        let mut out = Vec::with_capacity(parts.len());
+        for ((t, _), r) in parts.iter().zip(pending) {
+            out.push(match r {
+                Err(None) => Ok(()),
+                Err(Some(m)) => Err(m),
+                Ok((p, target)) => match p.wait_durable(target).await {
+                    Ok(()) => {
+                        if t == crate::group::OFFSETS_TOPIC {
+                            self.groups.complete_txn(producer_id, commit);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("{}-{}: {e}", p.topic, p.index)),
+                },
+            });
+        }
+        out
     }
 
     async fn open_partitions(&self, list: Vec<PartOpen>) -> Result<(), KafkaError> {
@@ -332,10 +428,10 @@ impl Shard {
                 self.watch_local(parts, max_wait_ms).await;
                 Resp::Watch
             }
-            Req::ListOffsets { parts } => {
+            Req::ListOffsets { parts, committed } => {
                 let mut out = Vec::with_capacity(parts.len());
                 for (topic, index, ts) in parts {
-                    out.push(self.list_offset_local(&topic, index, ts).await);
+                    out.push(self.list_offset_local(&topic, index, ts, committed).await);
                 }
                 Resp::ListOffsets(out)
             }
@@ -359,6 +455,16 @@ impl Shard {
                 Resp::Done
             }
             Req::Group(req) => Resp::Group(self.groups.handle(self, req).await),
+            Req::Txn(req) => Resp::Txn(self.txns.handle(self, req).await),
+            Req::WriteMarkers {
+                producer_id,
+                epoch,
+                commit,
+                parts,
+            } => Resp::Markers(
+                self.write_markers_local(producer_id, epoch, commit, parts)
+                    .await,
+            ),
             Req::AllocProducerId => match self.alloc_producer_id().await {
                 Ok(id) => Resp::ProducerId(id),
                 Err(e) => Resp::Failed(e),
@@ -442,13 +548,7 @@ impl Shard {
         let mut budget = max_bytes;
         for part in parts {
             let Some(p) = self.partition(&part.topic, part.partition) else {
-                out.push(FetchOut {
-                    error: ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    chunks: Vec::new(),
-                    bytes: 0,
-                });
+                out.push(FetchOut::error(ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1));
                 continue;
             };
             // The first partition with data may exceed the budget (Kafka's rule), later ones not.
@@ -460,12 +560,15 @@ impl Shard {
             let result = if limit == 0 && budget == 0 {
                 Ok(crate::log::ReadResult {
                     high_watermark: p.high_watermark(),
+                    last_stable_offset: p.last_stable_offset(),
                     log_start_offset: p.log_start_offset(),
                     chunks: Vec::new(),
                     bytes: 0,
+                    aborted: Vec::new(),
                 })
             } else {
-                p.read(part.offset, limit.max(1)).await
+                p.read_isolated(part.offset, limit.max(1), part.committed)
+                    .await
             };
             match result {
                 Ok(r) => {
@@ -473,6 +576,8 @@ impl Shard {
                     out.push(FetchOut {
                         error: ErrorCode::NONE,
                         high_watermark: r.high_watermark,
+                        last_stable_offset: r.last_stable_offset,
+                        aborted: r.aborted,
                         log_start_offset: r.log_start_offset,
                         chunks: r
                             .chunks
@@ -489,13 +594,11 @@ impl Shard {
                         bytes: r.bytes,
                     });
                 }
-                Err(e) => out.push(FetchOut {
-                    error: e.code,
-                    high_watermark: p.high_watermark(),
-                    log_start_offset: p.log_start_offset(),
-                    chunks: Vec::new(),
-                    bytes: 0,
-                }),
+                Err(e) => out.push(FetchOut::error(
+                    e.code,
+                    p.high_watermark(),
+                    p.log_start_offset(),
+                )),
             }
         }
         out
@@ -527,7 +630,13 @@ impl Shard {
         }
     }
 
-    async fn list_offset_local(&self, topic: &str, index: i32, ts: i64) -> (ErrorCode, i64, i64) {
+    async fn list_offset_local(
+        &self,
+        topic: &str,
+        index: i32,
+        ts: i64,
+        committed: bool,
+    ) -> (ErrorCode, i64, i64) {
         let Some(p) = self.partition(topic, index) else {
             return (ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1);
         };
@@ -536,6 +645,7 @@ impl Shard {
         }
         match ts {
             -2 => (ErrorCode::NONE, -1, p.log_start_offset()),
+            -1 if committed => (ErrorCode::NONE, -1, p.last_stable_offset()),
             -1 => (ErrorCode::NONE, -1, p.high_watermark()),
             t if t < 0 => (ErrorCode::INVALID_REQUEST, -1, -1),
             t => match p.offset_for_timestamp(t).await {
@@ -782,6 +892,16 @@ impl Shard {
                 if ticks.is_multiple_of(600) {
                     shard.groups.expire_offsets(&shard).await;
                 }
+            }
+        })
+        .detach();
+        let shard = self.clone();
+        let stop4 = stop.clone();
+        glommio::spawn_local(async move {
+            let every = Duration::from_millis(shard.config.transaction_abort_check_interval_ms);
+            while !stop4.load(Ordering::Relaxed) {
+                glommio::timer::sleep(every).await;
+                shard.txns.tick(&shard).await;
             }
         })
         .detach();

@@ -33,7 +33,8 @@ def test_api_versions_lists_what_is_implemented(broker, topic):
     assert err == 0
     assert keys[0] == (0, 9) and keys[1] == (4, 12) and keys[18] == (0, 3)
     assert keys[22] == (0, 4)  # InitProducerId (idempotent producers)
-    assert 24 not in keys  # AddPartitionsToTxn: transactions are not implemented, not advertised
+    assert keys[24] == (0, 3) and keys[26] == (0, 3)  # AddPartitionsToTxn, EndTxn
+    assert 57 not in keys  # UpdateFeatures: not implemented, not advertised
 
 
 def test_produce_v2_is_answered_unsupported_version(broker, topic):
@@ -63,7 +64,7 @@ def test_unsupported_api_versions_version_gets_v0_answer(broker, topic):
     struct.pack(">i", 200 * 1024 * 1024),       # over max_request_bytes
     rk.frame(rk.header(999, 0, 1)),             # unknown API key
     rk.frame(rk.header(0, 99, 1)),              # Produce at an unknown version
-    rk.frame(rk.header(24, 3, 1)),              # an API that is not implemented
+    rk.frame(rk.header(57, 0, 1)),              # an API that is not implemented
     rk.frame(rk.header(3, 9, 1) + b"\xff"),     # Metadata with a body that does not parse
     rk.frame(b"\x00\x00"),                      # a frame too short for a header
 ])

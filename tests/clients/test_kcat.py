@@ -37,8 +37,11 @@ def test_kcat_round_trip_with_keys_and_headers(broker, codec):
     # (librdkafka issue 4956); otherwise it logs "Broker does not support compression type" and
     # sends them uncompressed. Kafka 4 dropped Produce v0-v2 yet still lists them for this
     # reason (KAFKA-18659) while refusing such requests.
-    assert {b["codec"] for b in batches} == {CODECS[codec]}, \
-        f"kcat -z {codec} was stored as codec {sorted({b['codec'] for b in batches})}"
+    # librdkafka sends a batch uncompressed when compressing would not make it smaller (a
+    # lone small record can come first), so codec 0 may appear beside the asked one.
+    stored = {b["codec"] for b in batches}
+    assert CODECS[codec] in stored and stored <= {0, CODECS[codec]}, \
+        f"kcat -z {codec} was stored as codec {sorted(stored)}"
 
 
 def test_kcat_metadata(broker):

@@ -1,0 +1,241 @@
+//! Transaction APIs: AddPartitionsToTxn, AddOffsetsToTxn and EndTxn go to the coordinator
+//! of the transactional id (see `crate::txn`); TxnOffsetCommit goes to the group's
+//! coordinator, which keeps the offsets pending until the transaction's marker.
+
+use super::{decode, Ctx};
+use crate::group::{offsets_partition, GroupReq, GroupResp, OFFSETS_TOPIC};
+use crate::net::Response;
+use crate::protocol::errors::ErrorCode;
+use crate::shard::{Req, Resp, Shard};
+use crate::txn::{coordinator_shard, TxnReq, TxnResp};
+use bytes::Bytes;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::*;
+use std::rc::Rc;
+
+/// The error an old epoch gets: PRODUCER_FENCED from the versions that know it (KIP-588),
+/// INVALID_PRODUCER_EPOCH before.
+fn fenced(ctx: &Ctx, first_version_with_fenced: i16) -> ErrorCode {
+    if ctx.version >= first_version_with_fenced {
+        ErrorCode::PRODUCER_FENCED
+    } else {
+        ErrorCode::INVALID_PRODUCER_EPOCH
+    }
+}
+
+/// Runs a request on the transaction coordinator of `txn_id`.
+pub async fn call(shard: &Rc<Shard>, txn_id: &str, req: TxnReq) -> Result<TxnResp, ErrorCode> {
+    let Some(owner) = coordinator_shard(shard, txn_id) else {
+        return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+    };
+    match shard.call(owner, Req::Txn(req)).await {
+        Resp::Txn(r) => Ok(r),
+        _ => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
+fn done(r: Result<TxnResp, ErrorCode>) -> ErrorCode {
+    match r {
+        Ok(TxnResp::Done(e)) => e,
+        Ok(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
+        Err(e) => e,
+    }
+}
+
+pub async fn add_partitions(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: AddPartitionsToTxnRequest = decode(ctx, body)?;
+    let txn_id = req.v3_and_below_transactional_id.0.to_string();
+    let meta = shard.meta();
+    // Partitions of unknown topics fail alone; the others wait for them (Kafka's
+    // OPERATION_NOT_ATTEMPTED) so the transaction is not half-extended.
+    let mut unknown = false;
+    let mut parts = Vec::new();
+    for t in &req.v3_and_below_topics {
+        for p in &t.partitions {
+            match meta.owner(&t.name.0, *p) {
+                Some(_) => parts.push((t.name.0.to_string(), *p)),
+                None => unknown = true,
+            }
+        }
+    }
+    let code = if unknown {
+        None
+    } else {
+        Some(done(
+            call(
+                shard,
+                &txn_id,
+                TxnReq::AddPartitions {
+                    txn_id: txn_id.clone(),
+                    producer_id: req.v3_and_below_producer_id.0,
+                    epoch: req.v3_and_below_producer_epoch,
+                    partitions: parts,
+                    fenced: fenced(ctx, 2),
+                },
+            )
+            .await,
+        ))
+    };
+    let results = req
+        .v3_and_below_topics
+        .iter()
+        .map(|t| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            let e = match code {
+                                Some(c) => c,
+                                None if meta.owner(&t.name.0, *p).is_none() => {
+                                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                                }
+                                None => ErrorCode::OPERATION_NOT_ATTEMPTED,
+                            };
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(*p)
+                                .with_partition_error_code(e.0)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Ok(ctx.respond(
+        &AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results),
+    ))
+}
+
+pub async fn add_offsets(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: AddOffsetsToTxnRequest = decode(ctx, body)?;
+    let txn_id = req.transactional_id.0.to_string();
+    let n = shard
+        .meta()
+        .topics
+        .get(OFFSETS_TOPIC)
+        .map(|t| t.placement.len() as i32);
+    let code = match n {
+        None => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+        Some(n) => done(
+            call(
+                shard,
+                &txn_id,
+                TxnReq::AddPartitions {
+                    txn_id: txn_id.clone(),
+                    producer_id: req.producer_id.0,
+                    epoch: req.producer_epoch,
+                    partitions: vec![(
+                        OFFSETS_TOPIC.to_string(),
+                        offsets_partition(&req.group_id.0, n),
+                    )],
+                    fenced: fenced(ctx, 2),
+                },
+            )
+            .await,
+        ),
+    };
+    Ok(ctx.respond(&AddOffsetsToTxnResponse::default().with_error_code(code.0)))
+}
+
+pub async fn end(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+    let req: EndTxnRequest = decode(ctx, body)?;
+    let txn_id = req.transactional_id.0.to_string();
+    let code = done(
+        call(
+            shard,
+            &txn_id,
+            TxnReq::End {
+                txn_id: txn_id.clone(),
+                producer_id: req.producer_id.0,
+                epoch: req.producer_epoch,
+                commit: req.committed,
+                fenced: fenced(ctx, 2),
+            },
+        )
+        .await,
+    );
+    Ok(ctx.respond(&EndTxnResponse::default().with_error_code(code.0)))
+}
+
+pub async fn offset_commit(
+    shard: &Rc<Shard>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: TxnOffsetCommitRequest = decode(ctx, body)?;
+    let group = req.group_id.0.to_string();
+    let meta = shard.meta();
+    let mut list = Vec::new();
+    for t in &req.topics {
+        let count = meta
+            .topics
+            .get(t.name.0.as_str())
+            .map_or(0, |m| m.placement.len() as i32);
+        for p in &t.partitions {
+            list.push((
+                t.name.0.to_string(),
+                p.partition_index,
+                p.committed_offset,
+                p.committed_leader_epoch,
+                p.committed_metadata.as_ref().map(|m| m.to_string()),
+                p.partition_index >= 0 && p.partition_index < count,
+            ));
+        }
+    }
+    let n = list.len();
+    let gr = GroupReq::TxnCommit {
+        group: group.clone(),
+        producer_id: req.producer_id.0,
+        producer_epoch: req.producer_epoch,
+        generation: req.generation_id,
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
+        offsets: list,
+    };
+    let codes = match super::group::call(shard, &group, gr).await {
+        Ok(GroupResp::Commit(c)) => c,
+        Ok(_) => vec![ErrorCode::UNKNOWN_SERVER_ERROR; n],
+        Err(e) => vec![e; n],
+    };
+    let mut it = codes.into_iter().map(|c| {
+        if c == ErrorCode::INVALID_PRODUCER_EPOCH {
+            fenced(ctx, 3)
+        } else {
+            c
+        }
+    });
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(
+                                    it.next().unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR).0,
+                                )
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Ok(ctx.respond(&TxnOffsetCommitResponse::default().with_topics(topics)))
+}

@@ -1,0 +1,639 @@
+//! Transaction coordinator.
+//!
+//! The coordinator of transactional id `t` runs on the shard that owns partition
+//! `hash(t) % P` of the internal `__transaction_state` topic (the Java hash, as for groups).
+//! Each change of a transaction's state is a record there (key: the transactional id; value:
+//! producer id, epoch, timeout, state, partitions, timestamps), written durably before the
+//! client hears of it; the shard replays the partition when it opens it.
+//!
+//! EndTxn persists PrepareCommit/PrepareAbort (the decision), writes a commit or abort marker
+//! to every partition of the transaction (through their owning shards), then persists
+//! CompleteCommit/CompleteAbort. A decision whose markers could not all be written stays in
+//! Prepare and the coordinator's tick finishes it, as it does after a restart. The tick also
+//! aborts transactions open longer than their timeout, bumping the epoch so the producer is
+//! fenced. A new producer with the same transactional id (InitProducerId) aborts what the old
+//! one left open and fences it the same way.
+
+use crate::group::offsets::internal_batch;
+use crate::protocol::batch::validate_produce;
+use crate::protocol::errors::ErrorCode;
+use crate::shard::{Req, Resp, Shard};
+use crate::util::now_ms;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+
+/// Name of the internal topic holding transaction states.
+pub const TXN_TOPIC: &str = "__transaction_state";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    Empty = 0,
+    Ongoing = 1,
+    PrepareCommit = 2,
+    PrepareAbort = 3,
+    CompleteCommit = 4,
+    CompleteAbort = 5,
+}
+
+impl TxnState {
+    fn from_i8(v: i8) -> Option<TxnState> {
+        Some(match v {
+            0 => TxnState::Empty,
+            1 => TxnState::Ongoing,
+            2 => TxnState::PrepareCommit,
+            3 => TxnState::PrepareAbort,
+            4 => TxnState::CompleteCommit,
+            5 => TxnState::CompleteAbort,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnMeta {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    pub partitions: BTreeSet<(String, i32)>,
+    pub start_ms: i64,
+    pub update_ms: i64,
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    b.put_i16(s.len() as i16);
+    b.put_slice(s.as_bytes());
+}
+
+fn get_str(b: &mut Bytes) -> Option<String> {
+    if b.remaining() < 2 {
+        return None;
+    }
+    let n = b.get_i16();
+    if n < 0 || b.remaining() < n as usize {
+        return None;
+    }
+    String::from_utf8(b.split_to(n as usize).to_vec()).ok()
+}
+
+pub fn encode_key(txn_id: &str) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(0);
+    put_str(&mut b, txn_id);
+    b.freeze()
+}
+
+pub fn decode_key(mut b: Bytes) -> Option<String> {
+    if b.remaining() < 2 || b.get_i16() != 0 {
+        return None;
+    }
+    get_str(&mut b)
+}
+
+/// Value v0: `i16 0, i64 pid, i16 epoch, i32 timeout, i8 state, [topic, [partition]],
+/// i64 update time, i64 start time` (Kafka's field order).
+pub fn encode_value(m: &TxnMeta) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(0);
+    b.put_i64(m.producer_id);
+    b.put_i16(m.epoch);
+    b.put_i32(m.timeout_ms);
+    b.put_i8(m.state as i8);
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in &m.partitions {
+        by_topic.entry(t).or_default().push(*p);
+    }
+    b.put_i32(by_topic.len() as i32);
+    for (t, ps) in by_topic {
+        put_str(&mut b, t);
+        b.put_i32(ps.len() as i32);
+        for p in ps {
+            b.put_i32(p);
+        }
+    }
+    b.put_i64(m.update_ms);
+    b.put_i64(m.start_ms);
+    b.freeze()
+}
+
+pub fn decode_value(mut b: Bytes) -> Option<TxnMeta> {
+    if b.remaining() < 17 || b.get_i16() != 0 {
+        return None;
+    }
+    let producer_id = b.get_i64();
+    let epoch = b.get_i16();
+    let timeout_ms = b.get_i32();
+    let state = TxnState::from_i8(b.get_i8())?;
+    if b.remaining() < 4 {
+        return None;
+    }
+    let n = b.get_i32();
+    let mut partitions = BTreeSet::new();
+    for _ in 0..n.max(0) {
+        let t = get_str(&mut b)?;
+        if b.remaining() < 4 {
+            return None;
+        }
+        let k = b.get_i32();
+        if k < 0 || b.remaining() < 4 * k as usize {
+            return None;
+        }
+        for _ in 0..k {
+            partitions.insert((t.clone(), b.get_i32()));
+        }
+    }
+    if b.remaining() < 16 {
+        return None;
+    }
+    Some(TxnMeta {
+        producer_id,
+        epoch,
+        timeout_ms,
+        state,
+        partitions,
+        update_ms: b.get_i64(),
+        start_ms: b.get_i64(),
+    })
+}
+
+/// Transaction requests as the coordinator needs them. `fenced` is the error an old epoch
+/// gets at the request's version (PRODUCER_FENCED, or INVALID_PRODUCER_EPOCH for old clients).
+pub enum TxnReq {
+    Init {
+        txn_id: String,
+        timeout_ms: i32,
+    },
+    AddPartitions {
+        txn_id: String,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<(String, i32)>,
+        fenced: ErrorCode,
+    },
+    End {
+        txn_id: String,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        fenced: ErrorCode,
+    },
+}
+
+pub enum TxnResp {
+    Init(ErrorCode, i64, i16),
+    Done(ErrorCode),
+}
+
+/// The coordinator of the transactional ids whose `__transaction_state` partition this shard
+/// owns.
+#[derive(Default)]
+pub struct Coordinator {
+    txns: RefCell<HashMap<String, TxnMeta>>,
+    /// One operation at a time per transactional id (they span several writes).
+    locks: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
+}
+
+/// The `__transaction_state` partition of a transactional id.
+pub fn txn_partition(txn_id: &str, partitions: i32) -> i32 {
+    crate::group::offsets_partition(txn_id, partitions)
+}
+
+/// The shard coordinating `txn_id`, or None while `__transaction_state` does not exist yet.
+pub fn coordinator_shard(shard: &Shard, txn_id: &str) -> Option<usize> {
+    let meta = shard.meta();
+    let t = meta.topics.get(TXN_TOPIC)?;
+    t.placement
+        .get(txn_partition(txn_id, t.placement.len() as i32) as usize)
+        .copied()
+}
+
+impl Coordinator {
+    /// Replays one `__transaction_state` partition: the newest record of each id wins.
+    pub async fn load(&self, shard: &Shard, partition: i32) -> Result<usize, String> {
+        let Some(p) = shard.partition(TXN_TOPIC, partition) else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        p.scan(|b| {
+            let mut bytes = Bytes::copy_from_slice(b);
+            let Ok(sets) = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+            else {
+                return;
+            };
+            let mut txns = self.txns.borrow_mut();
+            for r in sets.into_iter().flat_map(|s| s.records) {
+                let Some(id) = r.key.and_then(decode_key) else {
+                    continue;
+                };
+                match r.value.and_then(decode_value) {
+                    Some(m) => txns.insert(id, m),
+                    None => txns.remove(&id),
+                };
+                n += 1;
+            }
+        })
+        .await
+        .map_err(|e| e.message)?;
+        Ok(n)
+    }
+
+    fn lock(&self, txn_id: &str) -> Rc<glommio::sync::Semaphore> {
+        self.locks
+            .borrow_mut()
+            .entry(txn_id.to_string())
+            .or_insert_with(|| Rc::new(glommio::sync::Semaphore::new(1)))
+            .clone()
+    }
+
+    pub async fn handle(&self, shard: &Rc<Shard>, req: TxnReq) -> TxnResp {
+        match req {
+            TxnReq::Init { txn_id, timeout_ms } => {
+                let lock = self.lock(&txn_id);
+                let _g = lock.acquire_permit(1).await.ok();
+                let (e, pid, epoch) = self.init(shard, &txn_id, timeout_ms).await;
+                TxnResp::Init(e, pid, epoch)
+            }
+            TxnReq::AddPartitions {
+                txn_id,
+                producer_id,
+                epoch,
+                partitions,
+                fenced,
+            } => {
+                let lock = self.lock(&txn_id);
+                let _g = lock.acquire_permit(1).await.ok();
+                TxnResp::Done(
+                    self.add_partitions(shard, &txn_id, producer_id, epoch, partitions, fenced)
+                        .await,
+                )
+            }
+            TxnReq::End {
+                txn_id,
+                producer_id,
+                epoch,
+                commit,
+                fenced,
+            } => {
+                let lock = self.lock(&txn_id);
+                let _g = lock.acquire_permit(1).await.ok();
+                TxnResp::Done(
+                    self.end(shard, &txn_id, producer_id, epoch, commit, fenced)
+                        .await,
+                )
+            }
+        }
+    }
+
+    /// Writes a state durably, then makes it the current one.
+    async fn persist(&self, shard: &Rc<Shard>, txn_id: &str, m: TxnMeta) -> ErrorCode {
+        let n = shard
+            .meta()
+            .topics
+            .get(TXN_TOPIC)
+            .map(|t| t.placement.len() as i32);
+        let Some(n) = n else {
+            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+        };
+        let Some(p) = shard.partition(TXN_TOPIC, txn_partition(txn_id, n)) else {
+            return ErrorCode::NOT_COORDINATOR;
+        };
+        let batch = internal_batch(
+            &[(encode_key(txn_id), Some(encode_value(&m)))],
+            now_ms(),
+            None,
+        );
+        let infos = match validate_produce(&batch, usize::MAX) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!("built an invalid transaction state batch: {e}");
+                return ErrorCode::UNKNOWN_SERVER_ERROR;
+            }
+        };
+        let r = match p.append(&batch, &infos).await {
+            Ok((_, _, target)) => p.wait_durable(target).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            tracing::warn!(txn = %txn_id, "writing transaction state: {e}");
+            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+        }
+        self.txns.borrow_mut().insert(txn_id.to_string(), m);
+        ErrorCode::NONE
+    }
+
+    /// Writes the markers of a decided transaction and completes it. On failure the decision
+    /// stays (Prepare*) and the tick retries.
+    async fn complete(&self, shard: &Rc<Shard>, txn_id: &str, m: TxnMeta) -> ErrorCode {
+        let commit = m.state == TxnState::PrepareCommit;
+        if let Err(e) = write_markers(shard, m.producer_id, m.epoch, commit, &m.partitions).await {
+            tracing::warn!(txn = %txn_id, "writing transaction markers: {e}");
+            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+        }
+        let done = TxnMeta {
+            state: if commit {
+                TxnState::CompleteCommit
+            } else {
+                TxnState::CompleteAbort
+            },
+            partitions: BTreeSet::new(),
+            update_ms: now_ms(),
+            ..m
+        };
+        self.persist(shard, txn_id, done).await
+    }
+
+    /// Aborts an open transaction with the epoch bumped, which fences its producer.
+    async fn fence_and_abort(&self, shard: &Rc<Shard>, txn_id: &str, m: TxnMeta) -> ErrorCode {
+        let prepared = TxnMeta {
+            epoch: m.epoch.saturating_add(1),
+            state: TxnState::PrepareAbort,
+            update_ms: now_ms(),
+            ..m
+        };
+        let e = self.persist(shard, txn_id, prepared.clone()).await;
+        if !e.is_ok() {
+            return e;
+        }
+        self.complete(shard, txn_id, prepared).await
+    }
+
+    async fn init(
+        &self,
+        shard: &Rc<Shard>,
+        txn_id: &str,
+        timeout_ms: i32,
+    ) -> (ErrorCode, i64, i16) {
+        let fail = |e: ErrorCode| (e, -1, -1);
+        if timeout_ms <= 0 || timeout_ms as i64 > shard.config.transaction_max_timeout_ms {
+            return fail(ErrorCode::INVALID_TRANSACTION_TIMEOUT);
+        }
+        let current = self.txns.borrow().get(txn_id).cloned();
+        let (pid, epoch) = match current {
+            None => match shard.call(0, Req::AllocProducerId).await {
+                Resp::ProducerId(id) => (id, 0),
+                _ => return fail(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+            },
+            Some(mut m) => {
+                match m.state {
+                    TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                        let e = self.complete(shard, txn_id, m.clone()).await;
+                        if !e.is_ok() {
+                            return fail(ErrorCode::CONCURRENT_TRANSACTIONS);
+                        }
+                    }
+                    TxnState::Ongoing => {
+                        let e = self.fence_and_abort(shard, txn_id, m.clone()).await;
+                        if !e.is_ok() {
+                            return fail(ErrorCode::CONCURRENT_TRANSACTIONS);
+                        }
+                        m.epoch = m.epoch.saturating_add(1);
+                    }
+                    _ => {}
+                }
+                // The old producer is fenced by the epoch bump; at the end of the epoch range
+                // the id is replaced instead.
+                if m.epoch >= i16::MAX - 1 {
+                    match shard.call(0, Req::AllocProducerId).await {
+                        Resp::ProducerId(id) => (id, 0),
+                        _ => return fail(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+                    }
+                } else {
+                    (m.producer_id, m.epoch + 1)
+                }
+            }
+        };
+        let now = now_ms();
+        let m = TxnMeta {
+            producer_id: pid,
+            epoch,
+            timeout_ms,
+            state: TxnState::Empty,
+            partitions: BTreeSet::new(),
+            start_ms: -1,
+            update_ms: now,
+        };
+        let e = self.persist(shard, txn_id, m).await;
+        if !e.is_ok() {
+            return fail(e);
+        }
+        (ErrorCode::NONE, pid, epoch)
+    }
+
+    /// The producer's claim on the transaction: id and epoch must be the current ones.
+    fn check(
+        &self,
+        txn_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        fenced: ErrorCode,
+    ) -> Result<TxnMeta, ErrorCode> {
+        let Some(m) = self.txns.borrow().get(txn_id).cloned() else {
+            return Err(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        };
+        if m.producer_id != producer_id {
+            return Err(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        }
+        if epoch != m.epoch {
+            return Err(fenced);
+        }
+        Ok(m)
+    }
+
+    async fn add_partitions(
+        &self,
+        shard: &Rc<Shard>,
+        txn_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<(String, i32)>,
+        fenced: ErrorCode,
+    ) -> ErrorCode {
+        let m = match self.check(txn_id, producer_id, epoch, fenced) {
+            Ok(m) => m,
+            Err(e) => return e,
+        };
+        if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return ErrorCode::CONCURRENT_TRANSACTIONS;
+        }
+        let now = now_ms();
+        let mut next = m.clone();
+        if m.state != TxnState::Ongoing {
+            next.state = TxnState::Ongoing;
+            next.start_ms = now;
+            next.partitions.clear();
+        }
+        next.partitions.extend(partitions);
+        if next == m {
+            return ErrorCode::NONE;
+        }
+        next.update_ms = now;
+        self.persist(shard, txn_id, next).await
+    }
+
+    async fn end(
+        &self,
+        shard: &Rc<Shard>,
+        txn_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        fenced: ErrorCode,
+    ) -> ErrorCode {
+        let m = match self.check(txn_id, producer_id, epoch, fenced) {
+            Ok(m) => m,
+            Err(e) => return e,
+        };
+        match (m.state, commit) {
+            (TxnState::Ongoing, _) => {}
+            // A retried EndTxn whose first try completed.
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                return ErrorCode::NONE
+            }
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                return self.complete(shard, txn_id, m).await;
+            }
+            (TxnState::PrepareCommit | TxnState::PrepareAbort, _) => {
+                return ErrorCode::CONCURRENT_TRANSACTIONS
+            }
+            _ => return ErrorCode::INVALID_TXN_STATE,
+        }
+        let prepared = TxnMeta {
+            state: if commit {
+                TxnState::PrepareCommit
+            } else {
+                TxnState::PrepareAbort
+            },
+            update_ms: now_ms(),
+            ..m
+        };
+        let e = self.persist(shard, txn_id, prepared.clone()).await;
+        if !e.is_ok() {
+            return e;
+        }
+        // The decision is durable: from here the transaction completes, now or by the tick.
+        let e = self.complete(shard, txn_id, prepared).await;
+        if !e.is_ok() {
+            tracing::warn!(txn = %txn_id, "transaction decided, markers pending: {e:?}");
+        }
+        ErrorCode::NONE
+    }
+
+    /// Aborts timed-out transactions and finishes decided ones whose markers are not all
+    /// written (after an error, or a restart).
+    pub async fn tick(&self, shard: &Rc<Shard>) {
+        let now = now_ms();
+        let due: Vec<(String, TxnMeta)> = self
+            .txns
+            .borrow()
+            .iter()
+            .filter(|(_, m)| match m.state {
+                TxnState::Ongoing => now - m.start_ms > m.timeout_ms as i64,
+                TxnState::PrepareCommit | TxnState::PrepareAbort => true,
+                _ => false,
+            })
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect();
+        for (txn_id, _) in due {
+            let lock = self.lock(&txn_id);
+            let _g = lock.acquire_permit(1).await.ok();
+            // Look again under the lock: the producer may have ended it meanwhile.
+            let Some(m) = self.txns.borrow().get(&txn_id).cloned() else {
+                continue;
+            };
+            let e = match m.state {
+                TxnState::Ongoing if now_ms() - m.start_ms > m.timeout_ms as i64 => {
+                    tracing::info!(txn = %txn_id, producer_id = m.producer_id,
+                        "transaction timed out: aborting");
+                    self.fence_and_abort(shard, &txn_id, m).await
+                }
+                TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                    self.complete(shard, &txn_id, m).await
+                }
+                _ => ErrorCode::NONE,
+            };
+            if !e.is_ok() {
+                tracing::warn!(txn = %txn_id, "completing transaction: {e:?}");
+            }
+        }
+    }
+}
+
+/// Writes a marker to each partition through its owning shard; Ok when all are durable.
+async fn write_markers(
+    shard: &Rc<Shard>,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    partitions: &BTreeSet<(String, i32)>,
+) -> Result<(), String> {
+    let meta = shard.meta();
+    let mut by_owner: BTreeMap<usize, Vec<(String, i32)>> = BTreeMap::new();
+    for (t, p) in partitions {
+        // A partition deleted since has nothing left to mark.
+        if let Some(owner) = meta.owner(t, *p) {
+            by_owner.entry(owner).or_default().push((t.clone(), *p));
+        }
+    }
+    let calls: Vec<_> = by_owner
+        .into_iter()
+        .map(|(owner, parts)| {
+            let sh = shard.clone();
+            glommio::spawn_local(async move {
+                sh.call(
+                    owner,
+                    Req::WriteMarkers {
+                        producer_id,
+                        epoch,
+                        commit,
+                        parts,
+                    },
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for c in calls {
+        match c.await {
+            Resp::Markers(results) => {
+                failures.extend(results.into_iter().filter_map(|r| r.err()));
+            }
+            Resp::Failed(m) => failures.push(m),
+            _ => failures.push("unexpected answer to WriteMarkers".into()),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_record_round_trip() {
+        let m = TxnMeta {
+            producer_id: 9,
+            epoch: 4,
+            timeout_ms: 60000,
+            state: TxnState::Ongoing,
+            partitions: [
+                ("a".to_string(), 1),
+                ("a".to_string(), 0),
+                ("b".to_string(), 3),
+            ]
+            .into_iter()
+            .collect(),
+            start_ms: 5,
+            update_ms: 6,
+        };
+        assert_eq!(decode_value(encode_value(&m)), Some(m));
+        assert_eq!(decode_key(encode_key("tx-1")).as_deref(), Some("tx-1"));
+        assert_eq!(decode_value(Bytes::from_static(&[0, 0, 1])), None);
+    }
+}
