@@ -398,6 +398,7 @@ impl Partition {
             .range(..from)
             .map(|(_, s)| s.clone())
             .collect();
+        // (The active segment is included: a clean shutdown indexes it, see `close`.)
         for seg in sealed {
             let path = seg.txn_index_path();
             let data = glommio::executor()
@@ -764,15 +765,7 @@ impl Partition {
             (seg, file, st.next_offset)
         };
         let snapshot = (base, self.producers.borrow().encode());
-        let txn_index = {
-            let aborted = self.aborted.borrow();
-            let mine: Vec<AbortedTxn> = aborted
-                .iter()
-                .filter(|a| a.last_offset >= old_seg.base_offset)
-                .copied()
-                .collect();
-            (!mine.is_empty()).then(|| AbortedTxn::encode_all(&mine))
-        };
+        let txn_index = self.txn_index_bytes(old_seg.base_offset);
         self.st.borrow_mut().queue.push_back(Job::Seal {
             seg: old_seg,
             file: old_file,
@@ -797,6 +790,18 @@ impl Partition {
         st.tail.clear();
         tracing::debug!(topic = %self.topic, partition = self.index, base, "rolled segment");
         Ok(())
+    }
+
+    /// `.txnindex` content for the segment starting at `base` (the last one or the one being
+    /// sealed): the aborted transactions whose marker is at or after `base`; None if none.
+    fn txn_index_bytes(&self, base: i64) -> Option<Vec<u8>> {
+        let aborted = self.aborted.borrow();
+        let mine: Vec<AbortedTxn> = aborted
+            .iter()
+            .filter(|a| a.last_offset >= base)
+            .copied()
+            .collect();
+        (!mine.is_empty()).then(|| AbortedTxn::encode_all(&mine))
     }
 
     fn fail(&self, msg: &str) {
@@ -969,6 +974,11 @@ impl Partition {
             f.fdatasync().await.map_err(io_err)?;
             f.truncate(seg.written_bytes.get()).await.map_err(io_err)?;
             seg.persist_indexes(true).await?;
+            // The snapshot at the log end means recovery replays nothing: the active
+            // segment's aborted transactions must be in its index too.
+            if let Some(bytes) = self.txn_index_bytes(seg.base_offset) {
+                write_durably(seg.txn_index_path(), bytes).await?;
+            }
             let snap = self.producers.borrow().encode();
             self.write_snapshot(target, snap).await?;
             if let Ok(f) = Rc::try_unwrap(f) {
