@@ -60,3 +60,65 @@ def watermarks(bootstrap, topic, partition):
         return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
     finally:
         c.close()
+
+
+def watermarks_at(bootstrap, topic, partition, isolation):
+    """(low, high) as ListOffsets answers it for an isolation level: with "read_committed" the
+    high end is the last stable offset (the first offset of the oldest open transaction), with
+    "read_uncommitted" the high watermark."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "wm-" + uuid.uuid4().hex,
+                  "isolation.level": isolation})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    finally:
+        c.close()
+
+
+def read_isolated(bootstrap, topic, partitions, isolation, timeout=30.0):
+    """Every record of every partition from offset 0 up to the end for `isolation`
+    ("read_committed": the last stable offset, aborted records skipped; "read_uncommitted": the
+    high watermark, aborted records included), by partition. Control records (transaction
+    markers) are never delivered; they show as gaps in the offsets."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader-" + uuid.uuid4().hex,
+                  "enable.auto.commit": False, "enable.auto.offset.store": False,
+                  "enable.partition.eof": True, "isolation.level": isolation})
+    try:
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(partitions)}
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        out = {p: [] for p in range(partitions)}
+        done = {p for p in range(partitions) if ends[p] <= 0}
+        deadline = time.time() + timeout
+        while len(done) < partitions:
+            if time.time() > deadline:
+                raise AssertionError(f"timed out reading {topic} ({isolation}): have "
+                                     f"{ {p: len(v) for p, v in out.items()} }, ends {ends}")
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == -191:  # _PARTITION_EOF
+                    if m.offset() >= ends[m.partition()]:
+                        done.add(m.partition())
+                    continue
+                raise KafkaException(m.error())
+            if m.offset() >= ends[m.partition()]:
+                continue  # beyond the end taken at the start (appended since)
+            out[m.partition()].append(m)
+            if m.offset() + 1 >= ends[m.partition()]:
+                done.add(m.partition())
+        return out
+    finally:
+        c.close()
+
+
+def wait_until(cond, timeout, what, interval=0.1):
+    """Polls cond() until it is truthy; answers its value or fails naming `what`."""
+    deadline = time.time() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
