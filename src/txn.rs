@@ -14,7 +14,7 @@
 //! fenced. A new producer with the same transactional id (InitProducerId) aborts what the old
 //! one left open and fences it the same way.
 
-use crate::group::offsets::internal_batch;
+use crate::group::offsets::{get_str, internal_batch, put_str};
 use crate::protocol::batch::validate_produce;
 use crate::protocol::errors::ErrorCode;
 use crate::shard::{Req, Resp, Shard};
@@ -60,22 +60,6 @@ pub struct TxnMeta {
     pub partitions: BTreeSet<(String, i32)>,
     pub start_ms: i64,
     pub update_ms: i64,
-}
-
-fn put_str(b: &mut BytesMut, s: &str) {
-    b.put_i16(s.len() as i16);
-    b.put_slice(s.as_bytes());
-}
-
-fn get_str(b: &mut Bytes) -> Option<String> {
-    if b.remaining() < 2 {
-        return None;
-    }
-    let n = b.get_i16();
-    if n < 0 || b.remaining() < n as usize {
-        return None;
-    }
-    String::from_utf8(b.split_to(n as usize).to_vec()).ok()
 }
 
 pub fn encode_key(txn_id: &str) -> Bytes {
@@ -202,11 +186,7 @@ pub fn txn_partition(txn_id: &str, partitions: i32) -> i32 {
 
 /// The shard coordinating `txn_id`, or None while `__transaction_state` does not exist yet.
 pub fn coordinator_shard(shard: &Shard, txn_id: &str) -> Option<usize> {
-    let meta = shard.meta();
-    let t = meta.topics.get(TXN_TOPIC)?;
-    t.placement
-        .get(txn_partition(txn_id, t.placement.len() as i32) as usize)
-        .copied()
+    crate::group::key_owner(shard, TXN_TOPIC, txn_id)
 }
 
 impl Coordinator {

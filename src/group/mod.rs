@@ -29,6 +29,16 @@ pub fn offsets_partition(group: &str, partitions: i32) -> i32 {
     abs % partitions.max(1)
 }
 
+/// The shard owning the partition of internal topic `topic` that `key` (a group or a
+/// transactional id) hashes to; None while the topic does not exist yet.
+pub fn key_owner(shard: &crate::shard::Shard, topic: &str, key: &str) -> Option<usize> {
+    let meta = shard.meta();
+    let t = meta.topics.get(topic)?;
+    t.placement
+        .get(offsets_partition(key, t.placement.len() as i32) as usize)
+        .copied()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

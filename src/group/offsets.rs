@@ -18,12 +18,12 @@ pub struct Committed {
 
 pub type OffsetKey = (String, String, i32);
 
-fn put_str(b: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(b: &mut BytesMut, s: &str) {
     b.put_i16(s.len() as i16);
     b.put_slice(s.as_bytes());
 }
 
-fn get_str(b: &mut Bytes) -> Option<String> {
+pub(crate) fn get_str(b: &mut Bytes) -> Option<String> {
     if b.remaining() < 2 {
         return None;
     }

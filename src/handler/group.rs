@@ -5,7 +5,7 @@
 use super::metadata::NODE_ID;
 use super::{decode, Ctx};
 use crate::group::state::DescribeOut;
-use crate::group::{offsets_partition, GroupReq, GroupResp, OFFSETS_TOPIC};
+use crate::group::{GroupReq, GroupResp, OFFSETS_TOPIC};
 use crate::net::Response;
 use crate::protocol::errors::ErrorCode;
 use crate::shard::{Req, Resp, Shard};
@@ -36,11 +36,7 @@ fn s(v: impl Into<String>) -> StrBytes {
 
 /// The shard coordinating `group`, or None while `__consumer_offsets` does not exist yet.
 pub fn coordinator_shard(shard: &Shard, group: &str) -> Option<usize> {
-    let meta = shard.meta();
-    let t = meta.topics.get(OFFSETS_TOPIC)?;
-    t.placement
-        .get(offsets_partition(group, t.placement.len() as i32) as usize)
-        .copied()
+    crate::group::key_owner(shard, OFFSETS_TOPIC, group)
 }
 
 pub(crate) async fn call(
