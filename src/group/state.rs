@@ -93,6 +93,9 @@ pub enum GroupReq {
     },
     FetchOffsets {
         group: String,
+        /// OffsetFetch v7+ (read_committed consumers): partitions with offsets of an open
+        /// transaction answer UNSTABLE_OFFSET_COMMIT instead of the older commit.
+        require_stable: bool,
         /// None: every partition the group committed.
         partitions: Option<Vec<(String, i32)>>,
     },
@@ -153,7 +156,8 @@ pub enum GroupResp {
     Leave(ErrorCode, Vec<ErrorCode>),
     Commit(Vec<ErrorCode>),
     /// (topic, partition, offset, leader epoch, metadata)
-    Offsets(ErrorCode, Vec<(String, i32, i64, i32, String)>),
+    /// (topic, partition, offset, leader epoch, metadata, partition error)
+    Offsets(ErrorCode, Vec<(String, i32, i64, i32, String, ErrorCode)>),
     /// (group, protocol type, state)
     List(Vec<(String, String, &'static str)>),
     Describe(Vec<DescribeOut>),
@@ -554,7 +558,11 @@ impl Coordinator {
                 )
                 .await,
             ),
-            GroupReq::FetchOffsets { group, partitions } => self.fetch_offsets(&group, partitions),
+            GroupReq::FetchOffsets {
+                group,
+                partitions,
+                require_stable,
+            } => self.fetch_offsets(&group, partitions, require_stable),
             GroupReq::List => GroupResp::List(self.list()),
             GroupReq::Describe(groups) => {
                 GroupResp::Describe(groups.iter().map(|g| self.describe(g)).collect())
@@ -1069,27 +1077,52 @@ impl Coordinator {
         codes
     }
 
-    fn fetch_offsets(&self, gid: &str, partitions: Option<Vec<(String, i32)>>) -> GroupResp {
+    fn fetch_offsets(
+        &self,
+        gid: &str,
+        partitions: Option<Vec<(String, i32)>>,
+        require_stable: bool,
+    ) -> GroupResp {
         let all = self.offsets.borrow();
         let committed = all.get(gid);
+        let unstable: std::collections::HashSet<(String, i32)> = if require_stable {
+            self.pending_txn
+                .borrow()
+                .values()
+                .flatten()
+                .filter(|((g, _, _), _)| g == gid)
+                .map(|((_, t, p), _)| (t.clone(), *p))
+                .collect()
+        } else {
+            Default::default()
+        };
+        let row = |t: String, p: i32| {
+            if unstable.contains(&(t.clone(), p)) {
+                return (
+                    t,
+                    p,
+                    -1,
+                    -1,
+                    String::new(),
+                    ErrorCode::UNSTABLE_OFFSET_COMMIT,
+                );
+            }
+            match committed.and_then(|m| m.get(&(t.clone(), p))) {
+                Some(c) => (
+                    t,
+                    p,
+                    c.offset,
+                    c.leader_epoch,
+                    c.metadata.clone(),
+                    ErrorCode::NONE,
+                ),
+                None => (t, p, -1, -1, String::new(), ErrorCode::NONE),
+            }
+        };
         let rows = match partitions {
-            Some(list) => list
-                .into_iter()
-                .map(
-                    |(t, p)| match committed.and_then(|m| m.get(&(t.clone(), p))) {
-                        Some(c) => (t, p, c.offset, c.leader_epoch, c.metadata.clone()),
-                        None => (t, p, -1, -1, String::new()),
-                    },
-                )
-                .collect(),
+            Some(list) => list.into_iter().map(|(t, p)| row(t, p)).collect(),
             None => committed
-                .map(|m| {
-                    m.iter()
-                        .map(|((t, p), c)| {
-                            (t.clone(), *p, c.offset, c.leader_epoch, c.metadata.clone())
-                        })
-                        .collect()
-                })
+                .map(|m| m.keys().map(|(t, p)| row(t.clone(), *p)).collect())
                 .unwrap_or_default(),
         };
         GroupResp::Offsets(ErrorCode::NONE, rows)

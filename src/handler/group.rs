@@ -369,12 +369,13 @@ pub async fn offset_commit(
     Ok(ctx.respond(&OffsetCommitResponse::default().with_topics(topics)))
 }
 
-type OffsetRow = (String, i32, i64, i32, String);
+type OffsetRow = (String, i32, i64, i32, String, ErrorCode);
 
 async fn fetch_group_offsets(
     shard: &Rc<Shard>,
     group: &str,
     partitions: Option<Vec<(String, i32)>>,
+    require_stable: bool,
 ) -> (ErrorCode, Vec<OffsetRow>) {
     match call(
         shard,
@@ -382,6 +383,7 @@ async fn fetch_group_offsets(
         GroupReq::FetchOffsets {
             group: group.to_string(),
             partitions,
+            require_stable,
         },
     )
     .await
@@ -393,15 +395,15 @@ async fn fetch_group_offsets(
 }
 
 /// Groups rows by topic, in first-seen order.
-/// (partition, offset, leader epoch, metadata)
-type PartRow = (i32, i64, i32, String);
+/// (partition, offset, leader epoch, metadata, error)
+type PartRow = (i32, i64, i32, String, ErrorCode);
 
 fn by_topic(rows: Vec<OffsetRow>) -> Vec<(String, Vec<PartRow>)> {
     let mut out: Vec<(String, Vec<PartRow>)> = Vec::new();
-    for (t, p, o, e, m) in rows {
+    for (t, p, o, e, m, err) in rows {
         match out.iter_mut().find(|x| x.0 == t) {
-            Some(x) => x.1.push((p, o, e, m)),
-            None => out.push((t, vec![(p, o, e, m)])),
+            Some(x) => x.1.push((p, o, e, m, err)),
+            None => out.push((t, vec![(p, o, e, m, err)])),
         }
     }
     out
@@ -426,7 +428,7 @@ pub async fn offset_fetch(
                     })
                     .collect()
             });
-            let (e, rows) = fetch_group_offsets(shard, &gid, parts).await;
+            let (e, rows) = fetch_group_offsets(shard, &gid, parts, req.require_stable).await;
             groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
@@ -439,9 +441,10 @@ pub async fn offset_fetch(
                                     .with_name(TopicName(s(t)))
                                     .with_partitions(
                                         ps.into_iter()
-                                            .map(|(p, o, le, m)| {
+                                            .map(|(p, o, le, m, err)| {
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
+                                                    .with_error_code(err.0)
                                                     .with_committed_offset(o)
                                                     .with_committed_leader_epoch(le)
                                                     .with_metadata(Some(s(m)))
@@ -465,7 +468,7 @@ pub async fn offset_fetch(
             })
             .collect()
     });
-    let (e, rows) = fetch_group_offsets(shard, &gid, parts).await;
+    let (e, rows) = fetch_group_offsets(shard, &gid, parts, req.require_stable).await;
     let topics = by_topic(rows)
         .into_iter()
         .map(|(t, ps)| {
@@ -473,9 +476,10 @@ pub async fn offset_fetch(
                 .with_name(TopicName(s(t)))
                 .with_partitions(
                     ps.into_iter()
-                        .map(|(p, o, le, m)| {
+                        .map(|(p, o, le, m, err)| {
                             let r = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
+                                .with_error_code(err.0)
                                 .with_committed_offset(o)
                                 .with_metadata(Some(s(m)));
                             if ctx.version >= 5 {

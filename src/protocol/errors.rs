@@ -51,6 +51,7 @@ impl ErrorCode {
     pub const FENCED_INSTANCE_ID: ErrorCode = ErrorCode(82);
     pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = ErrorCode(86);
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
+    pub const UNSTABLE_OFFSET_COMMIT: ErrorCode = ErrorCode(88);
 
     pub fn is_ok(self) -> bool {
         self.0 == 0

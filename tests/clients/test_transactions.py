@@ -566,3 +566,36 @@ def test_kafka_python_transactions(broker_factory):
     finally:
         c.close()
     assert got == sorted([(i % 2, (i // 2) if i < 20 else (i // 2 + 2), b"kp-%d" % i) for i in keep])
+
+
+def test_offsets_of_an_open_transaction_are_unstable_for_read_committed(broker_factory):
+    """Between send_offsets_to_transaction and the commit, a read_committed consumer asking for
+    the group's offsets (OffsetFetch require_stable) is told UNSTABLE_OFFSET_COMMIT and retries
+    instead of taking the older commit (KIP-447: otherwise a rebalanced partition would be
+    processed twice); a read_uncommitted one gets the older commit at once. After the commit
+    both see the new offset."""
+    b = broker_factory(config=TXN_CONFIG)
+    topic = create_topic(b.bootstrap, topic_name("unstable"), 1)
+    group = "g-" + topic
+    tp = [TopicPartition(topic, 0)]
+    p = txn_producer(b.bootstrap, "tx-" + topic)
+    p.init_transactions(30)
+    c0 = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group})
+    p.begin_transaction()
+    p.produce(topic, value=b"x", partition=0)
+    p.send_offsets_to_transaction([TopicPartition(topic, 0, 17)], c0.consumer_group_metadata(), 30)
+    assert p.flush(30) == 0
+    rc = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group,
+                   "isolation.level": "read_committed"})
+    ru = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group,
+                   "isolation.level": "read_uncommitted"})
+    try:
+        assert ru.committed(tp, timeout=10)[0].offset == OFFSET_INVALID
+        with pytest.raises(KafkaException):
+            rc.committed(tp, timeout=3)  # retried on UNSTABLE_OFFSET_COMMIT until the timeout
+        p.commit_transaction(30)
+        assert rc.committed(tp, timeout=10)[0].offset == 17
+        assert ru.committed(tp, timeout=10)[0].offset == 17
+    finally:
+        for c in (c0, rc, ru):
+            c.close()
