@@ -43,6 +43,20 @@ pub struct Config {
     /// Pipelined requests per connection still being handled; librdkafka's default in-flight is 5
     /// (1M for non-idempotent producers), so 64 keeps pipelines full while bounding memory.
     pub max_inflight_per_connection: usize,
+    /// Open client connections on the whole broker; one more is accepted and closed at once
+    /// (Kafka: max.connections). Each costs a descriptor and a read buffer.
+    pub max_connections: usize,
+    /// Open connections from one IP address (Kafka: max.connections.per.ip), so one runaway
+    /// client cannot take every slot.
+    pub max_connections_per_ip: usize,
+    /// A connection that completes no request for this long is closed: idle clients, and
+    /// slowloris senders of partial frames (Kafka: connections.max.idle.ms, 10 min). A response
+    /// the client does not read for this long closes it too.
+    pub connection_idle_timeout_ms: u64,
+    /// Per shard: bytes of request frames being read or handled. A connection whose next frame
+    /// does not fit waits, not reading its socket (back-pressure), until earlier requests of
+    /// the shard finish. A frame larger than the whole budget waits for all of it.
+    pub request_memory_bytes: usize,
     /// Most partitions one topic may have; bounds the per-shard state a single request can create.
     pub max_partitions_per_topic: i32,
     /// Segment roll by size (Kafka: 1 GiB).
@@ -99,6 +113,10 @@ impl Default for Config {
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
             max_inflight_per_connection: 64,
+            max_connections: 50_000,
+            max_connections_per_ip: 10_000,
+            connection_idle_timeout_ms: 600_000,
+            request_memory_bytes: 256 << 20,
             max_partitions_per_topic: 10_000,
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
@@ -147,6 +165,12 @@ impl Config {
             "max_request_bytes must be at least 1 KiB"
         );
         anyhow::ensure!(self.max_inflight_per_connection >= 1);
+        anyhow::ensure!(self.max_connections >= 1 && self.max_connections_per_ip >= 1);
+        anyhow::ensure!(self.connection_idle_timeout_ms >= 100);
+        anyhow::ensure!(
+            self.request_memory_bytes >= 1 << 20,
+            "request_memory_bytes must be at least 1 MiB"
+        );
         anyhow::ensure!(self.index_interval_bytes >= 1);
         anyhow::ensure!(self.write_buffer_bytes >= 64 * 1024);
         anyhow::ensure!(self.max_batch_bytes <= self.max_request_bytes);

@@ -37,6 +37,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&config.data_dir)?;
     ensure_port_free(addr)?;
     raise_memlock();
+    raise_nofile();
 
     let meta = ClusterMeta::load(&config.data_dir, nr)?;
     meta.save(&config.data_dir)?;
@@ -130,9 +131,20 @@ async fn shard_main(
         loop {
             match listener.accept().await {
                 Ok(stream) => {
+                    let slot = match crate::net::ConnSlot::take(&accept_shard.config, &stream) {
+                        Ok(slot) => slot,
+                        Err(why) => {
+                            // Refused at once: the client sees the connection closed, as
+                            // Kafka's acceptor does over its limits.
+                            tracing::debug!("refusing connection: {why}");
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     glommio::spawn_local(crate::net::connection::serve(
                         accept_shard.clone(),
                         stream,
+                        slot,
                     ))
                     .detach();
                 }
@@ -197,6 +209,27 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         dir.display()
     );
     Ok(f)
+}
+
+/// One descriptor per connection (two while dup'ed), plus segments: lift the soft limit on
+/// open files to the hard one.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!(
+                    "could not raise RLIMIT_NOFILE: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
 }
 
 /// glommio locks its io_uring buffers; lift RLIMIT_MEMLOCK when allowed (root, CAP_IPC_LOCK).

@@ -3,24 +3,32 @@
 //!
 //! The two halves use two descriptors of the same socket (dup), so a long poll in flight never
 //! stops the next request from being read. At most `max_inflight_per_connection` requests are
-//! in flight; past that the reader stops reading (back-pressure on the client).
+//! in flight; past that the reader stops reading (back-pressure on the client). Before a
+//! frame's body is read, its size is taken from the shard's request memory budget and given
+//! back when the request has been handled, so a shard under load stops reading sockets instead
+//! of growing. A connection that completes no request within the idle timeout (idle, or
+//! trickling a partial frame) is closed, as is one that does not read a response for as long.
 
 use super::{Piece, Response};
 use crate::handler;
 use crate::shard::Shard;
+use crate::util::with_timeout;
 use bytes::{Buf, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use std::net::Shutdown;
+use glommio::sync::StaticPermit;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Bytes read from the socket at once when no larger frame is pending.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// What an idle connection's read asks for: thousands of idle connections then hold little.
+const IDLE_READ_BYTES: usize = 4 * 1024;
 /// Responses smaller than this are copied into one buffer so a response is one write.
 const COALESCE_BYTES: usize = 16 * 1024;
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: super::ConnSlot) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -36,13 +44,38 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let (tx, rx) =
         glommio::channels::local_channel::new_bounded(shard.config.max_inflight_per_connection);
     let zero_copy = shard.config.zero_copy_fetch;
+    let idle = Duration::from_millis(shard.config.connection_idle_timeout_ms);
     let peer_w = peer.clone();
     let write_task = glommio::spawn_local(async move {
         let mut w = writer;
-        if let Err(e) = write_loop(&mut w, rx, zero_copy).await {
-            tracing::debug!(peer = %peer_w, "connection closed by writer: {e}");
+        let fd = w.as_raw_fd();
+        match write_loop(&mut w, rx, zero_copy, idle).await {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::info!(peer = %peer_w, "closing connection: {e}");
+                // Abort (RST on close): the responses it did not read are dropped instead of
+                // trickling out of the socket buffer behind the FIN.
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                // SAFETY: valid descriptor owned by `w` and a valid struct of the right size.
+                unsafe {
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        &linger as *const libc::linger as *const libc::c_void,
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    )
+                };
+            }
+            Err(e) => tracing::debug!(peer = %peer_w, "connection closed by writer: {e}"),
+            Ok(()) => {}
         }
-        let _ = w.shutdown(Shutdown::Both).await;
+        // A plain shutdown(2), not glommio's: that one can wait behind the cancelled write
+        // of a client that stopped reading. It also ends the reader's pending read.
+        // SAFETY: the descriptor is owned by `w`, alive here.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     });
     let peer_rc: Rc<str> = Rc::from(peer.as_str());
     if let Err(e) = read_loop(&shard, stream, tx, peer_rc).await {
@@ -58,7 +91,12 @@ async fn read_loop(
     peer: Rc<str>,
 ) -> std::io::Result<()> {
     let max = shard.config.max_request_bytes;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let idle = Duration::from_millis(shard.config.connection_idle_timeout_ms);
+    let budget = shard.config.request_memory_bytes as u64;
+    let mut buf = BytesMut::new();
+    let mut last_request = Instant::now();
+    // The budget held for the frame being read (taken once its size is known).
+    let mut held: Option<StaticPermit> = None;
     loop {
         while buf.len() >= 4 {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
@@ -68,32 +106,61 @@ async fn read_loop(
                 return Err(std::io::Error::other("bad frame size"));
             }
             let size = size as usize;
+            if held.is_none() {
+                let p = shard
+                    .request_memory
+                    .clone()
+                    .acquire_static_permit((size as u64 + 4).min(budget))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                held = Some(p);
+            }
             if buf.len() < 4 + size {
                 buf.reserve(4 + size - buf.len());
                 break;
             }
             buf.advance(4);
             let frame = buf.split_to(size).freeze();
-            let task =
-                glommio::spawn_local(handler::handle(shard.clone(), frame, peer.clone())).detach();
+            last_request = Instant::now();
+            let permit = held.take();
+            let sh = shard.clone();
+            let pe = peer.clone();
+            let task = glommio::spawn_local(async move {
+                let r = handler::handle(sh, frame, pe).await;
+                drop(permit); // handled: its bytes are free (the response is accounted apart)
+                r
+            })
+            .detach();
             if tx.send(task).await.is_err() {
                 return Ok(()); // writer gone
             }
         }
-        // Read at least the rest of a pending frame in one go, or a chunk.
+        // Read at least the rest of a pending frame in one go, or a chunk; little when idle.
         let want = if buf.len() >= 4 {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
             (4 + size - buf.len()).max(READ_CHUNK_BYTES)
+        } else if buf.is_empty() {
+            IDLE_READ_BYTES
         } else {
             READ_CHUNK_BYTES
         };
         let start = buf.len();
         buf.resize(start + want, 0);
-        let n = match stream.read(&mut buf[start..]).await {
-            Ok(n) => n,
-            Err(e) => {
+        let left = idle.saturating_sub(last_request.elapsed());
+        let n = match with_timeout(left, stream.read(&mut buf[start..])).await {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
                 buf.truncate(start);
                 return Err(e);
+            }
+            None => {
+                tracing::info!(
+                    %peer,
+                    partial_frame_bytes = start,
+                    "closing connection: no complete request for {} ms",
+                    idle.as_millis()
+                );
+                return Err(std::io::Error::other("idle timeout"));
             }
         };
         buf.truncate(start + n);
@@ -110,56 +177,83 @@ async fn write_loop(
     w: &mut TcpStream,
     rx: glommio::channels::local_channel::LocalReceiver<glommio::task::JoinHandle<Response>>,
     zero_copy: bool,
+    idle: Duration,
 ) -> std::io::Result<()> {
     let mut out = BytesMut::with_capacity(COALESCE_BYTES);
     while let Some(task) = rx.recv().await {
         let Some(resp) = task.await else {
             return Err(std::io::Error::other("request task cancelled"));
         };
-        match resp {
-            Response::Nothing => {}
-            Response::Close(reason) => {
-                tracing::warn!("closing connection: {reason}");
-                return Ok(());
-            }
-            Response::Frame(pieces) => {
-                for piece in pieces {
-                    match piece {
-                        Piece::Bytes(b) if b.len() < COALESCE_BYTES => out.extend_from_slice(&b),
-                        Piece::Bytes(b) => {
-                            flush(w, &mut out).await?;
-                            w.write_all(&b).await?;
-                        }
-                        Piece::File { file, pos, len } => {
-                            flush(w, &mut out).await?;
-                            if zero_copy {
-                                let sent = w
-                                    .send_file(&*file, pos, len)
-                                    .await
-                                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                                if sent != len {
-                                    return Err(std::io::Error::other(format!(
-                                        "segment ended after {sent} of {len} bytes"
-                                    )));
-                                }
-                            } else {
-                                let data = file
-                                    .read_at(pos, len)
-                                    .await
-                                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                                if data.len() != len {
-                                    return Err(std::io::Error::other("short segment read"));
-                                }
-                                w.write_all(&data).await?;
-                            }
-                        }
-                    }
-                }
-                flush(w, &mut out).await?;
+        // A client that does not read its responses loses the connection after the idle
+        // timeout instead of holding the shard's buffers forever.
+        match with_timeout(idle, write_response(w, &mut out, resp, zero_copy)).await {
+            Some(Ok(true)) => {}
+            Some(Ok(false)) => return Ok(()),
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "response not read by the client for {} ms",
+                        idle.as_millis()
+                    ),
+                ))
             }
         }
     }
     flush(w, &mut out).await
+}
+
+/// Writes one response; false when the connection is to be closed.
+async fn write_response(
+    w: &mut TcpStream,
+    out: &mut BytesMut,
+    resp: Response,
+    zero_copy: bool,
+) -> std::io::Result<bool> {
+    match resp {
+        Response::Nothing => {}
+        Response::Close(reason) => {
+            tracing::warn!("closing connection: {reason}");
+            return Ok(false);
+        }
+        Response::Frame(pieces) => {
+            for piece in pieces {
+                match piece {
+                    Piece::Bytes(b) if b.len() < COALESCE_BYTES => out.extend_from_slice(&b),
+                    Piece::Bytes(b) => {
+                        flush(w, out).await?;
+                        w.write_all(&b).await?;
+                    }
+                    Piece::File { file, pos, len } => {
+                        flush(w, out).await?;
+                        if zero_copy {
+                            let sent = w
+                                .send_file(&*file, pos, len)
+                                .await
+                                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                            if sent != len {
+                                return Err(std::io::Error::other(format!(
+                                    "segment ended after {sent} of {len} bytes"
+                                )));
+                            }
+                        } else {
+                            let data = file
+                                .read_at(pos, len)
+                                .await
+                                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                            if data.len() != len {
+                                return Err(std::io::Error::other("short segment read"));
+                            }
+                            w.write_all(&data).await?;
+                        }
+                    }
+                }
+            }
+            flush(w, out).await?;
+        }
+    }
+    Ok(true)
 }
 
 async fn flush(w: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {

@@ -157,6 +157,8 @@ pub struct Shard {
     pub meta: RefCell<Rc<ClusterMeta>>,
     pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
     pub tail_cache: Rc<TailCache>,
+    /// `request_memory_bytes`: permits are bytes of request frames read or being handled.
+    pub request_memory: Rc<glommio::sync::Semaphore>,
     pub mesh: OnceCell<mesh::Mesh>,
     /// Groups whose `__consumer_offsets` partition this shard owns.
     pub groups: crate::group::Coordinator,
@@ -237,6 +239,9 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
 impl Shard {
     pub fn new(id: usize, nr_shards: usize, config: Rc<Config>, meta: ClusterMeta) -> Shard {
         let tail_cache = TailCache::new(config.tail_cache_bytes);
+        let request_memory = Rc::new(glommio::sync::Semaphore::new(
+            config.request_memory_bytes as u64,
+        ));
         Shard {
             id,
             nr_shards,
@@ -244,6 +249,7 @@ impl Shard {
             meta: RefCell::new(Rc::new(meta)),
             partitions: RefCell::new(HashMap::new()),
             tail_cache,
+            request_memory,
             mesh: OnceCell::new(),
             groups: crate::group::Coordinator::default(),
             txns: crate::txn::Coordinator::default(),
