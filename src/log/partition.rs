@@ -197,6 +197,9 @@ pub struct Partition {
     /// consumers are told to drop. Each segment's entries are written to `<base>.txnindex`
     /// when it is sealed; the active segment's come back from the log at recovery.
     aborted: RefCell<Vec<AbortedTxn>>,
+    /// Set when an aborted-transaction index could not be written: no snapshot may be taken
+    /// any more this run (recovery must replay the whole log).
+    snapshots_disabled: Cell<bool>,
     append_lock: glommio::sync::Semaphore,
     flush_work: Notify,
     /// Durable offset advanced, or the partition failed.
@@ -262,6 +265,7 @@ impl Partition {
             tail_cache,
             producers: RefCell::new(ProducerTable::default()),
             aborted: RefCell::new(Vec::new()),
+            snapshots_disabled: Cell::new(false),
             append_lock: glommio::sync::Semaphore::new(1),
             flush_work: Notify::default(),
             progress: Notify::default(),
@@ -640,6 +644,9 @@ impl Partition {
         if roll {
             self.roll().await?;
         }
+        // Disk space first: a full disk refuses this append (retriable) before it has an
+        // offset, and the partition stays healthy for reads and for later appends.
+        self.reserve(total).await?;
         let me = self.me.upgrade().expect("partition alive while appending");
         let log_append_time = match self.cfg.timestamp_type {
             TimestampType::LogAppendTime => now,
@@ -756,13 +763,62 @@ impl Partition {
         }
     }
 
+    /// Makes sure the active segment has disk space allocated for `total` more bytes,
+    /// ahead in PREALLOC_STEP_BYTES steps, or exactly what is needed when a step does not fit.
+    async fn reserve(&self, total: u64) -> Result<(), KafkaError> {
+        let (file, seg, need) = {
+            let st = self.st.borrow();
+            let seg = st.segments.values().next_back().expect("active").clone();
+            let file = st.writer.clone().expect("active writer");
+            (file, seg, align_up(st.appended_bytes + total, BLOCK_BYTES))
+        };
+        if need <= seg.allocated_bytes.get() {
+            return Ok(());
+        }
+        let step = align_up(need, PREALLOC_STEP_BYTES).min(self.cfg.segment_bytes.max(need));
+        if file.pre_allocate(step, false).await.is_ok() {
+            seg.allocated_bytes.set(step);
+            return Ok(());
+        }
+        match file.pre_allocate(need, false).await {
+            Ok(()) => {
+                seg.allocated_bytes.set(need);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.index,
+                    "refusing an append of {total} bytes: {e}");
+                Err(KafkaError::new(
+                    ErrorCode::KAFKA_STORAGE_ERROR,
+                    format!("no disk space for {total} more bytes: {e}"),
+                ))
+            }
+        }
+    }
+
     async fn roll(&self) -> Result<(), KafkaError> {
-        let (old_seg, old_file, base) = {
+        // The new segment's file and first space come first: if the disk is full the roll is
+        // refused and the current segment stays active.
+        let base = self.st.borrow().next_offset;
+        let seg = Rc::new(Segment::new(&self.dir, base, now_ms()));
+        seg.indexes_loaded.set(true);
+        let writer = self.open_writer(&seg).await?;
+        let first = PREALLOC_STEP_BYTES.min(self.cfg.segment_bytes);
+        if let Err(e) = writer.pre_allocate(first, false).await {
+            let _ = writer.close_rc().await;
+            segment::remove_quietly(&seg.log_path()).await;
+            return Err(KafkaError::new(
+                ErrorCode::KAFKA_STORAGE_ERROR,
+                format!("no disk space for a new segment: {e}"),
+            ));
+        }
+        seg.allocated_bytes.set(first);
+        let (old_seg, old_file) = {
             let mut st = self.st.borrow_mut();
             Self::seal_open(&mut st);
             let seg = st.segments.values().next_back().expect("active").clone();
             let file = st.writer.take().expect("active writer");
-            (seg, file, st.next_offset)
+            (seg, file)
         };
         let snapshot = (base, self.producers.borrow().encode());
         let txn_index = self.txn_index_bytes(old_seg.base_offset);
@@ -773,15 +829,6 @@ impl Partition {
             txn_index,
         });
         self.flush_work.notify_all();
-        let seg = Rc::new(Segment::new(&self.dir, base, now_ms()));
-        seg.indexes_loaded.set(true);
-        let writer = match self.open_writer(&seg).await {
-            Ok(w) => w,
-            Err(e) => {
-                self.fail(&e.message);
-                return Err(e);
-            }
-        };
         let mut st = self.st.borrow_mut();
         st.segments.insert(base, seg);
         st.writer = Some(writer);
@@ -899,7 +946,13 @@ impl Partition {
                     st.durable_offset = st.durable_offset.max(wb.end_offset);
                 }
                 self.progress.notify_all();
-                wb.seg.persist_indexes(false).await
+                // The indexes are rebuilt from the log when missing or torn: failing to write
+                // them (a full disk) is no reason to take the partition offline.
+                if let Err(e) = wb.seg.persist_indexes(false).await {
+                    tracing::warn!(topic = %self.topic, partition = self.index,
+                        "persisting indexes: {e}");
+                }
+                Ok(())
             }
             Job::Seal {
                 seg,
@@ -909,15 +962,45 @@ impl Partition {
             } => {
                 // The index before the snapshot: recovery trusts the index of every segment
                 // below the snapshot it starts from, and rebuilds the rest from the log.
-                if let Some(bytes) = txn_index {
-                    write_durably(seg.txn_index_path(), bytes).await?;
+                // Both are optional for correctness (recovery replays from an older snapshot),
+                // so a full disk here is a warning, not an offline partition.
+                let indexed = match txn_index {
+                    Some(bytes) => write_durably(seg.txn_index_path(), bytes).await,
+                    None => Ok(()),
+                };
+                if let Err(e) = &indexed {
+                    // A later snapshot would make recovery trust this missing index: from now
+                    // on recovery starts from the log's beginning instead.
+                    tracing::warn!(topic = %self.topic, partition = self.index,
+                        "writing the aborted-transaction index: {e}; dropping producer snapshots");
+                    self.snapshots_disabled.set(true);
+                    let dir = self.dir.clone();
+                    let _ = glommio::executor()
+                        .spawn_blocking(move || -> std::io::Result<()> {
+                            for (_, path) in list_snapshots(&dir)? {
+                                std::fs::remove_file(path)?;
+                            }
+                            Ok(())
+                        })
+                        .await;
                 }
-                self.write_snapshot(snapshot.0, snapshot.1).await?;
+                let snap = if self.snapshots_disabled.get() {
+                    Ok(())
+                } else {
+                    self.write_snapshot(snapshot.0, snapshot.1).await
+                };
+                if let Err(e) = snap {
+                    tracing::warn!(topic = %self.topic, partition = self.index,
+                        "writing the producer snapshot at {}: {e}", snapshot.0);
+                }
                 file.fdatasync().await.map_err(io_err)?;
                 file.truncate(seg.written_bytes.get())
                     .await
                     .map_err(io_err)?;
-                seg.persist_indexes(true).await?;
+                if let Err(e) = seg.persist_indexes(true).await {
+                    tracing::warn!(topic = %self.topic, partition = self.index,
+                        "persisting indexes of a sealed segment: {e}");
+                }
                 let file = Rc::try_unwrap(file).ok();
                 if let Some(f) = file {
                     f.close().await.map_err(io_err)?;
@@ -973,14 +1056,24 @@ impl Partition {
         if let (Some(f), Some(seg)) = (file, seg) {
             f.fdatasync().await.map_err(io_err)?;
             f.truncate(seg.written_bytes.get()).await.map_err(io_err)?;
-            seg.persist_indexes(true).await?;
-            // The snapshot at the log end means recovery replays nothing: the active
-            // segment's aborted transactions must be in its index too.
-            if let Some(bytes) = self.txn_index_bytes(seg.base_offset) {
-                write_durably(seg.txn_index_path(), bytes).await?;
+            if let Err(e) = seg.persist_indexes(true).await {
+                tracing::warn!(topic = %self.topic, partition = self.index,
+                    "persisting indexes at shutdown: {e}");
             }
-            let snap = self.producers.borrow().encode();
-            self.write_snapshot(target, snap).await?;
+            // The snapshot at the log end means recovery replays nothing: the active
+            // segment's aborted transactions must be in its index too. Without them (a full
+            // disk) no snapshot: recovery replays instead.
+            let indexed = match self.txn_index_bytes(seg.base_offset) {
+                Some(bytes) => write_durably(seg.txn_index_path(), bytes).await.is_ok(),
+                None => true,
+            };
+            if indexed && !self.snapshots_disabled.get() {
+                let snap = self.producers.borrow().encode();
+                if let Err(e) = self.write_snapshot(target, snap).await {
+                    tracing::warn!(topic = %self.topic, partition = self.index,
+                        "writing the producer snapshot at shutdown: {e}");
+                }
+            }
             if let Ok(f) = Rc::try_unwrap(f) {
                 f.close().await.map_err(io_err)?;
             }

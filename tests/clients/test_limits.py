@@ -35,6 +35,7 @@ def produce_ok(bootstrap, topic, n=100, timeout=30):
 
 def test_max_connections_and_per_ip(broker_factory):
     b = broker_factory(config={"max_connections": 30, "max_connections_per_ip": 10})
+    time.sleep(0.5)  # the readiness probe's connection is given back once the broker sees it close
     socks = [rk.connect(b.bootstrap) for _ in range(10)]
     assert all(answers(s) for s in socks)
     extra = rk.connect(b.bootstrap)

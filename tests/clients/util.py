@@ -23,7 +23,7 @@ def read_all(bootstrap, topic, partitions, timeout=30.0, start=0):
     """Every record of every partition from `start` up to the high watermark, by partition."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader-" + uuid.uuid4().hex,
                   "enable.auto.commit": False, "enable.auto.offset.store": False,
-                  "enable.partition.eof": True})
+                  "enable.partition.eof": True, "check.crcs": True})
     try:
         ends = {}
         for p in range(partitions):
