@@ -16,6 +16,7 @@
 //! - `util`     small single-threaded async helpers.
 
 pub mod admin;
+pub mod alloc;
 pub mod config;
 pub mod group;
 pub mod handler;

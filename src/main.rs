@@ -2,6 +2,9 @@ use clap::{Parser, Subcommand};
 use flumen::config::Config;
 use std::path::PathBuf;
 
+#[global_allocator]
+static ALLOC: flumen::alloc::BrokerAllocator = flumen::alloc::BrokerAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "flumen",

@@ -16,7 +16,7 @@ use crate::net::{Piece, Response};
 use crate::protocol::{self, errors::ErrorCode};
 use crate::shard::{CreateSpec, Shard};
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -56,35 +56,15 @@ pub fn decode<R: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<R, Response> 
 
 /// Runs one request frame (without its size prefix) and produces its response.
 pub async fn handle(shard: Rc<Shard>, mut frame: Bytes, peer: Rc<str>) -> Response {
-    if frame.len() < 8 {
-        return Response::Close(format!(
-            "request frame of {} bytes has no header",
-            frame.len()
-        ));
-    }
-    let key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let Ok(api_key) = ApiKey::try_from(key) else {
-        return Response::Close(format!("unknown API key {key}"));
-    };
-    let Some((lo, hi)) = protocol::supported_range(api_key) else {
-        return Response::Close(format!("API {api_key:?} (key {key}) is not implemented"));
-    };
-    if version < lo || version > hi {
-        if api_key == ApiKey::ApiVersions {
+    let (api_key, version, correlation_id, header) =
+        match protocol::parse_request_header(&mut frame) {
+            Ok(h) => h,
             // Kafka answers an unknown ApiVersions version in v0 form, so the client can retry.
-            return api_versions::unsupported(correlation_id);
-        }
-        return Response::Close(format!(
-            "{api_key:?} v{version} is outside the supported range {lo}..={hi}"
-        ));
-    }
-    let header_version = api_key.request_header_version(version);
-    let header = match RequestHeader::decode(&mut frame, header_version) {
-        Ok(h) => h,
-        Err(e) => return Response::Close(format!("malformed request header: {e}")),
-    };
+            Err(protocol::HeaderError::UnsupportedApiVersions(corr)) => {
+                return api_versions::unsupported(corr)
+            }
+            Err(protocol::HeaderError::Refused(m)) => return Response::Close(m),
+        };
     let ctx = Ctx {
         api_key,
         version,

@@ -10,8 +10,54 @@ pub mod errors;
 pub mod fetch_encode;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+/// Why a request frame's header is not served.
+#[derive(Debug)]
+pub enum HeaderError {
+    /// ApiVersions at a version Flumen does not know: answered in v0 form (Kafka's rule).
+    UnsupportedApiVersions(i32),
+    /// Anything else: the connection is closed with this reason.
+    Refused(String),
+}
+
+/// Reads the request header off a frame (without its size prefix), leaving the body:
+/// (API, version, correlation id, header). Unknown APIs and versions outside SUPPORTED_APIS
+/// are refused before anything else is decoded.
+pub fn parse_request_header(
+    frame: &mut Bytes,
+) -> Result<(ApiKey, i16, i32, RequestHeader), HeaderError> {
+    if frame.len() < 8 {
+        return Err(HeaderError::Refused(format!(
+            "request frame of {} bytes has no header",
+            frame.len()
+        )));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api_key) = ApiKey::try_from(key) else {
+        return Err(HeaderError::Refused(format!("unknown API key {key}")));
+    };
+    let Some((lo, hi)) = supported_range(api_key) else {
+        return Err(HeaderError::Refused(format!(
+            "API {api_key:?} (key {key}) is not implemented"
+        )));
+    };
+    if version < lo || version > hi {
+        if api_key == ApiKey::ApiVersions {
+            return Err(HeaderError::UnsupportedApiVersions(correlation_id));
+        }
+        return Err(HeaderError::Refused(format!(
+            "{api_key:?} v{version} is outside the supported range {lo}..={hi}"
+        )));
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = RequestHeader::decode(frame, header_version)
+        .map_err(|e| HeaderError::Refused(format!("malformed request header: {e}")))?;
+    Ok((api_key, version, correlation_id, header))
+}
 
 /// (API, lowest version, highest version) that Flumen implements. ApiVersions advertises exactly
 /// this table, and the dispatcher refuses anything outside it.
