@@ -57,6 +57,7 @@ fn log_config() -> LogConfig {
         flush: FlushPolicy::IntervalMs(u64::MAX / 4),
         timestamp_type: TimestampType::CreateTime,
         write_buffer_bytes: 4 << 20,
+        producer_id_expiration_ms: 86_400_000,
     }
 }
 

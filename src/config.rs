@@ -100,6 +100,9 @@ pub struct Config {
     /// How often coordinators look for timed-out transactions (Kafka:
     /// transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s).
     pub transaction_abort_check_interval_ms: u64,
+    /// Producer state of an id idle this long (and with no open transaction) is dropped from
+    /// each partition, checked with retention (Kafka: producer.id.expiration.ms, 1 day).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for Config {
@@ -138,6 +141,7 @@ impl Default for Config {
             transaction_state_partitions: 16,
             transaction_max_timeout_ms: 900_000,
             transaction_abort_check_interval_ms: 1000,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }

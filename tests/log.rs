@@ -19,6 +19,7 @@ fn cfg(segment_bytes: u64) -> LogConfig {
         flush: FlushPolicy::EveryWrite,
         timestamp_type: TimestampType::CreateTime,
         write_buffer_bytes: 1 << 20,
+        producer_id_expiration_ms: 86_400_000,
     }
 }
 

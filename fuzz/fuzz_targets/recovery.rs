@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         flush: FlushPolicy::IntervalMs(1000),
         timestamp_type: TimestampType::CreateTime,
         write_buffer_bytes: 1 << 20,
+        producer_id_expiration_ms: 86_400_000,
     };
     EX.with(|ex| {
         ex.run(async {

@@ -44,6 +44,9 @@ pub struct LogConfig {
     pub flush: FlushPolicy,
     pub timestamp_type: TimestampType,
     pub write_buffer_bytes: usize,
+    /// A producer id idle this long, with no open transaction, is forgotten (Kafka:
+    /// producer.id.expiration.ms), so the state does not grow with every producer ever seen.
+    pub producer_id_expiration_ms: i64,
 }
 
 /// Bytes a fetch returns: from the tail cache, or a range of a segment file.
@@ -479,6 +482,7 @@ impl Partition {
                     if attrs & batch::ATTR_CONTROL != 0 {
                         if let Some(commit) = batch::control_marker(&h[..prefix.len]) {
                             let first = table.end_txn(pid, epoch);
+                            table.touch(pid, batch::be_i64(h, batch::OFF_MAX_TIMESTAMP));
                             if let (false, Some(first_offset)) = (commit, first) {
                                 aborted.push(AbortedTxn {
                                     producer_id: pid,
@@ -489,6 +493,7 @@ impl Partition {
                         }
                     } else {
                         let first = batch::be_i32(h, batch::OFF_BASE_SEQUENCE);
+                        table.touch(pid, batch::be_i64(h, batch::OFF_MAX_TIMESTAMP));
                         table.record(
                             pid,
                             epoch,
@@ -612,6 +617,7 @@ impl Partition {
         };
         let (offset, _, target) = self.append_locked(&b, &[info]).await?;
         let first = self.producers.borrow_mut().end_txn(pid, epoch);
+        self.producers.borrow_mut().touch(pid, now);
         if let (false, Some(first_offset)) = (commit, first) {
             self.aborted.borrow_mut().push(AbortedTxn {
                 producer_id: pid,
@@ -702,6 +708,9 @@ impl Partition {
             );
             self.tail_cache.insert(&me, offset, cached);
             if info.producer_id >= 0 {
+                self.producers
+                    .borrow_mut()
+                    .touch(info.producer_id, now_ms());
                 self.producers.borrow_mut().record(
                     info.producer_id,
                     info.producer_epoch,
@@ -1297,6 +1306,14 @@ impl Partition {
     /// Deletes whole old segments past retention (time or size); never the active one.
     pub async fn enforce_retention(&self) -> Result<(), KafkaError> {
         let now = now_ms();
+        let expired = self
+            .producers
+            .borrow_mut()
+            .expire(now, self.cfg.producer_id_expiration_ms);
+        if expired > 0 {
+            tracing::debug!(topic = %self.topic, partition = self.index, expired,
+                "forgot idle producer ids");
+        }
         loop {
             let (oldest, count, total) = {
                 let st = self.st.borrow();

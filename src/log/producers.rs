@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// Batches remembered per producer (Kafka's max.in.flight limit for idempotence).
 pub const REMEMBERED_BATCHES: usize = 5;
 
-/// Snapshot format: 2 added each producer's open transaction.
-const SNAPSHOT_VERSION: u16 = 2;
+/// Snapshot format: 2 added each producer's open transaction, 3 its last write time.
+const SNAPSHOT_VERSION: u16 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSeq {
@@ -30,6 +30,8 @@ pub struct ProducerEntry {
     pub batches: VecDeque<BatchSeq>,
     /// First offset of the producer's open transaction in this partition.
     pub txn_first: Option<i64>,
+    /// When it last wrote here (ms): idle entries expire.
+    pub last_ms: i64,
 }
 
 /// What an idempotent batch is, checked against the table.
@@ -147,6 +149,21 @@ impl ProducerTable {
         Some(first)
     }
 
+    /// The producer wrote at `ts` (ms); time only moves forward.
+    pub fn touch(&mut self, pid: i64, ts: i64) {
+        let e = self.producers.entry(pid).or_default();
+        e.last_ms = e.last_ms.max(ts);
+    }
+
+    /// Forgets producers idle for more than `idle_ms` with no open transaction; returns how
+    /// many. A forgotten producer that comes back must start again at sequence 0.
+    pub fn expire(&mut self, now: i64, idle_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| e.txn_first.is_some() || now - e.last_ms <= idle_ms);
+        before - self.producers.len()
+    }
+
     /// First offset of the oldest open transaction.
     pub fn first_unstable(&self) -> Option<i64> {
         self.ongoing.first().map(|(o, _)| *o)
@@ -160,6 +177,7 @@ impl ProducerTable {
             out.extend_from_slice(&pid.to_be_bytes());
             out.extend_from_slice(&e.epoch.to_be_bytes());
             out.extend_from_slice(&e.txn_first.unwrap_or(-1).to_be_bytes());
+            out.extend_from_slice(&e.last_ms.to_be_bytes());
             out.push(e.batches.len() as u8);
             for b in &e.batches {
                 out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -197,11 +215,13 @@ impl ProducerTable {
             let pid = i64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
             let epoch = i16::from_be_bytes(take(&mut at, 2)?.try_into().ok()?);
             let txn_first = i64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
+            let last_ms = i64::from_be_bytes(take(&mut at, 8)?.try_into().ok()?);
             let k = take(&mut at, 1)?[0];
             let mut e = ProducerEntry {
                 epoch,
                 batches: VecDeque::new(),
                 txn_first: (txn_first >= 0).then_some(txn_first),
+                last_ms,
             };
             if txn_first >= 0 {
                 t.ongoing.insert((txn_first, pid));
@@ -401,5 +421,24 @@ mod tests {
         t.record(3, 0, b(-1, -1, 20), true);
         assert_eq!(t.first_unstable(), Some(20));
         assert!(t.producers[&3].batches.is_empty());
+    }
+
+    #[test]
+    fn idle_producers_expire_but_not_inside_a_transaction() {
+        let mut t = ProducerTable::default();
+        t.record(1, 0, b(0, 0, 0), false);
+        t.touch(1, 1_000);
+        t.record(2, 0, b(0, 0, 1), true);
+        t.touch(2, 1_000);
+        t.touch(3, 9_000);
+        assert_eq!(t.expire(10_000, 5_000), 1);
+        assert!(!t.producers.contains_key(&1), "idle and done: forgotten");
+        assert!(t.producers.contains_key(&2), "an open transaction is kept");
+        assert!(t.producers.contains_key(&3), "recent: kept");
+        assert_eq!(
+            t.check(1, 0, 1, 1).unwrap_err().code,
+            ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            "a forgotten producer starts again at 0"
+        );
     }
 }

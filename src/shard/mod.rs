@@ -192,6 +192,7 @@ pub fn log_config(cfg: &Config, overrides: &BTreeMap<String, String>) -> LogConf
             _ => cfg.message_timestamp_type,
         },
         write_buffer_bytes: cfg.write_buffer_bytes,
+        producer_id_expiration_ms: cfg.producer_id_expiration_ms,
     }
 }
 

@@ -237,3 +237,19 @@ def test_idempotent_producer_with_dropped_responses(broker_factory):
         assert values == list(range(n)), "a retried batch was written twice or lost"
     finally:
         proxy.close()
+
+
+def test_idle_producer_ids_expire(broker_factory):
+    # Kafka's producer.id.expiration.ms: state of a producer idle that long is dropped, so
+    # the table does not grow with every producer ever seen; one that comes back starts at 0.
+    b = broker_factory(config={"producer_id_expiration_ms": 1000,
+                               "retention_check_interval_ms": 200})
+    topic = create_topic(b.bootstrap, topic_name("expire"), 1)
+    s = rk.connect(b.bootstrap)
+    assert send_seq(s, topic, 5000, 0, 0, 1) == (0, 0, 0)
+    assert send_seq(s, topic, 5000, 0, 1, 2) == (0, 0, 1)
+    assert send_seq(s, topic, 5000, 0, 1, 3) == (0, 0, 1), "remembered while active"
+    time.sleep(2.5)
+    assert send_seq(s, topic, 5000, 0, 2, 4)[1] == 45, "forgotten: sequence 2 is a gap now"
+    assert send_seq(s, topic, 5000, 0, 0, 5) == (0, 0, 2)
+    s.close()
