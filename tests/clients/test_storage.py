@@ -12,7 +12,11 @@ def test_roll_and_retention_by_size(broker_factory):
     b = broker_factory(config={"segment_bytes": 262144, "retention_bytes": 524288,
                                "retention_check_interval_ms": 200})
     topic = create_topic(b.bootstrap, topic_name("ret"), 1)
-    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "1", "linger.ms": 5})
+    # Small batches: a batch never splits across segments, so 1 MB batches (librdkafka's
+    # default batch.size, reached when the broker is slow) would make 1 MB segments and leave
+    # one segment after retention.
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": "1", "linger.ms": 5,
+                  "batch.size": 16384})
     for i in range(3000):
         p.produce(topic, value=b"%06d" % i + b"." * 1000)
     assert p.flush(30) == 0
