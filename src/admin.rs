@@ -34,6 +34,12 @@ impl Client {
     }
 
     pub fn send<R: Request>(&mut self, req: &R, version: i16) -> anyhow::Result<R::Response> {
+        let corr = self.write(req, version)?;
+        self.read::<R>(version, corr)
+    }
+
+    /// Sends a request without waiting (pipelining); answers its correlation id.
+    pub fn write<R: Request>(&mut self, req: &R, version: i16) -> anyhow::Result<i32> {
         self.correlation += 1;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -47,6 +53,11 @@ impl Client {
         frame.put_i32(body.len() as i32);
         frame.put_slice(&body);
         self.stream.write_all(&frame)?;
+        Ok(self.correlation)
+    }
+
+    /// Reads the next response, which must be the one to request `corr`.
+    pub fn read<R: Request>(&mut self, version: i16, corr: i32) -> anyhow::Result<R::Response> {
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len)?;
         let len = i32::from_be_bytes(len);
@@ -58,12 +69,8 @@ impl Client {
         let mut buf = Bytes::from(buf);
         let hv = <R::Response as HeaderVersion>::header_version(version);
         let rh = ResponseHeader::decode(&mut buf, hv)?;
-        if rh.correlation_id != self.correlation {
-            bail!(
-                "correlation id {} != {}",
-                rh.correlation_id,
-                self.correlation
-            );
+        if rh.correlation_id != corr {
+            bail!("correlation id {} != {}", rh.correlation_id, corr);
         }
         let resp = <R::Response as Decodable>::decode(&mut buf, version)?;
         let _ = <R::Response as Message>::VERSIONS;

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod bench;
 pub mod config;
 pub mod group;
 pub mod handler;

@@ -36,6 +36,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Load generator (works against any Kafka-protocol broker).
+    Bench {
+        #[command(subcommand)]
+        kind: BenchKind,
+    },
     /// Consumer group administration (works against any Kafka-protocol broker).
     Groups {
         /// Broker to talk to
@@ -43,6 +48,45 @@ enum Command {
         bootstrap: String,
         #[command(subcommand)]
         action: GroupAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// Produce load: pipelined Produce requests from pinned threads, latency percentiles
+    Produce {
+        /// Broker to talk to
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[arg(long, default_value = "flumen-bench")]
+        topic: String,
+        /// Partitions of the topic when it has to be created
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        /// Value bytes per record
+        #[arg(long, default_value_t = 1024)]
+        record_size: usize,
+        /// Records per batch (one batch per request)
+        #[arg(long, default_value_t = 100)]
+        batch_records: usize,
+        /// 0, 1 or -1 (all)
+        #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
+        acks: i16,
+        /// Records to send, rounded up to whole batches
+        #[arg(long, conflicts_with = "duration")]
+        records: Option<u64>,
+        /// Seconds to run instead of a record count
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Connections, one pinned thread each
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        /// Requests in flight per connection
+        #[arg(long, default_value_t = 8)]
+        inflight: usize,
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -102,6 +146,38 @@ fn main() {
             }
             flumen::server::run(cfg)
         })(),
+        Command::Bench {
+            kind:
+                BenchKind::Produce {
+                    bootstrap,
+                    topic,
+                    partitions,
+                    record_size,
+                    batch_records,
+                    acks,
+                    records,
+                    duration,
+                    connections,
+                    inflight,
+                    json,
+                },
+        } => flumen::bench::produce(flumen::bench::ProduceOpts {
+            bootstrap,
+            topic,
+            partitions,
+            record_size,
+            batch_records,
+            acks,
+            records: records.unwrap_or(if duration.is_some() {
+                u64::MAX
+            } else {
+                1_000_000
+            }),
+            duration: duration.map(std::time::Duration::from_secs_f64),
+            connections,
+            inflight,
+            json,
+        }),
         Command::Groups { bootstrap, action } => match action {
             GroupAction::List => flumen::admin::list(&bootstrap),
             GroupAction::Describe { group } => flumen::admin::describe(&bootstrap, &group),
