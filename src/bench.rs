@@ -9,14 +9,11 @@
 
 use crate::admin::Client;
 use anyhow::{bail, Context};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -78,37 +75,14 @@ fn batch(n: usize, size: usize, first: u64) -> anyhow::Result<Bytes> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
-    let records: Vec<Record> = (0..n)
+    let kvs: Vec<_> = (0..n)
         .map(|i| {
             let mut v = vec![b'.'; size.max(12)];
             v[..12].copy_from_slice(format!("{:012}", first + i as u64).as_bytes());
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now,
-                key: None,
-                value: Some(Bytes::from(v)),
-                headers: Default::default(),
-            }
+            (None, Some(Bytes::from(v)))
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )?;
-    Ok(buf.freeze())
+    Ok(crate::protocol::batch::encode_records(&kvs, now, None))
 }
 
 fn worker(

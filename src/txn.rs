@@ -14,7 +14,8 @@
 //! fenced. A new producer with the same transactional id (InitProducerId) aborts what the old
 //! one left open and fences it the same way.
 
-use crate::group::offsets::{get_str, internal_batch, put_str};
+use crate::group::offsets::{get_str, put_str};
+use crate::protocol::batch::encode_records;
 use crate::protocol::batch::validate_produce;
 use crate::protocol::errors::ErrorCode;
 use crate::shard::{Req, Resp, Shard};
@@ -279,8 +280,8 @@ impl Coordinator {
         let Some(p) = shard.partition(TXN_TOPIC, txn_partition(txn_id, n)) else {
             return ErrorCode::NOT_COORDINATOR;
         };
-        let batch = internal_batch(
-            &[(encode_key(txn_id), Some(encode_value(&m)))],
+        let batch = encode_records(
+            &[(Some(encode_key(txn_id)), Some(encode_value(&m)))],
             now_ms(),
             None,
         );

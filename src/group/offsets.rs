@@ -4,9 +4,7 @@
 //! a null value deletes the commit.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Committed {
@@ -99,49 +97,9 @@ pub fn build_batch(
 ) -> Bytes {
     let kvs = entries
         .iter()
-        .map(|(k, v)| (encode_key(k), v.as_ref().map(encode_value)))
+        .map(|(k, v)| (Some(encode_key(k)), v.as_ref().map(encode_value)))
         .collect::<Vec<_>>();
-    internal_batch(&kvs, now_ms, producer)
-}
-
-/// A batch of key/value records for the broker's internal topics; transactional when a
-/// producer (id, epoch) is given (no sequence: the coordinator writes it, not the producer).
-pub fn internal_batch(
-    kvs: &[(Bytes, Option<Bytes>)],
-    now_ms: i64,
-    producer: Option<(i64, i16)>,
-) -> Bytes {
-    let (pid, epoch) = producer.unwrap_or((-1, -1));
-    let records: Vec<Record> = kvs
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: producer.is_some(),
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: now_ms,
-            key: Some(k.clone()),
-            value: v.clone(),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encoding an uncompressed batch of in-memory records cannot fail");
-    buf.freeze()
+    crate::protocol::batch::encode_records(&kvs, now_ms, producer)
 }
 
 /// The commits in stored batches, in order.

@@ -72,6 +72,8 @@ pub enum GroupReq {
         group: String,
         members: Vec<(String, Option<String>)>,
     },
+    /// OffsetCommit, or TxnOffsetCommit when `producer` (id, epoch) is set: then the offsets
+    /// become committed when the producer's transaction does.
     Commit {
         group: String,
         generation: i32,
@@ -79,17 +81,7 @@ pub enum GroupReq {
         instance_id: Option<String>,
         /// (topic, partition, offset, leader epoch, metadata, topic exists)
         offsets: Vec<(String, i32, i64, i32, Option<String>, bool)>,
-    },
-    /// TxnOffsetCommit: offsets that become committed when the producer's transaction does.
-    TxnCommit {
-        group: String,
-        producer_id: i64,
-        producer_epoch: i16,
-        generation: i32,
-        member_id: String,
-        instance_id: Option<String>,
-        /// (topic, partition, offset, leader epoch, metadata, topic exists)
-        offsets: Vec<(String, i32, i64, i32, Option<String>, bool)>,
+        producer: Option<(i64, i16)>,
     },
     FetchOffsets {
         group: String,
@@ -530,31 +522,14 @@ impl Coordinator {
                 member_id,
                 instance_id,
                 offsets,
+                producer,
             } => GroupResp::Commit(
                 self.commit(
                     shard,
                     &group,
                     (generation, &member_id, &instance_id),
                     offsets,
-                    None,
-                )
-                .await,
-            ),
-            GroupReq::TxnCommit {
-                group,
-                producer_id,
-                producer_epoch,
-                generation,
-                member_id,
-                instance_id,
-                offsets,
-            } => GroupResp::Commit(
-                self.commit(
-                    shard,
-                    &group,
-                    (generation, &member_id, &instance_id),
-                    offsets,
-                    Some((producer_id, producer_epoch)),
+                    producer,
                 )
                 .await,
             ),

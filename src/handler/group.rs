@@ -39,11 +39,7 @@ pub fn coordinator_shard(shard: &Shard, group: &str) -> Option<usize> {
     crate::group::key_owner(shard, OFFSETS_TOPIC, group)
 }
 
-pub(crate) async fn call(
-    shard: &Rc<Shard>,
-    group: &str,
-    req: GroupReq,
-) -> Result<GroupResp, ErrorCode> {
+async fn call(shard: &Rc<Shard>, group: &str, req: GroupReq) -> Result<GroupResp, ErrorCode> {
     let Some(owner) = coordinator_shard(shard, group) else {
         return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
     };
@@ -312,39 +308,31 @@ pub async fn offset_commit(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: OffsetCommitRequest = decode(ctx, body)?;
-    let group = req.group_id.0.to_string();
-    let meta = shard.meta();
-    let mut list = Vec::new();
-    for t in &req.topics {
-        let name = t.name.0.to_string();
-        let count = meta
-            .topics
-            .get(&name)
-            .map_or(0, |m| m.placement.len() as i32);
-        for p in &t.partitions {
-            list.push((
-                name.clone(),
-                p.partition_index,
-                p.committed_offset,
-                p.committed_leader_epoch,
-                p.committed_metadata.as_ref().map(|m| m.to_string()),
-                p.partition_index >= 0 && p.partition_index < count,
-            ));
-        }
-    }
-    let n = list.len();
-    let gr = GroupReq::Commit {
-        group: group.clone(),
-        generation: req.generation_id_or_member_epoch,
-        member_id: req.member_id.to_string(),
-        instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
-        offsets: list,
-    };
-    let codes = match call(shard, &group, gr).await {
-        Ok(GroupResp::Commit(c)) => c,
-        Ok(_) => vec![ErrorCode::UNKNOWN_SERVER_ERROR; n],
-        Err(e) => vec![e; n],
-    };
+    let entries = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_ref().map(|m| m.to_string()),
+                )
+            })
+        })
+        .collect();
+    let codes = commit_offsets(
+        shard,
+        &req.group_id.0,
+        req.generation_id_or_member_epoch,
+        req.member_id.to_string(),
+        req.group_instance_id.as_ref().map(|x| x.to_string()),
+        entries,
+        None,
+    )
+    .await;
     let mut it = codes.into_iter();
     let topics = req
         .topics
@@ -367,6 +355,43 @@ pub async fn offset_commit(
         })
         .collect();
     Ok(ctx.respond(&OffsetCommitResponse::default().with_topics(topics)))
+}
+
+/// Runs an OffsetCommit, or with `producer` (id, epoch) a TxnOffsetCommit, on the group's
+/// coordinator. Entries are (topic, partition, offset, leader epoch, metadata); one error code
+/// comes back per entry, in order.
+pub(crate) async fn commit_offsets(
+    shard: &Rc<Shard>,
+    group: &str,
+    generation: i32,
+    member_id: String,
+    instance_id: Option<String>,
+    entries: Vec<(String, i32, i64, i32, Option<String>)>,
+    producer: Option<(i64, i16)>,
+) -> Vec<ErrorCode> {
+    let meta = shard.meta();
+    let n = entries.len();
+    let offsets = entries
+        .into_iter()
+        .map(|(t, p, offset, epoch, metadata)| {
+            let count = meta.topics.get(&t).map_or(0, |m| m.placement.len() as i32);
+            let exists = p >= 0 && p < count;
+            (t, p, offset, epoch, metadata, exists)
+        })
+        .collect();
+    let gr = GroupReq::Commit {
+        group: group.to_string(),
+        generation,
+        member_id,
+        instance_id,
+        offsets,
+        producer,
+    };
+    match call(shard, group, gr).await {
+        Ok(GroupResp::Commit(c)) => c,
+        Ok(_) => vec![ErrorCode::UNKNOWN_SERVER_ERROR; n],
+        Err(e) => vec![e; n],
+    }
 }
 
 type OffsetRow = (String, i32, i64, i32, String, ErrorCode);

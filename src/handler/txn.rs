@@ -3,7 +3,7 @@
 //! coordinator, which keeps the offsets pending until the transaction's marker.
 
 use super::{decode, Ctx};
-use crate::group::{offsets_partition, GroupReq, GroupResp, OFFSETS_TOPIC};
+use crate::group::{offsets_partition, OFFSETS_TOPIC};
 use crate::net::Response;
 use crate::protocol::errors::ErrorCode;
 use crate::shard::{Req, Resp, Shard};
@@ -176,40 +176,31 @@ pub async fn offset_commit(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: TxnOffsetCommitRequest = decode(ctx, body)?;
-    let group = req.group_id.0.to_string();
-    let meta = shard.meta();
-    let mut list = Vec::new();
-    for t in &req.topics {
-        let count = meta
-            .topics
-            .get(t.name.0.as_str())
-            .map_or(0, |m| m.placement.len() as i32);
-        for p in &t.partitions {
-            list.push((
-                t.name.0.to_string(),
-                p.partition_index,
-                p.committed_offset,
-                p.committed_leader_epoch,
-                p.committed_metadata.as_ref().map(|m| m.to_string()),
-                p.partition_index >= 0 && p.partition_index < count,
-            ));
-        }
-    }
-    let n = list.len();
-    let gr = GroupReq::TxnCommit {
-        group: group.clone(),
-        producer_id: req.producer_id.0,
-        producer_epoch: req.producer_epoch,
-        generation: req.generation_id,
-        member_id: req.member_id.to_string(),
-        instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
-        offsets: list,
-    };
-    let codes = match super::group::call(shard, &group, gr).await {
-        Ok(GroupResp::Commit(c)) => c,
-        Ok(_) => vec![ErrorCode::UNKNOWN_SERVER_ERROR; n],
-        Err(e) => vec![e; n],
-    };
+    let entries = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_ref().map(|m| m.to_string()),
+                )
+            })
+        })
+        .collect();
+    let codes = super::group::commit_offsets(
+        shard,
+        &req.group_id.0,
+        req.generation_id,
+        req.member_id.to_string(),
+        req.group_instance_id.as_ref().map(|x| x.to_string()),
+        entries,
+        Some((req.producer_id.0, req.producer_epoch)),
+    )
+    .await;
     let mut it = codes.into_iter().map(|c| {
         if c == ErrorCode::INVALID_PRODUCER_EPOCH {
             fenced(ctx, 3)

@@ -424,17 +424,7 @@ impl Partition {
             }
         }
         // Replay producer batches and markers after the snapshot.
-        let segs: Vec<Rc<Segment>> = {
-            let st = self.st.borrow();
-            let first = st
-                .segments
-                .range(..=from)
-                .next_back()
-                .map(|(k, _)| *k)
-                .unwrap_or(0);
-            st.segments.range(first..).map(|(_, s)| s.clone()).collect()
-        };
-        for seg in segs {
+        for seg in self.segments_from(from) {
             seg.load_indexes(self.cfg.index_interval_bytes).await?;
             let written = seg.written_bytes.get();
             let reader = seg.reader().await?;
@@ -517,6 +507,18 @@ impl Partition {
         *self.producers.borrow_mut() = table;
         *self.aborted.borrow_mut() = aborted;
         Ok(())
+    }
+
+    /// The segment holding `offset` and every later one.
+    fn segments_from(&self, offset: i64) -> Vec<Rc<Segment>> {
+        let st = self.st.borrow();
+        let first = st
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map(|(k, _)| *k)
+            .unwrap_or(0);
+        st.segments.range(first..).map(|(_, s)| s.clone()).collect()
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -1173,17 +1175,7 @@ impl Partition {
             }
         }
         // Then the segment files.
-        let segs: Vec<Rc<Segment>> = {
-            let st = self.st.borrow();
-            let first = st
-                .segments
-                .range(..=offset)
-                .next_back()
-                .map(|(k, _)| *k)
-                .unwrap_or(0);
-            st.segments.range(first..).map(|(_, s)| s.clone()).collect()
-        };
-        for seg in segs {
+        for seg in self.segments_from(offset) {
             seg.load_indexes(self.cfg.index_interval_bytes).await?;
             let written = seg.written_bytes.get();
             let mut pos = seg.lookup(offset);

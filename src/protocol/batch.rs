@@ -198,6 +198,50 @@ pub fn validate_produce(
     Ok(out)
 }
 
+/// One uncompressed magic-2 batch of key/value records at time `now_ms`, offsets from 0 (the
+/// partition assigns real ones). With a producer (id, epoch) it is transactional and has no
+/// sequence: written by a coordinator (TxnOffsetCommit), not by the producer.
+pub fn encode_records(
+    kvs: &[(Option<bytes::Bytes>, Option<bytes::Bytes>)],
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> bytes::Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let (pid, epoch) = producer.unwrap_or((-1, -1));
+    let records: Vec<Record> = kvs
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: producer.is_some(),
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now_ms,
+            key: k.clone(),
+            value: v.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encoding an uncompressed batch of in-memory records cannot fail");
+    buf.freeze()
+}
+
 /// Control record types (the key's second field).
 pub const CONTROL_ABORT: i16 = 0;
 pub const CONTROL_COMMIT: i16 = 1;

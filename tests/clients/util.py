@@ -19,11 +19,14 @@ def create_topic(bootstrap, name, partitions=1, config=None):
     return name
 
 
-def read_all(bootstrap, topic, partitions, timeout=30.0, start=0):
-    """Every record of every partition from `start` up to the high watermark, by partition."""
+def read_all(bootstrap, topic, partitions, timeout=30.0, start=0, isolation="read_uncommitted"):
+    """Every record of every partition from `start` up to the end ListOffsets gives for
+    `isolation` when the read starts (the high watermark, or the last stable offset for
+    read_committed), by partition."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader-" + uuid.uuid4().hex,
                   "enable.auto.commit": False, "enable.auto.offset.store": False,
-                  "enable.partition.eof": True, "check.crcs": True})
+                  "enable.partition.eof": True, "check.crcs": True,
+                  "isolation.level": isolation})
     try:
         ends = {}
         for p in range(partitions):
@@ -35,7 +38,7 @@ def read_all(bootstrap, topic, partitions, timeout=30.0, start=0):
         deadline = time.time() + timeout
         while len(done) < partitions:
             if time.time() > deadline:
-                raise AssertionError(f"timed out reading {topic}: have "
+                raise AssertionError(f"timed out reading {topic} ({isolation}): have "
                                      f"{ {p: len(v) for p, v in out.items()} } of {ends}")
             m = c.poll(0.5)
             if m is None:
@@ -46,6 +49,8 @@ def read_all(bootstrap, topic, partitions, timeout=30.0, start=0):
                         done.add(m.partition())
                     continue
                 raise KafkaException(m.error())
+            if m.offset() >= ends[m.partition()]:
+                continue  # beyond the end taken at the start (appended since)
             out[m.partition()].append(m)
             if m.offset() + 1 >= ends[m.partition()]:
                 done.add(m.partition())
@@ -79,37 +84,7 @@ def read_isolated(bootstrap, topic, partitions, isolation, timeout=30.0):
     ("read_committed": the last stable offset, aborted records skipped; "read_uncommitted": the
     high watermark, aborted records included), by partition. Control records (transaction
     markers) are never delivered; they show as gaps in the offsets."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader-" + uuid.uuid4().hex,
-                  "enable.auto.commit": False, "enable.auto.offset.store": False,
-                  "enable.partition.eof": True, "isolation.level": isolation})
-    try:
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in range(partitions)}
-        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        out = {p: [] for p in range(partitions)}
-        done = {p for p in range(partitions) if ends[p] <= 0}
-        deadline = time.time() + timeout
-        while len(done) < partitions:
-            if time.time() > deadline:
-                raise AssertionError(f"timed out reading {topic} ({isolation}): have "
-                                     f"{ {p: len(v) for p, v in out.items()} }, ends {ends}")
-            m = c.poll(0.5)
-            if m is None:
-                continue
-            if m.error():
-                if m.error().code() == -191:  # _PARTITION_EOF
-                    if m.offset() >= ends[m.partition()]:
-                        done.add(m.partition())
-                    continue
-                raise KafkaException(m.error())
-            if m.offset() >= ends[m.partition()]:
-                continue  # beyond the end taken at the start (appended since)
-            out[m.partition()].append(m)
-            if m.offset() + 1 >= ends[m.partition()]:
-                done.add(m.partition())
-        return out
-    finally:
-        c.close()
+    return read_all(bootstrap, topic, partitions, timeout, 0, isolation)
 
 
 def wait_until(cond, timeout, what, interval=0.1):
