@@ -16,7 +16,6 @@
 
 use crate::group::offsets::{get_str, put_str};
 use crate::protocol::batch::encode_records;
-use crate::protocol::batch::validate_produce;
 use crate::protocol::errors::ErrorCode;
 use crate::shard::{Req, Resp, Shard};
 use crate::util::now_ms;
@@ -285,20 +284,13 @@ impl Coordinator {
             now_ms(),
             None,
         );
-        let infos = match validate_produce(&batch, usize::MAX) {
-            Ok(i) => i,
+        match p.append_durable(&batch).await {
+            Ok(()) => {}
+            Err(e) if e.code == ErrorCode::UNKNOWN_SERVER_ERROR => return e.code,
             Err(e) => {
-                tracing::error!("built an invalid transaction state batch: {e}");
-                return ErrorCode::UNKNOWN_SERVER_ERROR;
+                tracing::warn!(txn = %txn_id, "writing transaction state: {e}");
+                return ErrorCode::COORDINATOR_NOT_AVAILABLE;
             }
-        };
-        let r = match p.append(&batch, &infos).await {
-            Ok((_, _, target)) => p.wait_durable(target).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = r {
-            tracing::warn!(txn = %txn_id, "writing transaction state: {e}");
-            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
         }
         self.txns.borrow_mut().insert(txn_id.to_string(), m);
         ErrorCode::NONE

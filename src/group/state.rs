@@ -955,18 +955,10 @@ impl Coordinator {
             return ErrorCode::NOT_COORDINATOR;
         };
         let batch = offsets::build_batch(&entries, now_ms(), producer);
-        let infos = match crate::protocol::batch::validate_produce(&batch, usize::MAX) {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::error!("built an invalid offsets batch: {e}");
-                return ErrorCode::UNKNOWN_SERVER_ERROR;
+        if let Err(e) = p.append_durable(&batch).await {
+            if e.code == ErrorCode::UNKNOWN_SERVER_ERROR {
+                return e.code;
             }
-        };
-        let r = match p.append(&batch, &infos).await {
-            Ok((_, _, target)) => p.wait_durable(target).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = r {
             tracing::warn!(group = %gid, "writing offsets: {e}");
             return if e.code == ErrorCode::INVALID_PRODUCER_EPOCH {
                 e.code

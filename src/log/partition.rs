@@ -871,6 +871,18 @@ impl Partition {
         self.progress.notify_all();
     }
 
+    /// Validates a batch the broker built itself (coordinator records), appends it and waits
+    /// until it is durable. A batch that fails validation is a bug: UNKNOWN_SERVER_ERROR.
+    pub async fn append_durable(&self, batch: &Bytes) -> Result<(), KafkaError> {
+        let infos = batch::validate_produce(batch, usize::MAX).map_err(|e| {
+            tracing::error!(topic = %self.topic, partition = self.index,
+                "built an invalid batch: {e}");
+            KafkaError::new(ErrorCode::UNKNOWN_SERVER_ERROR, e.message)
+        })?;
+        let (_, _, target) = self.append(batch, &infos).await?;
+        self.wait_durable(target).await
+    }
+
     /// Waits until everything below `target` is durable under the flush policy.
     pub async fn wait_durable(&self, target: i64) -> Result<(), KafkaError> {
         loop {
@@ -1424,8 +1436,9 @@ fn first_record_at_or_after(whole: &[u8], ts: i64) -> Result<Option<(i64, i64)>,
         .map(|r| (r.offset, r.timestamp)))
 }
 
-/// (base offset, size, mtime ms) of each `.log` file in a partition directory, by base offset.
-fn list_segments(dir: &Path) -> std::io::Result<Vec<(i64, u64, i64)>> {
+/// (number, entry) of the files named `<number><suffix>` in a partition directory; none when
+/// the directory does not exist yet.
+fn numbered_files(dir: &Path, suffix: &str) -> std::io::Result<Vec<(i64, std::fs::DirEntry)>> {
     let mut out = Vec::new();
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -1435,13 +1448,21 @@ fn list_segments(dir: &Path) -> std::io::Result<Vec<(i64, u64, i64)>> {
     for entry in rd {
         let entry = entry?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let Some(stem) = name.strip_suffix(".log") else {
-            continue;
-        };
-        let Ok(base) = stem.parse::<i64>() else {
-            continue;
-        };
+        let number = name
+            .to_string_lossy()
+            .strip_suffix(suffix)
+            .and_then(|stem| stem.parse::<i64>().ok());
+        if let Some(n) = number {
+            out.push((n, entry));
+        }
+    }
+    Ok(out)
+}
+
+/// (base offset, size, mtime ms) of each `.log` file in a partition directory, by base offset.
+fn list_segments(dir: &Path) -> std::io::Result<Vec<(i64, u64, i64)>> {
+    let mut out = Vec::new();
+    for (base, entry) in numbered_files(dir, ".log")? {
         let md = entry.metadata()?;
         let mtime = md
             .modified()
@@ -1457,23 +1478,10 @@ fn list_segments(dir: &Path) -> std::io::Result<Vec<(i64, u64, i64)>> {
 
 /// (offset, path) of the `.snapshot` files of a partition directory.
 fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(i64, PathBuf)>> {
-    let mut out = Vec::new();
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
-    };
-    for entry in rd {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if let Some(stem) = name.strip_suffix(".snapshot") {
-            if let Ok(off) = stem.parse::<i64>() {
-                out.push((off, entry.path()));
-            }
-        }
-    }
-    Ok(out)
+    Ok(numbered_files(dir, ".snapshot")?
+        .into_iter()
+        .map(|(off, entry)| (off, entry.path()))
+        .collect())
 }
 
 /// Writes a small file whole and durably (temp file, fsync, rename).
