@@ -1,13 +1,16 @@
 //! The log on its own, on real files under glommio: append, read back, restart, torn tails,
-//! lost indexes, segment roll and retention.
+//! lost indexes, segment roll and retention, and the simulated disk: torn writes, failed
+//! writes and fdatasyncs, a full disk.
 
 use bytes::Bytes;
 use flumen::config::{FlushPolicy, TimestampType};
-use flumen::log::{Chunk, LogConfig, Partition, TailCache};
+use flumen::log::{Chunk, Faults, LogConfig, Partition, TailCache};
 use flumen::protocol::batch::{self, validate_produce};
+use flumen::protocol::errors::{ErrorCode, KafkaError};
 use glommio::LocalExecutorBuilder;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 
 fn cfg(segment_bytes: u64) -> LogConfig {
     LogConfig {
@@ -20,6 +23,7 @@ fn cfg(segment_bytes: u64) -> LogConfig {
         timestamp_type: TimestampType::CreateTime,
         write_buffer_bytes: 1 << 20,
         producer_id_expiration_ms: 86_400_000,
+        faults: None,
     }
 }
 
@@ -59,12 +63,18 @@ fn make_batch(n: i32, ts: i64, body: &[u8]) -> Vec<u8> {
     b
 }
 
-async fn append(p: &Partition, n: i32, ts: i64, body: &[u8]) -> i64 {
+/// Appends one batch and waits until it is acknowledged; its base offset, or the error the
+/// producer would get.
+async fn try_append(p: &Partition, n: i32, ts: i64, body: &[u8]) -> Result<i64, KafkaError> {
     let bytes = Bytes::from(make_batch(n, ts, body));
     let infos = validate_produce(&bytes, 1 << 20).unwrap();
-    let (base, _, target) = p.append(&bytes, &infos).await.unwrap();
-    p.wait_durable(target).await.unwrap();
-    base
+    let (base, _, target) = p.append(&bytes, &infos).await?;
+    p.wait_durable(target).await?;
+    Ok(base)
+}
+
+async fn append(p: &Partition, n: i32, ts: i64, body: &[u8]) -> i64 {
+    try_append(p, n, ts, body).await.unwrap()
 }
 
 /// All batches readable from `offset`, as (base offset, body) pairs, walking the whole log.
@@ -289,6 +299,193 @@ fn roll_retention_and_timestamps() {
         let p = open(&d, c, 0).await;
         assert_eq!(p.log_start_offset(), start);
         assert_eq!(read_all(&p, start).await.len(), rest.len());
+        p.close().await.unwrap();
+    });
+}
+
+/// `cfg` over the simulated disk `faults`.
+fn faulty(segment_bytes: u64, faults: &Arc<Faults>) -> LogConfig {
+    let mut c = cfg(segment_bytes);
+    c.faults = Some(faults.clone());
+    c
+}
+
+fn assert_storage_error(r: Result<i64, KafkaError>, what: &str) {
+    match r {
+        Err(e) => assert_eq!(e.code, ErrorCode::KAFKA_STORAGE_ERROR, "{what}: {e}"),
+        Ok(base) => panic!("{what}: acknowledged at offset {base}"),
+    }
+}
+
+#[test]
+fn torn_write_at_every_byte_of_the_last_batch_recovers_to_the_batch_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let body = [0x5au8; 40];
+        let mut last = make_batch(2, 3, &body);
+        last[..8].copy_from_slice(&6i64.to_be_bytes()); // as the broker writes it
+                                                        // What a torn write leaves after the tear: preallocated zeros, or garbage.
+        for fill in [0x00u8, 0xa5] {
+            for k in 0..last.len() {
+                let d = root.join(format!("{fill}-{k}"));
+                let faults = Arc::new(Faults::default());
+                let p = open(&d, faulty(1 << 20, &faults), 0).await;
+                for i in 0..3 {
+                    append(&p, 2, i, &body).await;
+                }
+                let start = 3 * last.len() as u64;
+                faults.tear_at(start + k as u64, fill);
+                assert_storage_error(
+                    try_append(&p, 2, 3, &body).await,
+                    &format!("write torn at byte {k}"),
+                );
+                assert_eq!(p.high_watermark(), 6);
+                drop(p); // the crash: no close
+                let p = open(&d, cfg(1 << 20), 0).await;
+                // Bytes past the tear that happen to equal the fill complete the batch: it
+                // is then whole on disk (never acknowledged, but valid, as after any crash
+                // between the write and the answer).
+                let complete = last[k..].iter().all(|&b| b == fill);
+                let want = if complete { 8 } else { 6 };
+                assert_eq!(p.high_watermark(), want, "fill {fill:#x}, torn at byte {k}");
+                let all = read_all(&p, 0).await;
+                assert_eq!(all.len(), want as usize / 2);
+                assert!(all.iter().all(|(_, b)| b[..body.len()] == body));
+                assert_eq!(append(&p, 1, 9, b"next").await, want);
+                assert_eq!(read_all(&p, want).await, vec![(want, b"next\0".to_vec())]);
+                p.close().await.unwrap();
+                std::fs::remove_dir_all(&d).unwrap();
+            }
+        }
+    });
+}
+
+#[test]
+fn failed_write_or_fdatasync_takes_only_its_partition_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        for kind in ["write", "fdatasync"] {
+            let faults = Arc::new(Faults::default());
+            let da = root.join(format!("{kind}-a"));
+            let a = open(&da, faulty(1 << 20, &faults), 0).await;
+            let b = open(&root.join(format!("{kind}-b")), cfg(1 << 20), 0).await;
+            for i in 0..5 {
+                append(&a, 1, i, b"acked").await;
+                append(&b, 1, i, b"acked").await;
+            }
+            match kind {
+                "write" => faults.fail_writes_after(0),
+                _ => faults.fail_syncs_after(0),
+            }
+            assert_storage_error(try_append(&a, 1, 5, b"doubtful").await, kind);
+            assert_eq!(
+                a.high_watermark(),
+                5,
+                "{kind}: nothing unacknowledged is visible"
+            );
+            assert!(a.failure().is_some(), "{kind}: the partition is offline");
+            // The disk answers again, but what the failed call left is unknown: the
+            // partition stays offline rather than acknowledge on top of it (fsyncgate).
+            faults.heal();
+            assert_storage_error(try_append(&a, 1, 6, b"after").await, kind);
+            assert_eq!(a.high_watermark(), 5);
+            // Offline as in Kafka: reads are refused too until a restart has checked the log.
+            let read = a
+                .read(0, 1 << 20)
+                .await
+                .err()
+                .expect("an offline partition serves nothing");
+            assert_eq!(read.code, ErrorCode::KAFKA_STORAGE_ERROR);
+            // The other partition of the same shard carries on.
+            for i in 5..10 {
+                assert_eq!(append(&b, 1, i, b"more").await, i);
+            }
+            assert_eq!(read_all(&b, 0).await.len(), 10);
+            assert!(
+                a.close().await.is_err(),
+                "{kind}: closing reports the failure"
+            );
+            b.close().await.unwrap();
+            drop(a);
+            // A restart recovers a valid log holding at least every acknowledged record.
+            let a = open(&da, cfg(1 << 20), 0).await;
+            let all = read_all(&a, 0).await;
+            assert!(
+                all.len() >= 5,
+                "{kind}: {} batches after restart",
+                all.len()
+            );
+            assert!(all[..5].iter().all(|(_, v)| v == b"acked\0"));
+            let next = a.high_watermark();
+            assert_eq!(append(&a, 1, 7, b"restarted").await, next);
+            a.close().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn failed_background_fdatasync_takes_the_partition_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let faults = Arc::new(Faults::default());
+        let mut c = faulty(1 << 20, &faults);
+        c.flush = FlushPolicy::IntervalMs(1000);
+        let p = open(&d, c, 0).await;
+        append(&p, 1, 0, b"written").await;
+        faults.fail_syncs_after(0);
+        p.sync_if_dirty().await;
+        assert!(p.failure().is_some());
+        assert_storage_error(
+            try_append(&p, 1, 1, b"refused").await,
+            "after a failed sync",
+        );
+        assert!(p.read(0, 1 << 20).await.is_err());
+        assert!(p.close().await.is_err());
+        drop(p);
+        let p = open(&d, cfg(1 << 20), 0).await;
+        assert_eq!(read_all(&p, 0).await.len(), 1);
+        p.close().await.unwrap();
+    });
+}
+
+#[test]
+fn full_disk_refuses_appends_without_taking_the_partition_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let faults = Arc::new(Faults::default());
+        let p = open(&d, faulty(256 * 1024, &faults), 0).await;
+        append(&p, 1, 0, b"first").await;
+        faults.fail_allocs_after(0);
+        // Appends go on while the allocated space lasts (the segment's first step), then the
+        // roll to a new segment finds no space.
+        let mut acked = 1;
+        let refused = loop {
+            match try_append(&p, 1, acked, &[1u8; 4000]).await {
+                Ok(base) => {
+                    assert_eq!(base, acked);
+                    acked += 1;
+                    assert!(acked < 1000, "the disk never filled");
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(refused.code, ErrorCode::KAFKA_STORAGE_ERROR, "{refused}");
+        assert!(
+            p.failure().is_none(),
+            "a full disk is retriable, not a failure"
+        );
+        assert_eq!(p.high_watermark(), acked);
+        assert_eq!(read_all(&p, 0).await.len(), acked as usize);
+        faults.heal();
+        assert_eq!(append(&p, 1, 0, b"space again").await, acked);
+        p.close().await.unwrap();
+        drop(p);
+        let p = open(&d, cfg(256 * 1024), 0).await;
+        assert_eq!(p.high_watermark(), acked + 1);
         p.close().await.unwrap();
     });
 }

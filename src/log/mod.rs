@@ -5,9 +5,11 @@
 //! the page cache (splice to sockets). Recovery validates every batch after the last index
 //! entry of the newest segment and cuts a torn tail; older segments open lazily.
 
+pub mod disk;
 pub mod partition;
 pub mod producers;
 pub mod segment;
 
+pub use disk::Faults;
 pub use partition::{Chunk, LogConfig, Partition, ReadResult, TailCache};
 pub use segment::Segment;

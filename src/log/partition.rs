@@ -13,6 +13,7 @@
 //! `FlushPolicy::EveryWrite`, fdatasync'ed); a failed write takes the partition offline and no
 //! later append is acknowledged.
 
+use super::disk::{Faults, LogFile};
 use super::producers::{self, AbortedTxn, BatchSeq, ProducerTable, Verdict};
 use super::segment::{self, Segment};
 use crate::config::{FlushPolicy, TimestampType};
@@ -20,7 +21,7 @@ use crate::protocol::batch::{self, BatchInfo, BatchPrefix};
 use crate::protocol::errors::{ErrorCode, KafkaError};
 use crate::util::{align_down, align_up, now_ms, Notify};
 use bytes::Bytes;
-use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, OpenOptions};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,9 @@ pub struct LogConfig {
     /// A producer id idle this long, with no open transaction, is forgotten (Kafka:
     /// producer.id.expiration.ms), so the state does not grow with every producer ever seen.
     pub producer_id_expiration_ms: i64,
+    /// The simulated disk of the tests: faults injected into the segment writes. None in
+    /// the broker.
+    pub faults: Option<std::sync::Arc<Faults>>,
 }
 
 /// Bytes a fetch returns: from the tail cache, or a range of a segment file.
@@ -141,7 +145,7 @@ struct CacheEntry {
 
 struct WriteBuf {
     seg: Rc<Segment>,
-    file: Rc<DmaFile>,
+    file: Rc<LogFile>,
     /// Aligned file position of buf[0].
     file_pos: u64,
     buf: DmaBuffer,
@@ -156,7 +160,7 @@ enum Job {
     /// The segment is full: make it durable, cut the preallocated tail, close its writer.
     Seal {
         seg: Rc<Segment>,
-        file: Rc<DmaFile>,
+        file: Rc<LogFile>,
         /// Producer state as of the sealed segment's end, written as `<end>.snapshot`.
         snapshot: (i64, Vec<u8>),
         /// The segment's aborted transactions (`<base>.txnindex`), when it has any.
@@ -166,7 +170,7 @@ enum Job {
 
 struct State {
     segments: BTreeMap<i64, Rc<Segment>>,
-    writer: Option<Rc<DmaFile>>,
+    writer: Option<Rc<LogFile>>,
     log_start_offset: i64,
     next_offset: i64,
     /// Logical size of the active segment including bytes not yet written.
@@ -324,7 +328,7 @@ impl Partition {
         Ok(())
     }
 
-    async fn open_writer(&self, seg: &Segment) -> Result<Rc<DmaFile>, KafkaError> {
+    async fn open_writer(&self, seg: &Segment) -> Result<Rc<LogFile>, KafkaError> {
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -332,6 +336,7 @@ impl Partition {
             .dma_open(seg.log_path())
             .await
             .map_err(io_err)?;
+        let f = LogFile::new(f, self.cfg.faults.clone());
         seg.allocated_bytes
             .set(f.file_size().await.map_err(io_err)?);
         Ok(Rc::new(f))
@@ -787,11 +792,11 @@ impl Partition {
             return Ok(());
         }
         let step = align_up(need, PREALLOC_STEP_BYTES).min(self.cfg.segment_bytes.max(need));
-        if file.pre_allocate(step, false).await.is_ok() {
+        if file.pre_allocate(step).await.is_ok() {
             seg.allocated_bytes.set(step);
             return Ok(());
         }
-        match file.pre_allocate(need, false).await {
+        match file.pre_allocate(need).await {
             Ok(()) => {
                 seg.allocated_bytes.set(need);
                 Ok(())
@@ -815,8 +820,10 @@ impl Partition {
         seg.indexes_loaded.set(true);
         let writer = self.open_writer(&seg).await?;
         let first = PREALLOC_STEP_BYTES.min(self.cfg.segment_bytes);
-        if let Err(e) = writer.pre_allocate(first, false).await {
-            let _ = writer.close_rc().await;
+        if let Err(e) = writer.pre_allocate(first).await {
+            if let Ok(w) = Rc::try_unwrap(writer) {
+                let _ = w.close().await;
+            }
             segment::remove_quietly(&seg.log_path()).await;
             return Err(KafkaError::new(
                 ErrorCode::KAFKA_STORAGE_ERROR,
@@ -944,7 +951,7 @@ impl Partition {
                     // metadata for fdatasync) without reserving a whole segment per partition.
                     let target =
                         align_up(end, PREALLOC_STEP_BYTES).min(self.cfg.segment_bytes.max(end));
-                    wb.file.pre_allocate(target, false).await.map_err(io_err)?;
+                    wb.file.pre_allocate(target).await.map_err(io_err)?;
                     wb.seg.allocated_bytes.set(target);
                 }
                 wb.buf.as_bytes_mut()[wb.len..write_len].fill(0);
@@ -1067,11 +1074,19 @@ impl Partition {
             self.flush_work.notify_all();
             idle.await;
         }
+        if let Some(e) = self.failure() {
+            // An offline partition's files stay as the failure left them: no fdatasync,
+            // truncate or snapshot that could make bytes never acknowledged look durable.
+            // Recovery at the next start decides what is a valid log.
+            let file = self.st.borrow_mut().writer.take();
+            if let Some(f) = file.and_then(|f| Rc::try_unwrap(f).ok()) {
+                let _ = f.close().await;
+            }
+            return Err(e);
+        }
         // The last job may still be running: wait until its write completed.
         let target = self.st.borrow().next_offset;
-        if self.st.borrow().failed.is_none() {
-            self.wait_durable(target).await?;
-        }
+        self.wait_durable(target).await?;
         let (file, seg) = {
             let mut st = self.st.borrow_mut();
             (st.writer.take(), st.segments.values().next_back().cloned())

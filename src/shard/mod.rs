@@ -193,6 +193,7 @@ pub fn log_config(cfg: &Config, overrides: &BTreeMap<String, String>) -> LogConf
         },
         write_buffer_bytes: cfg.write_buffer_bytes,
         producer_id_expiration_ms: cfg.producer_id_expiration_ms,
+        faults: None,
     }
 }
 
