@@ -143,7 +143,7 @@ fn committed(c: &mut Client, group: &str) -> anyhow::Result<BTreeMap<(String, i3
 }
 
 /// Offsets at `timestamp` (-1 latest, -2 earliest) for the given partitions.
-fn list_offsets(
+pub(crate) fn list_offsets(
     c: &mut Client,
     parts: &[(String, i32)],
     timestamp: i64,
@@ -186,7 +186,7 @@ fn list_offsets(
     Ok(out)
 }
 
-fn topic_partitions(c: &mut Client, topic: &str) -> anyhow::Result<Vec<(String, i32)>> {
+pub(crate) fn topic_partitions(c: &mut Client, topic: &str) -> anyhow::Result<Vec<(String, i32)>> {
     let r = c.send(
         &MetadataRequest::default()
             .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(

@@ -55,39 +55,164 @@ enum Command {
 enum BenchKind {
     /// Produce load: pipelined Produce requests from pinned threads, latency percentiles
     Produce {
-        /// Broker to talk to
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        bootstrap: String,
-        #[arg(long, default_value = "flumen-bench")]
-        topic: String,
-        /// Partitions of the topic when it has to be created
-        #[arg(long, default_value_t = 8)]
-        partitions: i32,
-        /// Value bytes per record
-        #[arg(long, default_value_t = 1024)]
-        record_size: usize,
-        /// Records per batch (one batch per request)
-        #[arg(long, default_value_t = 100)]
-        batch_records: usize,
-        /// 0, 1 or -1 (all)
-        #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
-        acks: i16,
-        /// Records to send, rounded up to whole batches
-        #[arg(long, conflicts_with = "duration")]
-        records: Option<u64>,
-        /// Seconds to run instead of a record count
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Connections, one pinned thread each
+        #[command(flatten)]
+        common: BenchCommon,
+        #[command(flatten)]
+        produce: ProduceArgs,
+    },
+    /// Consume a topic, checking every record the bench wrote (no gaps, duplicates or
+    /// corruption); by default from the earliest offsets to the end offsets seen at start
+    Consume {
+        #[command(flatten)]
+        common: BenchCommon,
+        #[command(flatten)]
+        consume: ConsumeArgs,
+        /// Connections, one pinned thread each, the partitions shared among them
         #[arg(long, default_value_t = 2)]
         connections: usize,
-        /// Requests in flight per connection
-        #[arg(long, default_value_t = 8)]
-        inflight: usize,
-        /// Print the summary as JSON
+        /// Start at the log end instead of the start (then give --records or --duration)
         #[arg(long)]
-        json: bool,
+        from_latest: bool,
+        /// Stop after this many records
+        #[arg(long, conflicts_with = "duration")]
+        records: Option<u64>,
     },
+    /// Produce and consume at once; end-to-end latency per record, every record checked
+    E2e {
+        #[command(flatten)]
+        common: BenchCommon,
+        #[command(flatten)]
+        produce: ProduceArgs,
+        #[command(flatten)]
+        consume: ConsumeArgs,
+        /// Consumer connections, one pinned thread each
+        #[arg(long, default_value_t = 2)]
+        consumers: usize,
+        /// After the producers finish, give up waiting for missing records after this many
+        /// seconds without progress
+        #[arg(long, default_value_t = 30.0)]
+        quiet_secs: f64,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct BenchCommon {
+    /// Broker to talk to
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    #[arg(long, default_value = "flumen-bench")]
+    topic: String,
+    /// Partitions of the topic when it has to be created
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    /// Seconds to run (for produce and e2e: instead of a record count)
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Print the summary as JSON
+    #[arg(long)]
+    json: bool,
+    /// Write an HTML page with throughput and latency charts
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Clone)]
+struct ProduceArgs {
+    /// Value bytes per record (at least 32: the verification fields)
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    /// Records per batch (one batch per request)
+    #[arg(long, default_value_t = 100)]
+    batch_records: usize,
+    /// With --rate: a batch goes out when full or this long after its first record
+    #[arg(long, default_value_t = 5.0)]
+    linger_ms: f64,
+    /// 0, 1 or -1 (all)
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
+    acks: i16,
+    /// Records to send, rounded up to whole batches (default 1,000,000 without --duration)
+    #[arg(long = "records", id = "produce_records", conflicts_with = "duration")]
+    records: Option<u64>,
+    /// Producer connections, one pinned thread each
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Requests in flight per connection
+    #[arg(long, default_value_t = 8)]
+    inflight: usize,
+    /// Record keys: none, seq:N (record n gets key n mod N) or random:N
+    #[arg(long, default_value = "none")]
+    keys: flumen::bench::payload::Keys,
+    /// none, gzip, snappy, lz4 or zstd
+    #[arg(long, default_value = "none", value_parser = flumen::bench::payload::parse_compression)]
+    compression: kafka_protocol::records::Compression,
+    /// Target records/s over all connections (open loop: latency counts from the schedule)
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConsumeArgs {
+    /// Bytes per partition per Fetch
+    #[arg(long, default_value_t = 4 << 20)]
+    fetch_bytes: i32,
+    /// Fetch long-poll wait
+    #[arg(long, default_value_t = 100)]
+    max_wait_ms: i32,
+}
+
+impl BenchCommon {
+    fn into_common(self) -> flumen::bench::Common {
+        flumen::bench::Common {
+            bootstrap: self.bootstrap,
+            topic: self.topic,
+            partitions: self.partitions,
+            duration: self.duration.map(std::time::Duration::from_secs_f64),
+            json: self.json,
+            report: self.report,
+        }
+    }
+}
+
+impl ProduceArgs {
+    fn opts(self, common: flumen::bench::Common) -> flumen::bench::ProduceOpts {
+        let records = self.records.unwrap_or(if common.duration.is_some() {
+            u64::MAX
+        } else {
+            1_000_000
+        });
+        flumen::bench::ProduceOpts {
+            common,
+            record_size: self.record_size,
+            batch_records: self.batch_records,
+            linger_ms: self.linger_ms,
+            acks: self.acks,
+            records,
+            connections: self.connections,
+            inflight: self.inflight,
+            keys: self.keys,
+            compression: self.compression,
+            rate: self.rate,
+        }
+    }
+}
+
+impl ConsumeArgs {
+    fn opts(
+        self,
+        common: flumen::bench::Common,
+        connections: usize,
+        from_earliest: bool,
+        records: Option<u64>,
+    ) -> flumen::bench::ConsumeOpts {
+        flumen::bench::ConsumeOpts {
+            common,
+            connections,
+            fetch_bytes: self.fetch_bytes,
+            max_wait_ms: self.max_wait_ms,
+            from_earliest,
+            records,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -146,38 +271,37 @@ fn main() {
             }
             flumen::server::run(cfg)
         })(),
-        Command::Bench {
-            kind:
-                BenchKind::Produce {
-                    bootstrap,
-                    topic,
-                    partitions,
-                    record_size,
-                    batch_records,
-                    acks,
-                    records,
-                    duration,
-                    connections,
-                    inflight,
-                    json,
-                },
-        } => flumen::bench::produce(flumen::bench::ProduceOpts {
-            bootstrap,
-            topic,
-            partitions,
-            record_size,
-            batch_records,
-            acks,
-            records: records.unwrap_or(if duration.is_some() {
-                u64::MAX
-            } else {
-                1_000_000
-            }),
-            duration: duration.map(std::time::Duration::from_secs_f64),
-            connections,
-            inflight,
-            json,
-        }),
+        Command::Bench { kind } => match kind {
+            BenchKind::Produce { common, produce } => {
+                flumen::bench::produce(produce.opts(common.into_common()))
+            }
+            BenchKind::Consume {
+                common,
+                consume,
+                connections,
+                from_latest,
+                records,
+            } => flumen::bench::consume(consume.opts(
+                common.into_common(),
+                connections,
+                !from_latest,
+                records,
+            )),
+            BenchKind::E2e {
+                common,
+                produce,
+                consume,
+                consumers,
+                quiet_secs,
+            } => {
+                let common = common.into_common();
+                flumen::bench::consume::e2e(
+                    produce.opts(common.clone()),
+                    consume.opts(common, consumers, false, None),
+                    std::time::Duration::from_secs_f64(quiet_secs),
+                )
+            }
+        },
         Command::Groups { bootstrap, action } => match action {
             GroupAction::List => flumen::admin::list(&bootstrap),
             GroupAction::Describe { group } => flumen::admin::describe(&bootstrap, &group),

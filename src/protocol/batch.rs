@@ -206,9 +206,7 @@ pub fn encode_records(
     now_ms: i64,
     producer: Option<(i64, i16)>,
 ) -> bytes::Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, TimestampType};
     let (pid, epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = kvs
         .iter()
@@ -229,17 +227,44 @@ pub fn encode_records(
             headers: Default::default(),
         })
         .collect();
+    encode_batch(&records, Compression::None)
+        .expect("encoding an uncompressed batch of in-memory records cannot fail")
+}
+
+/// `records` (offsets from 0) as one magic-2 batch without a producer sequence.
+///
+/// kafka-protocol's encoder starts a new batch whenever offset minus sequence changes, so
+/// records with sequence -1 would each get a batch of their own: they are encoded with
+/// sequence = offset, then the base sequence is set back to -1 (no sequence) and the CRC
+/// re-stamped.
+pub fn encode_batch(
+    records: &[kafka_protocol::records::Record],
+    compression: kafka_protocol::records::Compression,
+) -> anyhow::Result<bytes::Bytes> {
+    use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
+    let records: Vec<_> = records
+        .iter()
+        .map(|r| kafka_protocol::records::Record {
+            sequence: r.offset as i32,
+            ..r.clone()
+        })
+        .collect();
     let mut buf = bytes::BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
         records.iter(),
         &RecordEncodeOptions {
             version: 2,
-            compression: Compression::None,
+            compression,
         },
-    )
-    .expect("encoding an uncompressed batch of in-memory records cannot fail");
-    buf.freeze()
+    )?;
+    anyhow::ensure!(
+        BatchPrefix::parse(&buf).is_some_and(|p| p.len == buf.len()),
+        "the records did not fit one batch"
+    );
+    buf[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
+    restamp_crc(&mut buf);
+    Ok(buf.freeze())
 }
 
 /// Control record types (the key's second field).
