@@ -2,7 +2,7 @@
 //!
 //! Every limit that guards against outside input is a field here with the reason for its default.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -17,13 +17,13 @@ pub enum FlushPolicy {
     IntervalMs(u64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum TimestampType {
     CreateTime,
     LogAppendTime,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address every shard listens on (SO_REUSEPORT spreads connections over shards).

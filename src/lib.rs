@@ -26,5 +26,6 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod tune;
 pub mod txn;
 pub mod util;

@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         kind: BenchKind,
     },
+    /// Host tuning: compare this machine and a config with a profile, or apply the profile
+    Tune {
+        #[command(subcommand)]
+        action: TuneAction,
+    },
     /// Consumer group administration (works against any Kafka-protocol broker).
     Groups {
         /// Broker to talk to
@@ -216,6 +221,34 @@ impl ConsumeArgs {
 }
 
 #[derive(Subcommand)]
+enum TuneAction {
+    /// Current against recommended for every setting of the profile
+    Check {
+        /// nvme-10g, nvme-25g, jbod-10g or laptop (`flumen tune list`)
+        #[arg(long, default_value = "nvme-10g")]
+        profile: String,
+        /// Broker config to compare the broker settings with (default: built-in defaults)
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The reason for every setting, not only for those to change
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Write the sysctl and sysfs values that fail the check (root); print the rest as advice
+    Apply {
+        #[arg(long)]
+        profile: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the commands instead of running them
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The profiles this binary knows
+    List,
+}
+
+#[derive(Subcommand)]
 enum GroupAction {
     /// List groups with their state
     List,
@@ -300,6 +333,22 @@ fn main() {
                     consume.opts(common, consumers, false, None),
                     std::time::Duration::from_secs_f64(quiet_secs),
                 )
+            }
+        },
+        Command::Tune { action } => match action {
+            TuneAction::Check {
+                profile,
+                config,
+                verbose,
+            } => flumen::tune::check(&profile, config.as_deref(), verbose),
+            TuneAction::Apply {
+                profile,
+                config,
+                dry_run,
+            } => flumen::tune::apply(&profile, config.as_deref(), dry_run),
+            TuneAction::List => {
+                flumen::tune::list();
+                Ok(())
             }
         },
         Command::Groups { bootstrap, action } => match action {
