@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""The benchmark campaign of docs/benchmarks.md: hardware limits and Flumen, in one run.
+
+Measures, in this order and on this machine:
+  limits   fio sequential O_DIRECT write and read (io_uring, 1 MiB, queue depth 16) in the data
+           directory's file system; iperf3 over loopback.
+  produce  1 KiB records, acks=1, 8 partitions (vs fio write); 100-byte records (records/s).
+  consume  a cold read after dropping the page cache (vs fio read), then the same read again
+           from the page cache (vs iperf3), with splice and with copying (CPU seconds per GB of
+           the broker process).
+  scale    produce with 1, 8, 100 and 1000 partitions; RSS per idle partition.
+  latency  p99 at half the peak rate, acks=1, with the interval flush and with an fdatasync
+           before every acknowledgement.
+
+The broker and `flumen bench` share the machine, as they would on a laptop benchmark. Every
+run starts a fresh broker on an empty data directory. Results go to OUT/results.json and a
+markdown table on stdout.
+
+Usage: python3 benches/campaign.py [--flumen target/release/flumen] [--data-dir DIR]
+                                  [--seconds 15] [--out DIR] [--only NAME,...]
+Needs root for dropping the page cache (the cold read); fio and iperf3 on PATH.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def fio(path, rw, seconds):
+    out = sh(["fio", "--name=seq", f"--filename={path}", f"--rw={rw}", "--bs=1M", "--direct=1",
+              "--ioengine=io_uring", "--iodepth=16", "--size=4G", f"--runtime={seconds}",
+              "--time_based", "--output-format=json"])
+    job = json.loads(out)["jobs"][0]
+    return job["write" if rw == "write" else "read"]["bw_bytes"] / 1e6
+
+
+def iperf3(seconds):
+    port = free_port()
+    srv = subprocess.Popen(["iperf3", "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        out = json.loads(sh(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds),
+                             "-J"]))
+    finally:
+        srv.wait(timeout=10)
+    return out["end"]["sum_received"]["bits_per_second"] / 8e6
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+class Broker:
+    def __init__(self, flumen, data_dir, **config):
+        self.flumen = flumen
+        self.dir = tempfile.mkdtemp(prefix="campaign-", dir=data_dir)
+        self.port = free_port()
+        cfg = {"listen": f"127.0.0.1:{self.port}", "data_dir": os.path.join(self.dir, "data")}
+        cfg.update(config)
+        path = os.path.join(self.dir, "flumen.toml")
+        with open(path, "w") as f:
+            for k, v in cfg.items():
+                f.write(f"{k} = {json.dumps(v)}\n")
+        self.log = open(os.path.join(self.dir, "broker.log"), "w")
+        self.proc = subprocess.Popen([flumen, "serve", "--config", path], stdout=self.log,
+                                     stderr=self.log)
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("broker did not start")
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_bytes(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def bench(self, mode, *args):
+        out = sh([self.flumen, "bench", mode, "--bootstrap", self.bootstrap, "--json", *args],
+                 timeout=900)
+        return json.loads(out)
+
+
+def produce_args(topic, partitions, size, seconds, *extra):
+    return ["--topic", topic, "--partitions", str(partitions), "--record-size", str(size),
+            "--duration", str(seconds), *extra]
+
+
+def run(args):
+    results = {}
+    only = set(args.only.split(",")) if args.only else None
+
+    def want(name):
+        return only is None or name in only
+
+    os.makedirs(args.data_dir, exist_ok=True)
+    s = args.seconds
+    if want("limits"):
+        probe = os.path.join(args.data_dir, "fio.probe")
+        try:
+            results["fio_write_mb_s"] = fio(probe, "write", s)
+            drop_caches()
+            results["fio_read_mb_s"] = fio(probe, "read", s)
+        finally:
+            if os.path.exists(probe):
+                os.remove(probe)
+        results["iperf3_loopback_mb_s"] = iperf3(min(s, 10))
+        print(f"limits: {results}", file=sys.stderr)
+
+    if want("produce") or want("consume"):
+        b = Broker(args.flumen, args.data_dir)
+        try:
+            r = b.bench("produce", *produce_args("p1k", 8, 1024, s, "--acks", "1",
+                                                 "--batch-records", "256"))
+            results["produce_1k"] = r
+            r = b.bench("produce", *produce_args("p100", 8, 100, s, "--acks", "1",
+                                                 "--batch-records", "2000"))
+            results["produce_100"] = r
+            print(f"produce: 1k {results['produce_1k']['mb_per_sec']} MB/s, "
+                  f"100B {results['produce_100']['records_per_sec']} rec/s", file=sys.stderr)
+        finally:
+            b.stop()
+
+    if want("consume"):
+        for zero_copy in (True, False):
+            b = Broker(args.flumen, args.data_dir, zero_copy_fetch=zero_copy, tail_cache_bytes=0)
+            try:
+                b.bench("produce", "--topic", "c", "--partitions", "8", "--record-size", "1024",
+                        "--batch-records", "256", "--records", str(args.consume_records))
+                for temp in ("cold", "hot"):
+                    if temp == "cold":
+                        drop_caches()
+                    cpu0 = b.cpu_seconds()
+                    r = b.bench("consume", "--topic", "c", "--connections", "2")
+                    cpu = b.cpu_seconds() - cpu0
+                    r["broker_cpu_s_per_gb"] = cpu / (r["bytes"] / 1e9)
+                    key = f"consume_{temp}_{'splice' if zero_copy else 'copy'}"
+                    results[key] = r
+                    print(f"{key}: {r['mb_per_sec']} MB/s, {r['broker_cpu_s_per_gb']:.2f} "
+                          f"CPU s/GB", file=sys.stderr)
+            finally:
+                b.stop()
+
+    if want("scale"):
+        for n in (1, 8, 100, 1000):
+            b = Broker(args.flumen, args.data_dir)
+            try:
+                rss0 = b.rss_bytes()
+                # Idle partitions first: what each costs before any load.
+                idle = b.bench("produce", "--topic", "idle", "--partitions", str(n),
+                               "--records", "1", "--batch-records", "1", "--connections", "1",
+                               "--record-size", "64")
+                time.sleep(1)
+                per_partition = (b.rss_bytes() - rss0) / n
+                r = b.bench("produce", *produce_args(f"s{n}", n, 1024, max(5, s // 2),
+                                                     "--acks", "1", "--batch-records", "256"))
+                r["rss_per_idle_partition_bytes"] = per_partition
+                del idle
+                results[f"scale_{n}"] = r
+                print(f"scale {n}: {r['mb_per_sec']} MB/s, {per_partition / 1024:.1f} KiB "
+                      f"per idle partition", file=sys.stderr)
+            finally:
+                b.stop()
+
+    if want("latency"):
+        for name, flush in (("interval", 1000), ("fsync", 0)):
+            b = Broker(args.flumen, args.data_dir, flush_interval_ms=flush)
+            try:
+                peak = b.bench("produce", *produce_args("peak", 8, 1024, max(5, s // 2),
+                                                        "--acks", "1", "--batch-records", "256"))
+                rate = peak["records_per_sec"] / 2
+                r = b.bench("produce", *produce_args("half", 8, 1024, s, "--acks", "1",
+                                                     "--rate", str(int(rate)),
+                                                     "--batch-records", "256",
+                                                     "--linger-ms", "5"))
+                r["peak_records_per_sec"] = peak["records_per_sec"]
+                results[f"latency_{name}"] = r
+                print(f"latency {name}: peak {peak['records_per_sec']} rec/s, at half: "
+                      f"{r['latency_ms']}", file=sys.stderr)
+            finally:
+                b.stop()
+    return results
+
+
+def table(r):
+    rows = []
+
+    def ratio(a, b):
+        return f"{100 * a / b:.0f}%" if a and b else "-"
+
+    fw, fr, ip = r.get("fio_write_mb_s"), r.get("fio_read_mb_s"), r.get("iperf3_loopback_mb_s")
+    if fw:
+        rows.append(("fio seq write O_DIRECT 1 MiB qd16", f"{fw:.0f} MB/s", "limit", ""))
+        rows.append(("fio seq read O_DIRECT 1 MiB qd16", f"{fr:.0f} MB/s", "limit", ""))
+        rows.append(("iperf3 loopback", f"{ip:.0f} MB/s", "limit", ""))
+    if "produce_1k" in r:
+        p = r["produce_1k"]
+        rows.append(("produce 1 KiB, acks=1, 8 partitions", f"{p['mb_per_sec']:.0f} MB/s",
+                     f"{ratio(p['mb_per_sec'], fw)} of fio write", "≥ 80%"))
+        p = r["produce_100"]
+        rows.append(("produce 100 B, acks=1, 8 partitions", f"{p['records_per_sec'] / 1e6:.2f} M rec/s",
+                     f"{ratio(p['records_per_sec'], 2e6)} of 2 M rec/s", "2 M rec/s"))
+    for temp, limit, lname, target in (("cold", fr, "fio read", "≥ 80%"),
+                                       ("hot", ip, "iperf3", "≥ 50%")):
+        for how in ("splice", "copy"):
+            k = f"consume_{temp}_{how}"
+            if k in r:
+                c = r[k]
+                rows.append((f"consume {temp}, {how}", f"{c['mb_per_sec']:.0f} MB/s, "
+                             f"{c['broker_cpu_s_per_gb']:.2f} broker CPU s/GB",
+                             f"{ratio(c['mb_per_sec'], limit)} of {lname}", target))
+    base = r.get("scale_8", {}).get("mb_per_sec")
+    for n in (1, 8, 100, 1000):
+        k = f"scale_{n}"
+        if k in r:
+            c = r[k]
+            rows.append((f"produce 1 KiB, {n} partitions", f"{c['mb_per_sec']:.0f} MB/s, "
+                         f"{c['rss_per_idle_partition_bytes'] / 1024:.1f} KiB RSS/idle partition",
+                         f"{ratio(c['mb_per_sec'], base)} of 8 partitions",
+                         "within 20%, < 64 KiB"))
+    for name in ("interval", "fsync"):
+        k = f"latency_{name}"
+        if k in r:
+            c = r[k]
+            lat = c["latency_ms"]
+            rows.append((f"latency at half peak, acks=1, {name}",
+                         f"p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} p99.9 {lat['p99_9']:.2f} ms",
+                         f"{c['records_per_sec']:.0f} of peak {c['peak_records_per_sec']:.0f} rec/s",
+                         "reported"))
+    out = ["| measurement | result | ratio | target |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--flumen", default=os.path.join(ROOT, "target/release/flumen"))
+    ap.add_argument("--data-dir", default=os.path.join(ROOT, "bench-data"),
+                    help="where fio's file and the brokers' data go (the disk under test)")
+    ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--consume-records", type=int, default=3_000_000,
+                    help="1 KiB records written before the consume runs")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated subset: limits,produce,consume,scale,latency")
+    args = ap.parse_args()
+    results = run(args)
+    results["machine"] = {"cpus": os.cpu_count(), "kernel": os.uname().release,
+                          "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    out = args.out or os.path.join(ROOT, "bench-results", time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(table(results))
+    print(f"\nresults: {out}/results.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
