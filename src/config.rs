@@ -76,6 +76,8 @@ pub struct Config {
     /// Serve reads that miss the tail cache with splice from the segment file (true) or by reading
     /// into memory and writing (false).
     pub zero_copy_fetch: bool,
+    /// host:port for Prometheus metrics over HTTP (GET /metrics); none when unset.
+    pub metrics_listen: Option<String>,
     /// Per-shard memory for recently appended batches served to tail consumers.
     pub tail_cache_bytes: usize,
     /// Largest single write buffer; a larger group commit is split in several writes.
@@ -130,6 +132,7 @@ impl Default for Config {
             message_timestamp_type: TimestampType::CreateTime,
             index_interval_bytes: 4096,
             zero_copy_fetch: true,
+            metrics_listen: None,
             tail_cache_bytes: 64 << 20,
             write_buffer_bytes: 4 << 20,
             max_batch_bytes: 8 << 20,

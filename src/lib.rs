@@ -22,6 +22,7 @@ pub mod config;
 pub mod group;
 pub mod handler;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod server;

@@ -32,6 +32,9 @@ enum Command {
         /// host:port advertised to clients in Metadata
         #[arg(long)]
         advertise: Option<String>,
+        /// host:port for Prometheus metrics (GET /metrics)
+        #[arg(long)]
+        metrics_listen: Option<String>,
         /// TOML config file; command-line options override it
         #[arg(long)]
         config: Option<PathBuf>,
@@ -284,6 +287,7 @@ fn main() {
             data_dir,
             shards,
             advertise,
+            metrics_listen,
             config,
         } => (|| {
             let mut cfg = match config {
@@ -298,6 +302,9 @@ fn main() {
             }
             if let Some(v) = shards {
                 cfg.shards = v;
+            }
+            if let Some(v) = metrics_listen {
+                cfg.metrics_listen = Some(v);
             }
             if let Some(v) = advertise {
                 cfg.advertise = Some(v);

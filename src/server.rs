@@ -54,6 +54,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         "starting flumen {}",
         env!("CARGO_PKG_VERSION")
     );
+    let registry = match &config.metrics_listen {
+        Some(addr) => {
+            let registry = crate::metrics::Registry::new(nr);
+            let at = crate::metrics::serve(addr, registry.clone())?;
+            tracing::info!("metrics on http://{at}/metrics");
+            Some(registry)
+        }
+        None => None,
+    };
     let mesh = Mesh::builder(nr);
     let mut handles = Vec::with_capacity(nr);
     for id in 0..nr {
@@ -62,11 +71,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let meta = meta.clone();
         let mesh = mesh.clone();
         let stop = stop.clone();
+        let registry = registry.clone();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("flumen-shard-{id}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
-                let r = shard_main(id, nr, cpu, config, meta, mesh, stop.clone()).await;
+                let r = shard_main((id, nr, cpu), config, meta, mesh, stop.clone(), registry).await;
                 if let Err(e) = &r {
                     tracing::error!(shard = id, "shard failed: {e:#}");
                     stop.store(true, Ordering::Relaxed);
@@ -97,10 +107,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// Runs shard `id` of `nr` on `cpu` until the broker stops.
 async fn shard_main(
-    id: usize,
-    nr: usize,
-    cpu: usize,
+    (id, nr, cpu): (usize, usize, usize),
     config: Config,
     meta: ClusterMeta,
     mesh: glommio::channels::channel_mesh::MeshBuilder<
@@ -108,6 +117,7 @@ async fn shard_main(
         glommio::channels::channel_mesh::Full,
     >,
     stop: Arc<AtomicBool>,
+    registry: Option<Arc<crate::metrics::Registry>>,
 ) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
     let shard = Rc::new(Shard::new(id, nr, Rc::new(config), meta));
@@ -132,8 +142,12 @@ async fn shard_main(
             match listener.accept().await {
                 Ok(stream) => {
                     let slot = match crate::net::ConnSlot::take(&accept_shard.config, &stream) {
-                        Ok(slot) => slot,
+                        Ok(slot) => {
+                            crate::metrics::bump(&accept_shard.metrics.connections_accepted, 1);
+                            slot
+                        }
                         Err(why) => {
+                            crate::metrics::bump(&accept_shard.metrics.connections_refused, 1);
                             // Refused at once: the client sees the connection closed, as
                             // Kafka's acceptor does over its limits.
                             tracing::debug!("refusing connection: {why}");
@@ -158,6 +172,9 @@ async fn shard_main(
     })
     .detach();
     shard.spawn_background(stop.clone());
+    if let Some(r) = registry {
+        shard.spawn_metrics(r, stop.clone());
+    }
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }

@@ -56,6 +56,7 @@ pub fn decode<R: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<R, Response> 
 
 /// Runs one request frame (without its size prefix) and produces its response.
 pub async fn handle(shard: Rc<Shard>, mut frame: Bytes, peer: Rc<str>) -> Response {
+    let started = std::time::Instant::now();
     let (api_key, version, correlation_id, header) =
         match protocol::parse_request_header(&mut frame) {
             Ok(h) => h,
@@ -102,6 +103,7 @@ pub async fn handle(shard: Rc<Shard>, mut frame: Bytes, peer: Rc<str>) -> Respon
         ApiKey::TxnOffsetCommit => txn::offset_commit(&shard, &ctx, body).await,
         other => Err(Response::Close(format!("API {other:?} is not implemented"))),
     };
+    shard.metrics.observe(api_key as i16, started.elapsed());
     r.unwrap_or_else(|resp| resp)
 }
 

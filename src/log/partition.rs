@@ -84,6 +84,8 @@ pub struct ReadResult {
     pub bytes: usize,
     /// read_committed: (producer id, first offset) of the aborted transactions in the range.
     pub aborted: Vec<(i64, i64)>,
+    /// Offset after the last batch returned (the fetch offset when nothing is).
+    pub next_offset: i64,
 }
 
 /// Shard-wide budget for cached tail batches, evicted oldest first across partitions.
@@ -212,6 +214,8 @@ pub struct Partition {
     /// Durable offset advanced, or the partition failed.
     pub progress: Notify,
     flusher_idle: Notify,
+    /// Traffic counters for the metrics.
+    pub stats: crate::metrics::PartitionStats,
 }
 
 fn io_err(e: impl std::fmt::Display) -> KafkaError {
@@ -277,6 +281,7 @@ impl Partition {
             flush_work: Notify::default(),
             progress: Notify::default(),
             flusher_idle: Notify::default(),
+            stats: Default::default(),
         });
         p.recover().await?;
         p.rebuild_producers().await?;
@@ -733,6 +738,8 @@ impl Partition {
         }
         let target = st.next_offset;
         drop(st);
+        crate::metrics::bump(&self.stats.bytes_in, total);
+        crate::metrics::bump(&self.stats.records_in, (target - base_offset) as u64);
         self.flush_work.notify_all();
         Ok((base_offset, log_append_time, target))
     }
@@ -1130,6 +1137,21 @@ impl Partition {
         self.read_isolated(offset, max_bytes, false).await
     }
 
+    fn count_read(&self, r: &ReadResult, from: i64, cached: bool) {
+        use crate::metrics::bump;
+        let s = &self.stats;
+        bump(&s.bytes_out, r.bytes as u64);
+        bump(&s.records_out, (r.next_offset - from).max(0) as u64);
+        bump(
+            if cached {
+                &s.cache_hits
+            } else {
+                &s.cache_misses
+            },
+            1,
+        );
+    }
+
     /// The offset below which no transaction is open: where read_committed consumers stop.
     pub fn last_stable_offset(&self) -> i64 {
         let hw = self.st.borrow().durable_offset;
@@ -1162,6 +1184,7 @@ impl Partition {
             chunks: Vec::new(),
             bytes: 0,
             aborted: Vec::new(),
+            next_offset: offset,
         };
         if offset < start || offset > hw {
             return Err(KafkaError::new(
@@ -1194,9 +1217,11 @@ impl Partition {
                         break;
                     }
                     out.bytes += e.bytes.len();
+                    out.next_offset = e.next_offset;
                     out.chunks.push(Chunk::Mem(e.bytes.clone()));
                 }
                 if !out.chunks.is_empty() {
+                    self.count_read(&out, offset, true);
                     return Ok(out);
                 }
             }
@@ -1226,6 +1251,7 @@ impl Partition {
                     break;
                 }
                 out.bytes += prefix.len;
+                out.next_offset = prefix.next_offset();
                 pos += prefix.len as u64;
                 if out.bytes >= max_bytes {
                     break;
@@ -1237,6 +1263,7 @@ impl Partition {
                     pos: s,
                     len: (pos - s) as usize,
                 });
+                self.count_read(&out, offset, false);
                 return Ok(out);
             }
         }

@@ -168,6 +168,7 @@ pub struct Shard {
     /// Next producer id to hand out (shard 0).
     next_producer_id: std::cell::Cell<i64>,
     files: RefCell<HashMap<PathBuf, Rc<BufferedFile>>>,
+    pub metrics: crate::metrics::ShardMetrics,
 }
 
 /// Maps a topic's config overrides onto the broker defaults.
@@ -258,6 +259,7 @@ impl Shard {
             control_lock: glommio::sync::Semaphore::new(1),
             next_producer_id: std::cell::Cell::new(-1),
             files: RefCell::new(HashMap::new()),
+            metrics: Default::default(),
         }
     }
 
@@ -573,6 +575,7 @@ impl Shard {
                     chunks: Vec::new(),
                     bytes: 0,
                     aborted: Vec::new(),
+                    next_offset: part.offset,
                 })
             } else {
                 p.read_isolated(part.offset, limit.max(1), part.committed)
@@ -887,6 +890,70 @@ impl Shard {
     }
 
     /// Background work of a shard: retention checks and interval fdatasync.
+    /// Publishes this shard's metrics once a second until the broker stops.
+    pub fn spawn_metrics(
+        self: &Rc<Self>,
+        registry: Arc<crate::metrics::Registry>,
+        stop: Arc<AtomicBool>,
+    ) {
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            while !stop.load(Ordering::Relaxed) {
+                registry.publish(shard.id, shard.metric_samples());
+                glommio::timer::sleep(Duration::from_secs(1)).await;
+            }
+        })
+        .detach();
+    }
+
+    fn metric_samples(&self) -> Vec<crate::metrics::Sample> {
+        let mut out = Vec::new();
+        let sl = format!("shard=\"{}\"", self.id);
+        self.metrics.samples(self.id, &mut out);
+        let limit = self.config.request_memory_bytes as f64;
+        let used = limit - self.request_memory.available() as f64;
+        out.push(("flumen_request_memory_used_bytes", sl.clone(), used));
+        out.push(("flumen_request_memory_limit_bytes", sl.clone(), limit));
+        let cache = self.tail_cache.used_bytes() as f64;
+        out.push(("flumen_tail_cache_used_bytes", sl.clone(), cache));
+        let parts = self.partitions.borrow();
+        out.push(("flumen_shard_partitions", sl.clone(), parts.len() as f64));
+        let (mut hits, mut misses) = (0, 0);
+        for ((topic, index), p) in parts.iter() {
+            let l = format!("{sl},topic=\"{topic}\",partition=\"{index}\"");
+            let s = &p.stats;
+            hits += s.cache_hits.get();
+            misses += s.cache_misses.get();
+            for (name, v) in [
+                ("flumen_partition_bytes_in_total", s.bytes_in.get() as f64),
+                (
+                    "flumen_partition_records_in_total",
+                    s.records_in.get() as f64,
+                ),
+                ("flumen_partition_bytes_out_total", s.bytes_out.get() as f64),
+                (
+                    "flumen_partition_records_out_total",
+                    s.records_out.get() as f64,
+                ),
+                ("flumen_partition_high_watermark", p.high_watermark() as f64),
+                (
+                    "flumen_partition_log_start_offset",
+                    p.log_start_offset() as f64,
+                ),
+                ("flumen_partition_segments", p.segment_count() as f64),
+                (
+                    "flumen_partition_offline",
+                    f64::from(u8::from(p.failure().is_some())),
+                ),
+            ] {
+                out.push((name, l.clone(), v));
+            }
+        }
+        out.push(("flumen_tail_cache_hits_total", sl.clone(), hits as f64));
+        out.push(("flumen_tail_cache_misses_total", sl, misses as f64));
+        out
+    }
+
     pub fn spawn_background(self: &Rc<Self>, stop: Arc<AtomicBool>) {
         let shard = self.clone();
         let stop3 = stop.clone();
