@@ -32,6 +32,11 @@ pub struct Config {
     /// listening on all interfaces).
     pub advertise: Option<String>,
     pub data_dir: PathBuf,
+    /// Several data directories, one per disk (JBOD): new partitions go to the one holding the
+    /// fewest of their shard's partitions, so partitions spread over disks and shards; the first
+    /// also holds the broker metadata. Empty: `data_dir` alone. An I/O error takes only the
+    /// partition that met it offline, so a dead disk takes its own partitions and no others.
+    pub data_dirs: Vec<PathBuf>,
     /// Number of shards (pinned executors); 0 means one per usable core.
     pub shards: usize,
     pub auto_create_topics: bool,
@@ -113,6 +118,7 @@ impl Default for Config {
             listen: "0.0.0.0:9092".into(),
             advertise: None,
             data_dir: PathBuf::from("./data"),
+            data_dirs: Vec::new(),
             shards: 0,
             auto_create_topics: true,
             default_partitions: 1,
@@ -159,6 +165,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        let dirs = self.log_dirs();
+        let unique: std::collections::BTreeSet<_> = dirs.iter().collect();
+        anyhow::ensure!(
+            unique.len() == dirs.len(),
+            "data_dirs lists a directory twice: {dirs:?}"
+        );
         anyhow::ensure!(
             self.segment_bytes >= 64 * 1024 && self.segment_bytes <= u32::MAX as u64,
             "segment_bytes must be between 64 KiB and 4 GiB (index positions are 32-bit)"
@@ -193,6 +205,20 @@ impl Config {
         anyhow::ensure!(self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms);
         self.listen_addr()?;
         Ok(())
+    }
+
+    /// Where partitions live: `data_dirs`, or `data_dir` alone.
+    pub fn log_dirs(&self) -> Vec<PathBuf> {
+        if self.data_dirs.is_empty() {
+            vec![self.data_dir.clone()]
+        } else {
+            self.data_dirs.clone()
+        }
+    }
+
+    /// Where the broker metadata lives: the first log dir.
+    pub fn meta_dir(&self) -> PathBuf {
+        self.log_dirs().swap_remove(0)
     }
 
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {

@@ -23,9 +23,10 @@ enum Command {
         /// host:port to listen on [default: 0.0.0.0:9092]
         #[arg(long)]
         listen: Option<String>,
-        /// Directory for segments and metadata [default: ./data]
+        /// Directory for segments and metadata [default: ./data]; repeat it for several disks
+        /// (JBOD: partitions spread over them, metadata in the first)
         #[arg(long)]
-        data_dir: Option<PathBuf>,
+        data_dir: Vec<PathBuf>,
         /// Number of shards (pinned cores); 0 = all usable cores
         #[arg(long)]
         shards: Option<usize>,
@@ -297,8 +298,13 @@ fn main() {
             if let Some(v) = listen {
                 cfg.listen = v;
             }
-            if let Some(v) = data_dir {
-                cfg.data_dir = v;
+            if let Some(first) = data_dir.first() {
+                cfg.data_dir = first.clone();
+                cfg.data_dirs = if data_dir.len() > 1 {
+                    data_dir
+                } else {
+                    Vec::new()
+                };
             }
             if let Some(v) = shards {
                 cfg.shards = v;

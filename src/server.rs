@@ -32,15 +32,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config.shards
     };
     let addr = config.listen_addr()?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("data dir {}: {e}", config.data_dir.display()))?;
-    let _lock = lock_data_dir(&config.data_dir)?;
+    let mut _locks = Vec::new();
+    for dir in config.log_dirs() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("data dir {}: {e}", dir.display()))?;
+        _locks.push(lock_data_dir(&dir)?);
+    }
     ensure_port_free(addr)?;
     raise_memlock();
     raise_nofile();
 
-    let meta = ClusterMeta::load(&config.data_dir, nr)?;
-    meta.save(&config.data_dir)?;
+    let meta = ClusterMeta::load(&config.meta_dir(), nr)?;
+    meta.save(&config.meta_dir())?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())?;
@@ -49,7 +52,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         listen = %addr,
         advertised = ?config.advertised(),
         shards = nr,
-        data_dir = %config.data_dir.display(),
+        data_dirs = ?config.log_dirs(),
         flush = ?config.flush_policy(),
         "starting flumen {}",
         env!("CARGO_PKG_VERSION")

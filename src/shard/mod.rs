@@ -404,6 +404,32 @@ impl Shard {
         out
     }
 
+    /// The data directory of a partition: where it already is, else (a new partition) the
+    /// one with the fewest of this shard's partitions, ties broken by shard so that shards
+    /// start on different disks.
+    fn log_dir_for(&self, topic: &str, index: i32) -> PathBuf {
+        let dirs = self.config.log_dirs();
+        let name = Partition::dir_name(topic, index);
+        if dirs.len() == 1 {
+            return dirs[0].clone();
+        }
+        if let Some(d) = dirs.iter().find(|d| d.join(&name).is_dir()) {
+            return d.clone();
+        }
+        let parts = self.partitions.borrow();
+        let n = dirs.len();
+        (0..n)
+            .min_by_key(|&i| {
+                let held = parts
+                    .values()
+                    .filter(|p| p.dir.starts_with(&dirs[i]))
+                    .count();
+                (held, (i + n - self.id % n) % n)
+            })
+            .map(|i| dirs[i].clone())
+            .expect("at least one data dir")
+    }
+
     async fn open_partitions(&self, list: Vec<PartOpen>) -> Result<(), KafkaError> {
         for (topic, index, configs) in list {
             if self.partition(&topic, index).is_some() {
@@ -411,7 +437,7 @@ impl Shard {
             }
             let cfg = log_config(&self.config, &configs);
             let p = Partition::open(
-                &self.config.data_dir,
+                &self.log_dir_for(&topic, index),
                 &topic,
                 index,
                 cfg,
@@ -838,7 +864,7 @@ impl Shard {
 
     async fn persist_meta(&self, meta: &ClusterMeta) -> std::io::Result<()> {
         let m = meta.clone();
-        let dir = self.config.data_dir.clone();
+        let dir = self.config.meta_dir();
         glommio::executor()
             .spawn_blocking(move || m.save(&dir))
             .await

@@ -39,10 +39,12 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, tmp: Path, shards=1, config=None):
+    def __init__(self, tmp: Path, shards=1, config=None, data_dirs=None):
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.data_dir = tmp / "data"
+        # Several data dirs (JBOD) instead of data_dir.
+        self.data_dirs = data_dirs
         self.shards = shards
         self.log_path = tmp / "broker.log"
         self.config_path = None
@@ -59,8 +61,10 @@ class Broker:
         self.proc = None
 
     def start(self, timeout=20.0):
-        cmd = [flumen_bin(), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir),
-               "--shards", str(self.shards)]
+        dirs = self.data_dirs or [self.data_dir]
+        cmd = [flumen_bin(), "serve", "--listen", self.bootstrap, "--shards", str(self.shards)]
+        for d in dirs:
+            cmd += ["--data-dir", str(d)]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
         log = open(self.log_path, "a")
@@ -138,10 +142,10 @@ def time_limit():
 def broker_factory(tmp_path, request):
     made = []
 
-    def make(shards=1, config=None, name="b"):
+    def make(shards=1, config=None, name="b", data_dirs=None):
         d = tmp_path / name
         d.mkdir()
-        b = Broker(d, shards=shards, config=config)
+        b = Broker(d, shards=shards, config=config, data_dirs=data_dirs)
         made.append(b)
         return b.start()
 

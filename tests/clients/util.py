@@ -22,21 +22,22 @@ def create_topic(bootstrap, name, partitions=1, config=None):
 def read_all(bootstrap, topic, partitions, timeout=30.0, start=0, isolation="read_uncommitted"):
     """Every record of every partition from `start` up to the end ListOffsets gives for
     `isolation` when the read starts (the high watermark, or the last stable offset for
-    read_committed), by partition."""
+    read_committed), by partition. `partitions`: a count (0..n) or a list of partitions."""
+    parts = list(range(partitions)) if isinstance(partitions, int) else list(partitions)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader-" + uuid.uuid4().hex,
                   "enable.auto.commit": False, "enable.auto.offset.store": False,
                   "enable.partition.eof": True, "check.crcs": True,
                   "isolation.level": isolation})
     try:
         ends = {}
-        for p in range(partitions):
+        for p in parts:
             lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             ends[p] = hi
-        c.assign([TopicPartition(topic, p, start) for p in range(partitions)])
-        out = {p: [] for p in range(partitions)}
-        done = {p for p in range(partitions) if ends[p] <= start}
+        c.assign([TopicPartition(topic, p, start) for p in parts])
+        out = {p: [] for p in parts}
+        done = {p for p in parts if ends[p] <= start}
         deadline = time.time() + timeout
-        while len(done) < partitions:
+        while len(done) < len(parts):
             if time.time() > deadline:
                 raise AssertionError(f"timed out reading {topic} ({isolation}): have "
                                      f"{ {p: len(v) for p, v in out.items()} } of {ends}")
