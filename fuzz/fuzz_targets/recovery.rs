@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
         timestamp_type: TimestampType::CreateTime,
         write_buffer_bytes: 1 << 20,
         producer_id_expiration_ms: 86_400_000,
+        faults: None,
     };
     EX.with(|ex| {
         ex.run(async {
