@@ -79,7 +79,9 @@ pub struct Config {
     /// One offset-index entry per this many log bytes (Kafka: 4096).
     pub index_interval_bytes: u64,
     /// Serve reads that miss the tail cache with splice from the segment file (true) or by reading
-    /// into memory and writing (false).
+    /// into memory and writing (false, the default). Measured (docs/benchmarks.md): glommio's
+    /// splice takes a new pipe per response and two io-wq round trips per 64 KiB; it moved
+    /// less and cost more CPU per GB than copying in every run, hot or cold.
     pub zero_copy_fetch: bool,
     /// host:port for Prometheus metrics over HTTP (GET /metrics); none when unset.
     pub metrics_listen: Option<String>,
@@ -137,7 +139,7 @@ impl Default for Config {
             flush_interval_ms: 1000,
             message_timestamp_type: TimestampType::CreateTime,
             index_interval_bytes: 4096,
-            zero_copy_fetch: true,
+            zero_copy_fetch: false,
             metrics_listen: None,
             tail_cache_bytes: 64 << 20,
             write_buffer_bytes: 4 << 20,
