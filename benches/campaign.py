@@ -11,6 +11,9 @@ Measures, in this order and on this machine:
   scale    produce with 1, 8, 100 and 1000 partitions; RSS per idle partition.
   latency  p99 at half the peak rate, acks=1, with the interval flush and with an fdatasync
            before every acknowledgement.
+  peer     the same produce load from librdkafka's rdkafka_performance (built by
+           benches/build-rdkafka-performance.sh) and from `flumen bench`, against one broker:
+           what the bench's own cost hides.
 
 The broker and `flumen bench` share the machine, as they would on a laptop benchmark. Every
 run starts a fresh broker on an empty data directory. Results go to OUT/results.json and a
@@ -23,6 +26,7 @@ Needs root for dropping the page cache (the cold read); fio and iperf3 on PATH.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -218,6 +222,31 @@ def run(args):
                       f"{r['latency_ms']}", file=sys.stderr)
             finally:
                 b.stop()
+    if want("peer"):
+        rdk = args.rdkafka_performance
+        if not os.path.exists(rdk):
+            rdk = sh([os.path.join(ROOT, "benches/build-rdkafka-performance.sh")]).strip()
+        for size, n in ((1024, args.peer_records // 4), (100, args.peer_records)):
+            b = Broker(args.flumen, args.data_dir)
+            try:
+                # The topic first, with 8 partitions (rdkafka_performance would auto-create 1).
+                b.bench("produce", "--topic", "r", "--partitions", "8", "--records", "1")
+                out = sh([rdk, "-P", "-t", "r", "-b", b.bootstrap, "-s", str(size), "-c", str(n),
+                          "-a", "1", "-q", "-X", "linger.ms=5", "-X", "batch.size=1000000",
+                          "-X", "queue.buffering.max.kbytes=1048576"], timeout=900)
+                m = re.search(r"(\d+) msgs/s and ([\d.]+) MB/s", out)
+                if not m:
+                    raise RuntimeError(f"rdkafka_performance said: {out[-500:]}")
+                mine = b.bench("produce", "--topic", "f", "--partitions", "8", "--records",
+                               str(n), "--record-size", str(size), "--acks", "1",
+                               "--batch-records", str(max(100, 1_000_000 // (size + 70))))
+                results[f"peer_{size}"] = {"rdkafka_records_per_sec": int(m.group(1)),
+                                           "rdkafka_mb_per_sec": float(m.group(2)),
+                                           "flumen_bench": mine}
+                print(f"peer {size}: rdkafka {m.group(1)} rec/s, flumen bench "
+                      f"{mine['records_per_sec']} rec/s", file=sys.stderr)
+            finally:
+                b.stop()
     return results
 
 
@@ -266,6 +295,16 @@ def table(r):
                          f"p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} p99.9 {lat['p99_9']:.2f} ms",
                          f"{c['records_per_sec']:.0f} of peak {c['peak_records_per_sec']:.0f} rec/s",
                          "reported"))
+    for size in (1024, 100):
+        k = f"peer_{size}"
+        if k in r:
+            c = r[k]
+            mine = c["flumen_bench"]["records_per_sec"]
+            rows.append((f"load generators, {size} B records, acks=1",
+                         f"flumen bench {mine:.0f} rec/s, rdkafka_performance "
+                         f"{c['rdkafka_records_per_sec']} rec/s",
+                         f"{ratio(mine, c['rdkafka_records_per_sec'])} of rdkafka_performance",
+                         "≥ 100%"))
     out = ["| measurement | result | ratio | target |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(out)
@@ -279,9 +318,13 @@ def main():
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--consume-records", type=int, default=3_000_000,
                     help="1 KiB records written before the consume runs")
+    ap.add_argument("--rdkafka-performance",
+                    default=os.path.join(ROOT, "target/rdkafka/rdkafka_performance"))
+    ap.add_argument("--peer-records", type=int, default=4_000_000,
+                    help="100-byte records per load generator in the peer step (a quarter at 1 KiB)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", default=None,
-                    help="comma-separated subset: limits,produce,consume,scale,latency")
+                    help="comma-separated subset: limits,produce,consume,scale,latency,peer")
     args = ap.parse_args()
     results = run(args)
     results["machine"] = {"cpus": os.cpu_count(), "kernel": os.uname().release,

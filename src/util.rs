@@ -122,11 +122,9 @@ mod tests {
                     }
                 };
                 let t = Instant::now();
-                let (got, ()) = futures_lite::future::zip(
-                    with_timeout(Duration::from_secs(10), waits),
-                    wakes,
-                )
-                .await;
+                let (got, ()) =
+                    futures_lite::future::zip(with_timeout(Duration::from_secs(10), waits), wakes)
+                        .await;
                 assert_eq!(got, Some(7));
                 assert!(t.elapsed() < Duration::from_secs(5));
             })
