@@ -60,27 +60,7 @@ pub fn parse_compression(s: &str) -> Result<Compression, String> {
     })
 }
 
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
-fn get_varint(b: &[u8], at: &mut usize) -> Option<i64> {
-    let mut z: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*at)?;
-        *at += 1;
-        z |= ((byte & 0x7f) as u64) << shift;
-        if byte & 0x80 == 0 {
-            return Some((z >> 1) as i64 ^ -((z & 1) as i64));
-        }
-    }
-    None
-}
+use batch::{get_zigzag as get_varint, put_zigzag as put_varint};
 
 /// Writes the verification fields and checksum into `value` (its filler already in place).
 fn stamp_value(value: &mut [u8], run: u64, seq: u64, sent_us: u64) {

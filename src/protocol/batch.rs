@@ -271,7 +271,8 @@ pub fn encode_batch(
 pub const CONTROL_ABORT: i16 = 0;
 pub const CONTROL_COMMIT: i16 = 1;
 
-fn put_zigzag(out: &mut Vec<u8>, v: i64) {
+/// Appends `v` as a zigzag varint (record fields of magic-2 batches).
+pub fn put_zigzag(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);
@@ -280,7 +281,8 @@ fn put_zigzag(out: &mut Vec<u8>, v: i64) {
     out.push(z as u8);
 }
 
-fn get_zigzag(b: &[u8], at: &mut usize) -> Option<i64> {
+/// Reads a zigzag varint at `at`, advancing it; None when it runs past the end.
+pub fn get_zigzag(b: &[u8], at: &mut usize) -> Option<i64> {
     let mut z: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *b.get(*at)?;
