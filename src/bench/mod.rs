@@ -135,7 +135,8 @@ impl Side {
             p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
         };
         self.last = (r, b);
-        if secs > 0.05 {
+        // The last interval of a run is cut short when the load ends: too short to be a rate.
+        if secs >= 0.5 {
             self.series.push(s);
         }
         s

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 const W: f64 = 760.0;
 const H: f64 = 260.0;
 const PAD: f64 = 56.0;
+/// Right margin: room for the legend.
+const PAD_R: f64 = 120.0;
 const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 
 fn esc(s: &str) -> String {
@@ -37,7 +39,7 @@ fn chart(
         x1 = x0 + 1.0;
     }
     let y1 = if y1 <= 0.0 { 1.0 } else { y1 * 1.1 };
-    let sx = |x: f64| PAD + (x - x0) / (x1 - x0) * (W - 2.0 * PAD);
+    let sx = |x: f64| PAD + (x - x0) / (x1 - x0) * (W - PAD - PAD_R);
     let sy = |y: f64| H - PAD + 10.0 - y / y1 * (H - 2.0 * PAD);
     let mut s = format!(
         "<h2>{}</h2><svg width=\"{W}\" height=\"{H}\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\" font-family=\"sans-serif\">",
@@ -47,19 +49,19 @@ fn chart(
     let _ = write!(
         s,
         "<line x1=\"{PAD}\" y1=\"{bx}\" x2=\"{}\" y2=\"{bx}\" stroke=\"#444\"/><line x1=\"{PAD}\" y1=\"{by}\" x2=\"{PAD}\" y2=\"{bx}\" stroke=\"#444\"/>",
-        W - PAD
+        W - PAD_R
     );
     for i in 0..=4 {
         let y = y1 * i as f64 / 4.0;
+        let at = sy(y);
         let _ = write!(
             s,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><line x1=\"{PAD}\" y1=\"{2}\" x2=\"{}\" y2=\"{2}\" stroke=\"#eee\"/>",
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><line x1=\"{PAD}\" y1=\"{at}\" x2=\"{}\" y2=\"{at}\" stroke=\"#eee\"/>",
             PAD - 4.0,
-            sy(y) + 4.0,
+            at + 4.0,
             fmt_num(y),
-            W - PAD
+            W - PAD_R
         );
-        let _ = i;
     }
     let ticks: Vec<(f64, String)> = match x_ticks {
         Some(t) => t.to_vec(),
@@ -98,7 +100,7 @@ fn chart(
             s,
             "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.6\" points=\"{}\"/><text x=\"{}\" y=\"{}\" fill=\"{color}\">{}</text>",
             path.join(" "),
-            W - PAD + 4.0,
+            W - PAD_R + 8.0,
             PAD + 14.0 * i as f64,
             esc(name)
         );
@@ -119,7 +121,15 @@ fn fmt_num(v: f64) -> String {
 }
 
 /// Percentiles plotted on a "nines" axis: x = -log10(1 - q).
-const QUANTILES: [f64; 7] = [0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 1.0];
+const QUANTILES: [(f64, &str); 7] = [
+    (0.5, "p50"),
+    (0.9, "p90"),
+    (0.99, "p99"),
+    (0.999, "p99.9"),
+    (0.9999, "p99.99"),
+    (0.99999, "p99.999"),
+    (1.0, "max"),
+];
 
 pub fn write(
     path: &std::path::Path,
@@ -192,7 +202,7 @@ pub fn write(
         .map(|s| {
             let pts = QUANTILES
                 .iter()
-                .map(|&q| {
+                .map(|&(q, _)| {
                     let v = if q >= 1.0 {
                         s.total.max()
                     } else {
@@ -206,14 +216,7 @@ pub fn write(
         .collect();
     let ticks: Vec<(f64, String)> = QUANTILES
         .iter()
-        .map(|&q| {
-            let label = if q >= 1.0 {
-                "max".to_string()
-            } else {
-                format!("p{}", q * 100.0)
-            };
-            (nines(q), label)
-        })
+        .map(|&(q, label)| (nines(q), label.to_string()))
         .collect();
     html += &chart(
         "Latency percentiles",
