@@ -79,6 +79,82 @@ pub async fn with_timeout<T>(dur: std::time::Duration, fut: impl Future<Output =
     .await
 }
 
+/// A lock granted strictly in the order `lock` was called (a ticket lock).
+///
+/// glommio's `Semaphore` wakes a waiter on release without reserving the unit for it, so a
+/// task arriving meanwhile takes the unit first: two appends to one partition could swap
+/// places, reordering a producer's pipelined batches (seen: a librdkafka producer's third
+/// batch of a partition stored before its second). Tickets are taken when `lock` is first
+/// polled, so the order is that of the calls. A waiter dropped before its turn gives its turn up.
+#[derive(Default)]
+pub struct FifoLock {
+    next: Cell<u64>,
+    serving: Cell<u64>,
+    abandoned: RefCell<std::collections::BTreeSet<u64>>,
+    turn: Notify,
+}
+
+/// Holds a `FifoLock` until dropped.
+pub struct FifoGuard<'a>(&'a FifoLock);
+
+impl FifoLock {
+    pub async fn lock(&self) -> FifoGuard<'_> {
+        let ticket = self.next.get();
+        self.next.set(ticket + 1);
+        let mut waiter = Ticket {
+            lock: self,
+            ticket,
+            done: false,
+        };
+        loop {
+            let turn = self.turn.wait();
+            if self.serving.get() == ticket {
+                waiter.done = true;
+                return FifoGuard(self);
+            }
+            turn.await;
+        }
+    }
+
+    /// Passes the turn to the next ticket still waiting.
+    fn advance(&self) {
+        let mut next = self.serving.get() + 1;
+        let mut gone = self.abandoned.borrow_mut();
+        while gone.remove(&next) {
+            next += 1;
+        }
+        self.serving.set(next);
+        drop(gone);
+        self.turn.notify_all();
+    }
+}
+
+impl Drop for FifoGuard<'_> {
+    fn drop(&mut self) {
+        self.0.advance();
+    }
+}
+
+/// A ticket not yet served: dropping it (the waiting task went away) gives up its turn.
+struct Ticket<'a> {
+    lock: &'a FifoLock,
+    ticket: u64,
+    done: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if self.lock.serving.get() == self.ticket {
+            self.lock.advance();
+        } else {
+            self.lock.abandoned.borrow_mut().insert(self.ticket);
+        }
+    }
+}
+
 /// Resolves when any of the futures does.
 pub struct AnyOf<'a>(pub Vec<std::pin::Pin<Box<dyn Future<Output = ()> + 'a>>>);
 
@@ -98,6 +174,54 @@ impl Future for AnyOf<'_> {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn fifo_lock_serves_in_call_order_even_when_a_newcomer_arrives_at_release() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let lock = std::rc::Rc::new(FifoLock::default());
+                let order = std::rc::Rc::new(RefCell::new(Vec::new()));
+                let first = lock.lock().await;
+                let mut tasks = Vec::new();
+                for i in 0..5 {
+                    let (l, o) = (lock.clone(), order.clone());
+                    tasks.push(glommio::spawn_local(async move {
+                        let _g = l.lock().await;
+                        o.borrow_mut().push(i);
+                        glommio::yield_if_needed().await;
+                    }));
+                }
+                // Let all five queue up, then release and immediately ask again: the newcomer
+                // must not take the turn of the five that waited.
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                drop(first);
+                let late = lock.lock().await;
+                order.borrow_mut().push(99);
+                drop(late);
+                for t in tasks {
+                    t.await;
+                }
+                assert_eq!(*order.borrow(), vec![0, 1, 2, 3, 4, 99]);
+                // A waiter that goes away gives up its turn instead of blocking the rest.
+                let held = lock.lock().await;
+                let gone = glommio::spawn_local({
+                    let l = lock.clone();
+                    async move {
+                        let _g = l.lock().await;
+                    }
+                })
+                .detach();
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                gone.cancel();
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                drop(held);
+                let again = with_timeout(Duration::from_secs(5), lock.lock()).await;
+                assert!(again.is_some(), "an abandoned ticket blocked the lock");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 
     #[test]
     fn with_timeout_answers_first_of_the_future_and_the_deadline() {

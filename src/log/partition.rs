@@ -209,7 +209,8 @@ pub struct Partition {
     /// Set when an aborted-transaction index could not be written: no snapshot may be taken
     /// any more this run (recovery must replay the whole log).
     snapshots_disabled: Cell<bool>,
-    append_lock: glommio::sync::Semaphore,
+    /// Appends in the order they were called (FIFO, unlike glommio's Semaphore).
+    append_lock: crate::util::FifoLock,
     flush_work: Notify,
     /// Durable offset advanced, or the partition failed.
     pub progress: Notify,
@@ -277,7 +278,7 @@ impl Partition {
             producers: RefCell::new(ProducerTable::default()),
             aborted: RefCell::new(Vec::new()),
             snapshots_disabled: Cell::new(false),
-            append_lock: glommio::sync::Semaphore::new(1),
+            append_lock: Default::default(),
             flush_work: Notify::default(),
             progress: Notify::default(),
             flusher_idle: Notify::default(),
@@ -554,11 +555,7 @@ impl Partition {
         records: &Bytes,
         infos: &[BatchInfo],
     ) -> Result<(i64, i64, i64), KafkaError> {
-        let _permit = self
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| KafkaError::new(ErrorCode::KAFKA_STORAGE_ERROR, "partition closed"))?;
+        let _turn = self.append_lock.lock().await;
         if let Some(e) = self.failure() {
             return Err(e);
         }
@@ -598,11 +595,7 @@ impl Partition {
         commit: bool,
         coordinator_epoch: i32,
     ) -> Result<i64, KafkaError> {
-        let _permit = self
-            .append_lock
-            .acquire_permit(1)
-            .await
-            .map_err(|_| KafkaError::new(ErrorCode::KAFKA_STORAGE_ERROR, "partition closed"))?;
+        let _turn = self.append_lock.lock().await;
         if let Some(e) = self.failure() {
             return Err(e);
         }
@@ -1068,7 +1061,7 @@ impl Partition {
     /// Flushes everything queued, syncs, and cuts the active file to its data. Called on clean
     /// shutdown and before a partition is deleted.
     pub async fn close(&self) -> Result<(), KafkaError> {
-        let _permit = self.append_lock.acquire_permit(1).await.ok();
+        let _turn = self.append_lock.lock().await;
         loop {
             let idle = self.flusher_idle.wait();
             let busy = {
