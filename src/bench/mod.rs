@@ -110,7 +110,7 @@ impl Side {
             .sum()
     }
 
-    fn bytes(&self) -> u64 {
+    pub fn bytes(&self) -> u64 {
         self.meters
             .iter()
             .map(|m| m.bytes.load(Ordering::Relaxed))

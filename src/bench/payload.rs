@@ -99,7 +99,8 @@ pub struct BatchBuilder {
     template: Vec<u8>,
     /// (key position or 0, value position) of each record in `template`.
     slots: Vec<(usize, usize)>,
-    value_bytes: usize,
+    /// A value before its fields and checksum are stamped (its length is the value size).
+    filler: Vec<u8>,
 }
 
 impl BatchBuilder {
@@ -160,7 +161,7 @@ impl BatchBuilder {
             rng: seed | 1,
             template: t,
             slots,
-            value_bytes,
+            filler,
         })
     }
 
@@ -177,7 +178,7 @@ impl BatchBuilder {
                 t[key_at..key_at + KEY_BYTES].copy_from_slice(&k);
             }
             stamp_value(
-                &mut t[value_at..value_at + self.value_bytes],
+                &mut t[value_at..value_at + self.filler.len()],
                 self.run,
                 seq,
                 now_us,
@@ -192,16 +193,10 @@ impl BatchBuilder {
     }
 
     fn build_compressed(&mut self, first: u64, now_us: u64, now_ms: i64) -> Bytes {
-        let filler: Vec<u8> = FILLER
-            .iter()
-            .copied()
-            .cycle()
-            .take(self.value_bytes)
-            .collect();
         let records: Vec<Record> = (0..self.slots.len())
             .map(|i| {
                 let seq = first + i as u64;
-                let mut v = filler.clone();
+                let mut v = self.filler.clone();
                 stamp_value(&mut v, self.run, seq, now_us);
                 Record {
                     transactional: false,

@@ -153,7 +153,7 @@ pub fn write(
             "<tr><th>{}</th><td>{records}</td><td>{:.0}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr>",
             s.name,
             records as f64 / secs,
-            s.series.iter().map(|x| x.mb_per_sec).sum::<f64>() / s.series.len().max(1) as f64,
+            s.bytes() as f64 / secs / 1e6,
             ms(0.5),
             ms(0.99),
             ms(0.999),

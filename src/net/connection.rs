@@ -29,9 +29,7 @@ const IDLE_READ_BYTES: usize = 4 * 1024;
 const COALESCE_BYTES: usize = 16 * 1024;
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: super::ConnSlot) {
-    let m = &shard.metrics;
-    m.connections_open.set(m.connections_open.get() + 1);
-    let _open = OpenConnection(shard.clone());
+    let _open = OpenConnection::new(&shard);
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -269,6 +267,14 @@ async fn flush(w: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
 
 /// Counts the connection as open for as long as it lives.
 struct OpenConnection(Rc<Shard>);
+
+impl OpenConnection {
+    fn new(shard: &Rc<Shard>) -> OpenConnection {
+        let m = &shard.metrics;
+        m.connections_open.set(m.connections_open.get() + 1);
+        OpenConnection(shard.clone())
+    }
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
