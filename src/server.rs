@@ -2,9 +2,10 @@
 //! partitions, joining the mesh and listening on the shared port; SIGINT/SIGTERM stop them after
 //! every partition flushed what it accepted.
 
+use crate::broker::Broker;
 use crate::config::Config;
+use crate::metadata::ClusterMeta;
 use crate::shard::mesh::Mesh;
-use crate::shard::meta::ClusterMeta;
 use crate::shard::Shard;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::os::fd::AsRawFd;
@@ -22,6 +23,7 @@ const IO_MEMORY_BYTES: usize = 8 << 20;
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     config.validate()?;
+    abort_on_panic();
     let cores: Vec<usize> = core_affinity::get_core_ids()
         .map(|ids| ids.into_iter().map(|c| c.id).collect())
         .filter(|v: &Vec<usize>| !v.is_empty())
@@ -123,34 +125,30 @@ async fn shard_main(
     registry: Option<Arc<crate::metrics::Registry>>,
 ) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
-    let shard = Rc::new(Shard::new(id, nr, Rc::new(config), meta));
-    shard.open_own_partitions().await?;
-    // Joining is a barrier: no shard serves before every shard recovered its partitions.
-    let m = Mesh::join(mesh, &shard).await?;
-    let _ = shard.mesh.set(m);
-    if id == 0 {
-        shard.ensure_offsets_topic().await;
-    }
+    let broker = Broker::new(Shard::new(id, nr), Rc::new(config), meta);
+    broker.open().await?;
+    broker.shard.set_mesh(Mesh::join(mesh).await?);
+    broker.start(stop.clone()).await?;
     let listener =
         glommio::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
     tracing::info!(
         shard = id,
         cpu,
-        partitions = shard.partitions.borrow().len(),
+        partitions = broker.partitions.local_count(),
         "shard listening on {addr}"
     );
-    let accept_shard = shard.clone();
+    let accept = broker.clone();
     glommio::spawn_local(async move {
         loop {
             match listener.accept().await {
                 Ok(stream) => {
-                    let slot = match crate::net::ConnSlot::take(&accept_shard.config, &stream) {
+                    let slot = match crate::net::ConnSlot::take(&accept.config, &stream) {
                         Ok(slot) => {
-                            crate::metrics::bump(&accept_shard.metrics.connections_accepted, 1);
+                            crate::metrics::bump(&accept.metrics.connections_accepted, 1);
                             slot
                         }
                         Err(why) => {
-                            crate::metrics::bump(&accept_shard.metrics.connections_refused, 1);
+                            crate::metrics::bump(&accept.metrics.connections_refused, 1);
                             // Refused at once: the client sees the connection closed, as
                             // Kafka's acceptor does over its limits.
                             tracing::debug!("refusing connection: {why}");
@@ -159,7 +157,7 @@ async fn shard_main(
                         }
                     };
                     glommio::spawn_local(crate::net::connection::serve(
-                        accept_shard.clone(),
+                        accept.clone(),
                         stream,
                         slot,
                     ))
@@ -174,15 +172,14 @@ async fn shard_main(
         }
     })
     .detach();
-    shard.spawn_background(stop.clone());
     if let Some(r) = registry {
-        shard.spawn_metrics(r, stop.clone());
+        broker.spawn_metrics(r, stop.clone());
     }
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }
     tracing::info!(shard = id, "stopping: flushing partitions");
-    shard.close_all().await;
+    broker.partitions.close_all().await;
     Ok(())
 }
 
@@ -191,6 +188,20 @@ async fn shard_main(
 /// restart, so a failed bind is only fatal when a connect shows a live listener. After a
 /// kill -9 the dead broker's listener lingers until the kernel tears down its io_uring (it
 /// still holds the socket), so a listener is given a few seconds to go away.
+/// A panic is a bug (the third kind of failure in conventions.md). Left alone, it would end
+/// only the panicking shard's thread while the other shards keep serving: a silent partial
+/// outage, with that shard's partitions gone and its appends half done. So the whole process
+/// stops at once: the panic is logged (the default hook), then `abort()` (exit by SIGABRT,
+/// nothing flushed, no destructor run); a supervisor restarts the broker and recovery runs.
+fn abort_on_panic() {
+    let log = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        log(info);
+        tracing::error!("a shard panicked: stopping the broker (a panic is a bug)");
+        std::process::abort();
+    }));
+}
+
 fn ensure_port_free(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let mut probe = addr;
     if probe.ip().is_unspecified() {

@@ -41,6 +41,28 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// 64 random bits for ids (member ids, topic ids), not for secrets: a per-thread SplitMix64
+/// seeded once from std's per-thread random hasher keys (one getrandom per thread, at first
+/// use), so a shard never reads `/dev/urandom` or blocks on the hot path.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_i64(now_ms());
+            h.finish()
+        });
+    }
+    STATE.with(|s| {
+        let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        s.set(x);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
 pub fn align_down(v: u64, a: u64) -> u64 {
     v - v % a
 }

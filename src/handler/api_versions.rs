@@ -1,8 +1,8 @@
 //! ApiVersions: advertises exactly the table in `protocol::SUPPORTED_APIS`.
 
 use super::Ctx;
-use crate::net::{Piece, Response};
 use crate::protocol::{self, errors::ErrorCode};
+use crate::protocol::{Piece, Response};
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
 

@@ -4,10 +4,11 @@
 //! full one, which the protocol allows.
 
 use super::{decode, Ctx};
-use crate::net::{Piece, Response};
+use crate::broker::Broker;
+use crate::partition_manager::{FetchOut, FetchPart, PartitionOffset, SendChunk};
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::fetch_encode::{self, PartitionData, TopicData};
-use crate::shard::{FetchOut, FetchPart, PartAt, Req, Resp, SendChunk, Shard};
+use crate::protocol::{Piece, Response};
 use crate::util::{with_timeout, AnyOf};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchRequest;
@@ -28,9 +29,13 @@ struct Slot {
     out: Option<FetchOut>,
 }
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+pub async fn handle(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
     let req: FetchRequest = decode(ctx, body)?;
-    let meta = shard.meta();
+    let meta = broker.meta();
     let n: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
     if n > MAX_PARTITIONS_PER_REQUEST {
         return Err(Response::Close(format!("fetch names {n} partitions")));
@@ -67,7 +72,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
 
     loop {
         read_round(
-            shard,
+            broker,
             &topic_names,
             &mut slots,
             &part_max,
@@ -86,7 +91,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
         if total >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
             break;
         }
-        wait_for_data(shard, &topic_names, &slots, deadline).await;
+        wait_for_data(broker, &topic_names, &slots, deadline).await;
     }
 
     // Kafka's response limit: whole partitions in order, the first non-empty one always.
@@ -119,15 +124,17 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
         for c in o.chunks {
             match c {
                 SendChunk::Mem(b) => records.push(Piece::Bytes(b)),
-                SendChunk::File { path, pos, len } => match shard.file_handle(&path).await {
-                    Ok(file) => records.push(Piece::File { file, pos, len }),
-                    Err(e) => {
-                        tracing::warn!("opening {} for fetch: {e}", path.display());
-                        error = ErrorCode::KAFKA_STORAGE_ERROR;
-                        records.clear();
-                        break;
+                SendChunk::File { path, pos, len } => {
+                    match broker.partitions.file_handle(&path).await {
+                        Ok(file) => records.push(Piece::File { file, pos, len }),
+                        Err(e) => {
+                            tracing::warn!("opening {} for fetch: {e}", path.display());
+                            error = ErrorCode::KAFKA_STORAGE_ERROR;
+                            records.clear();
+                            break;
+                        }
                     }
-                },
+                }
             }
         }
         topics[s.topic].partitions.push(PartitionData {
@@ -151,7 +158,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
 
 /// One read of every partition on its owner (one call per owning shard).
 async fn read_round(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     names: &[String],
     slots: &mut [Slot],
     part_max: &[usize],
@@ -183,34 +190,25 @@ async fn read_round(
     }
     let mut calls = Vec::new();
     for (owner, (idx, parts)) in by_owner {
-        let sh = shard.clone();
+        let b = broker.clone();
         calls.push((
             idx,
             glommio::spawn_local(
-                async move { sh.call(owner, Req::Fetch { parts, max_bytes }).await },
+                async move { b.partitions.fetch_on(owner, parts, max_bytes).await },
             ),
         ));
     }
     for (idx, task) in calls {
-        match task.await {
-            Resp::Fetch(outs) => {
-                for (i, o) in idx.into_iter().zip(outs) {
-                    slots[i].out = Some(o);
-                }
-            }
-            _ => {
-                for i in idx {
-                    slots[i].out = Some(FetchOut::error(ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1));
-                }
-            }
+        for (i, o) in idx.into_iter().zip(task.await) {
+            slots[i].out = Some(o);
         }
     }
 }
 
 /// Waits until any owner reports new data for one of the partitions, or the deadline.
-async fn wait_for_data(shard: &Rc<Shard>, names: &[String], slots: &[Slot], deadline: Instant) {
+async fn wait_for_data(broker: &Rc<Broker>, names: &[String], slots: &[Slot], deadline: Instant) {
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let mut by_owner: BTreeMap<usize, Vec<PartAt>> = BTreeMap::new();
+    let mut by_owner: BTreeMap<usize, Vec<PartitionOffset>> = BTreeMap::new();
     for s in slots {
         if let Some(o) = s.owner {
             // Wake on data past what this round already saw, not past the fetch offset.
@@ -218,10 +216,11 @@ async fn wait_for_data(shard: &Rc<Shard>, names: &[String], slots: &[Slot], dead
                 .out
                 .as_ref()
                 .map_or(s.offset, |o| o.high_watermark.max(s.offset));
-            by_owner
-                .entry(o)
-                .or_default()
-                .push((names[s.topic].clone(), s.partition, seen));
+            by_owner.entry(o).or_default().push(PartitionOffset {
+                topic: names[s.topic].clone(),
+                partition: s.partition,
+                offset: seen,
+            });
         }
     }
     if by_owner.is_empty() {
@@ -232,9 +231,9 @@ async fn wait_for_data(shard: &Rc<Shard>, names: &[String], slots: &[Slot], dead
     let tasks: Vec<_> = by_owner
         .into_iter()
         .map(|(owner, parts)| {
-            let sh = shard.clone();
+            let b = broker.clone();
             glommio::spawn_local(async move {
-                sh.call(owner, Req::Watch { parts, max_wait_ms }).await;
+                b.partitions.watch_on(owner, parts, max_wait_ms).await;
             })
         })
         .collect();

@@ -4,11 +4,11 @@
 
 use super::metadata::NODE_ID;
 use super::{decode, Ctx};
-use crate::group::state::DescribeOut;
-use crate::group::{GroupReq, GroupResp, OFFSETS_TOPIC};
-use crate::net::Response;
+use crate::broker::Broker;
+use crate::coordinator::group::state::{DescribeOut, JoinOut};
+use crate::coordinator::group::{GroupReq, GroupResp, OFFSETS_TOPIC};
 use crate::protocol::errors::ErrorCode;
-use crate::shard::{Req, Resp, Shard};
+use crate::protocol::Response;
 use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -34,30 +34,22 @@ fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
-/// The shard coordinating `group`, or None while `__consumer_offsets` does not exist yet.
-pub fn coordinator_shard(shard: &Shard, group: &str) -> Option<usize> {
-    crate::group::key_owner(shard, OFFSETS_TOPIC, group)
-}
-
-async fn call(shard: &Rc<Shard>, group: &str, req: GroupReq) -> Result<GroupResp, ErrorCode> {
-    let Some(owner) = coordinator_shard(shard, group) else {
-        return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
-    };
-    match shard.call(owner, Req::Group(req)).await {
-        Resp::Group(r) => Ok(r),
-        _ => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
-    }
+async fn call(broker: &Rc<Broker>, group: &str, req: GroupReq) -> Result<GroupResp, ErrorCode> {
+    broker.groups.call(group, req).await
 }
 
 pub async fn find_coordinator(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: FindCoordinatorRequest = decode(ctx, body)?;
-    let (host, port) = shard.config.advertised();
-    let ready = shard.meta().topics.contains_key(OFFSETS_TOPIC);
-    let txn_ready = shard.meta().topics.contains_key(crate::txn::TXN_TOPIC);
+    let (host, port) = broker.config.advertised();
+    let ready = broker.meta().topics.contains_key(OFFSETS_TOPIC);
+    let txn_ready = broker
+        .meta()
+        .topics
+        .contains_key(crate::metadata::TXN_TOPIC);
     let answer = |key_type: i8| -> (ErrorCode, Option<String>) {
         match key_type {
             0 if ready => (ErrorCode::NONE, None),
@@ -111,7 +103,7 @@ pub async fn find_coordinator(
 }
 
 pub async fn join(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
     peer: &str,
@@ -139,9 +131,9 @@ pub async fn join(
         require_member_id: ctx.version >= 4,
         can_skip_assignment: ctx.version >= 9,
     };
-    let out = match call(shard, &group, gr).await {
+    let out = match call(broker, &group, gr).await {
         Ok(GroupResp::Join(j)) => j,
-        Ok(_) => crate::group::state::JoinOut {
+        Ok(_) => JoinOut {
             error: ErrorCode::UNKNOWN_SERVER_ERROR,
             generation: -1,
             protocol_type: None,
@@ -151,7 +143,7 @@ pub async fn join(
             skip_assignment: false,
             members: Vec::new(),
         },
-        Err(e) => crate::group::state::JoinOut {
+        Err(e) => JoinOut {
             error: e,
             generation: -1,
             protocol_type: None,
@@ -194,7 +186,7 @@ pub async fn join(
     Ok(ctx.respond(&resp))
 }
 
-pub async fn sync(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+pub async fn sync(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
     let req: SyncGroupRequest = decode(ctx, body)?;
     let group = req.group_id.0.to_string();
     let gr = GroupReq::Sync {
@@ -208,7 +200,7 @@ pub async fn sync(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Resp
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
-    let (error, pt, proto, assignment) = match call(shard, &group, gr).await {
+    let (error, pt, proto, assignment) = match call(broker, &group, gr).await {
         Ok(GroupResp::Sync {
             error,
             protocol_type,
@@ -229,7 +221,7 @@ pub async fn sync(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Resp
 }
 
 pub async fn heartbeat(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
@@ -241,7 +233,7 @@ pub async fn heartbeat(
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
     };
-    let e = match call(shard, &group, gr).await {
+    let e = match call(broker, &group, gr).await {
         Ok(GroupResp::Error(e)) => e,
         Ok(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
         Err(e) => e,
@@ -249,7 +241,7 @@ pub async fn heartbeat(
     Ok(ctx.respond(&HeartbeatResponse::default().with_error_code(e.0)))
 }
 
-pub async fn leave(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+pub async fn leave(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
     let req: LeaveGroupRequest = decode(ctx, body)?;
     let group = req.group_id.0.to_string();
     let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
@@ -266,7 +258,7 @@ pub async fn leave(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Res
         vec![(req.member_id.to_string(), None)]
     };
     let (top, each) = match call(
-        shard,
+        broker,
         &group,
         GroupReq::Leave {
             group: group.clone(),
@@ -303,7 +295,7 @@ pub async fn leave(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Res
 }
 
 pub async fn offset_commit(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
@@ -324,7 +316,7 @@ pub async fn offset_commit(
         })
         .collect();
     let codes = commit_offsets(
-        shard,
+        broker,
         &req.group_id.0,
         req.generation_id_or_member_epoch,
         req.member_id.to_string(),
@@ -361,7 +353,7 @@ pub async fn offset_commit(
 /// coordinator. Entries are (topic, partition, offset, leader epoch, metadata); one error code
 /// comes back per entry, in order.
 pub(crate) async fn commit_offsets(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     group: &str,
     generation: i32,
     member_id: String,
@@ -369,7 +361,7 @@ pub(crate) async fn commit_offsets(
     entries: Vec<(String, i32, i64, i32, Option<String>)>,
     producer: Option<(i64, i16)>,
 ) -> Vec<ErrorCode> {
-    let meta = shard.meta();
+    let meta = broker.meta();
     let n = entries.len();
     let offsets = entries
         .into_iter()
@@ -387,7 +379,7 @@ pub(crate) async fn commit_offsets(
         offsets,
         producer,
     };
-    match call(shard, group, gr).await {
+    match call(broker, group, gr).await {
         Ok(GroupResp::Commit(c)) => c,
         Ok(_) => vec![ErrorCode::UNKNOWN_SERVER_ERROR; n],
         Err(e) => vec![e; n],
@@ -397,13 +389,13 @@ pub(crate) async fn commit_offsets(
 type OffsetRow = (String, i32, i64, i32, String, ErrorCode);
 
 async fn fetch_group_offsets(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     group: &str,
     partitions: Option<Vec<(String, i32)>>,
     require_stable: bool,
 ) -> (ErrorCode, Vec<OffsetRow>) {
     match call(
-        shard,
+        broker,
         group,
         GroupReq::FetchOffsets {
             group: group.to_string(),
@@ -435,7 +427,7 @@ fn by_topic(rows: Vec<OffsetRow>) -> Vec<(String, Vec<PartRow>)> {
 }
 
 pub async fn offset_fetch(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
@@ -453,7 +445,7 @@ pub async fn offset_fetch(
                     })
                     .collect()
             });
-            let (e, rows) = fetch_group_offsets(shard, &gid, parts, req.require_stable).await;
+            let (e, rows) = fetch_group_offsets(broker, &gid, parts, req.require_stable).await;
             groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
@@ -493,7 +485,7 @@ pub async fn offset_fetch(
             })
             .collect()
     });
-    let (e, rows) = fetch_group_offsets(shard, &gid, parts, req.require_stable).await;
+    let (e, rows) = fetch_group_offsets(broker, &gid, parts, req.require_stable).await;
     let topics = by_topic(rows)
         .into_iter()
         .map(|(t, ps)| {
@@ -525,18 +517,12 @@ pub async fn offset_fetch(
 }
 
 pub async fn list_groups(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: ListGroupsRequest = decode(ctx, body)?;
-    let mut listed = Vec::new();
-    for owner in 0..shard.nr_shards {
-        if let Resp::Group(GroupResp::List(l)) = shard.call(owner, Req::Group(GroupReq::List)).await
-        {
-            listed.extend(l);
-        }
-    }
+    let listed = broker.groups.list_all().await;
     let filter: Vec<String> = req
         .states_filter
         .iter()
@@ -560,7 +546,7 @@ pub async fn list_groups(
 }
 
 pub async fn describe_groups(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
@@ -568,7 +554,7 @@ pub async fn describe_groups(
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in &req.groups {
         let gid = g.0.to_string();
-        let d = match call(shard, &gid, GroupReq::Describe(vec![gid.clone()])).await {
+        let d = match call(broker, &gid, GroupReq::Describe(vec![gid.clone()])).await {
             Ok(GroupResp::Describe(mut d)) if !d.is_empty() => Ok(d.remove(0)),
             Ok(_) => Err(ErrorCode::UNKNOWN_SERVER_ERROR),
             Err(e) => Err(e),
@@ -612,7 +598,7 @@ pub async fn describe_groups(
 }
 
 pub async fn delete_groups(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
@@ -620,7 +606,7 @@ pub async fn delete_groups(
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in &req.groups_names {
         let gid = g.0.to_string();
-        let e = match call(shard, &gid, GroupReq::Delete(vec![gid.clone()])).await {
+        let e = match call(broker, &gid, GroupReq::Delete(vec![gid.clone()])).await {
             Ok(GroupResp::Deleted(codes)) => codes
                 .first()
                 .copied()
@@ -638,7 +624,7 @@ pub async fn delete_groups(
 }
 
 pub async fn offset_delete(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
@@ -654,7 +640,7 @@ pub async fn offset_delete(
         })
         .collect();
     let (top, codes) = match call(
-        shard,
+        broker,
         &gid,
         GroupReq::DeleteOffsets {
             group: gid.clone(),

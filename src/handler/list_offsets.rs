@@ -3,9 +3,10 @@
 //! the owning shards.
 
 use super::{decode, Ctx};
-use crate::net::Response;
+use crate::broker::Broker;
+use crate::partition_manager::{ListedOffset, PartitionOffset};
 use crate::protocol::errors::ErrorCode;
-use crate::shard::{PartAt, Req, Resp, Shard};
+use crate::protocol::Response;
 use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_request::ListOffsetsRequest;
 use kafka_protocol::messages::list_offsets_response::{
@@ -14,39 +15,39 @@ use kafka_protocol::messages::list_offsets_response::{
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+pub async fn handle(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
     let req: ListOffsetsRequest = decode(ctx, body)?;
-    let meta = shard.meta();
-    let mut results: Vec<(ErrorCode, i64, i64)> = Vec::new();
-    let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<PartAt>)> = BTreeMap::new();
+    let meta = broker.meta();
+    let mut results: Vec<ListedOffset> = Vec::new();
+    let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<PartitionOffset>)> = BTreeMap::new();
     for t in &req.topics {
         let name = t.name.0.to_string();
         for p in &t.partitions {
             let i = results.len();
-            results.push((ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, -1, -1));
+            results.push(ListedOffset::error(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
             if let Some(owner) = meta.owner(&name, p.partition_index) {
                 let e = by_owner.entry(owner).or_default();
                 e.0.push(i);
-                e.1.push((name.clone(), p.partition_index, p.timestamp));
+                e.1.push(PartitionOffset {
+                    topic: name.clone(),
+                    partition: p.partition_index,
+                    offset: p.timestamp,
+                });
             }
         }
     }
+    let committed = req.isolation_level == 1;
     for (owner, (idx, parts)) in by_owner {
-        let committed = req.isolation_level == 1;
-        match shard
-            .call(owner, Req::ListOffsets { parts, committed })
-            .await
-        {
-            Resp::ListOffsets(r) => {
-                for (i, v) in idx.into_iter().zip(r) {
-                    results[i] = v;
-                }
-            }
-            _ => {
-                for i in idx {
-                    results[i] = (ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1);
-                }
-            }
+        let listed = broker
+            .partitions
+            .list_offsets_on(owner, parts, committed)
+            .await;
+        for (i, v) in idx.into_iter().zip(listed) {
+            results[i] = v;
         }
     }
     let mut it = results.into_iter();
@@ -60,15 +61,15 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
                     t.partitions
                         .iter()
                         .map(|p| {
-                            let (code, ts, offset) = it.next().expect("one result per partition");
+                            let lo = it.next().expect("one result per partition");
                             let r = ListOffsetsPartitionResponse::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(code.0)
-                                .with_timestamp(ts)
-                                .with_offset(offset);
+                                .with_error_code(lo.error.0)
+                                .with_timestamp(lo.timestamp)
+                                .with_offset(lo.offset);
                             // leader_epoch exists from v4 on; a set field fails older encodings.
-                            if ctx.version >= 4 && offset >= 0 {
-                                r.with_leader_epoch(0)
+                            if ctx.version >= 4 && lo.offset >= 0 {
+                                r.with_leader_epoch(lo.leader_epoch)
                             } else {
                                 r
                             }

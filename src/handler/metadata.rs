@@ -2,9 +2,10 @@
 //! topics when allowed (Kafka's auto.create.topics.enable).
 
 use super::{auto_create, decode, Ctx};
-use crate::net::Response;
+use crate::broker::Broker;
+use crate::metadata::image as meta;
 use crate::protocol::errors::ErrorCode;
-use crate::shard::{meta, Shard};
+use crate::protocol::Response;
 use bytes::Bytes;
 use kafka_protocol::messages::metadata_request::MetadataRequest;
 use kafka_protocol::messages::metadata_response::{
@@ -16,7 +17,11 @@ use std::rc::Rc;
 
 pub const NODE_ID: i32 = 0;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+pub async fn handle(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
     let req: MetadataRequest = decode(ctx, body)?;
     // v0: an empty list means all topics; v1+: null means all topics.
     let requested: Option<Vec<String>> = match &req.topics {
@@ -37,10 +42,10 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
             .cloned()
             .collect();
         if allow_create {
-            errors = auto_create(shard, &valid).await;
+            errors = auto_create(broker, &valid).await;
         }
     }
-    let cluster = shard.meta();
+    let cluster = broker.meta();
     let topic_entry = |name: &str| -> MetadataResponseTopic {
         let base = MetadataResponseTopic::default()
             .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))));
@@ -56,7 +61,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
                     .0,
             ),
             Some(t) => base
-                .with_is_internal(name == crate::group::OFFSETS_TOPIC && ctx.version >= 1)
+                .with_is_internal(crate::metadata::is_internal(name) && ctx.version >= 1)
                 .with_topic_id(uuid::Uuid::from_bytes(t.id_bytes()))
                 .with_partitions(
                     (0..t.placement.len() as i32)
@@ -64,7 +69,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
                             MetadataResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_leader_id(BrokerId(NODE_ID))
-                                .with_leader_epoch(0)
+                                .with_leader_epoch(t.leader_epoch(p))
                                 .with_replica_nodes(vec![BrokerId(NODE_ID)])
                                 .with_isr_nodes(vec![BrokerId(NODE_ID)])
                         })
@@ -76,7 +81,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
         None => cluster.topics.keys().map(|n| topic_entry(n)).collect(),
         Some(names) => names.iter().map(|n| topic_entry(n)).collect(),
     };
-    let (host, port) = shard.config.advertised();
+    let (host, port) = broker.config.advertised();
     let resp = MetadataResponse::default()
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(NODE_ID))

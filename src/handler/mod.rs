@@ -12,9 +12,10 @@ pub mod producer;
 pub mod topics;
 pub mod txn;
 
-use crate::net::{Piece, Response};
+use crate::broker::Broker;
+use crate::controller::CreateSpec;
 use crate::protocol::{self, errors::ErrorCode};
-use crate::shard::{CreateSpec, Shard};
+use crate::protocol::{Piece, Response};
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -55,7 +56,7 @@ pub fn decode<R: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<R, Response> 
 }
 
 /// Runs one request frame (without its size prefix) and produces its response.
-pub async fn handle(shard: Rc<Shard>, mut frame: Bytes, peer: Rc<str>) -> Response {
+pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Response {
     let started = std::time::Instant::now();
     let (api_key, version, correlation_id, header) =
         match protocol::parse_request_header(&mut frame) {
@@ -79,38 +80,38 @@ pub async fn handle(shard: Rc<Shard>, mut frame: Bytes, peer: Rc<str>) -> Respon
     let body = &mut frame;
     let r = match api_key {
         ApiKey::ApiVersions => api_versions::handle(&ctx, body),
-        ApiKey::Metadata => metadata::handle(&shard, &ctx, body).await,
-        ApiKey::Produce => produce::handle(&shard, &ctx, body).await,
-        ApiKey::Fetch => fetch::handle(&shard, &ctx, body).await,
-        ApiKey::ListOffsets => list_offsets::handle(&shard, &ctx, body).await,
-        ApiKey::CreateTopics => topics::create(&shard, &ctx, body).await,
-        ApiKey::DeleteTopics => topics::delete(&shard, &ctx, body).await,
-        ApiKey::FindCoordinator => group::find_coordinator(&shard, &ctx, body).await,
-        ApiKey::JoinGroup => group::join(&shard, &ctx, body, &peer).await,
-        ApiKey::SyncGroup => group::sync(&shard, &ctx, body).await,
-        ApiKey::Heartbeat => group::heartbeat(&shard, &ctx, body).await,
-        ApiKey::LeaveGroup => group::leave(&shard, &ctx, body).await,
-        ApiKey::OffsetCommit => group::offset_commit(&shard, &ctx, body).await,
-        ApiKey::OffsetFetch => group::offset_fetch(&shard, &ctx, body).await,
-        ApiKey::ListGroups => group::list_groups(&shard, &ctx, body).await,
-        ApiKey::DescribeGroups => group::describe_groups(&shard, &ctx, body).await,
-        ApiKey::DeleteGroups => group::delete_groups(&shard, &ctx, body).await,
-        ApiKey::OffsetDelete => group::offset_delete(&shard, &ctx, body).await,
-        ApiKey::InitProducerId => producer::init_producer_id(&shard, &ctx, body).await,
-        ApiKey::AddPartitionsToTxn => txn::add_partitions(&shard, &ctx, body).await,
-        ApiKey::AddOffsetsToTxn => txn::add_offsets(&shard, &ctx, body).await,
-        ApiKey::EndTxn => txn::end(&shard, &ctx, body).await,
-        ApiKey::TxnOffsetCommit => txn::offset_commit(&shard, &ctx, body).await,
+        ApiKey::Metadata => metadata::handle(&broker, &ctx, body).await,
+        ApiKey::Produce => produce::handle(&broker, &ctx, body).await,
+        ApiKey::Fetch => fetch::handle(&broker, &ctx, body).await,
+        ApiKey::ListOffsets => list_offsets::handle(&broker, &ctx, body).await,
+        ApiKey::CreateTopics => topics::create(&broker, &ctx, body).await,
+        ApiKey::DeleteTopics => topics::delete(&broker, &ctx, body).await,
+        ApiKey::FindCoordinator => group::find_coordinator(&broker, &ctx, body).await,
+        ApiKey::JoinGroup => group::join(&broker, &ctx, body, &peer).await,
+        ApiKey::SyncGroup => group::sync(&broker, &ctx, body).await,
+        ApiKey::Heartbeat => group::heartbeat(&broker, &ctx, body).await,
+        ApiKey::LeaveGroup => group::leave(&broker, &ctx, body).await,
+        ApiKey::OffsetCommit => group::offset_commit(&broker, &ctx, body).await,
+        ApiKey::OffsetFetch => group::offset_fetch(&broker, &ctx, body).await,
+        ApiKey::ListGroups => group::list_groups(&broker, &ctx, body).await,
+        ApiKey::DescribeGroups => group::describe_groups(&broker, &ctx, body).await,
+        ApiKey::DeleteGroups => group::delete_groups(&broker, &ctx, body).await,
+        ApiKey::OffsetDelete => group::offset_delete(&broker, &ctx, body).await,
+        ApiKey::InitProducerId => producer::init_producer_id(&broker, &ctx, body).await,
+        ApiKey::AddPartitionsToTxn => txn::add_partitions(&broker, &ctx, body).await,
+        ApiKey::AddOffsetsToTxn => txn::add_offsets(&broker, &ctx, body).await,
+        ApiKey::EndTxn => txn::end(&broker, &ctx, body).await,
+        ApiKey::TxnOffsetCommit => txn::offset_commit(&broker, &ctx, body).await,
         other => Err(Response::Close(format!("API {other:?} is not implemented"))),
     };
-    shard.metrics.observe(api_key as i16, started.elapsed());
+    broker.metrics.observe(api_key as i16, started.elapsed());
     r.unwrap_or_else(|resp| resp)
 }
 
 /// Auto-creates `topics` that do not exist yet, when the broker allows it. Returns the error
 /// code for each topic that is still missing afterwards.
-pub async fn auto_create(shard: &Rc<Shard>, topics: &[String]) -> BTreeMap<String, ErrorCode> {
-    let meta = shard.meta();
+pub async fn auto_create(broker: &Rc<Broker>, topics: &[String]) -> BTreeMap<String, ErrorCode> {
+    let meta = broker.meta();
     let missing: Vec<&String> = topics
         .iter()
         .filter(|t| !meta.topics.contains_key(*t))
@@ -119,7 +120,7 @@ pub async fn auto_create(shard: &Rc<Shard>, topics: &[String]) -> BTreeMap<Strin
     if missing.is_empty() {
         return errors;
     }
-    if !shard.config.auto_create_topics {
+    if !broker.config.auto_create_topics {
         for t in missing {
             errors.insert(t.clone(), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
         }
@@ -129,14 +130,15 @@ pub async fn auto_create(shard: &Rc<Shard>, topics: &[String]) -> BTreeMap<Strin
         .iter()
         .map(|name| CreateSpec {
             name: (*name).clone(),
-            partitions: shard.config.default_partitions,
+            partitions: broker.config.default_partitions,
             replication_factor: -1,
             configs: BTreeMap::new(),
             validate_only: false,
         })
         .collect();
-    let results = shard.request_create(specs).await;
-    for (name, (code, _)) in missing.into_iter().zip(results) {
+    let results = broker.controller.create_topics(specs).await;
+    for (name, r) in missing.into_iter().zip(results) {
+        let code = r.error;
         if !code.is_ok() && code != ErrorCode::TOPIC_ALREADY_EXISTS {
             let code = if code == ErrorCode::INVALID_TOPIC_EXCEPTION {
                 code

@@ -2,11 +2,12 @@
 //! framing), send each owning shard its partitions in one message, answer in request order.
 
 use super::{auto_create, decode, Ctx};
-use crate::net::Piece;
-use crate::net::Response;
+use crate::broker::Broker;
+use crate::partition_manager::{self as pm, ProduceOut, ProducePart};
 use crate::protocol::batch;
 use crate::protocol::errors::{ErrorCode, KafkaError};
-use crate::shard::{ProduceOut, ProducePart, Req, Resp, Shard};
+use crate::protocol::Piece;
+use crate::protocol::Response;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::ProduceRequest;
 use kafka_protocol::messages::produce_response::{
@@ -22,7 +23,11 @@ const MAX_PARTITIONS_PER_REQUEST: usize = 100_000;
 /// Oldest Produce version whose records are v2 record batches, the only format Flumen stores.
 const MIN_STORED_PRODUCE_VERSION: i16 = 3;
 
-pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+pub async fn handle(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
     if ctx.version < MIN_STORED_PRODUCE_VERSION {
         return legacy_unsupported(ctx, body);
     }
@@ -39,18 +44,13 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
         .iter()
         .map(|t| t.name.0.to_string())
         .collect();
-    let missing = auto_create(shard, &names).await;
-    let meta = shard.meta();
+    let missing = auto_create(broker, &names).await;
+    let meta = broker.meta();
 
     // Slot per partition in request order; each is either an immediate error or a routed part.
     let mut slots: Vec<Option<ProduceOut>> = Vec::with_capacity(n_parts);
     let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<ProducePart>)> = BTreeMap::new();
-    let bad = |code: ErrorCode, m: String| ProduceOut {
-        error: Some(KafkaError::new(code, m)),
-        base_offset: -1,
-        log_append_time: -1,
-        log_start_offset: -1,
-    };
+    let bad = ProduceOut::failed;
     for topic in &req.topic_data {
         let name = topic.name.0.to_string();
         for p in &topic.partition_data {
@@ -59,6 +59,14 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
                 slots.push(Some(bad(
                     ErrorCode::INVALID_REQUIRED_ACKS,
                     format!("acks={acks}"),
+                )));
+                continue;
+            }
+            if crate::metadata::is_internal(&name) {
+                // Only the coordinators write there (Kafka answers the same).
+                slots.push(Some(bad(
+                    ErrorCode::INVALID_TOPIC_EXCEPTION,
+                    format!("{name} is an internal topic: clients cannot produce to it"),
                 )));
                 continue;
             }
@@ -74,7 +82,7 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
                 continue;
             };
             let records = p.records.clone().unwrap_or_default();
-            match batch::validate_produce(&records, shard.config.max_batch_bytes).and_then(
+            match batch::validate_produce(&records, broker.config.max_batch_bytes).and_then(
                 |infos| client_rules(&infos, req.transactional_id.is_some()).map(|()| infos),
             ) {
                 Err(e) => slots.push(Some(ProduceOut {
@@ -100,36 +108,18 @@ pub async fn handle(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
     let timeout_ms = req.timeout_ms.max(0) as u64;
     let mut calls = Vec::new();
     for (owner, (idx, parts)) in by_shard {
-        let s = shard.clone();
-        let task = glommio::spawn_local(async move {
-            s.call(
-                owner,
-                Req::Produce {
-                    acks,
-                    timeout_ms,
-                    parts,
-                },
-            )
-            .await
-        });
+        let b = broker.clone();
+        let req = pm::ProduceRequest {
+            acks,
+            timeout_ms,
+            parts,
+        };
+        let task = glommio::spawn_local(async move { b.partitions.produce_on(owner, req).await });
         calls.push((idx, task));
     }
     for (idx, task) in calls {
-        match task.await {
-            Resp::Produce(outs) => {
-                for (i, o) in idx.into_iter().zip(outs) {
-                    slots[i] = Some(o);
-                }
-            }
-            other => {
-                let m = match other {
-                    Resp::Failed(m) => m,
-                    _ => "unexpected reply".into(),
-                };
-                for i in idx {
-                    slots[i] = Some(bad(ErrorCode::NOT_LEADER_OR_FOLLOWER, m.clone()));
-                }
-            }
+        for (i, o) in idx.into_iter().zip(task.await) {
+            slots[i] = Some(o);
         }
     }
     if acks == 0 {

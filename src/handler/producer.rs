@@ -3,15 +3,16 @@
 //! transactional id and bumps its epoch (fencing the previous producer).
 
 use super::{decode, Ctx};
-use crate::net::Response;
+use crate::broker::Broker;
+use crate::coordinator::txn::{TxnReq, TxnResp};
 use crate::protocol::errors::ErrorCode;
-use crate::shard::{Req, Resp, Shard};
+use crate::protocol::Response;
 use bytes::Bytes;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use std::rc::Rc;
 
 pub async fn init_producer_id(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
@@ -21,33 +22,33 @@ pub async fn init_producer_id(
         .with_producer_epoch(-1);
     if let Some(txn_id) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
         let txn_id = txn_id.0.to_string();
-        let r = super::txn::call(
-            shard,
-            &txn_id,
-            crate::txn::TxnReq::Init {
-                txn_id: txn_id.clone(),
-                timeout_ms: req.transaction_timeout_ms,
-            },
-        )
-        .await;
+        let r = broker
+            .txns
+            .call(
+                &txn_id,
+                TxnReq::Init {
+                    txn_id: txn_id.clone(),
+                    timeout_ms: req.transaction_timeout_ms,
+                },
+            )
+            .await;
         let resp = match r {
-            Ok(crate::txn::TxnResp::Init(e, pid, epoch)) if e.is_ok() => resp
+            Ok(TxnResp::Init(e, pid, epoch)) if e.is_ok() => resp
                 .with_producer_id(ProducerId(pid))
                 .with_producer_epoch(epoch),
-            Ok(crate::txn::TxnResp::Init(e, _, _)) => resp.with_error_code(e.0),
+            Ok(TxnResp::Init(e, _, _)) => resp.with_error_code(e.0),
             Ok(_) => resp.with_error_code(ErrorCode::UNKNOWN_SERVER_ERROR.0),
             Err(e) => resp.with_error_code(e.0),
         };
         return Ok(ctx.respond(&resp));
     }
     // Kafka gives an idempotent producer that asks again (KIP-360) a new id as well.
-    let resp = match shard.call(0, Req::AllocProducerId).await {
-        Resp::ProducerId(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
-        Resp::Failed(m) => {
+    let resp = match broker.controller.alloc_producer_id().await {
+        Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        Err(m) => {
             tracing::warn!("allocating a producer id: {m}");
             resp.with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.0)
         }
-        _ => resp.with_error_code(ErrorCode::UNKNOWN_SERVER_ERROR.0),
     };
     Ok(ctx.respond(&resp))
 }

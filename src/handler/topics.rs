@@ -1,9 +1,10 @@
 //! CreateTopics and DeleteTopics, carried out by shard 0 (the metadata owner).
 
 use super::{decode, Ctx};
-use crate::net::Response;
+use crate::broker::Broker;
+use crate::controller::CreateSpec;
 use crate::protocol::errors::ErrorCode;
-use crate::shard::{CreateSpec, Req, Resp, Shard};
+use crate::protocol::Response;
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreateTopicsRequest;
 use kafka_protocol::messages::create_topics_response::{
@@ -18,7 +19,11 @@ use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+pub async fn create(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
     let req: CreateTopicsRequest = decode(ctx, body)?;
     let specs: Vec<CreateSpec> = req
         .topics
@@ -51,21 +56,22 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
         })
         .collect();
     let partitions: Vec<i32> = specs.iter().map(|s| s.partitions).collect();
-    let results = shard.request_create(specs).await;
-    let meta = shard.meta();
+    let results = broker.controller.create_topics(specs).await;
+    let meta = broker.meta();
     let topics = req
         .topics
         .iter()
         .zip(results)
         .zip(partitions)
-        .map(|((t, (code, msg)), n)| {
+        .map(|((t, res), n)| {
+            let (code, msg) = (res.error, res.message);
             let mut r = CreatableTopicResult::default()
                 .with_name(t.name.clone())
                 .with_error_code(code.0)
                 .with_error_message(msg.map(StrBytes::from_string));
             if code.is_ok() {
                 let n = if n == -1 {
-                    shard.config.default_partitions
+                    broker.config.default_partitions
                 } else {
                     n
                 };
@@ -82,9 +88,13 @@ pub async fn create(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
     Ok(ctx.respond(&CreateTopicsResponse::default().with_topics(topics)))
 }
 
-pub async fn delete(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+pub async fn delete(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
     let req: DeleteTopicsRequest = decode(ctx, body)?;
-    let meta = shard.meta();
+    let meta = broker.meta();
     // v6 names topics in `topics` (by name or id); older versions in `topic_names`.
     let names: Vec<Option<String>> = if ctx.version >= 6 {
         req.topics
@@ -105,10 +115,12 @@ pub async fn delete(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
             .collect()
     };
     let known: Vec<String> = names.iter().flatten().cloned().collect();
-    let mut results = match shard.call(0, Req::DeleteTopics(known)).await {
-        Resp::Topics(r) => r.into_iter(),
-        _ => Vec::new().into_iter(),
-    };
+    let mut results = broker
+        .controller
+        .delete_topics(known)
+        .await
+        .into_iter()
+        .map(|r| (r.error, r.message));
     let responses = names
         .into_iter()
         .map(|n| {

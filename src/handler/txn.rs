@@ -3,11 +3,12 @@
 //! coordinator, which keeps the offsets pending until the transaction's marker.
 
 use super::{decode, Ctx};
-use crate::group::{offsets_partition, OFFSETS_TOPIC};
-use crate::net::Response;
+use crate::broker::Broker;
+use crate::coordinator::group::OFFSETS_TOPIC;
+use crate::coordinator::txn::{TxnReq, TxnResp};
+use crate::metadata::key_partition;
 use crate::protocol::errors::ErrorCode;
-use crate::shard::{Req, Resp, Shard};
-use crate::txn::{coordinator_shard, TxnReq, TxnResp};
+use crate::protocol::Response;
 use bytes::Bytes;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -29,14 +30,8 @@ fn fenced(ctx: &Ctx, first_version_with_fenced: i16) -> ErrorCode {
 }
 
 /// Runs a request on the transaction coordinator of `txn_id`.
-pub async fn call(shard: &Rc<Shard>, txn_id: &str, req: TxnReq) -> Result<TxnResp, ErrorCode> {
-    let Some(owner) = coordinator_shard(shard, txn_id) else {
-        return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
-    };
-    match shard.call(owner, Req::Txn(req)).await {
-        Resp::Txn(r) => Ok(r),
-        _ => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
-    }
+async fn call(broker: &Rc<Broker>, txn_id: &str, req: TxnReq) -> Result<TxnResp, ErrorCode> {
+    broker.txns.call(txn_id, req).await
 }
 
 fn done(r: Result<TxnResp, ErrorCode>) -> ErrorCode {
@@ -48,13 +43,13 @@ fn done(r: Result<TxnResp, ErrorCode>) -> ErrorCode {
 }
 
 pub async fn add_partitions(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: AddPartitionsToTxnRequest = decode(ctx, body)?;
     let txn_id = req.v3_and_below_transactional_id.0.to_string();
-    let meta = shard.meta();
+    let meta = broker.meta();
     // Partitions of unknown topics fail alone; the others wait for them (Kafka's
     // OPERATION_NOT_ATTEMPTED) so the transaction is not half-extended.
     let mut unknown = false;
@@ -72,7 +67,7 @@ pub async fn add_partitions(
     } else {
         Some(done(
             call(
-                shard,
+                broker,
                 &txn_id,
                 TxnReq::AddPartitions {
                     txn_id: txn_id.clone(),
@@ -116,13 +111,13 @@ pub async fn add_partitions(
 }
 
 pub async fn add_offsets(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: AddOffsetsToTxnRequest = decode(ctx, body)?;
     let txn_id = req.transactional_id.0.to_string();
-    let n = shard
+    let n = broker
         .meta()
         .topics
         .get(OFFSETS_TOPIC)
@@ -131,7 +126,7 @@ pub async fn add_offsets(
         None => ErrorCode::COORDINATOR_NOT_AVAILABLE,
         Some(n) => done(
             call(
-                shard,
+                broker,
                 &txn_id,
                 TxnReq::AddPartitions {
                     txn_id: txn_id.clone(),
@@ -139,7 +134,7 @@ pub async fn add_offsets(
                     epoch: req.producer_epoch,
                     partitions: vec![(
                         OFFSETS_TOPIC.to_string(),
-                        offsets_partition(&req.group_id.0, n),
+                        key_partition(&req.group_id.0, n),
                     )],
                     fenced: fenced(ctx, 2),
                 },
@@ -150,12 +145,12 @@ pub async fn add_offsets(
     Ok(ctx.respond(&AddOffsetsToTxnResponse::default().with_error_code(code.0)))
 }
 
-pub async fn end(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+pub async fn end(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
     let req: EndTxnRequest = decode(ctx, body)?;
     let txn_id = req.transactional_id.0.to_string();
     let code = done(
         call(
-            shard,
+            broker,
             &txn_id,
             TxnReq::End {
                 txn_id: txn_id.clone(),
@@ -171,7 +166,7 @@ pub async fn end(shard: &Rc<Shard>, ctx: &Ctx, body: &mut Bytes) -> Result<Respo
 }
 
 pub async fn offset_commit(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
@@ -192,7 +187,7 @@ pub async fn offset_commit(
         })
         .collect();
     let codes = super::group::commit_offsets(
-        shard,
+        broker,
         &req.group_id.0,
         req.generation_id,
         req.member_id.to_string(),

@@ -9,9 +9,9 @@
 //! of growing. A connection that completes no request within the idle timeout (idle, or
 //! trickling a partial frame) is closed, as is one that does not read a response for as long.
 
-use super::{Piece, Response};
+use crate::broker::Broker;
 use crate::handler;
-use crate::shard::Shard;
+use crate::protocol::{Piece, Response};
 use crate::util::with_timeout;
 use bytes::{Buf, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -28,8 +28,8 @@ const IDLE_READ_BYTES: usize = 4 * 1024;
 /// Responses smaller than this are copied into one buffer so a response is one write.
 const COALESCE_BYTES: usize = 16 * 1024;
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: super::ConnSlot) {
-    let _open = OpenConnection::new(&shard);
+pub async fn serve(broker: Rc<Broker>, stream: TcpStream, _slot: super::ConnSlot) {
+    let _open = OpenConnection::new(&broker);
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -43,9 +43,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: super::ConnSlot) 
     }
     let writer = unsafe { TcpStream::from_raw_fd(dup) };
     let (tx, rx) =
-        glommio::channels::local_channel::new_bounded(shard.config.max_inflight_per_connection);
-    let zero_copy = shard.config.zero_copy_fetch;
-    let idle = Duration::from_millis(shard.config.connection_idle_timeout_ms);
+        glommio::channels::local_channel::new_bounded(broker.config.max_inflight_per_connection);
+    let zero_copy = broker.config.zero_copy_fetch;
+    let idle = Duration::from_millis(broker.config.connection_idle_timeout_ms);
     let peer_w = peer.clone();
     let write_task = glommio::spawn_local(async move {
         let mut w = writer;
@@ -79,21 +79,21 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _slot: super::ConnSlot) 
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     });
     let peer_rc: Rc<str> = Rc::from(peer.as_str());
-    if let Err(e) = read_loop(&shard, stream, tx, peer_rc).await {
+    if let Err(e) = read_loop(&broker, stream, tx, peer_rc).await {
         tracing::debug!(%peer, "connection closed by reader: {e}");
     }
     write_task.await;
 }
 
 async fn read_loop(
-    shard: &Rc<Shard>,
+    broker: &Rc<Broker>,
     mut stream: TcpStream,
     tx: glommio::channels::local_channel::LocalSender<glommio::task::JoinHandle<Response>>,
     peer: Rc<str>,
 ) -> std::io::Result<()> {
-    let max = shard.config.max_request_bytes;
-    let idle = Duration::from_millis(shard.config.connection_idle_timeout_ms);
-    let budget = shard.config.request_memory_bytes as u64;
+    let max = broker.config.max_request_bytes;
+    let idle = Duration::from_millis(broker.config.connection_idle_timeout_ms);
+    let budget = broker.config.request_memory_bytes as u64;
     let mut buf = BytesMut::new();
     let mut last_request = Instant::now();
     // The budget held for the frame being read (taken once its size is known).
@@ -108,7 +108,7 @@ async fn read_loop(
             }
             let size = size as usize;
             if held.is_none() {
-                let p = shard
+                let p = broker
                     .request_memory
                     .clone()
                     .acquire_static_permit((size as u64 + 4).min(budget))
@@ -124,7 +124,7 @@ async fn read_loop(
             let frame = buf.split_to(size).freeze();
             last_request = Instant::now();
             let permit = held.take();
-            let sh = shard.clone();
+            let sh = broker.clone();
             let pe = peer.clone();
             let task = glommio::spawn_local(async move {
                 let r = handler::handle(sh, frame, pe).await;
@@ -266,13 +266,13 @@ async fn flush(w: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
 }
 
 /// Counts the connection as open for as long as it lives.
-struct OpenConnection(Rc<Shard>);
+struct OpenConnection(Rc<Broker>);
 
 impl OpenConnection {
-    fn new(shard: &Rc<Shard>) -> OpenConnection {
-        let m = &shard.metrics;
+    fn new(broker: &Rc<Broker>) -> OpenConnection {
+        let m = &broker.metrics;
         m.connections_open.set(m.connections_open.get() + 1);
-        OpenConnection(shard.clone())
+        OpenConnection(broker.clone())
     }
 }
 

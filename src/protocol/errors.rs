@@ -31,6 +31,7 @@ impl ErrorCode {
     pub const INVALID_PARTITIONS: ErrorCode = ErrorCode(37);
     pub const INVALID_REPLICATION_FACTOR: ErrorCode = ErrorCode(38);
     pub const INVALID_REQUEST: ErrorCode = ErrorCode(42);
+    pub const POLICY_VIOLATION: ErrorCode = ErrorCode(44);
     pub const INVALID_CONFIG: ErrorCode = ErrorCode(40);
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: ErrorCode = ErrorCode(43);
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: ErrorCode = ErrorCode(45);

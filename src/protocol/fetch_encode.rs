@@ -2,7 +2,7 @@
 //! partition may be a file range spliced to the socket: the response is a list of pieces, some in
 //! memory and some on disk, and only their lengths are needed to frame it.
 
-use crate::net::Piece;
+use crate::protocol::Piece;
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub struct PartitionData {

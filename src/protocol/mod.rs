@@ -8,6 +8,9 @@
 pub mod batch;
 pub mod errors;
 pub mod fetch_encode;
+pub mod response;
+
+pub use response::{Piece, Response};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};

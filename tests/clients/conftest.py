@@ -39,8 +39,10 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, tmp: Path, shards=1, config=None, data_dirs=None):
+    def __init__(self, tmp: Path, shards=1, config=None, data_dirs=None, env=None):
         self.port = free_port()
+        # Extra environment of the broker process (e.g. FLUMEN_DEBUG_PANIC_TOPIC).
+        self.env = env
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.data_dir = tmp / "data"
         # Several data dirs (JBOD) instead of data_dir.
@@ -70,7 +72,8 @@ class Broker:
         log = open(self.log_path, "a")
         log.write(f"--- start {' '.join(cmd)}\n")
         log.flush()
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        env = dict(os.environ, **self.env) if self.env else None
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -142,10 +145,10 @@ def time_limit():
 def broker_factory(tmp_path, request):
     made = []
 
-    def make(shards=1, config=None, name="b", data_dirs=None):
+    def make(shards=1, config=None, name="b", data_dirs=None, env=None):
         d = tmp_path / name
         d.mkdir()
-        b = Broker(d, shards=shards, config=config, data_dirs=data_dirs)
+        b = Broker(d, shards=shards, config=config, data_dirs=data_dirs, env=env)
         made.append(b)
         return b.start()
 

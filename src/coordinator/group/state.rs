@@ -2,8 +2,11 @@
 
 use super::offsets::{self, Committed, OffsetKey};
 use super::OFFSETS_TOPIC;
+use crate::config::Config;
+use crate::metadata::MetadataImage;
+use crate::partition_manager::PartitionManager;
 use crate::protocol::errors::ErrorCode;
-use crate::shard::Shard;
+use crate::shard::{local, Shard};
 use crate::util::{now_ms, Notify};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -406,6 +409,10 @@ type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
 /// The coordinator of the groups whose offsets partition this shard owns.
 pub struct Coordinator {
+    shard: Rc<Shard>,
+    config: Rc<Config>,
+    image: Rc<MetadataImage>,
+    partitions: Rc<PartitionManager>,
     groups: RefCell<HashMap<String, Group>>,
     offsets: RefCell<HashMap<String, GroupOffsets>>,
     /// Offsets written by open transactions, by producer id: applied by a commit marker,
@@ -416,18 +423,73 @@ pub struct Coordinator {
 }
 
 fn new_member_id(prefix: &str, n: u64) -> String {
-    format!("{prefix}-{}-{n}", crate::shard::meta::random_hex(8))
+    format!("{prefix}-{}-{n}", crate::metadata::image::random_hex(8))
 }
 
-impl Default for Coordinator {
-    fn default() -> Self {
-        Coordinator {
+impl Coordinator {
+    pub fn new(
+        shard: Rc<Shard>,
+        config: Rc<Config>,
+        image: Rc<MetadataImage>,
+        partitions: Rc<PartitionManager>,
+    ) -> Rc<Self> {
+        Rc::new(Coordinator {
+            shard,
+            config,
+            image,
+            partitions,
             groups: RefCell::new(HashMap::new()),
             offsets: RefCell::new(HashMap::new()),
             pending_txn: RefCell::new(HashMap::new()),
             seq: Cell::new(0),
             member_counter: Cell::new(0),
+        })
+    }
+
+    pub(super) fn partitions(&self) -> &Rc<PartitionManager> {
+        &self.partitions
+    }
+
+    /// The shard coordinating `group`, or None while `__consumer_offsets` does not exist yet.
+    pub fn coordinator_shard(&self, group: &str) -> Option<usize> {
+        self.image.key_owner(OFFSETS_TOPIC, group)
+    }
+
+    /// Runs `req` on the coordinator of `group` (this shard's or another's).
+    pub async fn call(&self, group: &str, req: GroupReq) -> Result<GroupResp, ErrorCode> {
+        let owner = self
+            .coordinator_shard(group)
+            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
+        self.shard
+            .invoke_on(owner, move || async move {
+                local::<Coordinator>().handle(req).await
+            })
+            .await
+            .map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)
+    }
+
+    /// Every shard's groups: (group, protocol type, state).
+    pub async fn list_all(&self) -> Vec<(String, String, &'static str)> {
+        let mut out = Vec::new();
+        for owner in 0..self.shard.nr_shards {
+            let r = self
+                .shard
+                .invoke_on(owner, || async { local::<Coordinator>().list() })
+                .await;
+            if let Ok(l) = r {
+                out.extend(l);
+            }
         }
+        out
+    }
+
+    /// Loads the committed offsets of every `__consumer_offsets` partition this shard owns.
+    pub async fn load_owned(&self) -> Result<usize, String> {
+        let mut n = 0;
+        for p in self.partitions.local_partitions_of(OFFSETS_TOPIC) {
+            n += self.load(p).await?;
+        }
+        Ok(n)
     }
 }
 
@@ -439,33 +501,31 @@ impl Coordinator {
 
     /// Replays the commits stored in one `__consumer_offsets` partition this shard owns:
     /// plain commits apply at once, transactional ones when their commit marker comes.
-    pub async fn load(&self, shard: &Shard, partition: i32) -> Result<usize, String> {
-        let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
-            return Ok(0);
-        };
+    pub async fn load(&self, partition: i32) -> Result<usize, String> {
         let mut n = 0;
-        p.scan(|b| {
-            use crate::protocol::batch;
-            let attrs = batch::be_i16(b, batch::OFF_ATTRIBUTES);
-            let pid = batch::be_i64(b, batch::OFF_PRODUCER_ID);
-            if let Some(commit) = batch::control_marker(b) {
-                self.complete_txn(pid, commit);
-            } else if attrs & batch::ATTR_TRANSACTIONAL != 0 {
-                let entries = offsets::parse_batch(b);
-                n += entries.len();
-                self.pending_txn
-                    .borrow_mut()
-                    .entry(pid)
-                    .or_default()
-                    .extend(entries);
-            } else {
-                let entries = offsets::parse_batch(b);
-                n += entries.len();
-                self.apply(entries);
-            }
-        })
-        .await
-        .map_err(|e| e.message)?;
+        self.partitions
+            .local_scan(OFFSETS_TOPIC, partition, |b| {
+                use crate::protocol::batch;
+                let attrs = batch::be_i16(b, batch::OFF_ATTRIBUTES);
+                let pid = batch::be_i64(b, batch::OFF_PRODUCER_ID);
+                if let Some(commit) = batch::control_marker(b) {
+                    self.complete_txn(pid, commit);
+                } else if attrs & batch::ATTR_TRANSACTIONAL != 0 {
+                    let entries = offsets::parse_batch(b);
+                    n += entries.len();
+                    self.pending_txn
+                        .borrow_mut()
+                        .entry(pid)
+                        .or_default()
+                        .extend(entries);
+                } else {
+                    let entries = offsets::parse_batch(b);
+                    n += entries.len();
+                    self.apply(entries);
+                }
+            })
+            .await
+            .map_err(|e| e.message)?;
         Ok(n)
     }
 
@@ -496,9 +556,9 @@ impl Coordinator {
         }
     }
 
-    pub async fn handle(&self, shard: &Rc<Shard>, req: GroupReq) -> GroupResp {
+    pub async fn handle(&self, req: GroupReq) -> GroupResp {
         match req {
-            GroupReq::Join { .. } => GroupResp::Join(self.join(shard, req).await),
+            GroupReq::Join { .. } => GroupResp::Join(self.join(req).await),
             GroupReq::Sync {
                 group,
                 generation,
@@ -525,7 +585,6 @@ impl Coordinator {
                 producer,
             } => GroupResp::Commit(
                 self.commit(
-                    shard,
                     &group,
                     (generation, &member_id, &instance_id),
                     offsets,
@@ -545,17 +604,17 @@ impl Coordinator {
             GroupReq::Delete(groups) => {
                 let mut out = Vec::with_capacity(groups.len());
                 for g in groups {
-                    out.push(self.delete_group(shard, &g).await);
+                    out.push(self.delete_group(&g).await);
                 }
                 GroupResp::Deleted(out)
             }
             GroupReq::DeleteOffsets { group, partitions } => {
-                self.delete_offsets(shard, &group, partitions).await
+                self.delete_offsets(&group, partitions).await
             }
         }
     }
 
-    async fn join(&self, shard: &Rc<Shard>, req: GroupReq) -> JoinOut {
+    async fn join(&self, req: GroupReq) -> JoinOut {
         let GroupReq::Join {
             group: gid,
             member_id,
@@ -572,7 +631,7 @@ impl Coordinator {
         else {
             unreachable!("join called with a join request");
         };
-        let cfg = &shard.config;
+        let cfg = &self.config;
         if gid.is_empty() {
             return JoinOut::error(ErrorCode::INVALID_GROUP_ID, member_id);
         }
@@ -908,12 +967,8 @@ impl Coordinator {
 
     /// Forgets committed offsets of empty groups older than the retention (Kafka's
     /// offsets.retention.minutes), writing tombstones.
-    pub async fn expire_offsets(&self, shard: &Rc<Shard>) {
-        let cutoff = now_ms()
-            - shard
-                .config
-                .offsets_retention_minutes
-                .saturating_mul(60_000);
+    pub async fn expire_offsets(&self) {
+        let cutoff = now_ms() - self.config.offsets_retention_minutes.saturating_mul(60_000);
         let mut doomed: Vec<(String, String, i32)> = Vec::new();
         {
             let groups = self.groups.borrow();
@@ -929,33 +984,30 @@ impl Coordinator {
             }
         }
         for (g, t, p) in doomed {
-            let _ = self
-                .write(shard, &g, vec![((g.clone(), t, p), None)], None)
-                .await;
+            let _ = self.write(&g, vec![((g.clone(), t, p), None)], None).await;
         }
     }
 
     /// Writes commits (or tombstones) of one group durably, then applies them to the cache.
     async fn write(
         &self,
-        shard: &Rc<Shard>,
         gid: &str,
         entries: Vec<(OffsetKey, Option<Committed>)>,
         producer: Option<(i64, i16)>,
     ) -> ErrorCode {
-        let parts = shard
-            .meta()
-            .topics
-            .get(OFFSETS_TOPIC)
-            .map(|t| t.placement.len() as i32);
-        let Some(n) = parts else {
+        let Some(n) = self.image.partition_count(OFFSETS_TOPIC) else {
             return ErrorCode::COORDINATOR_NOT_AVAILABLE;
         };
-        let Some(p) = shard.partition(OFFSETS_TOPIC, super::offsets_partition(gid, n)) else {
-            return ErrorCode::NOT_COORDINATOR;
-        };
+        let partition = crate::metadata::key_partition(gid, n);
         let batch = offsets::build_batch(&entries, now_ms(), producer);
-        if let Err(e) = p.append_durable(&batch).await {
+        if let Err(e) = self
+            .partitions
+            .local_append_durable(OFFSETS_TOPIC, partition, &batch)
+            .await
+        {
+            if e.code == ErrorCode::NOT_LEADER_OR_FOLLOWER {
+                return ErrorCode::NOT_COORDINATOR;
+            }
             if e.code == ErrorCode::UNKNOWN_SERVER_ERROR {
                 return e.code;
             }
@@ -981,7 +1033,6 @@ impl Coordinator {
     /// OffsetCommit, and TxnOffsetCommit when `producer` is set.
     async fn commit(
         &self,
-        shard: &Rc<Shard>,
         gid: &str,
         (generation, member_id, instance_id): (i32, &str, &Option<String>),
         list: Vec<(String, i32, i64, i32, Option<String>, bool)>,
@@ -1035,7 +1086,7 @@ impl Coordinator {
         if entries.is_empty() {
             return codes;
         }
-        let e = self.write(shard, gid, entries, producer).await;
+        let e = self.write(gid, entries, producer).await;
         if !e.is_ok() {
             for c in codes.iter_mut().filter(|c| c.is_ok()) {
                 *c = e;
@@ -1154,7 +1205,7 @@ impl Coordinator {
         }
     }
 
-    async fn delete_group(&self, shard: &Rc<Shard>, gid: &str) -> ErrorCode {
+    async fn delete_group(&self, gid: &str) -> ErrorCode {
         {
             let groups = self.groups.borrow();
             let known = groups.contains_key(gid) || self.offsets.borrow().contains_key(gid);
@@ -1176,7 +1227,7 @@ impl Coordinator {
                 .into_iter()
                 .map(|(t, p)| ((gid.to_string(), t, p), None))
                 .collect();
-            let e = self.write(shard, gid, entries, None).await;
+            let e = self.write(gid, entries, None).await;
             if !e.is_ok() {
                 return e;
             }
@@ -1189,12 +1240,7 @@ impl Coordinator {
         ErrorCode::NONE
     }
 
-    async fn delete_offsets(
-        &self,
-        shard: &Rc<Shard>,
-        gid: &str,
-        partitions: Vec<(String, i32)>,
-    ) -> GroupResp {
+    async fn delete_offsets(&self, gid: &str, partitions: Vec<(String, i32)>) -> GroupResp {
         let subscribed: Vec<String> = {
             let groups = self.groups.borrow();
             if !groups.contains_key(gid) && !self.offsets.borrow().contains_key(gid) {
@@ -1224,7 +1270,7 @@ impl Coordinator {
             }
         }
         if !entries.is_empty() {
-            let e = self.write(shard, gid, entries, None).await;
+            let e = self.write(gid, entries, None).await;
             if !e.is_ok() {
                 return GroupResp::OffsetsDeleted(e, codes);
             }

@@ -1,7 +1,8 @@
-//! The broker's metadata: topics, their configs and the partition -> shard placement.
+//! The broker's metadata: topics, their configs, the partition -> shard placement and each
+//! partition's leader epoch.
 //!
-//! Shard 0 is the only writer: it persists `<data>/flumen-meta.toml` (write, fsync, rename) and
-//! broadcasts each new version to every shard, which keeps a read-only copy.
+//! The controller (shard 0) is the only writer: it persists `<data>/flumen-meta.toml` (write,
+//! fsync, rename) and publishes each new version to every shard, which keeps it as its image.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -18,9 +19,21 @@ pub struct TopicMeta {
     /// Topic-level config overrides (Kafka names, e.g. retention.ms).
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
+    /// Leader epoch of each partition, by partition index (absent in files written before
+    /// epochs were stored: those partitions are at epoch 0). Bumped by every leader change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leader_epochs: Vec<i32>,
 }
 
 impl TopicMeta {
+    /// The leader epoch of partition `p`.
+    pub fn leader_epoch(&self, p: i32) -> i32 {
+        usize::try_from(p)
+            .ok()
+            .and_then(|i| self.leader_epochs.get(i).copied())
+            .unwrap_or(0)
+    }
+
     pub fn id_bytes(&self) -> [u8; 16] {
         let mut out = [0u8; 16];
         for (i, b) in out.iter_mut().enumerate() {
@@ -99,24 +112,18 @@ impl ClusterMeta {
     }
 }
 
-/// Random hex from the kernel's generator (topic ids, cluster id).
+/// Random hex (topic ids, cluster id, member ids) from `util::random_u64`: no system call on
+/// the shard thread.
 pub fn random_hex(bytes: usize) -> String {
-    use std::io::Read;
-    let mut buf = vec![0u8; bytes];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_err()
-    {
-        // Fall back to time-derived bytes; ids only need to differ between topics.
-        let mut x = crate::util::now_ms() as u64 ^ 0x9e37_79b9_7f4a_7c15;
-        for b in buf.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
+    let mut out = String::with_capacity(bytes * 2);
+    let mut word = 0u64;
+    for i in 0..bytes {
+        if i % 8 == 0 {
+            word = crate::util::random_u64();
         }
+        out.push_str(&format!("{:02x}", (word >> ((i % 8) * 8)) as u8));
     }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    out
 }
 
 /// Kafka's topic name rule: 1..=249 of [a-zA-Z0-9._-], not "." or "..".
@@ -157,6 +164,7 @@ mod tests {
                 id: random_hex(16),
                 placement: vec![0, 1, 2, 3],
                 configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+                leader_epochs: vec![0, 3, 0, 1],
             },
         );
         m.save(dir.path()).unwrap();
@@ -166,5 +174,9 @@ mod tests {
         assert_eq!(folded.topics["t"].placement, vec![0, 1, 0, 1]);
         assert_eq!(folded.load_per_shard(2), vec![2, 2]);
         assert_eq!(m.topics["t"].id_bytes().len(), 16);
+        assert_eq!(m.topics["t"].leader_epoch(1), 3);
+        assert_eq!(m.topics["t"].leader_epoch(9), 0);
+        assert_ne!(random_hex(16), random_hex(16));
+        assert_eq!(random_hex(5).len(), 10);
     }
 }

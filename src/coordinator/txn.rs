@@ -14,18 +14,24 @@
 //! fenced. A new producer with the same transactional id (InitProducerId) aborts what the old
 //! one left open and fences it the same way.
 
-use crate::group::offsets::{get_str, put_str};
+use super::group::offsets::{get_str, put_str};
+use crate::config::Config;
+use crate::controller::Controller;
+use crate::metadata::MetadataImage;
+use crate::partition_manager::PartitionManager;
 use crate::protocol::batch::encode_records;
 use crate::protocol::errors::ErrorCode;
-use crate::shard::{Req, Resp, Shard};
+use crate::shard::{local, Shard};
 use crate::util::now_ms;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Name of the internal topic holding transaction states.
-pub const TXN_TOPIC: &str = "__transaction_state";
+pub use crate::metadata::TXN_TOPIC;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxnState {
@@ -172,50 +178,98 @@ pub enum TxnResp {
 
 /// The coordinator of the transactional ids whose `__transaction_state` partition this shard
 /// owns.
-#[derive(Default)]
 pub struct Coordinator {
+    shard: Rc<Shard>,
+    config: Rc<Config>,
+    image: Rc<MetadataImage>,
+    partitions: Rc<PartitionManager>,
+    controller: Rc<Controller>,
     txns: RefCell<HashMap<String, TxnMeta>>,
     /// One operation at a time per transactional id (they span several writes).
     locks: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
 }
 
-/// The `__transaction_state` partition of a transactional id.
-pub fn txn_partition(txn_id: &str, partitions: i32) -> i32 {
-    crate::group::offsets_partition(txn_id, partitions)
-}
-
-/// The shard coordinating `txn_id`, or None while `__transaction_state` does not exist yet.
-pub fn coordinator_shard(shard: &Shard, txn_id: &str) -> Option<usize> {
-    crate::group::key_owner(shard, TXN_TOPIC, txn_id)
-}
-
 impl Coordinator {
-    /// Replays one `__transaction_state` partition: the newest record of each id wins.
-    pub async fn load(&self, shard: &Shard, partition: i32) -> Result<usize, String> {
-        let Some(p) = shard.partition(TXN_TOPIC, partition) else {
-            return Ok(0);
-        };
+    pub fn new(
+        shard: Rc<Shard>,
+        config: Rc<Config>,
+        image: Rc<MetadataImage>,
+        partitions: Rc<PartitionManager>,
+        controller: Rc<Controller>,
+    ) -> Rc<Self> {
+        Rc::new(Coordinator {
+            shard,
+            config,
+            image,
+            partitions,
+            controller,
+            txns: RefCell::new(HashMap::new()),
+            locks: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The shard coordinating `txn_id`, or None while `__transaction_state` does not exist yet.
+    pub fn coordinator_shard(&self, txn_id: &str) -> Option<usize> {
+        self.image.key_owner(TXN_TOPIC, txn_id)
+    }
+
+    /// Runs `req` on the coordinator of `txn_id` (this shard's or another's).
+    pub async fn call(&self, txn_id: &str, req: TxnReq) -> Result<TxnResp, ErrorCode> {
+        let owner = self
+            .coordinator_shard(txn_id)
+            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
+        self.shard
+            .invoke_on(owner, move || async move {
+                local::<Coordinator>().handle(req).await
+            })
+            .await
+            .map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)
+    }
+
+    /// Start-up on this shard: load the transaction states of the `__transaction_state`
+    /// partitions it owns, then run the timer that aborts timed-out transactions and finishes
+    /// decided ones.
+    pub async fn start(self: &Rc<Self>, stop: Arc<AtomicBool>) -> Result<usize, String> {
         let mut n = 0;
-        p.scan(|b| {
-            let mut bytes = Bytes::copy_from_slice(b);
-            let Ok(sets) = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
-            else {
-                return;
-            };
-            let mut txns = self.txns.borrow_mut();
-            for r in sets.into_iter().flat_map(|s| s.records) {
-                let Some(id) = r.key.and_then(decode_key) else {
-                    continue;
-                };
-                match r.value.and_then(decode_value) {
-                    Some(m) => txns.insert(id, m),
-                    None => txns.remove(&id),
-                };
-                n += 1;
+        for p in self.partitions.local_partitions_of(TXN_TOPIC) {
+            n += self.load(p).await?;
+        }
+        let c = self.clone();
+        glommio::spawn_local(async move {
+            let every = Duration::from_millis(c.config.transaction_abort_check_interval_ms);
+            while !stop.load(Ordering::Relaxed) {
+                glommio::timer::sleep(every).await;
+                c.tick().await;
             }
         })
-        .await
-        .map_err(|e| e.message)?;
+        .detach();
+        Ok(n)
+    }
+
+    /// Replays one `__transaction_state` partition: the newest record of each id wins.
+    pub async fn load(&self, partition: i32) -> Result<usize, String> {
+        let mut n = 0;
+        self.partitions
+            .local_scan(TXN_TOPIC, partition, |b| {
+                let mut bytes = Bytes::copy_from_slice(b);
+                let Ok(sets) = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+                else {
+                    return;
+                };
+                let mut txns = self.txns.borrow_mut();
+                for r in sets.into_iter().flat_map(|s| s.records) {
+                    let Some(id) = r.key.and_then(decode_key) else {
+                        continue;
+                    };
+                    match r.value.and_then(decode_value) {
+                        Some(m) => txns.insert(id, m),
+                        None => txns.remove(&id),
+                    };
+                    n += 1;
+                }
+            })
+            .await
+            .map_err(|e| e.message)?;
         Ok(n)
     }
 
@@ -227,12 +281,12 @@ impl Coordinator {
             .clone()
     }
 
-    pub async fn handle(&self, shard: &Rc<Shard>, req: TxnReq) -> TxnResp {
+    pub async fn handle(&self, req: TxnReq) -> TxnResp {
         match req {
             TxnReq::Init { txn_id, timeout_ms } => {
                 let lock = self.lock(&txn_id);
                 let _g = lock.acquire_permit(1).await.ok();
-                let (e, pid, epoch) = self.init(shard, &txn_id, timeout_ms).await;
+                let (e, pid, epoch) = self.init(&txn_id, timeout_ms).await;
                 TxnResp::Init(e, pid, epoch)
             }
             TxnReq::AddPartitions {
@@ -245,7 +299,7 @@ impl Coordinator {
                 let lock = self.lock(&txn_id);
                 let _g = lock.acquire_permit(1).await.ok();
                 TxnResp::Done(
-                    self.add_partitions(shard, &txn_id, producer_id, epoch, partitions, fenced)
+                    self.add_partitions(&txn_id, producer_id, epoch, partitions, fenced)
                         .await,
                 )
             }
@@ -258,34 +312,31 @@ impl Coordinator {
             } => {
                 let lock = self.lock(&txn_id);
                 let _g = lock.acquire_permit(1).await.ok();
-                TxnResp::Done(
-                    self.end(shard, &txn_id, producer_id, epoch, commit, fenced)
-                        .await,
-                )
+                TxnResp::Done(self.end(&txn_id, producer_id, epoch, commit, fenced).await)
             }
         }
     }
 
     /// Writes a state durably, then makes it the current one.
-    async fn persist(&self, shard: &Rc<Shard>, txn_id: &str, m: TxnMeta) -> ErrorCode {
-        let n = shard
-            .meta()
-            .topics
-            .get(TXN_TOPIC)
-            .map(|t| t.placement.len() as i32);
-        let Some(n) = n else {
+    async fn persist(&self, txn_id: &str, m: TxnMeta) -> ErrorCode {
+        let Some(n) = self.image.partition_count(TXN_TOPIC) else {
             return ErrorCode::COORDINATOR_NOT_AVAILABLE;
         };
-        let Some(p) = shard.partition(TXN_TOPIC, txn_partition(txn_id, n)) else {
-            return ErrorCode::NOT_COORDINATOR;
-        };
+        let partition = crate::metadata::key_partition(txn_id, n);
         let batch = encode_records(
             &[(Some(encode_key(txn_id)), Some(encode_value(&m)))],
             now_ms(),
             None,
         );
-        match p.append_durable(&batch).await {
+        match self
+            .partitions
+            .local_append_durable(TXN_TOPIC, partition, &batch)
+            .await
+        {
             Ok(()) => {}
+            Err(e) if e.code == ErrorCode::NOT_LEADER_OR_FOLLOWER => {
+                return ErrorCode::NOT_COORDINATOR
+            }
             Err(e) if e.code == ErrorCode::UNKNOWN_SERVER_ERROR => return e.code,
             Err(e) => {
                 tracing::warn!(txn = %txn_id, "writing transaction state: {e}");
@@ -298,9 +349,13 @@ impl Coordinator {
 
     /// Writes the markers of a decided transaction and completes it. On failure the decision
     /// stays (Prepare*) and the tick retries.
-    async fn complete(&self, shard: &Rc<Shard>, txn_id: &str, m: TxnMeta) -> ErrorCode {
+    async fn complete(&self, txn_id: &str, m: TxnMeta) -> ErrorCode {
         let commit = m.state == TxnState::PrepareCommit;
-        if let Err(e) = write_markers(shard, m.producer_id, m.epoch, commit, &m.partitions).await {
+        if let Err(e) = self
+            .partitions
+            .write_markers(m.producer_id, m.epoch, commit, &m.partitions)
+            .await
+        {
             tracing::warn!(txn = %txn_id, "writing transaction markers: {e}");
             return ErrorCode::COORDINATOR_NOT_AVAILABLE;
         }
@@ -314,50 +369,45 @@ impl Coordinator {
             update_ms: now_ms(),
             ..m
         };
-        self.persist(shard, txn_id, done).await
+        self.persist(txn_id, done).await
     }
 
     /// Aborts an open transaction with the epoch bumped, which fences its producer.
-    async fn fence_and_abort(&self, shard: &Rc<Shard>, txn_id: &str, m: TxnMeta) -> ErrorCode {
+    async fn fence_and_abort(&self, txn_id: &str, m: TxnMeta) -> ErrorCode {
         let prepared = TxnMeta {
             epoch: m.epoch.saturating_add(1),
             state: TxnState::PrepareAbort,
             update_ms: now_ms(),
             ..m
         };
-        let e = self.persist(shard, txn_id, prepared.clone()).await;
+        let e = self.persist(txn_id, prepared.clone()).await;
         if !e.is_ok() {
             return e;
         }
-        self.complete(shard, txn_id, prepared).await
+        self.complete(txn_id, prepared).await
     }
 
-    async fn init(
-        &self,
-        shard: &Rc<Shard>,
-        txn_id: &str,
-        timeout_ms: i32,
-    ) -> (ErrorCode, i64, i16) {
+    async fn init(&self, txn_id: &str, timeout_ms: i32) -> (ErrorCode, i64, i16) {
         let fail = |e: ErrorCode| (e, -1, -1);
-        if timeout_ms <= 0 || timeout_ms as i64 > shard.config.transaction_max_timeout_ms {
+        if timeout_ms <= 0 || timeout_ms as i64 > self.config.transaction_max_timeout_ms {
             return fail(ErrorCode::INVALID_TRANSACTION_TIMEOUT);
         }
         let current = self.txns.borrow().get(txn_id).cloned();
         let (pid, epoch) = match current {
-            None => match shard.call(0, Req::AllocProducerId).await {
-                Resp::ProducerId(id) => (id, 0),
-                _ => return fail(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+            None => match self.controller.alloc_producer_id().await {
+                Ok(id) => (id, 0),
+                Err(_) => return fail(ErrorCode::COORDINATOR_NOT_AVAILABLE),
             },
             Some(mut m) => {
                 match m.state {
                     TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                        let e = self.complete(shard, txn_id, m.clone()).await;
+                        let e = self.complete(txn_id, m.clone()).await;
                         if !e.is_ok() {
                             return fail(ErrorCode::CONCURRENT_TRANSACTIONS);
                         }
                     }
                     TxnState::Ongoing => {
-                        let e = self.fence_and_abort(shard, txn_id, m.clone()).await;
+                        let e = self.fence_and_abort(txn_id, m.clone()).await;
                         if !e.is_ok() {
                             return fail(ErrorCode::CONCURRENT_TRANSACTIONS);
                         }
@@ -368,9 +418,9 @@ impl Coordinator {
                 // The old producer is fenced by the epoch bump; at the end of the epoch range
                 // the id is replaced instead.
                 if m.epoch >= i16::MAX - 1 {
-                    match shard.call(0, Req::AllocProducerId).await {
-                        Resp::ProducerId(id) => (id, 0),
-                        _ => return fail(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+                    match self.controller.alloc_producer_id().await {
+                        Ok(id) => (id, 0),
+                        Err(_) => return fail(ErrorCode::COORDINATOR_NOT_AVAILABLE),
                     }
                 } else {
                     (m.producer_id, m.epoch + 1)
@@ -387,7 +437,7 @@ impl Coordinator {
             start_ms: -1,
             update_ms: now,
         };
-        let e = self.persist(shard, txn_id, m).await;
+        let e = self.persist(txn_id, m).await;
         if !e.is_ok() {
             return fail(e);
         }
@@ -416,7 +466,6 @@ impl Coordinator {
 
     async fn add_partitions(
         &self,
-        shard: &Rc<Shard>,
         txn_id: &str,
         producer_id: i64,
         epoch: i16,
@@ -442,12 +491,11 @@ impl Coordinator {
             return ErrorCode::NONE;
         }
         next.update_ms = now;
-        self.persist(shard, txn_id, next).await
+        self.persist(txn_id, next).await
     }
 
     async fn end(
         &self,
-        shard: &Rc<Shard>,
         txn_id: &str,
         producer_id: i64,
         epoch: i16,
@@ -465,7 +513,7 @@ impl Coordinator {
                 return ErrorCode::NONE
             }
             (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                return self.complete(shard, txn_id, m).await;
+                return self.complete(txn_id, m).await;
             }
             (TxnState::PrepareCommit | TxnState::PrepareAbort, _) => {
                 return ErrorCode::CONCURRENT_TRANSACTIONS
@@ -481,12 +529,12 @@ impl Coordinator {
             update_ms: now_ms(),
             ..m
         };
-        let e = self.persist(shard, txn_id, prepared.clone()).await;
+        let e = self.persist(txn_id, prepared.clone()).await;
         if !e.is_ok() {
             return e;
         }
         // The decision is durable: from here the transaction completes, now or by the tick.
-        let e = self.complete(shard, txn_id, prepared).await;
+        let e = self.complete(txn_id, prepared).await;
         if !e.is_ok() {
             tracing::warn!(txn = %txn_id, "transaction decided, markers pending: {e:?}");
         }
@@ -495,7 +543,7 @@ impl Coordinator {
 
     /// Aborts timed-out transactions and finishes decided ones whose markers are not all
     /// written (after an error, or a restart).
-    pub async fn tick(&self, shard: &Rc<Shard>) {
+    pub async fn tick(&self) {
         let now = now_ms();
         let due: Vec<(String, TxnMeta)> = self
             .txns
@@ -519,68 +567,15 @@ impl Coordinator {
                 TxnState::Ongoing if now_ms() - m.start_ms > m.timeout_ms as i64 => {
                     tracing::info!(txn = %txn_id, producer_id = m.producer_id,
                         "transaction timed out: aborting");
-                    self.fence_and_abort(shard, &txn_id, m).await
+                    self.fence_and_abort(&txn_id, m).await
                 }
-                TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                    self.complete(shard, &txn_id, m).await
-                }
+                TxnState::PrepareCommit | TxnState::PrepareAbort => self.complete(&txn_id, m).await,
                 _ => ErrorCode::NONE,
             };
             if !e.is_ok() {
                 tracing::warn!(txn = %txn_id, "completing transaction: {e:?}");
             }
         }
-    }
-}
-
-/// Writes a marker to each partition through its owning shard; Ok when all are durable.
-async fn write_markers(
-    shard: &Rc<Shard>,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
-    partitions: &BTreeSet<(String, i32)>,
-) -> Result<(), String> {
-    let meta = shard.meta();
-    let mut by_owner: BTreeMap<usize, Vec<(String, i32)>> = BTreeMap::new();
-    for (t, p) in partitions {
-        // A partition deleted since has nothing left to mark.
-        if let Some(owner) = meta.owner(t, *p) {
-            by_owner.entry(owner).or_default().push((t.clone(), *p));
-        }
-    }
-    let calls: Vec<_> = by_owner
-        .into_iter()
-        .map(|(owner, parts)| {
-            let sh = shard.clone();
-            glommio::spawn_local(async move {
-                sh.call(
-                    owner,
-                    Req::WriteMarkers {
-                        producer_id,
-                        epoch,
-                        commit,
-                        parts,
-                    },
-                )
-                .await
-            })
-        })
-        .collect();
-    let mut failures = Vec::new();
-    for c in calls {
-        match c.await {
-            Resp::Markers(results) => {
-                failures.extend(results.into_iter().filter_map(|r| r.err()));
-            }
-            Resp::Failed(m) => failures.push(m),
-            _ => failures.push("unexpected answer to WriteMarkers".into()),
-        }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures.join("; "))
     }
 }
 

@@ -1,0 +1,119 @@
+//! What crosses shards to and from the partition manager: named, `Send` structs.
+
+use crate::protocol::batch::BatchInfo;
+use crate::protocol::errors::{ErrorCode, KafkaError};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A produce sub-request for one partition, validated on the connection's shard.
+pub struct ProducePart {
+    pub topic: String,
+    pub partition: i32,
+    pub records: Bytes,
+    pub infos: Vec<BatchInfo>,
+}
+
+/// One shard's share of a produce request.
+pub struct ProduceRequest {
+    pub acks: i16,
+    pub timeout_ms: u64,
+    pub parts: Vec<ProducePart>,
+}
+
+/// The answer for one produced partition.
+pub struct ProduceOut {
+    pub error: Option<KafkaError>,
+    pub base_offset: i64,
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+impl ProduceOut {
+    /// A partition whose batches were not written.
+    pub fn failed(code: ErrorCode, message: String) -> ProduceOut {
+        ProduceOut {
+            error: (!code.is_ok()).then(|| KafkaError::new(code, message)),
+            base_offset: -1,
+            log_append_time: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
+/// A fetch sub-request for one partition.
+pub struct FetchPart {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+    /// read_committed: stop at the last stable offset.
+    pub committed: bool,
+}
+
+/// Record bytes that can cross shards: memory, or a file range the receiver opens itself.
+pub enum SendChunk {
+    Mem(Bytes),
+    File { path: PathBuf, pos: u64, len: usize },
+}
+
+/// The answer for one fetched partition.
+pub struct FetchOut {
+    pub error: ErrorCode,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    pub chunks: Vec<SendChunk>,
+    pub bytes: usize,
+    /// (producer id, first offset) of aborted transactions, for read_committed.
+    pub aborted: Vec<(i64, i64)>,
+}
+
+impl FetchOut {
+    /// An answer with no data.
+    pub fn error(error: ErrorCode, high_watermark: i64, log_start_offset: i64) -> FetchOut {
+        FetchOut {
+            error,
+            high_watermark,
+            last_stable_offset: high_watermark,
+            log_start_offset,
+            chunks: Vec::new(),
+            bytes: 0,
+            aborted: Vec::new(),
+        }
+    }
+}
+
+/// A partition and an offset (a fetch position to watch) or a timestamp (ListOffsets: -2
+/// earliest, -1 latest, else a time in ms).
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A ListOffsets answer for one partition.
+pub struct ListedOffset {
+    pub error: ErrorCode,
+    pub timestamp: i64,
+    pub offset: i64,
+    pub leader_epoch: i32,
+}
+
+impl ListedOffset {
+    pub fn error(error: ErrorCode) -> ListedOffset {
+        ListedOffset {
+            error,
+            timestamp: -1,
+            offset: -1,
+            leader_epoch: -1,
+        }
+    }
+}
+
+/// A partition to open on its owner, with its topic's config overrides.
+pub struct PartitionSpec {
+    pub topic: String,
+    pub partition: i32,
+    pub configs: BTreeMap<String, String>,
+}
