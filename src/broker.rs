@@ -12,6 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a shard waits at start-up for shard 0 to create the internal topics (it normally
+/// takes milliseconds; a failing disk can make it never happen, and the broker still serves).
+const INTERNAL_TOPICS_WAIT: Duration = Duration::from_secs(30);
+
 pub struct Broker {
     pub shard: Rc<Shard>,
     pub config: Rc<Config>,
@@ -94,6 +98,23 @@ impl Broker {
                     (TXN_TOPIC, self.config.transaction_state_partitions),
                 ])
                 .await;
+        } else {
+            // No shard serves clients before the internal topics exist: a client's first
+            // Metadata or FindCoordinator must not see a broker without them.
+            let deadline = std::time::Instant::now() + INTERNAL_TOPICS_WAIT;
+            while ![OFFSETS_TOPIC, TXN_TOPIC]
+                .iter()
+                .all(|t| self.meta().topics.contains_key(*t))
+            {
+                if std::time::Instant::now() > deadline {
+                    tracing::warn!(
+                        shard = self.shard.id,
+                        "serving before the internal topics exist"
+                    );
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+            }
         }
         let n = self
             .txns
