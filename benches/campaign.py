@@ -14,6 +14,9 @@ Measures, in this order and on this machine:
   peer     the same produce load from librdkafka's rdkafka_performance (built by
            benches/build-rdkafka-performance.sh) and from `flumen bench`, against one broker:
            what the bench's own cost hides.
+  ab       with --baseline OTHER_BINARY: the produce and consume rows for the baseline (A) and
+           --flumen (B), alternating A and B for --rounds rounds on fresh brokers, medians and
+           B/A ratios with broker CPU seconds per GB (a refactor must not be slower).
 
 The broker and `flumen bench` share the machine, as they would on a laptop benchmark. Every
 run starts a fresh broker on an empty data directory. Results go to OUT/results.json and a
@@ -21,6 +24,7 @@ markdown table on stdout.
 
 Usage: python3 benches/campaign.py [--flumen target/release/flumen] [--data-dir DIR]
                                   [--seconds 15] [--out DIR] [--only NAME,...]
+                                  [--baseline OLD_BINARY --rounds 3]
 Needs root for dropping the page cache (the cold read); fio and iperf3 on PATH.
 """
 import argparse
@@ -250,6 +254,70 @@ def run(args):
     return results
 
 
+def ab_round(flumen, args):
+    """One A/B round of one binary: produce 1 KiB and 100 B, then a cold and a hot consume
+    (copy path, no tail cache, as the consume step), each with the broker's CPU s/GB."""
+    s = args.seconds
+    out = {}
+    b = Broker(flumen, args.data_dir)
+    try:
+        for key, size, batch, topic in (("produce_1k", 1024, "256", "p1k"),
+                                        ("produce_100", 100, "2000", "p100")):
+            cpu0 = b.cpu_seconds()
+            r = b.bench("produce", *produce_args(topic, 8, size, s, "--acks", "1",
+                                                 "--batch-records", batch))
+            r["broker_cpu_s_per_gb"] = (b.cpu_seconds() - cpu0) / (r["bytes"] / 1e9)
+            out[key] = r
+    finally:
+        b.stop()
+    b = Broker(flumen, args.data_dir, tail_cache_bytes=0)
+    try:
+        b.bench("produce", "--topic", "c", "--partitions", "8", "--record-size", "1024",
+                "--batch-records", "256", "--records", str(args.consume_records))
+        for temp in ("cold", "hot"):
+            if temp == "cold":
+                drop_caches()
+            cpu0 = b.cpu_seconds()
+            r = b.bench("consume", "--topic", "c", "--connections", "2")
+            r["broker_cpu_s_per_gb"] = (b.cpu_seconds() - cpu0) / (r["bytes"] / 1e9)
+            out[f"consume_{temp}"] = r
+    finally:
+        b.stop()
+    return out
+
+
+def run_ab(args):
+    """Alternates the baseline (A) and --flumen (B), A first, for args.rounds rounds."""
+    rounds = {"A": [], "B": []}
+    for i in range(args.rounds):
+        for name, binary in (("A", args.baseline), ("B", args.flumen)):
+            r = ab_round(binary, args)
+            rounds[name].append(r)
+            print(f"ab round {i + 1} {name}: " + ", ".join(
+                f"{k} {v['mb_per_sec']} MB/s {v['broker_cpu_s_per_gb']:.2f} CPU s/GB"
+                for k, v in r.items()), file=sys.stderr)
+    return {"baseline": args.baseline, "candidate": args.flumen, "rounds": rounds}
+
+
+def ab_table(ab):
+    def median(xs):
+        xs = sorted(xs)
+        n = len(xs)
+        return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+    out = ["| row | A (baseline) MB/s | B MB/s | B/A | A CPU s/GB | B CPU s/GB | rounds |",
+           "|---|---|---|---|---|---|---|"]
+    for key in ("produce_1k", "produce_100", "consume_cold", "consume_hot"):
+        a = [r[key]["mb_per_sec"] for r in ab["rounds"]["A"]]
+        b = [r[key]["mb_per_sec"] for r in ab["rounds"]["B"]]
+        ac = [r[key]["broker_cpu_s_per_gb"] for r in ab["rounds"]["A"]]
+        bc = [r[key]["broker_cpu_s_per_gb"] for r in ab["rounds"]["B"]]
+        out.append(f"| {key} | {median(a):.0f} | {median(b):.0f} | "
+                   f"{100 * median(b) / median(a):.0f}% | {median(ac):.2f} | {median(bc):.2f} | "
+                   f"A {'/'.join(f'{x:.0f}' for x in a)}; B {'/'.join(f'{x:.0f}' for x in b)} |")
+    return "\n".join(out)
+
+
 def table(r):
     rows = []
 
@@ -325,8 +393,13 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", default=None,
                     help="comma-separated subset: limits,produce,consume,scale,latency,peer")
+    ap.add_argument("--baseline", default=None,
+                    help="another flumen binary: run the A/B step (baseline vs --flumen)")
+    ap.add_argument("--rounds", type=int, default=3, help="A/B rounds (alternating)")
     args = ap.parse_args()
     results = run(args)
+    if args.baseline:
+        results["ab"] = run_ab(args)
     results["machine"] = {"cpus": os.cpu_count(), "kernel": os.uname().release,
                           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = args.out or os.path.join(ROOT, "bench-results", time.strftime("%Y%m%d-%H%M%S"))
@@ -334,6 +407,9 @@ def main():
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(table(results))
+    if "ab" in results:
+        print()
+        print(ab_table(results["ab"]))
     print(f"\nresults: {out}/results.json", file=sys.stderr)
 
 

@@ -1,19 +1,32 @@
 //! Flumen: a Kafka-compatible message broker, thread-per-core and shared-nothing on io_uring.
 //!
 //! # Layout
-//! - `admin`    `flumen groups` commands: a small blocking Kafka client (CLI only).
-//! - `server`   process start-up and shutdown: one pinned glommio executor per shard.
-//! - `config`   the TOML config and its limits.
-//! - `net`      sockets and framing: per-shard SO_REUSEPORT listeners, ordered responses.
-//! - `protocol` Kafka wire glue: supported versions, error codes, batch validation, Fetch encoding.
-//! - `handler`  one module per Kafka API family; splits requests by owning shard and merges.
-//! - `shard`    the shard (owner of partitions, sockets, tail cache), the cross-shard mesh and
-//!   the metadata (topics, placement) that shard 0 alone writes.
-//! - `group`    consumer group coordinator and committed offsets (in `__consumer_offsets`),
-//!   one per shard for the groups whose offsets partition it owns.
-//! - `log`      partitions and segments: O_DIRECT group-commit appends, indexes, reads,
+//! Drawn from the imports, the layers read top-down with no circle:
+//! net → handler → coordinator → controller → partition_manager → metadata → shard → log →
+//! protocol.
+//! - `server`    process start-up and shutdown: one pinned glommio executor per shard; a
+//!   panic anywhere stops the whole process (a bug is never a partial outage).
+//! - `broker`    one shard's services, wired at start-up: what connections and handlers see.
+//! - `net`       sockets and framing: per-shard SO_REUSEPORT listeners, ordered responses.
+//! - `handler`   one module per Kafka API family; splits requests by owning shard and merges.
+//! - `coordinator` the group coordinator (`group`: membership and committed offsets in
+//!   `__consumer_offsets`) and the transaction coordinator (`txn`, `__transaction_state`), side
+//!   by side; one instance per shard for the keys whose internal partition it owns.
+//! - `controller` the one writer of the metadata (shard 0): topics, placement, producer ids.
+//! - `partition_manager` the only way to a partition: typed calls that run on the owning shard
+//!   (locally or over the mesh); owns the high watermark and the leader epoch.
+//! - `metadata`  the immutable metadata image every shard holds, internal topic names, topic
+//!   configs.
+//! - `shard`     the executor and the mesh only: `invoke_on(shard, closure)` and the per-shard
+//!   service registry (`register`/`local`), knowing none of the services.
+//! - `log`       partitions and segments: O_DIRECT group-commit appends, indexes, reads,
 //!   retention, recovery. A partition belongs to exactly one shard.
-//! - `util`     small single-threaded async helpers.
+//! - `protocol`  Kafka wire glue: versions, error codes, batch validation, Fetch encoding, the
+//!   `Response` a handler gives a connection.
+//! - `admin`     `flumen groups` commands: a small blocking Kafka client (CLI only).
+//! - `bench`, `tune`, `metrics`, `config`, `util`, `alloc`: the load generator, host tuning,
+//!   Prometheus metrics, the TOML config and its limits, small single-threaded helpers, the
+//!   allocator.
 
 pub mod admin;
 pub mod alloc;
