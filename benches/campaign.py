@@ -133,6 +133,22 @@ def produce_args(topic, partitions, size, seconds, *extra):
             "--duration", str(seconds), *extra]
 
 
+def cold_and_hot_consume(b, args):
+    """Writes args.consume_records 1 KiB records, then reads them all after dropping the page
+    cache (cold) and again (hot), each with the broker's CPU seconds per GB."""
+    b.bench("produce", "--topic", "c", "--partitions", "8", "--record-size", "1024",
+            "--batch-records", "256", "--records", str(args.consume_records))
+    out = {}
+    for temp in ("cold", "hot"):
+        if temp == "cold":
+            drop_caches()
+        cpu0 = b.cpu_seconds()
+        r = b.bench("consume", "--topic", "c", "--connections", "2")
+        r["broker_cpu_s_per_gb"] = (b.cpu_seconds() - cpu0) / (r["bytes"] / 1e9)
+        out[temp] = r
+    return out
+
+
 def run(args):
     results = {}
     only = set(args.only.split(",")) if args.only else None
@@ -172,15 +188,7 @@ def run(args):
         for zero_copy in (True, False):
             b = Broker(args.flumen, args.data_dir, zero_copy_fetch=zero_copy, tail_cache_bytes=0)
             try:
-                b.bench("produce", "--topic", "c", "--partitions", "8", "--record-size", "1024",
-                        "--batch-records", "256", "--records", str(args.consume_records))
-                for temp in ("cold", "hot"):
-                    if temp == "cold":
-                        drop_caches()
-                    cpu0 = b.cpu_seconds()
-                    r = b.bench("consume", "--topic", "c", "--connections", "2")
-                    cpu = b.cpu_seconds() - cpu0
-                    r["broker_cpu_s_per_gb"] = cpu / (r["bytes"] / 1e9)
+                for temp, r in cold_and_hot_consume(b, args).items():
                     key = f"consume_{temp}_{'splice' if zero_copy else 'copy'}"
                     results[key] = r
                     print(f"{key}: {r['mb_per_sec']} MB/s, {r['broker_cpu_s_per_gb']:.2f} "
@@ -272,14 +280,7 @@ def ab_round(flumen, args):
         b.stop()
     b = Broker(flumen, args.data_dir, tail_cache_bytes=0)
     try:
-        b.bench("produce", "--topic", "c", "--partitions", "8", "--record-size", "1024",
-                "--batch-records", "256", "--records", str(args.consume_records))
-        for temp in ("cold", "hot"):
-            if temp == "cold":
-                drop_caches()
-            cpu0 = b.cpu_seconds()
-            r = b.bench("consume", "--topic", "c", "--connections", "2")
-            r["broker_cpu_s_per_gb"] = (b.cpu_seconds() - cpu0) / (r["bytes"] / 1e9)
+        for temp, r in cold_and_hot_consume(b, args).items():
             out[f"consume_{temp}"] = r
     finally:
         b.stop()

@@ -244,14 +244,7 @@ impl Controller {
         if !changed {
             return results;
         }
-        meta.version += 1;
-        if let Err(e) = self.persist(&meta).await {
-            for r in results.iter_mut().filter(|r| r.error.is_ok()) {
-                *r = TopicResult::err(
-                    ErrorCode::KAFKA_STORAGE_ERROR,
-                    format!("saving metadata: {e}"),
-                );
-            }
+        if !self.persist_or_fail(&mut meta, &mut results).await {
             return results;
         }
         for (shard, list) in opens.into_iter().enumerate() {
@@ -301,14 +294,7 @@ impl Controller {
         if removes.iter().all(Vec::is_empty) {
             return results;
         }
-        meta.version += 1;
-        if let Err(e) = self.persist(&meta).await {
-            for r in results.iter_mut().filter(|r| r.error.is_ok()) {
-                *r = TopicResult::err(
-                    ErrorCode::KAFKA_STORAGE_ERROR,
-                    format!("saving metadata: {e}"),
-                );
-            }
+        if !self.persist_or_fail(&mut meta, &mut results).await {
             return results;
         }
         // New requests stop seeing the topic before its files go.
@@ -344,6 +330,24 @@ impl Controller {
         }
         self.next_producer_id.set(id + 1);
         Ok(id)
+    }
+
+    /// Saves the next version of the metadata; when that fails, every topic that was going
+    /// to change answers KAFKA_STORAGE_ERROR instead and nothing is published.
+    async fn persist_or_fail(&self, meta: &mut ClusterMeta, results: &mut [TopicResult]) -> bool {
+        meta.version += 1;
+        match self.persist(meta).await {
+            Ok(()) => true,
+            Err(e) => {
+                for r in results.iter_mut().filter(|r| r.error.is_ok()) {
+                    *r = TopicResult::err(
+                        ErrorCode::KAFKA_STORAGE_ERROR,
+                        format!("saving metadata: {e}"),
+                    );
+                }
+                false
+            }
+        }
     }
 
     async fn persist(&self, meta: &ClusterMeta) -> std::io::Result<()> {
