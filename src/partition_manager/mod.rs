@@ -329,14 +329,19 @@ impl PartitionManager {
     /// The data directory of a partition: where it already is, else (a new partition) the
     /// one with the fewest of this shard's partitions, ties broken by shard so that shards
     /// start on different disks.
-    fn log_dir_for(&self, topic: &str, index: i32) -> PathBuf {
+    async fn log_dir_for(&self, topic: &str, index: i32) -> PathBuf {
         let dirs = self.config.log_dirs();
         let name = Partition::dir_name(topic, index);
         if dirs.len() == 1 {
             return dirs[0].clone();
         }
-        if let Some(d) = dirs.iter().find(|d| d.join(&name).is_dir()) {
-            return d.clone();
+        // A stat per data dir: off the shard thread, which never blocks in a system call.
+        let (candidates, n) = (dirs.clone(), name.clone());
+        let existing = glommio::executor()
+            .spawn_blocking(move || candidates.into_iter().find(|d| d.join(&n).is_dir()))
+            .await;
+        if let Some(d) = existing {
+            return d;
         }
         let replicas = self.replicas.borrow();
         let n = dirs.len();
@@ -361,7 +366,7 @@ impl PartitionManager {
             }
             let cfg = log_config(&self.config, &spec.configs);
             let log = Partition::open(
-                &self.log_dir_for(&spec.topic, spec.partition),
+                &self.log_dir_for(&spec.topic, spec.partition).await,
                 &spec.topic,
                 spec.partition,
                 cfg,
