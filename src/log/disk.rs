@@ -10,6 +10,9 @@ use glommio::io::{DmaBuffer, DmaFile};
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
+/// Block size all O_DIRECT writes are aligned to, in position and length.
+pub const BLOCK_BYTES: u64 = 4096;
+
 /// Faults to inject into a partition's segment writes. Counters say how many more calls of
 /// a kind succeed; `u64::MAX` (the default) means all of them.
 #[derive(Debug)]
