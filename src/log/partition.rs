@@ -4,6 +4,11 @@
 //! cache, offset lookups), `recovery` (start-up, producer snapshots), `retention`, and
 //! `walker` (the one walk over stored batches they share).
 //!
+//! Two offsets: `log_end_offset` (the next offset to assign; data below it may still be in
+//! write buffers) and `durable_offset` (everything below it is on the device, and with
+//! `FlushPolicy::EveryWrite` fdatasync'ed). `high_watermark` is the durable offset until the
+//! high watermark moves to the partition manager.
+//!
 //! Invariants: offsets are contiguous from `log_start_offset` to `next_offset` (no compaction
 //! yet); `durable_offset <= next_offset` and the durable offset only grows; `log_start_offset` may pass the durable offset when retention deletes up to a
 //! segment rolled but not yet written; a failed write takes the partition offline and no later
@@ -222,8 +227,20 @@ impl Partition {
         st.segments.range(first..).map(|(_, s)| s.clone()).collect()
     }
 
-    /// What consumers may read: everything below it is durable.
+    /// What consumers may read today: the durable offset. The high watermark moves to the
+    /// partition manager later; the log itself reports `log_end_offset` and `durable_offset`.
     pub fn high_watermark(&self) -> i64 {
+        self.durable_offset()
+    }
+
+    /// The next offset to be assigned; data below it may still be in write buffers.
+    pub fn log_end_offset(&self) -> i64 {
+        self.st.borrow().next_offset
+    }
+
+    /// Everything below this offset is on the device (and fdatasync'ed with
+    /// `FlushPolicy::EveryWrite`); it only grows.
+    pub fn durable_offset(&self) -> i64 {
         self.st.borrow().durable_offset
     }
 

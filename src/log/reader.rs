@@ -49,7 +49,7 @@ impl Chunk {
 
 /// What a read returns: the batches found and the partition's offsets as the read saw them.
 pub struct ReadResult {
-    /// The durable offset when the read was made.
+    /// The read's visibility bound (the durable offset for `read`/`read_isolated`).
     pub high_watermark: i64,
     /// Below this offset no transaction is open; never past `high_watermark`.
     pub last_stable_offset: i64,
@@ -163,16 +163,36 @@ impl Partition {
         max_bytes: usize,
         committed: bool,
     ) -> Result<ReadResult, KafkaError> {
+        self.read_bounded(offset, max_bytes, committed, self.durable_offset())
+            .await
+    }
+
+    /// `read_isolated` that returns nothing at or past `visible_end` (clamped to the durable
+    /// offset): the bound the caller decides consumers may see. The result's high watermark is
+    /// that bound and its last stable offset is never past it; an offset is out of range only
+    /// below the log start or past the durable offset.
+    pub async fn read_bounded(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        committed: bool,
+        visible_end: i64,
+    ) -> Result<ReadResult, KafkaError> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
-        let (hw, start) = {
+        let (durable, start) = {
             let st = self.st.borrow();
             (st.durable_offset, st.log_start_offset)
         };
-        let lso = self.last_stable_offset();
+        let visible = visible_end.min(durable);
+        let lso = self
+            .producers
+            .borrow()
+            .first_unstable()
+            .map_or(visible, |f| f.min(visible));
         let mut out = ReadResult {
-            high_watermark: hw,
+            high_watermark: visible,
             last_stable_offset: lso,
             log_start_offset: start,
             chunks: Vec::new(),
@@ -180,13 +200,13 @@ impl Partition {
             aborted: Vec::new(),
             next_offset: offset,
         };
-        if offset < start || offset > hw {
+        if offset < start || offset > durable {
             return Err(KafkaError::new(
                 ErrorCode::OFFSET_OUT_OF_RANGE,
-                format!("offset {offset} outside [{start}, {hw}]"),
+                format!("offset {offset} outside [{start}, {durable}]"),
             ));
         }
-        let bound = if committed { lso } else { hw };
+        let bound = if committed { lso } else { visible };
         if offset >= bound {
             return Ok(out);
         }
