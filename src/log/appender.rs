@@ -4,9 +4,9 @@
 //! flight as one O_DIRECT write, then advances the durable offset and wakes the producers
 //! waiting on it. A partial last block is kept in memory and rewritten by the next write.
 //!
-//! Invariants: every O_DIRECT write starts and ends on a `BLOCK_BYTES` boundary, so the file
-//! never has holes; the durable offset only grows and never passes `next_offset`; nothing after
-//! a failed write is written or acknowledged.
+//! Invariants (asserted): every O_DIRECT write starts and ends on a `BLOCK_BYTES` boundary, so
+//! the file never has holes; writes complete in queue order, so the durable offset only grows
+//! and never passes `next_offset`; nothing after a failed write is written or acknowledged.
 
 use super::disk::LogFile;
 use super::partition::{
@@ -411,6 +411,17 @@ impl Partition {
         match job {
             Job::Write(mut wb) => {
                 let write_len = align_up(wb.len as u64, BLOCK_BYTES) as usize;
+                // O_DIRECT: the buffer starts at the carried partial block's aligned position.
+                assert!(
+                    wb.file_pos.is_multiple_of(BLOCK_BYTES) && write_len <= wb.buf.len(),
+                    "{}-{}: write of {} bytes at {} is not block-aligned or overruns its {} \
+                     byte buffer",
+                    self.topic,
+                    self.index,
+                    write_len,
+                    wb.file_pos,
+                    wb.buf.len()
+                );
                 let end = wb.file_pos + write_len as u64;
                 if end > wb.seg.allocated_bytes.get() {
                     // Allocate ahead in steps so most writes land in allocated space (no
@@ -439,7 +450,18 @@ impl Partition {
                 wb.seg.written_next_offset.set(wb.end_offset);
                 {
                     let mut st = self.st.borrow_mut();
-                    st.durable_offset = st.durable_offset.max(wb.end_offset);
+                    // Writes complete in queue order, so this only grows, and it never passes
+                    // an offset not yet assigned.
+                    assert!(
+                        st.durable_offset <= wb.end_offset && wb.end_offset <= st.next_offset,
+                        "{}-{}: durable offset {} would move to {} (log end {})",
+                        self.topic,
+                        self.index,
+                        st.durable_offset,
+                        wb.end_offset,
+                        st.next_offset
+                    );
+                    st.durable_offset = wb.end_offset;
                 }
                 self.progress.notify_all();
                 // The indexes are rebuilt from the log when missing or torn: failing to write

@@ -10,7 +10,8 @@
 //! high watermark moves to the partition manager.
 //!
 //! Invariants: offsets are contiguous from `log_start_offset` to `next_offset` (no compaction
-//! yet); `durable_offset <= next_offset` and the durable offset only grows; `log_start_offset` may pass the durable offset when retention deletes up to a
+//! yet); `durable_offset <= next_offset` and the durable offset only grows (asserted in the
+//! appender); `log_start_offset` may pass the durable offset when retention deletes up to a
 //! segment rolled but not yet written; a failed write takes the partition offline and no later
 //! append is acknowledged.
 
@@ -194,8 +195,8 @@ impl Partition {
             flusher_idle: Notify::default(),
             stats: Default::default(),
         });
-        p.recover().await?;
-        p.rebuild_producers().await?;
+        let validated_from = p.recover().await?;
+        p.rebuild_producers(validated_from).await?;
         let flusher = p.clone();
         glommio::spawn_local(async move { flusher.flusher().await }).detach();
         Ok(p)

@@ -247,8 +247,9 @@ impl Segment {
     /// Recovery of the newest segment: resume from the last index entry and validate every batch
     /// after it; if that entry does not lead to a valid batch, rebuild from the start. Sets
     /// `written_bytes`/`written_next_offset` to the end of the last valid batch, cutting a torn
-    /// or corrupt tail.
-    pub async fn recover(&self, interval_bytes: u64) -> Result<(), KafkaError> {
+    /// or corrupt tail. Returns the position validation started from: every batch from there
+    /// to `written_bytes` was checked, the ones before it are trusted from the index.
+    pub async fn recover(&self, interval_bytes: u64) -> Result<u64, KafkaError> {
         let (mut offsets, mut times, _) = self.read_index_files(u32::MAX as u64).await;
         let mut done = None;
         if let Some((rel, pos)) = offsets.pop() {
@@ -264,20 +265,22 @@ impl Segment {
                 .scan(pos as u64, self.base_offset + rel as i64, interval_bytes)
                 .await?;
             if end > pos as u64 {
-                done = Some((end, next));
+                done = Some((pos as u64, end, next));
             }
         }
-        let (end, next) = match done {
+        let (validated_from, end, next) = match done {
             Some(d) => d,
             None => {
                 *self.indexes.borrow_mut() = Indexes::default();
-                self.scan(0, self.base_offset, interval_bytes).await?
+                let (end, next) = self.scan(0, self.base_offset, interval_bytes).await?;
+                (0, end, next)
             }
         };
         self.written_bytes.set(end);
         self.written_next_offset.set(next);
         self.indexes_loaded.set(true);
-        self.rewrite_indexes().await
+        self.rewrite_indexes().await?;
+        Ok(validated_from)
     }
 
     async fn rewrite_indexes(&self) -> Result<(), KafkaError> {
