@@ -10,6 +10,9 @@ use glommio::io::{DmaBuffer, DmaFile};
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
+/// Block size all O_DIRECT writes are aligned to, in position and length.
+pub const BLOCK_BYTES: u64 = 4096;
+
 /// Faults to inject into a partition's segment writes. Counters say how many more calls of
 /// a kind succeed; `u64::MAX` (the default) means all of them.
 #[derive(Debug)]
@@ -108,8 +111,14 @@ impl LogFile {
         Ok(self.file.file_size().await?)
     }
 
-    /// Writes `buf` at `pos`; returns the bytes written.
+    /// Writes `buf` at `pos`; returns the bytes written. Both must be block-aligned: the
+    /// appender carries a partial last block over to the next write instead (a bug if not).
     pub async fn write_at(&self, mut buf: DmaBuffer, pos: u64) -> io::Result<usize> {
+        assert!(
+            pos.is_multiple_of(BLOCK_BYTES) && (buf.len() as u64).is_multiple_of(BLOCK_BYTES),
+            "O_DIRECT write not block-aligned: {} bytes at {pos}",
+            buf.len()
+        );
         if let Some(f) = &self.faults {
             if !Faults::take(&f.writes_ok) {
                 return Err(eio("write"));

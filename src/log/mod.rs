@@ -4,11 +4,22 @@
 //! written in; files are written with O_DIRECT in block-aligned group commits and read through
 //! the page cache (splice to sockets). Recovery validates every batch after the last index
 //! entry of the newest segment and cuts a torn tail; older segments open lazily.
+//!
+//! Rooms: `partition` (the struct, open/close, the facade), `appender` (append path, group
+//! commit), `reader` (fetch reads, tail cache, offset lookups), `recovery` (start-up, producer
+//! snapshots), `retention`, `walker` (the one walk over stored batches), `segment` (one
+//! `.log` with its indexes), `disk` (the system calls, and the simulated disk of the tests),
+//! `producers` (idempotence and transaction state).
 
+mod appender;
 pub mod disk;
 pub mod partition;
 pub mod producers;
+mod reader;
+mod recovery;
+mod retention;
 pub mod segment;
+mod walker;
 
 pub use disk::Faults;
 pub use partition::{Chunk, LogConfig, Partition, ReadResult, TailCache};

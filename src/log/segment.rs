@@ -6,7 +6,8 @@
 //! boundary; every index entry points at the start of a batch below `written_bytes`; index entries
 //! are strictly increasing in both fields.
 
-use crate::protocol::batch::{self, BatchPrefix};
+use super::walker::BatchWalk;
+use crate::protocol::batch;
 use crate::protocol::errors::KafkaError;
 use glommio::io::{BufferedFile, OpenOptions};
 use std::cell::{Cell, RefCell};
@@ -18,8 +19,6 @@ pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
 /// Index entries gathered before they are written out (128 entries = 512 KiB of log at the
 /// default interval: the most recovery has to rescan because of it).
 const PERSIST_EVERY_ENTRIES: usize = 128;
-/// How much of a segment is read at once while walking batch headers.
-const SCAN_WINDOW_BYTES: usize = 64 * 1024;
 
 pub fn file_stem(base_offset: i64) -> String {
     format!("{base_offset:020}")
@@ -248,8 +247,9 @@ impl Segment {
     /// Recovery of the newest segment: resume from the last index entry and validate every batch
     /// after it; if that entry does not lead to a valid batch, rebuild from the start. Sets
     /// `written_bytes`/`written_next_offset` to the end of the last valid batch, cutting a torn
-    /// or corrupt tail.
-    pub async fn recover(&self, interval_bytes: u64) -> Result<(), KafkaError> {
+    /// or corrupt tail. Returns the position validation started from: every batch from there
+    /// to `written_bytes` was checked, the ones before it are trusted from the index.
+    pub async fn recover(&self, interval_bytes: u64) -> Result<u64, KafkaError> {
         let (mut offsets, mut times, _) = self.read_index_files(u32::MAX as u64).await;
         let mut done = None;
         if let Some((rel, pos)) = offsets.pop() {
@@ -265,20 +265,22 @@ impl Segment {
                 .scan(pos as u64, self.base_offset + rel as i64, interval_bytes)
                 .await?;
             if end > pos as u64 {
-                done = Some((end, next));
+                done = Some((pos as u64, end, next));
             }
         }
-        let (end, next) = match done {
+        let (validated_from, end, next) = match done {
             Some(d) => d,
             None => {
                 *self.indexes.borrow_mut() = Indexes::default();
-                self.scan(0, self.base_offset, interval_bytes).await?
+                let (end, next) = self.scan(0, self.base_offset, interval_bytes).await?;
+                (0, end, next)
             }
         };
         self.written_bytes.set(end);
         self.written_next_offset.set(next);
         self.indexes_loaded.set(true);
-        self.rewrite_indexes().await
+        self.rewrite_indexes().await?;
+        Ok(validated_from)
     }
 
     async fn rewrite_indexes(&self) -> Result<(), KafkaError> {
@@ -339,45 +341,31 @@ impl Segment {
             .file_size()
             .await
             .map_err(|e| KafkaError::from(std::io::Error::other(e.to_string())))?;
-        let mut pos = position;
+        let mut walk = BatchWalk::new(reader, position, file_len);
+        let mut end = position;
         let mut next_offset = expected;
-        let mut window: Vec<u8> = Vec::new();
-        let mut window_pos = pos;
-        loop {
-            if pos + batch::HEADER_BYTES as u64 > file_len {
+        while let Some(b) = walk.next().await? {
+            // A check, not an assertion: the base offset is outside the CRC, so a batch out of
+            // sequence is damage on the disk, cut like a torn tail.
+            if b.prefix.base_offset != next_offset {
                 break;
             }
-            if pos + (batch::PREFIX_BYTES as u64) > window_pos + window.len() as u64 {
-                window = read_at(&reader, pos, SCAN_WINDOW_BYTES).await?;
-                window_pos = pos;
-            }
-            let Some(prefix) = BatchPrefix::parse(&window[(pos - window_pos) as usize..]) else {
-                break;
-            };
-            if pos + prefix.len as u64 > file_len || prefix.base_offset != next_offset {
+            let whole = walk.whole(&b).await?;
+            if whole.len() < b.prefix.len || !batch::crc_ok(whole) {
                 break;
             }
-            let whole = if pos + prefix.len as u64 <= window_pos + window.len() as u64 {
-                let s = (pos - window_pos) as usize;
-                window[s..s + prefix.len].to_vec()
-            } else {
-                read_at(&reader, pos, prefix.len).await?
-            };
-            if whole.len() < prefix.len || !batch::crc_ok(&whole) {
-                break;
-            }
-            let max_ts = batch::be_i64(&whole, batch::OFF_MAX_TIMESTAMP);
+            let max_ts = batch::be_i64(whole, batch::OFF_MAX_TIMESTAMP);
             self.index_batch(
-                pos,
-                prefix.base_offset,
+                b.pos,
+                b.prefix.base_offset,
                 max_ts,
-                prefix.len as u64,
+                b.prefix.len as u64,
                 interval_bytes,
             );
-            pos += prefix.len as u64;
-            next_offset = prefix.next_offset();
+            end = b.end();
+            next_offset = b.prefix.next_offset();
         }
-        Ok((pos, next_offset))
+        Ok((end, next_offset))
     }
 }
 
