@@ -77,7 +77,11 @@ fn append_run(iters: u64, size: usize, in_flight: usize) -> Duration {
                 let n = (iters - done).min(in_flight as u64);
                 let mut last = 0;
                 for _ in 0..n {
-                    last = p.append(&records, &infos).await.expect("append").2;
+                    last = p
+                        .append(&records, &infos)
+                        .await
+                        .expect("append")
+                        .durable_target;
                 }
                 p.wait_durable(last).await.expect("durable");
                 done += n;

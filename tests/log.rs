@@ -68,7 +68,8 @@ fn make_batch(n: i32, ts: i64, body: &[u8]) -> Vec<u8> {
 async fn try_append(p: &Partition, n: i32, ts: i64, body: &[u8]) -> Result<i64, KafkaError> {
     let bytes = Bytes::from(make_batch(n, ts, body));
     let infos = validate_produce(&bytes, 1 << 20).unwrap();
-    let (base, _, target) = p.append(&bytes, &infos).await?;
+    let appended = p.append(&bytes, &infos).await?;
+    let (base, target) = (appended.base_offset, appended.durable_target);
     p.wait_durable(target).await?;
     Ok(base)
 }
@@ -151,7 +152,7 @@ fn append_read_restart() {
             bases.push(append(&p, 3, 1000 + i, format!("body-{i}").as_bytes()).await);
         }
         assert_eq!(bases, (0..50).map(|i| i * 3).collect::<Vec<_>>());
-        assert_eq!(p.high_watermark(), 150);
+        assert_eq!(p.durable_offset(), 150);
         // A fetch in the middle of a batch returns the batch that contains it.
         let r = read_all(&p, 4).await;
         assert_eq!(r[0].0, 3);
@@ -159,7 +160,7 @@ fn append_read_restart() {
         p.close().await.unwrap();
         drop(p);
         let p = open(&d, cfg(1 << 20), 0).await;
-        assert_eq!(p.high_watermark(), 150);
+        assert_eq!(p.durable_offset(), 150);
         let all = read_all(&p, 0).await;
         assert_eq!(all.len(), 50);
         for (i, (base, body)) in all.iter().enumerate() {
@@ -221,7 +222,7 @@ fn torn_tail_is_cut_and_lost_index_rebuilt() {
     let d = dir.path().to_path_buf();
     run(move || async move {
         let p = open(&d, cfg(1 << 20), 0).await;
-        assert_eq!(p.high_watermark(), 30, "torn batch is not data");
+        assert_eq!(p.durable_offset(), 30, "torn batch is not data");
         assert_eq!(read_all(&p, 0).await.len(), 30);
         assert_eq!(append(&p, 1, 100, b"x").await, 30);
         p.close().await.unwrap();
@@ -252,7 +253,7 @@ fn corrupt_batch_in_the_middle_ends_the_log_there() {
     let d = dir.path().to_path_buf();
     run(move || async move {
         let p = open(&d, cfg(1 << 20), 0).await;
-        assert_eq!(p.high_watermark(), 6);
+        assert_eq!(p.durable_offset(), 6);
         p.close().await.unwrap();
     });
 }
@@ -340,7 +341,7 @@ fn torn_write_at_every_byte_of_the_last_batch_recovers_to_the_batch_before() {
                     try_append(&p, 2, 3, &body).await,
                     &format!("write torn at byte {k}"),
                 );
-                assert_eq!(p.high_watermark(), 6);
+                assert_eq!(p.durable_offset(), 6);
                 drop(p); // the crash: no close
                 let p = open(&d, cfg(1 << 20), 0).await;
                 // Bytes past the tear that happen to equal the fill complete the batch: it
@@ -348,7 +349,7 @@ fn torn_write_at_every_byte_of_the_last_batch_recovers_to_the_batch_before() {
                 // between the write and the answer).
                 let complete = last[k..].iter().all(|&b| b == fill);
                 let want = if complete { 8 } else { 6 };
-                assert_eq!(p.high_watermark(), want, "fill {fill:#x}, torn at byte {k}");
+                assert_eq!(p.durable_offset(), want, "fill {fill:#x}, torn at byte {k}");
                 let all = read_all(&p, 0).await;
                 assert_eq!(all.len(), want as usize / 2);
                 assert!(all.iter().all(|(_, b)| b[..body.len()] == body));
@@ -381,7 +382,7 @@ fn failed_write_or_fdatasync_takes_only_its_partition_offline() {
             }
             assert_storage_error(try_append(&a, 1, 5, b"doubtful").await, kind);
             assert_eq!(
-                a.high_watermark(),
+                a.durable_offset(),
                 5,
                 "{kind}: nothing unacknowledged is visible"
             );
@@ -390,7 +391,7 @@ fn failed_write_or_fdatasync_takes_only_its_partition_offline() {
             // partition stays offline rather than acknowledge on top of it (fsyncgate).
             faults.heal();
             assert_storage_error(try_append(&a, 1, 6, b"after").await, kind);
-            assert_eq!(a.high_watermark(), 5);
+            assert_eq!(a.durable_offset(), 5);
             // Offline as in Kafka: reads are refused too until a restart has checked the log.
             let read = a
                 .read(0, 1 << 20)
@@ -418,7 +419,7 @@ fn failed_write_or_fdatasync_takes_only_its_partition_offline() {
                 all.len()
             );
             assert!(all[..5].iter().all(|(_, v)| v == b"acked\0"));
-            let next = a.high_watermark();
+            let next = a.durable_offset();
             assert_eq!(append(&a, 1, 7, b"restarted").await, next);
             a.close().await.unwrap();
         }
@@ -478,14 +479,14 @@ fn full_disk_refuses_appends_without_taking_the_partition_offline() {
             p.failure().is_none(),
             "a full disk is retriable, not a failure"
         );
-        assert_eq!(p.high_watermark(), acked);
+        assert_eq!(p.durable_offset(), acked);
         assert_eq!(read_all(&p, 0).await.len(), acked as usize);
         faults.heal();
         assert_eq!(append(&p, 1, 0, b"space again").await, acked);
         p.close().await.unwrap();
         drop(p);
         let p = open(&d, cfg(256 * 1024), 0).await;
-        assert_eq!(p.high_watermark(), acked + 1);
+        assert_eq!(p.durable_offset(), acked + 1);
         p.close().await.unwrap();
     });
 }

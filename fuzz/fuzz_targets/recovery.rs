@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
                 .await
                 .expect("recovery cuts what it cannot use; it does not fail");
             let mut next = p.log_start_offset();
-            let hw = p.high_watermark();
+            let hw = p.durable_offset();
             while next < hw {
                 let r = p
                     .read(next, 1 << 20)

@@ -48,14 +48,24 @@ pub(super) enum Job {
     },
 }
 
+/// Where an append went: what the producer is told, and what to wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// The broker's timestamp with LogAppendTime, else -1.
+    pub log_append_time: i64,
+    /// The append is durable once the durable offset reaches this (`wait_durable`).
+    pub durable_target: i64,
+}
+
 impl Partition {
     /// Assigns offsets to the validated batches of `records` and queues them for writing.
-    /// Returns (base offset, log append time or -1, next offset to wait for).
     pub async fn append(
         &self,
         records: &Bytes,
         infos: &[BatchInfo],
-    ) -> Result<(i64, i64, i64), KafkaError> {
+    ) -> Result<Appended, KafkaError> {
         let _turn = self.append_lock.lock().await;
         if let Some(e) = self.failure() {
             return Err(e);
@@ -81,7 +91,13 @@ impl Partition {
                 last,
             )? {
                 Verdict::Append => {}
-                Verdict::Duplicate(b) => return Ok((b.base_offset, -1, b.last_offset + 1)),
+                Verdict::Duplicate(b) => {
+                    return Ok(Appended {
+                        base_offset: b.base_offset,
+                        log_append_time: -1,
+                        durable_target: b.last_offset + 1,
+                    })
+                }
             }
         }
         self.append_locked(records, infos).await
@@ -121,7 +137,11 @@ impl Partition {
             base_sequence: -1,
             transactional: false,
         };
-        let (offset, _, target) = self.append_locked(&b, &[info]).await?;
+        let Appended {
+            base_offset: offset,
+            durable_target: target,
+            ..
+        } = self.append_locked(&b, &[info]).await?;
         let first = self.producers.borrow_mut().end_txn(pid, epoch);
         self.producers.borrow_mut().touch(pid, now);
         if let (false, Some(first_offset)) = (commit, first) {
@@ -139,7 +159,7 @@ impl Partition {
         &self,
         records: &Bytes,
         infos: &[BatchInfo],
-    ) -> Result<(i64, i64, i64), KafkaError> {
+    ) -> Result<Appended, KafkaError> {
         let total: u64 = infos.iter().map(|i| i.len as u64).sum();
         let now = now_ms();
         let roll = {
@@ -226,7 +246,11 @@ impl Partition {
         crate::metrics::bump(&self.stats.bytes_in, total);
         crate::metrics::bump(&self.stats.records_in, (target - base_offset) as u64);
         self.flush_work.notify_all();
-        Ok((base_offset, log_append_time, target))
+        Ok(Appended {
+            base_offset,
+            log_append_time,
+            durable_target: target,
+        })
     }
 
     /// Makes sure the open write buffer can take `len` more bytes, sealing a full one.
@@ -352,7 +376,7 @@ impl Partition {
                 "built an invalid batch: {e}");
             KafkaError::new(ErrorCode::UNKNOWN_SERVER_ERROR, e.message)
         })?;
-        let (_, _, target) = self.append(batch, &infos).await?;
+        let target = self.append(batch, &infos).await?.durable_target;
         self.wait_durable(target).await
     }
 

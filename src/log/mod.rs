@@ -21,6 +21,7 @@ mod retention;
 pub mod segment;
 mod walker;
 
+pub use appender::Appended;
 pub use disk::Faults;
 pub use partition::{Chunk, LogConfig, Partition, ReadResult, TailCache};
 pub use segment::Segment;

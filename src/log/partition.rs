@@ -228,12 +228,6 @@ impl Partition {
         st.segments.range(first..).map(|(_, s)| s.clone()).collect()
     }
 
-    /// What consumers may read today: the durable offset. The high watermark moves to the
-    /// partition manager later; the log itself reports `log_end_offset` and `durable_offset`.
-    pub fn high_watermark(&self) -> i64 {
-        self.durable_offset()
-    }
-
     /// The next offset to be assigned; data below it may still be in write buffers.
     pub fn log_end_offset(&self) -> i64 {
         self.st.borrow().next_offset

@@ -49,9 +49,11 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// What consumers may read up to. One replica: everything durable under the flush policy.
+    /// What consumers may read up to: the offset every in-sync replica has. With one replica
+    /// (today) that is everything durable under the flush policy; replication makes it the
+    /// smallest log end offset over the ISR, and nothing else here changes.
     pub fn high_watermark(&self) -> i64 {
-        self.log.high_watermark()
+        self.log.durable_offset()
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -417,12 +419,12 @@ impl PartitionManager {
             };
             let p = &r.log;
             match p.append(&part.records, &part.infos).await {
-                Ok((base, lat, target)) => {
-                    waits.push((out.len(), p.clone(), target));
+                Ok(a) => {
+                    waits.push((out.len(), p.clone(), a.durable_target));
                     out.push(ProduceOut {
                         error: None,
-                        base_offset: base,
-                        log_append_time: lat,
+                        base_offset: a.base_offset,
+                        log_append_time: a.log_append_time,
                         log_start_offset: p.log_start_offset(),
                     });
                 }
@@ -483,8 +485,13 @@ impl PartitionManager {
                     next_offset: part.offset,
                 })
             } else {
-                p.read_isolated(part.offset, limit.max(1), part.committed)
-                    .await
+                p.read_bounded(
+                    part.offset,
+                    limit.max(1),
+                    part.committed,
+                    r.high_watermark(),
+                )
+                .await
             };
             match result {
                 Ok(rr) => {
