@@ -7,6 +7,7 @@ use crate::coordinator::{GroupCoordinator, TxnCoordinator};
 use crate::metadata::{ClusterMeta, MetadataImage, OFFSETS_TOPIC, TXN_TOPIC};
 use crate::partition_manager::PartitionManager;
 use crate::shard::{self, Shard};
+use crate::util::{Clock, SystemClock};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ impl Broker {
     /// other shards can reach this one.
     pub fn new(shard: Rc<Shard>, config: Rc<Config>, meta: ClusterMeta) -> Rc<Broker> {
         let image = MetadataImage::new(meta);
+        let clock: Rc<dyn Clock> = Rc::new(SystemClock);
         let partitions = PartitionManager::new(shard.clone(), config.clone(), image.clone());
         let controller = Controller::new(
             shard.clone(),
@@ -42,6 +44,7 @@ impl Broker {
             config.clone(),
             image.clone(),
             partitions.clone(),
+            clock.clone(),
         );
         let txns = TxnCoordinator::new(
             shard.clone(),
@@ -49,6 +52,7 @@ impl Broker {
             image.clone(),
             partitions.clone(),
             controller.clone(),
+            clock,
         );
         shard::register(image.clone());
         shard::register(partitions.clone());

@@ -22,7 +22,7 @@ use crate::partition_manager::PartitionManager;
 use crate::protocol::batch::encode_records;
 use crate::protocol::errors::ErrorCode;
 use crate::shard::{local, Shard};
-use crate::util::now_ms;
+use crate::util::Clock;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -184,6 +184,7 @@ pub struct Coordinator {
     image: Rc<MetadataImage>,
     partitions: Rc<PartitionManager>,
     controller: Rc<Controller>,
+    clock: Rc<dyn Clock>,
     txns: RefCell<HashMap<String, TxnMeta>>,
     /// One operation at a time per transactional id (they span several writes).
     locks: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
@@ -196,6 +197,7 @@ impl Coordinator {
         image: Rc<MetadataImage>,
         partitions: Rc<PartitionManager>,
         controller: Rc<Controller>,
+        clock: Rc<dyn Clock>,
     ) -> Rc<Self> {
         Rc::new(Coordinator {
             shard,
@@ -203,6 +205,7 @@ impl Coordinator {
             image,
             partitions,
             controller,
+            clock,
             txns: RefCell::new(HashMap::new()),
             locks: RefCell::new(HashMap::new()),
         })
@@ -325,7 +328,7 @@ impl Coordinator {
         let partition = crate::metadata::key_partition(txn_id, n);
         let batch = encode_records(
             &[(Some(encode_key(txn_id)), Some(encode_value(&m)))],
-            now_ms(),
+            self.clock.now_ms(),
             None,
         );
         match self
@@ -366,7 +369,7 @@ impl Coordinator {
                 TxnState::CompleteAbort
             },
             partitions: BTreeSet::new(),
-            update_ms: now_ms(),
+            update_ms: self.clock.now_ms(),
             ..m
         };
         self.persist(txn_id, done).await
@@ -377,7 +380,7 @@ impl Coordinator {
         let prepared = TxnMeta {
             epoch: m.epoch.saturating_add(1),
             state: TxnState::PrepareAbort,
-            update_ms: now_ms(),
+            update_ms: self.clock.now_ms(),
             ..m
         };
         let e = self.persist(txn_id, prepared.clone()).await;
@@ -427,7 +430,7 @@ impl Coordinator {
                 }
             }
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let m = TxnMeta {
             producer_id: pid,
             epoch,
@@ -479,7 +482,7 @@ impl Coordinator {
         if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
             return ErrorCode::CONCURRENT_TRANSACTIONS;
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut next = m.clone();
         if m.state != TxnState::Ongoing {
             next.state = TxnState::Ongoing;
@@ -526,7 +529,7 @@ impl Coordinator {
             } else {
                 TxnState::PrepareAbort
             },
-            update_ms: now_ms(),
+            update_ms: self.clock.now_ms(),
             ..m
         };
         let e = self.persist(txn_id, prepared.clone()).await;
@@ -544,7 +547,7 @@ impl Coordinator {
     /// Aborts timed-out transactions and finishes decided ones whose markers are not all
     /// written (after an error, or a restart).
     pub async fn tick(&self) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let due: Vec<(String, TxnMeta)> = self
             .txns
             .borrow()
@@ -564,7 +567,7 @@ impl Coordinator {
                 continue;
             };
             let e = match m.state {
-                TxnState::Ongoing if now_ms() - m.start_ms > m.timeout_ms as i64 => {
+                TxnState::Ongoing if self.clock.now_ms() - m.start_ms > m.timeout_ms as i64 => {
                     tracing::info!(txn = %txn_id, producer_id = m.producer_id,
                         "transaction timed out: aborting");
                     self.fence_and_abort(&txn_id, m).await

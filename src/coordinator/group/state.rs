@@ -7,7 +7,7 @@ use crate::metadata::MetadataImage;
 use crate::partition_manager::PartitionManager;
 use crate::protocol::errors::ErrorCode;
 use crate::shard::{local, Shard};
-use crate::util::{now_ms, Notify};
+use crate::util::{Clock, Notify};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -193,7 +193,7 @@ struct Group {
 }
 
 impl Group {
-    fn new() -> Group {
+    fn new(now: Instant) -> Group {
         Group {
             state: GroupState::Empty,
             protocol_type: None,
@@ -203,7 +203,7 @@ impl Group {
             members: BTreeMap::new(),
             pending: HashMap::new(),
             statics: HashMap::new(),
-            rebalance_deadline: Instant::now(),
+            rebalance_deadline: now,
             initial_deadline: None,
             notify: Rc::new(Notify::default()),
         }
@@ -413,6 +413,7 @@ pub struct Coordinator {
     config: Rc<Config>,
     image: Rc<MetadataImage>,
     partitions: Rc<PartitionManager>,
+    clock: Rc<dyn Clock>,
     groups: RefCell<HashMap<String, Group>>,
     offsets: RefCell<HashMap<String, GroupOffsets>>,
     /// Offsets written by open transactions, by producer id: applied by a commit marker,
@@ -432,12 +433,14 @@ impl Coordinator {
         config: Rc<Config>,
         image: Rc<MetadataImage>,
         partitions: Rc<PartitionManager>,
+        clock: Rc<dyn Clock>,
     ) -> Rc<Self> {
         Rc::new(Coordinator {
             shard,
             config,
             image,
             partitions,
+            clock,
             groups: RefCell::new(HashMap::new()),
             offsets: RefCell::new(HashMap::new()),
             pending_txn: RefCell::new(HashMap::new()),
@@ -643,13 +646,13 @@ impl Coordinator {
         if protocol_type.is_empty() || protocols.is_empty() {
             return JoinOut::error(ErrorCode::INCONSISTENT_GROUP_PROTOCOL, member_id);
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let initial_delay = Duration::from_millis(cfg.group_initial_rebalance_delay_ms);
         let (notify, id) = {
             let mut groups = self.groups.borrow_mut();
-            let g = groups.entry(gid.clone()).or_insert_with(Group::new);
+            let g = groups.entry(gid.clone()).or_insert_with(|| Group::new(now));
             if g.state == GroupState::Dead {
-                *g = Group::new();
+                *g = Group::new(now);
             }
             if !g.members.is_empty()
                 && (g
@@ -794,7 +797,7 @@ impl Coordinator {
                 };
                 if let Some(r) = m.join_result.take() {
                     m.waiting -= 1;
-                    m.last_seen = Instant::now();
+                    m.last_seen = self.clock.now();
                     return r;
                 }
             }
@@ -843,7 +846,7 @@ impl Coordinator {
                 g.notify.notify_all();
             }
             let m = g.members.get_mut(member_id).expect("checked");
-            m.last_seen = Instant::now();
+            m.last_seen = self.clock.now();
             m.waiting += 1;
             g.notify.clone()
         };
@@ -861,7 +864,7 @@ impl Coordinator {
                 };
                 if state != GroupState::CompletingRebalance || gen != generation {
                     m.waiting -= 1;
-                    m.last_seen = Instant::now();
+                    m.last_seen = self.clock.now();
                     if state == GroupState::Stable && gen == generation {
                         return GroupResp::Sync {
                             error: ErrorCode::NONE,
@@ -895,7 +898,7 @@ impl Coordinator {
             return ErrorCode::ILLEGAL_GENERATION;
         }
         if let Some(m) = g.members.get_mut(member_id) {
-            m.last_seen = Instant::now();
+            m.last_seen = self.clock.now();
         }
         match g.state {
             GroupState::PreparingRebalance => ErrorCode::REBALANCE_IN_PROGRESS,
@@ -933,7 +936,7 @@ impl Coordinator {
             }
         }
         if any {
-            g.after_departure(Instant::now());
+            g.after_departure(self.clock.now());
         }
         GroupResp::Leave(ErrorCode::NONE, out)
     }
@@ -941,7 +944,7 @@ impl Coordinator {
     /// Drives deadlines: session expiry, pending member ids, rebalance completion. Called by
     /// the shard's group timer.
     pub fn tick(&self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut groups = self.groups.borrow_mut();
         for (gid, g) in groups.iter_mut() {
             g.pending.retain(|_, until| *until > now);
@@ -968,7 +971,7 @@ impl Coordinator {
     /// Forgets committed offsets of empty groups older than the retention (Kafka's
     /// offsets.retention.minutes), writing tombstones.
     pub async fn expire_offsets(&self) {
-        let cutoff = now_ms() - self.config.offsets_retention_minutes.saturating_mul(60_000);
+        let cutoff = self.clock.now_ms() - self.config.offsets_retention_minutes.saturating_mul(60_000);
         let mut doomed: Vec<(String, String, i32)> = Vec::new();
         {
             let groups = self.groups.borrow();
@@ -999,7 +1002,7 @@ impl Coordinator {
             return ErrorCode::COORDINATOR_NOT_AVAILABLE;
         };
         let partition = crate::metadata::key_partition(gid, n);
-        let batch = offsets::build_batch(&entries, now_ms(), producer);
+        let batch = offsets::build_batch(&entries, self.clock.now_ms(), producer);
         if let Err(e) = self
             .partitions
             .local_append_durable(OFFSETS_TOPIC, partition, &batch)
@@ -1061,7 +1064,7 @@ impl Coordinator {
                 _ => {} // a "simple" commit by a client not using group membership
             }
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut codes = Vec::with_capacity(list.len());
         let mut entries = Vec::new();
         for (t, p, offset, epoch, meta, exists) in list {
