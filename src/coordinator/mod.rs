@@ -10,5 +10,8 @@
 pub mod group;
 pub mod txn;
 
+#[cfg(test)]
+mod testkit;
+
 pub use group::Coordinator as GroupCoordinator;
 pub use txn::Coordinator as TxnCoordinator;

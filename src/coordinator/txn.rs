@@ -583,28 +583,4 @@ impl Coordinator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_record_round_trip() {
-        let m = TxnMeta {
-            producer_id: 9,
-            epoch: 4,
-            timeout_ms: 60000,
-            state: TxnState::Ongoing,
-            partitions: [
-                ("a".to_string(), 1),
-                ("a".to_string(), 0),
-                ("b".to_string(), 3),
-            ]
-            .into_iter()
-            .collect(),
-            start_ms: 5,
-            update_ms: 6,
-        };
-        assert_eq!(decode_value(encode_value(&m)), Some(m));
-        assert_eq!(decode_key(encode_key("tx-1")).as_deref(), Some("tx-1"));
-        assert_eq!(decode_value(Bytes::from_static(&[0, 0, 1])), None);
-    }
-}
+mod tests;

@@ -25,6 +25,9 @@ mod membership;
 mod offset_store;
 mod types;
 
+#[cfg(test)]
+mod tests;
+
 pub use crate::metadata::OFFSETS_TOPIC;
 pub use membership::GroupState;
 pub use types::{DescribeOut, GroupReq, GroupResp, JoinOut, OffsetRow};
