@@ -30,8 +30,17 @@ impl Broker {
     /// Builds this shard's services and registers each with the shard, so their instances on
     /// other shards can reach this one.
     pub fn new(shard: Rc<Shard>, config: Rc<Config>, meta: ClusterMeta) -> Rc<Broker> {
+        Broker::with_clock(shard, config, meta, Rc::new(SystemClock))
+    }
+
+    /// `new`, with the coordinators reading time from `clock` (tests move a manual one).
+    pub fn with_clock(
+        shard: Rc<Shard>,
+        config: Rc<Config>,
+        meta: ClusterMeta,
+        clock: Rc<dyn Clock>,
+    ) -> Rc<Broker> {
         let image = MetadataImage::new(meta);
-        let clock: Rc<dyn Clock> = Rc::new(SystemClock);
         let partitions = PartitionManager::new(shard.clone(), config.clone(), image.clone());
         let controller = Controller::new(
             shard.clone(),

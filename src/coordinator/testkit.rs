@@ -1,14 +1,14 @@
-//! What the coordinators' unit tests run on: real parts, no mocks. One shard (no mesh), its
-//! partition manager over a temp dir with the internal topics opened, the metadata image and
-//! the controller registered as the broker registers them, and a manual clock the tests move.
+//! What the coordinators' unit tests run on: real parts, no mocks. One shard (no mesh) wired
+//! by `Broker` as in the broker, its partitions over a temp dir with the internal topics
+//! opened, and a manual clock the tests move.
 
+use super::{GroupCoordinator, TxnCoordinator};
+use crate::broker::Broker;
 use crate::config::Config;
-use crate::controller::Controller;
 use crate::metadata::image::random_hex;
-use crate::metadata::{ClusterMeta, MetadataImage, TopicMeta, OFFSETS_TOPIC, TXN_TOPIC};
-use crate::partition_manager::PartitionManager;
+use crate::metadata::{ClusterMeta, TopicMeta, OFFSETS_TOPIC, TXN_TOPIC};
 use crate::protocol::batch;
-use crate::shard::{self, Shard};
+use crate::shard::Shard;
 use crate::util::{Clock, ManualClock};
 use std::future::Future;
 use std::rc::Rc;
@@ -29,15 +29,12 @@ pub async fn settle() {
     }
 }
 
-/// Shard 0 of a broker with `nr_shards` shards and no mesh: calls to other shards fail.
+/// Shard 0 of a broker with `nr_shards` shards and no mesh (calls to other shards fail),
+/// wired as `Broker` wires every shard, its coordinators on a manual clock.
 pub struct Bench {
     /// The data dir, deleted when the bench is dropped.
     _dir: tempfile::TempDir,
-    pub shard: Rc<Shard>,
-    pub config: Rc<Config>,
-    pub image: Rc<MetadataImage>,
-    pub partitions: Rc<PartitionManager>,
-    pub controller: Rc<Controller>,
+    pub broker: Rc<Broker>,
     pub clock: Rc<ManualClock>,
 }
 
@@ -68,30 +65,13 @@ impl Bench {
             };
             meta.topics.insert(name.to_string(), t);
         }
-        let shard = Shard::new(0, nr_shards);
-        let image = MetadataImage::new(meta);
-        let partitions = PartitionManager::new(shard.clone(), config.clone(), image.clone());
-        let controller = Controller::new(
-            shard.clone(),
-            config.clone(),
-            image.clone(),
-            partitions.clone(),
-        );
-        shard::register(image.clone());
-        shard::register(partitions.clone());
-        shard::register(controller.clone());
-        partitions
-            .open_owned()
-            .await
-            .expect("opening the partitions");
+        let clock = Rc::new(ManualClock::default());
+        let broker = Broker::with_clock(Shard::new(0, nr_shards), config, meta, clock.clone());
+        broker.open().await.expect("opening the partitions");
         Bench {
             _dir: dir,
-            shard,
-            config,
-            image,
-            partitions,
-            controller,
-            clock: Rc::new(ManualClock::default()),
+            broker,
+            clock,
         }
     }
 
@@ -99,20 +79,53 @@ impl Bench {
         self.clock.clone()
     }
 
+    pub fn config(&self) -> &Config {
+        &self.broker.config
+    }
+
+    /// A second group coordinator over the same partitions: what a restart would load.
+    pub fn new_groups(&self) -> Rc<GroupCoordinator> {
+        let b = &self.broker;
+        let (shard, image) = (b.shard.clone(), b.image.clone());
+        GroupCoordinator::new(
+            shard,
+            b.config.clone(),
+            image,
+            b.partitions.clone(),
+            self.clock(),
+        )
+    }
+
+    /// A second transaction coordinator over the same partitions: what a restart would load.
+    pub fn new_txns(&self) -> Rc<TxnCoordinator> {
+        let b = &self.broker;
+        let (shard, image) = (b.shard.clone(), b.image.clone());
+        let (partitions, controller) = (b.partitions.clone(), b.controller.clone());
+        TxnCoordinator::new(
+            shard,
+            b.config.clone(),
+            image,
+            partitions,
+            controller,
+            self.clock(),
+        )
+    }
+
     /// Moves partition `p` of `topic` to this shard (a new image) and opens it here.
     pub async fn move_here(&self, topic: &str, p: usize) {
-        let mut meta = (*self.image.get()).clone();
+        let mut meta = (*self.broker.meta()).clone();
         meta.version += 1;
         let t = meta.topics.get_mut(topic).expect("a known topic");
-        t.placement[p] = self.shard.id;
-        self.image.publish(Rc::new(meta));
-        self.partitions.open_owned().await.expect("opening it");
+        t.placement[p] = self.broker.shard.id;
+        self.broker.image.publish(Rc::new(meta));
+        self.broker.open().await.expect("opening it");
     }
 
     /// The transaction markers in a partition of this shard: (producer id, commit), in order.
     pub async fn markers(&self, topic: &str, p: i32) -> Vec<(i64, bool)> {
         let mut out = Vec::new();
-        self.partitions
+        self.broker
+            .partitions
             .local_scan(topic, p, |b| {
                 if let Some(commit) = batch::control_marker(b) {
                     out.push((batch::be_i64(b, batch::OFF_PRODUCER_ID), commit));

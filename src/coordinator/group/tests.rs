@@ -13,18 +13,6 @@ const REBALANCE_MS: i32 = 30_000;
 /// `Config::default().group_initial_rebalance_delay_ms`.
 const INITIAL_DELAY: Duration = Duration::from_millis(3000);
 
-fn coordinator(b: &Bench) -> Rc<Coordinator> {
-    let c = Coordinator::new(
-        b.shard.clone(),
-        b.config.clone(),
-        b.image.clone(),
-        b.partitions.clone(),
-        b.clock(),
-    );
-    crate::shard::register(c.clone());
-    c
-}
-
 fn join_req(group: &str, member_id: &str, instance: Option<&str>, require_id: bool) -> GroupReq {
     GroupReq::Join {
         group: group.into(),
@@ -163,9 +151,23 @@ fn members(c: &Coordinator) -> (&'static str, Vec<String>) {
     (d.state, d.members.into_iter().map(|m| m.0).collect())
 }
 
-/// Two members join a new group together and sync: (leader, follower), generation 1, Stable.
-/// The leader assigns "A" to itself and "B" to the follower.
-async fn stable_pair(
+/// (leader, follower) of two answers of one generation.
+fn leader_first(j1: JoinOut, j2: JoinOut) -> (JoinOut, JoinOut) {
+    assert_eq!(j1.leader, j2.leader);
+    if j1.leader == j1.member_id {
+        (j1, j2)
+    } else {
+        (j2, j1)
+    }
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// Two members join a new group together: (leader, follower) of generation 1.
+async fn joined_pair(
     b: &Bench,
     c: &Rc<Coordinator>,
     instances: [Option<&str>; 2],
@@ -175,12 +177,17 @@ async fn stable_pair(
     settle().await;
     b.clock.advance(INITIAL_DELAY);
     c.tick();
-    let (j1, j2) = (j1.join().await, j2.join().await);
-    let (leader, follower) = if j1.leader == j1.member_id {
-        (j1, j2)
-    } else {
-        (j2, j1)
-    };
+    leader_first(j1.join().await, j2.join().await)
+}
+
+/// Two members join a new group together and sync: (leader, follower), generation 1, Stable.
+/// The leader assigns "A" to itself and "B" to the follower.
+async fn stable_pair(
+    b: &Bench,
+    c: &Rc<Coordinator>,
+    instances: [Option<&str>; 2],
+) -> (JoinOut, JoinOut) {
+    let (leader, follower) = joined_pair(b, c, instances).await;
     let f = spawn(c, sync_req(1, &follower.member_id, instances[1], &[]));
     let l = sync_req(
         1,
@@ -201,7 +208,7 @@ async fn stable_pair(
 fn a_new_group_waits_out_the_initial_delay_and_members_joining_together_share_a_generation() {
     run(|| async {
         let b = Bench::new(1, &[]).await;
-        let c = coordinator(&b);
+        let c = b.broker.groups.clone();
         let j1 = spawn(&c, join_req("g", "", None, false));
         let j2 = spawn(&c, join_req("g", "", None, false));
         settle().await;
@@ -224,18 +231,11 @@ fn a_new_group_waits_out_the_initial_delay_and_members_joining_together_share_a_
         let (j1, j2) = (j1.join().await, j2.join().await);
         assert_eq!((j1.error, j2.error), (ErrorCode::NONE, ErrorCode::NONE));
         assert_eq!((j1.generation, j2.generation), (1, 1));
-        assert_eq!(j1.leader, j2.leader);
         assert_eq!(j1.protocol.as_deref(), Some("range"));
-        let (leader, follower) = if j1.leader == j1.member_id {
-            (j1, j2)
-        } else {
-            (j2, j1)
-        };
+        let (leader, follower) = leader_first(j1, j2);
         // Only the leader learns the members (and their subscriptions).
-        let mut all: Vec<&str> = leader.members.iter().map(|m| m.0.as_str()).collect();
-        all.sort();
-        let mut want = vec![leader.member_id.as_str(), follower.member_id.as_str()];
-        want.sort();
+        let all = sorted(leader.members.iter().map(|m| m.0.as_str()).collect());
+        let want = sorted(vec![leader.member_id.as_str(), follower.member_id.as_str()]);
         assert_eq!(all, want);
         assert!(leader.members.iter().all(|m| m.2 == "subscription"));
         assert!(follower.members.is_empty());
@@ -247,7 +247,7 @@ fn a_new_group_waits_out_the_initial_delay_and_members_joining_together_share_a_
 fn member_id_required_then_the_rejoin_with_that_id_is_admitted() {
     run(|| async {
         let b = Bench::new(1, &[]).await;
-        let c = coordinator(&b);
+        let c = b.broker.groups.clone();
         let first = join_now(&c, join_req("g", "", None, true)).await;
         assert_eq!(first.error, ErrorCode::MEMBER_ID_REQUIRED);
         assert!(first.member_id.starts_with("client-"));
@@ -290,18 +290,8 @@ fn member_id_required_then_the_rejoin_with_that_id_is_admitted() {
 fn sync_delivers_the_leaders_assignment_to_a_waiting_follower() {
     run(|| async {
         let b = Bench::new(1, &[]).await;
-        let c = coordinator(&b);
-        let j1 = spawn(&c, join_req("g", "", None, false));
-        let j2 = spawn(&c, join_req("g", "", None, false));
-        settle().await;
-        b.clock.advance(INITIAL_DELAY);
-        c.tick();
-        let (j1, j2) = (j1.join().await, j2.join().await);
-        let (leader, follower) = if j1.leader == j1.member_id {
-            (j1, j2)
-        } else {
-            (j2, j1)
-        };
+        let c = b.broker.groups.clone();
+        let (leader, follower) = joined_pair(&b, &c, [None, None]).await;
         let f = spawn(&c, sync_req(1, &follower.member_id, None, &[]));
         settle().await;
         assert!(!f.ready(), "a follower waits for the leader's assignment");
@@ -330,7 +320,7 @@ fn sync_delivers_the_leaders_assignment_to_a_waiting_follower() {
 fn a_member_that_does_not_rejoin_is_removed_at_the_rebalance_deadline() {
     run(|| async {
         let b = Bench::new(1, &[]).await;
-        let c = coordinator(&b);
+        let c = b.broker.groups.clone();
         let (a, bee) = stable_pair(&b, &c, [None, None]).await;
         // A newcomer starts a rebalance; members hear of it in their heartbeats.
         let newcomer = spawn(&c, join_req("g", "", None, false));
@@ -361,11 +351,8 @@ fn a_member_that_does_not_rejoin_is_removed_at_the_rebalance_deadline() {
         let (rejoin, newcomer) = (rejoin.join().await, newcomer.join().await);
         assert_eq!((rejoin.error, rejoin.generation), (ErrorCode::NONE, 2));
         assert_eq!((newcomer.error, newcomer.generation), (ErrorCode::NONE, 2));
-        let (_, mut ids) = members(&c);
-        ids.sort();
-        let mut want = vec![a.member_id.clone(), newcomer.member_id.clone()];
-        want.sort();
-        assert_eq!(ids, want);
+        let want = sorted(vec![a.member_id.clone(), newcomer.member_id.clone()]);
+        assert_eq!(sorted(members(&c).1), want);
         assert_eq!(
             heartbeat(&c, 1, &bee.member_id, None).await,
             ErrorCode::UNKNOWN_MEMBER_ID
@@ -377,7 +364,7 @@ fn a_member_that_does_not_rejoin_is_removed_at_the_rebalance_deadline() {
 fn a_restarted_static_member_gets_its_assignment_back_and_its_old_id_is_fenced() {
     run(|| async {
         let b = Bench::new(1, &[]).await;
-        let c = coordinator(&b);
+        let c = b.broker.groups.clone();
         let (leader, old) = stable_pair(&b, &c, [Some("i-a"), Some("i-b")]).await;
         // The follower restarts: a new member id, same group.instance.id. No rebalance.
         let back = join_now(&c, join_req("g", "", Some("i-b"), false)).await;
@@ -416,7 +403,7 @@ fn a_restarted_static_member_gets_its_assignment_back_and_its_old_id_is_fenced()
 fn a_member_silent_past_its_session_timeout_is_removed_and_the_rest_rebalance() {
     run(|| async {
         let b = Bench::new(1, &[]).await;
-        let c = coordinator(&b);
+        let c = b.broker.groups.clone();
         let (a, bee) = stable_pair(&b, &c, [None, None]).await;
         for _ in 0..2 {
             b.clock.advance(Duration::from_secs(5));
@@ -457,7 +444,7 @@ fn a_member_silent_past_its_session_timeout_is_removed_and_the_rest_rebalance() 
 fn calls_of_another_generation_get_illegal_generation() {
     run(|| async {
         let b = Bench::new(1, &[]).await;
-        let c = coordinator(&b);
+        let c = b.broker.groups.clone();
         let (a, _) = stable_pair(&b, &c, [None, None]).await;
         assert_eq!(heartbeat(&c, 1, &a.member_id, None).await, ErrorCode::NONE);
         for generation in [0, 2] {
@@ -488,7 +475,7 @@ fn calls_of_another_generation_get_illegal_generation() {
 fn committed_offsets_are_fetched_expire_when_the_group_is_empty_and_reload_from_the_log() {
     run(|| async {
         let b = Bench::new(1, &[]).await;
-        let c = coordinator(&b);
+        let c = b.broker.groups.clone();
         let (a, _) = stable_pair(&b, &c, [None, None]).await;
         assert_eq!(
             commit(&c, "g", 1, &a.member_id, 42).await,
@@ -535,7 +522,7 @@ fn committed_offsets_are_fetched_expire_when_the_group_is_empty_and_reload_from_
             9
         );
         // Retention: only the offsets of a group without members go.
-        let retention = Duration::from_secs(b.config.offsets_retention_minutes as u64 * 60);
+        let retention = Duration::from_secs(b.config().offsets_retention_minutes as u64 * 60);
         b.clock.advance(retention);
         c.expire_offsets().await;
         assert_eq!(
@@ -548,13 +535,7 @@ fn committed_offsets_are_fetched_expire_when_the_group_is_empty_and_reload_from_
         assert!(c.committed("solo").is_empty());
         assert_eq!(c.committed("g"), vec![("t".into(), 0, 42)]);
         // What the log holds is what the cache held.
-        let reloaded = Coordinator::new(
-            b.shard.clone(),
-            b.config.clone(),
-            b.image.clone(),
-            b.partitions.clone(),
-            b.clock(),
-        );
+        let reloaded = b.new_groups();
         assert!(reloaded.load_owned().await.unwrap() > 0);
         assert_eq!(reloaded.committed("g"), vec![("t".into(), 0, 42)]);
         assert!(reloaded.committed("solo").is_empty());

@@ -9,19 +9,6 @@ use crate::coordinator::testkit::{run, Bench};
 const TIMEOUT_MS: i32 = 10_000;
 const FENCED: ErrorCode = ErrorCode::PRODUCER_FENCED;
 
-fn coordinator(b: &Bench) -> Rc<Coordinator> {
-    let c = Coordinator::new(
-        b.shard.clone(),
-        b.config.clone(),
-        b.image.clone(),
-        b.partitions.clone(),
-        b.controller.clone(),
-        b.clock(),
-    );
-    crate::shard::register(c.clone());
-    c
-}
-
 async fn init(c: &Coordinator, timeout_ms: i32) -> (ErrorCode, i64, i16) {
     let req = TxnReq::Init {
         txn_id: "tx".into(),
@@ -82,7 +69,7 @@ fn state(c: &Coordinator) -> TxnMeta {
 fn init_add_commit_then_abort_write_markers_and_reload() {
     run(|| async {
         let b = Bench::new(1, &[("t", vec![0, 0])]).await;
-        let c = coordinator(&b);
+        let c = b.broker.txns.clone();
         let (e, pid, epoch) = init(&c, TIMEOUT_MS).await;
         assert_eq!((e, epoch), (ErrorCode::NONE, 0));
         assert_eq!(state(&c).state, TxnState::Empty);
@@ -103,7 +90,7 @@ fn init_add_commit_then_abort_write_markers_and_reload() {
         assert_eq!(b.markers("t", 0).await, vec![(pid, true)]);
         assert_eq!(b.markers("t", 1).await, vec![(pid, true), (pid, false)]);
         // The state is what replaying `__transaction_state` gives.
-        let reloaded = coordinator(&b);
+        let reloaded = b.new_txns();
         assert!(reloaded.load(0).await.unwrap() >= 6);
         assert_eq!(state(&reloaded), state(&c));
     });
@@ -113,7 +100,7 @@ fn init_add_commit_then_abort_write_markers_and_reload() {
 fn a_transaction_past_its_timeout_is_aborted_by_tick_and_its_producer_fenced() {
     run(|| async {
         let b = Bench::new(1, &[("t", vec![0, 0])]).await;
-        let c = coordinator(&b);
+        let c = b.broker.txns.clone();
         let (_, pid, _) = init(&c, TIMEOUT_MS).await;
         assert_eq!(add(&c, pid, 0, &[0]).await, ErrorCode::NONE);
         b.clock.advance(Duration::from_millis(TIMEOUT_MS as u64));
@@ -145,7 +132,7 @@ fn a_transaction_past_its_timeout_is_aborted_by_tick_and_its_producer_fenced() {
 fn a_second_init_producer_id_aborts_the_open_transaction_and_fences_the_first() {
     run(|| async {
         let b = Bench::new(1, &[("t", vec![0, 0])]).await;
-        let c = coordinator(&b);
+        let c = b.broker.txns.clone();
         let (_, pid, _) = init(&c, TIMEOUT_MS).await;
         assert_eq!(add(&c, pid, 0, &[0]).await, ErrorCode::NONE);
         // The abort of what the first left open takes epoch 1, the new producer epoch 2.
@@ -203,7 +190,7 @@ async fn interrupted_commit(b: &Bench, c: &Coordinator) -> i64 {
 fn an_interrupted_commit_is_finished_by_tick() {
     run(|| async {
         let b = Bench::new(2, &[("t", vec![0, 1])]).await;
-        let c = coordinator(&b);
+        let c = b.broker.txns.clone();
         let pid = interrupted_commit(&b, &c).await;
         b.move_here("t", 1).await;
         c.tick().await;
@@ -218,7 +205,7 @@ fn an_interrupted_commit_is_finished_by_tick() {
 fn an_interrupted_commit_is_finished_by_the_retried_end_txn() {
     run(|| async {
         let b = Bench::new(2, &[("t", vec![0, 1])]).await;
-        let c = coordinator(&b);
+        let c = b.broker.txns.clone();
         let pid = interrupted_commit(&b, &c).await;
         b.move_here("t", 1).await;
         // The other decision is still refused; the same one completes.
@@ -237,12 +224,12 @@ fn an_interrupted_commit_is_finished_by_the_retried_end_txn() {
 fn requests_out_of_turn_get_invalid_txn_state_and_the_like() {
     run(|| async {
         let b = Bench::new(1, &[("t", vec![0, 0])]).await;
-        let c = coordinator(&b);
+        let c = b.broker.txns.clone();
         assert_eq!(
             end(&c, 1, 0, true).await,
             ErrorCode::INVALID_PRODUCER_ID_MAPPING
         );
-        let max = b.config.transaction_max_timeout_ms as i32;
+        let max = b.config().transaction_max_timeout_ms as i32;
         assert_eq!(
             init(&c, max + 1).await.0,
             ErrorCode::INVALID_TRANSACTION_TIMEOUT
