@@ -103,16 +103,21 @@ impl Group {
             .unwrap_or_default()
     }
 
+    /// Begins a rebalance unless one is on. Its deadline is the longest rebalance timeout of
+    /// the members from the moment it begins, and members joining meanwhile do not push it
+    /// back (Kafka's DelayedJoin): else a member that heartbeats but never rejoins would hold
+    /// the group in PreparingRebalance for as long as others keep joining.
     fn start_rebalance(&mut self, now: Instant, initial_delay: Duration) {
-        if self.state != GroupState::PreparingRebalance {
-            if self.state == GroupState::Empty && !initial_delay.is_zero() {
-                self.initial_deadline = Some(now + initial_delay);
-            }
-            self.state = GroupState::PreparingRebalance;
-            for m in self.members.values_mut() {
-                m.joined = false;
-                m.join_result = None;
-            }
+        if self.state == GroupState::PreparingRebalance {
+            return;
+        }
+        if self.state == GroupState::Empty && !initial_delay.is_zero() {
+            self.initial_deadline = Some(now + initial_delay);
+        }
+        self.state = GroupState::PreparingRebalance;
+        for m in self.members.values_mut() {
+            m.joined = false;
+            m.join_result = None;
         }
         let longest = self
             .members

@@ -541,3 +541,35 @@ fn committed_offsets_are_fetched_expire_when_the_group_is_empty_and_reload_from_
         assert!(reloaded.committed("solo").is_empty());
     });
 }
+
+#[test]
+fn the_rebalance_deadline_is_not_pushed_back_by_members_that_rejoin() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (a, bee) = stable_pair(&b, &c, [None, None]).await;
+        let newcomer = spawn(&c, join_req("g", "", None, false));
+        settle().await;
+        // `a` rejoins two thirds into the rebalance timeout; `bee` heartbeats, never rejoins.
+        b.clock.advance(Duration::from_secs(20));
+        assert_eq!(
+            heartbeat(&c, 1, &bee.member_id, None).await,
+            ErrorCode::REBALANCE_IN_PROGRESS
+        );
+        let rejoin = spawn(&c, join_req("g", &a.member_id, None, false));
+        settle().await;
+        // The deadline is the rebalance timeout after the rebalance began (Kafka's DelayedJoin).
+        b.clock.advance(Duration::from_secs(10));
+        c.tick();
+        settle().await;
+        assert!(
+            rejoin.ready() && newcomer.ready(),
+            "the rebalance outlived its timeout"
+        );
+        assert_eq!(rejoin.join().await.generation, 2);
+        assert_eq!(
+            heartbeat(&c, 1, &bee.member_id, None).await,
+            ErrorCode::UNKNOWN_MEMBER_ID
+        );
+    });
+}
