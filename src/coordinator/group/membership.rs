@@ -444,12 +444,16 @@ impl Membership {
                     }
                     None => id = new_member_id(prefix, n),
                 }
+            } else if instance_id
+                .as_ref()
+                .and_then(|iid| g.statics.get(iid))
+                .is_some_and(|cur| *cur != id)
+            {
+                // Before the member check, as Kafka does: told UNKNOWN_MEMBER_ID, a replaced
+                // static instance would join afresh and take its instance id back.
+                return JoinOut::error(ErrorCode::FENCED_INSTANCE_ID, id);
             } else if g.pending.remove(&id).is_none() && !g.members.contains_key(&id) {
                 return JoinOut::error(ErrorCode::UNKNOWN_MEMBER_ID, id);
-            } else if let Some(iid) = &instance_id {
-                if g.statics.get(iid).is_some_and(|cur| *cur != id) {
-                    return JoinOut::error(ErrorCode::FENCED_INSTANCE_ID, id);
-                }
             }
             if !g.members.contains_key(&id) && g.members.len() >= MAX_GROUP_MEMBERS {
                 return JoinOut::error(ErrorCode::GROUP_MAX_SIZE_REACHED, id);

@@ -573,3 +573,18 @@ fn the_rebalance_deadline_is_not_pushed_back_by_members_that_rejoin() {
         );
     });
 }
+#[test]
+fn a_static_member_rejoining_with_a_replaced_member_id_is_fenced() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (_, old) = stable_pair(&b, &c, [Some("i-a"), Some("i-b")]).await;
+        let back = join_now(&c, join_req("g", "", Some("i-b"), false)).await;
+        assert_eq!(back.error, ErrorCode::NONE);
+        // The replaced instance must stop (FENCED_INSTANCE_ID is fatal to it), not be told to
+        // join afresh (UNKNOWN_MEMBER_ID), which would make it take the instance id back.
+        let stale = join_now(&c, join_req("g", &old.member_id, Some("i-b"), false)).await;
+        assert_eq!(stale.error, ErrorCode::FENCED_INSTANCE_ID);
+        assert_eq!(members(&c).0, "Stable");
+    });
+}
