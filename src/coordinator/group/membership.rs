@@ -275,6 +275,20 @@ impl Group {
             })
     }
 
+    /// The answer to a call whose member left the group while the call waited:
+    /// FENCED_INSTANCE_ID when its static instance id passed to another member (the instance
+    /// restarted), else UNKNOWN_MEMBER_ID.
+    fn gone(&self, instance_id: &Option<String>) -> ErrorCode {
+        if instance_id
+            .as_ref()
+            .is_some_and(|i| self.statics.contains_key(i))
+        {
+            ErrorCode::FENCED_INSTANCE_ID
+        } else {
+            ErrorCode::UNKNOWN_MEMBER_ID
+        }
+    }
+
     /// Checks a member's identity for Sync/Heartbeat/Commit.
     fn check_member(&self, member_id: &str, instance_id: &Option<String>) -> Result<(), ErrorCode> {
         if let Some(i) = instance_id {
@@ -382,6 +396,10 @@ impl Membership {
                             // A static member restarted: it takes over its old membership.
                             if let Some(mut m) = g.members.remove(&old) {
                                 m.id = new_id.clone();
+                                // The old incarnation's blocked calls end (woken below, told
+                                // FENCED_INSTANCE_ID) without touching what is now another
+                                // member: its count would spare this one session expiry.
+                                m.waiting = 0;
                                 m.protocols = protocols.clone();
                                 m.last_seen = now;
                                 m.client_id = client_id.clone();
@@ -499,8 +517,9 @@ impl Membership {
                 let Some(g) = groups.get_mut(&gid) else {
                     return JoinOut::error(ErrorCode::UNKNOWN_MEMBER_ID, id);
                 };
+                let gone = g.gone(&instance_id);
                 let Some(m) = g.members.get_mut(&id) else {
-                    return JoinOut::error(ErrorCode::UNKNOWN_MEMBER_ID, id);
+                    return JoinOut::error(gone, id);
                 };
                 if let Some(r) = m.join_result.take() {
                     m.waiting -= 1;
@@ -566,8 +585,9 @@ impl Membership {
                 };
                 let (state, gen) = (g.state, g.generation);
                 let (pt, proto) = (g.protocol_type.clone(), g.protocol.clone());
+                let gone = g.gone(instance_id);
                 let Some(m) = g.members.get_mut(member_id) else {
-                    return err(ErrorCode::UNKNOWN_MEMBER_ID);
+                    return err(gone);
                 };
                 if state != GroupState::CompletingRebalance || gen != generation {
                     m.waiting -= 1;

@@ -588,3 +588,39 @@ fn a_static_member_rejoining_with_a_replaced_member_id_is_fenced() {
         assert_eq!(members(&c).0, "Stable");
     });
 }
+#[test]
+fn a_static_member_replaced_while_its_old_instance_waits_in_a_join_still_expires() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (a, old) = stable_pair(&b, &c, [Some("i-a"), Some("i-b")]).await;
+        let newcomer = spawn(&c, join_req("g", "", None, false));
+        settle().await;
+        let old_rejoin = spawn(&c, join_req("g", &old.member_id, Some("i-b"), false));
+        settle().await;
+        // The instance restarts while its old incarnation is still blocked in JoinGroup.
+        let back = spawn(&c, join_req("g", "", Some("i-b"), false));
+        settle().await;
+        assert!(old_rejoin.ready(), "the old incarnation is let go");
+        assert_eq!(old_rejoin.join().await.error, ErrorCode::FENCED_INSTANCE_ID);
+        let a_rejoin = spawn(&c, join_req("g", &a.member_id, Some("i-a"), false));
+        let back = back.join().await;
+        let newcomer = newcomer.join().await;
+        assert_eq!((back.error, back.generation), (ErrorCode::NONE, 2));
+        assert_eq!(a_rejoin.join().await.generation, 2);
+        // The new incarnation then goes silent: its session must run out like anyone's.
+        for _ in 0..3 {
+            b.clock.advance(Duration::from_secs(4));
+            for id in [&a.member_id, &newcomer.member_id] {
+                let iid = (id == &a.member_id).then_some("i-a");
+                assert_eq!(heartbeat(&c, 2, id, iid).await, ErrorCode::NONE);
+            }
+            c.tick();
+        }
+        let (_, ids) = members(&c);
+        assert!(
+            !ids.contains(&back.member_id),
+            "a member silent for 12s outlived its 10s session"
+        );
+    });
+}
