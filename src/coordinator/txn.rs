@@ -21,7 +21,7 @@ use crate::metadata::MetadataImage;
 use crate::partition_manager::PartitionManager;
 use crate::protocol::batch::encode_records;
 use crate::protocol::errors::ErrorCode;
-use crate::shard::{local, Shard};
+use crate::shard::Shard;
 use crate::util::Clock;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::cell::RefCell;
@@ -218,15 +218,11 @@ impl Coordinator {
 
     /// Runs `req` on the coordinator of `txn_id` (this shard's or another's).
     pub async fn call(&self, txn_id: &str, req: TxnReq) -> Result<TxnResp, ErrorCode> {
-        let owner = self
-            .coordinator_shard(txn_id)
-            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
-        self.shard
-            .invoke_on(owner, move || async move {
-                local::<Coordinator>().handle(req).await
-            })
-            .await
-            .map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)
+        let owner = self.coordinator_shard(txn_id);
+        super::on_owner(&self.shard, owner, |c: Rc<Coordinator>| async move {
+            c.handle(req).await
+        })
+        .await
     }
 
     /// Start-up on this shard: load the transaction states of the `__transaction_state`

@@ -116,15 +116,11 @@ impl Coordinator {
 
     /// Runs `req` on the coordinator of `group` (this shard's or another's).
     pub async fn call(&self, group: &str, req: GroupReq) -> Result<GroupResp, ErrorCode> {
-        let owner = self
-            .coordinator_shard(group)
-            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
-        self.shard
-            .invoke_on(owner, move || async move {
-                local::<Coordinator>().handle(req).await
-            })
-            .await
-            .map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)
+        let owner = self.coordinator_shard(group);
+        super::on_owner(&self.shard, owner, |c: Rc<Coordinator>| async move {
+            c.handle(req).await
+        })
+        .await
     }
 
     /// Every shard's groups: (group, protocol type, state).
