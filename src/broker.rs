@@ -7,6 +7,7 @@ use crate::coordinator::{GroupCoordinator, TxnCoordinator};
 use crate::metadata::{ClusterMeta, MetadataImage, OFFSETS_TOPIC, TXN_TOPIC};
 use crate::partition_manager::PartitionManager;
 use crate::shard::{self, Shard};
+use crate::util::{Clock, SystemClock};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,6 +34,16 @@ impl Broker {
     /// Builds this shard's services and registers each with the shard, so their instances on
     /// other shards can reach this one.
     pub fn new(shard: Rc<Shard>, config: Rc<Config>, meta: ClusterMeta) -> Rc<Broker> {
+        Broker::with_clock(shard, config, meta, Rc::new(SystemClock))
+    }
+
+    /// `new`, with the coordinators reading time from `clock` (tests move a manual one).
+    pub fn with_clock(
+        shard: Rc<Shard>,
+        config: Rc<Config>,
+        meta: ClusterMeta,
+        clock: Rc<dyn Clock>,
+    ) -> Rc<Broker> {
         let image = MetadataImage::new(meta);
         let partitions = PartitionManager::new(shard.clone(), config.clone(), image.clone());
         let controller = Controller::new(
@@ -46,6 +57,7 @@ impl Broker {
             config.clone(),
             image.clone(),
             partitions.clone(),
+            clock.clone(),
         );
         let txns = TxnCoordinator::new(
             shard.clone(),
@@ -53,6 +65,7 @@ impl Broker {
             image.clone(),
             partitions.clone(),
             controller.clone(),
+            clock,
         );
         shard::register(image.clone());
         shard::register(partitions.clone());

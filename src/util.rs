@@ -1,4 +1,8 @@
-//! Small single-threaded async helpers shared by the shard's modules.
+//! Small single-threaded async helpers shared by the shard's modules, and the clock seam.
+
+pub mod clock;
+
+pub use clock::{Clock, ManualClock, SystemClock};
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

@@ -10,5 +10,30 @@
 pub mod group;
 pub mod txn;
 
+#[cfg(test)]
+mod testkit;
+
 pub use group::Coordinator as GroupCoordinator;
 pub use txn::Coordinator as TxnCoordinator;
+
+use crate::protocol::errors::ErrorCode;
+use crate::shard::{local, Shard};
+use std::future::Future;
+use std::rc::Rc;
+
+/// Runs `f` with the coordinator service `C` of shard `owner` (the shard owning the key's
+/// internal partition; None while that topic does not exist): there directly when it is this
+/// shard, over the mesh otherwise. A failed crossing is COORDINATOR_NOT_AVAILABLE.
+async fn on_owner<C, T, F, Fut>(shard: &Shard, owner: Option<usize>, f: F) -> Result<T, ErrorCode>
+where
+    C: 'static,
+    T: Send + 'static,
+    F: FnOnce(Rc<C>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let owner = owner.ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
+    shard
+        .invoke_on(owner, move || f(local::<C>()))
+        .await
+        .map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)
+}

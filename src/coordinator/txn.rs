@@ -21,8 +21,8 @@ use crate::metadata::MetadataImage;
 use crate::partition_manager::PartitionManager;
 use crate::protocol::batch::encode_records;
 use crate::protocol::errors::ErrorCode;
-use crate::shard::{local, Shard};
-use crate::util::now_ms;
+use crate::shard::Shard;
+use crate::util::Clock;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -184,6 +184,7 @@ pub struct Coordinator {
     image: Rc<MetadataImage>,
     partitions: Rc<PartitionManager>,
     controller: Rc<Controller>,
+    clock: Rc<dyn Clock>,
     txns: RefCell<HashMap<String, TxnMeta>>,
     /// One operation at a time per transactional id (they span several writes).
     locks: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
@@ -196,6 +197,7 @@ impl Coordinator {
         image: Rc<MetadataImage>,
         partitions: Rc<PartitionManager>,
         controller: Rc<Controller>,
+        clock: Rc<dyn Clock>,
     ) -> Rc<Self> {
         Rc::new(Coordinator {
             shard,
@@ -203,6 +205,7 @@ impl Coordinator {
             image,
             partitions,
             controller,
+            clock,
             txns: RefCell::new(HashMap::new()),
             locks: RefCell::new(HashMap::new()),
         })
@@ -215,15 +218,11 @@ impl Coordinator {
 
     /// Runs `req` on the coordinator of `txn_id` (this shard's or another's).
     pub async fn call(&self, txn_id: &str, req: TxnReq) -> Result<TxnResp, ErrorCode> {
-        let owner = self
-            .coordinator_shard(txn_id)
-            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
-        self.shard
-            .invoke_on(owner, move || async move {
-                local::<Coordinator>().handle(req).await
-            })
-            .await
-            .map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)
+        let owner = self.coordinator_shard(txn_id);
+        super::on_owner(&self.shard, owner, |c: Rc<Coordinator>| async move {
+            c.handle(req).await
+        })
+        .await
     }
 
     /// Start-up on this shard: load the transaction states of the `__transaction_state`
@@ -325,7 +324,7 @@ impl Coordinator {
         let partition = crate::metadata::key_partition(txn_id, n);
         let batch = encode_records(
             &[(Some(encode_key(txn_id)), Some(encode_value(&m)))],
-            now_ms(),
+            self.clock.now_ms(),
             None,
         );
         match self
@@ -366,7 +365,7 @@ impl Coordinator {
                 TxnState::CompleteAbort
             },
             partitions: BTreeSet::new(),
-            update_ms: now_ms(),
+            update_ms: self.clock.now_ms(),
             ..m
         };
         self.persist(txn_id, done).await
@@ -377,7 +376,7 @@ impl Coordinator {
         let prepared = TxnMeta {
             epoch: m.epoch.saturating_add(1),
             state: TxnState::PrepareAbort,
-            update_ms: now_ms(),
+            update_ms: self.clock.now_ms(),
             ..m
         };
         let e = self.persist(txn_id, prepared.clone()).await;
@@ -427,7 +426,7 @@ impl Coordinator {
                 }
             }
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let m = TxnMeta {
             producer_id: pid,
             epoch,
@@ -479,7 +478,7 @@ impl Coordinator {
         if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
             return ErrorCode::CONCURRENT_TRANSACTIONS;
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut next = m.clone();
         if m.state != TxnState::Ongoing {
             next.state = TxnState::Ongoing;
@@ -526,7 +525,7 @@ impl Coordinator {
             } else {
                 TxnState::PrepareAbort
             },
-            update_ms: now_ms(),
+            update_ms: self.clock.now_ms(),
             ..m
         };
         let e = self.persist(txn_id, prepared.clone()).await;
@@ -544,7 +543,7 @@ impl Coordinator {
     /// Aborts timed-out transactions and finishes decided ones whose markers are not all
     /// written (after an error, or a restart).
     pub async fn tick(&self) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let due: Vec<(String, TxnMeta)> = self
             .txns
             .borrow()
@@ -564,7 +563,7 @@ impl Coordinator {
                 continue;
             };
             let e = match m.state {
-                TxnState::Ongoing if now_ms() - m.start_ms > m.timeout_ms as i64 => {
+                TxnState::Ongoing if self.clock.now_ms() - m.start_ms > m.timeout_ms as i64 => {
                     tracing::info!(txn = %txn_id, producer_id = m.producer_id,
                         "transaction timed out: aborting");
                     self.fence_and_abort(&txn_id, m).await
@@ -580,28 +579,4 @@ impl Coordinator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn state_record_round_trip() {
-        let m = TxnMeta {
-            producer_id: 9,
-            epoch: 4,
-            timeout_ms: 60000,
-            state: TxnState::Ongoing,
-            partitions: [
-                ("a".to_string(), 1),
-                ("a".to_string(), 0),
-                ("b".to_string(), 3),
-            ]
-            .into_iter()
-            .collect(),
-            start_ms: 5,
-            update_ms: 6,
-        };
-        assert_eq!(decode_value(encode_value(&m)), Some(m));
-        assert_eq!(decode_key(encode_key("tx-1")).as_deref(), Some("tx-1"));
-        assert_eq!(decode_value(Bytes::from_static(&[0, 0, 1])), None);
-    }
-}
+mod tests;

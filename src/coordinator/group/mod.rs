@@ -7,14 +7,44 @@
 //! partition. Group membership itself is kept in memory: after a broker restart members rejoin
 //! (their heartbeats get UNKNOWN_MEMBER_ID), as after a Kafka coordinator move.
 //!
-//! States follow Kafka: Empty, PreparingRebalance, CompletingRebalance, Stable, Dead.
+//! Kafka keeps the two apart (GroupCoordinator, GroupMetadataManager), and so does this:
+//! - `membership`   the group state machine (Empty, PreparingRebalance, CompletingRebalance,
+//!   Stable, Dead): join, sync, heartbeat, leave, static members, the deadlines of `tick`.
+//! - `offset_store` committed offsets: the cache, transactional offsets waiting for their
+//!   marker, and every write to `__consumer_offsets`.
+//! - `offsets`      the record format; `types` the requests and answers.
+//!
+//! The `Coordinator` here only routes a request to them and joins the two where a request
+//! needs both (a commit is checked by membership, then stored). Invariant: membership never
+//! writes to the log, the offset store never decides who is a member. Every time they read
+//! comes from the clock the coordinator is given.
 
 pub mod offsets;
-pub mod state;
+
+mod membership;
+mod offset_store;
+mod types;
+
+#[cfg(test)]
+mod tests;
 
 pub use crate::metadata::OFFSETS_TOPIC;
-pub use state::{Coordinator, GroupReq, GroupResp};
+pub use membership::GroupState;
+pub use types::{DescribeOut, GroupReq, GroupResp, JoinOut, OffsetRow};
 
+/// The path the handlers import the answers from (kept while they do).
+pub mod state {
+    pub use super::types::{DescribeOut, JoinOut};
+}
+
+use crate::config::Config;
+use crate::metadata::MetadataImage;
+use crate::partition_manager::PartitionManager;
+use crate::protocol::errors::ErrorCode;
+use crate::shard::{local, Shard};
+use crate::util::Clock;
+use membership::Membership;
+use offset_store::OffsetStore;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,14 +55,37 @@ const GROUP_TICK_MS: u64 = 100;
 /// Committed offsets of empty groups are checked for expiry every this many ticks (a minute).
 const EXPIRE_EVERY_TICKS: u64 = 600;
 
+/// The coordinator of the groups whose offsets partition this shard owns.
+pub struct Coordinator {
+    shard: Rc<Shard>,
+    image: Rc<MetadataImage>,
+    members: Membership,
+    offsets: OffsetStore,
+}
+
 impl Coordinator {
+    pub fn new(
+        shard: Rc<Shard>,
+        config: Rc<Config>,
+        image: Rc<MetadataImage>,
+        partitions: Rc<PartitionManager>,
+        clock: Rc<dyn Clock>,
+    ) -> Rc<Self> {
+        Rc::new(Coordinator {
+            shard,
+            members: Membership::new(config.clone(), clock.clone()),
+            offsets: OffsetStore::new(config, image.clone(), partitions, clock),
+            image,
+        })
+    }
+
     /// Start-up on this shard: load the committed offsets of the `__consumer_offsets`
     /// partitions it owns; from then on commit markers there complete the transactional
     /// offsets they cover, and the group timer runs.
     pub async fn start(self: &Rc<Self>, stop: Arc<AtomicBool>) -> Result<usize, String> {
         let n = self.load_owned().await?;
         let me = Rc::downgrade(self);
-        self.partitions().on_marker(
+        self.offsets.partitions().on_marker(
             OFFSETS_TOPIC,
             Box::new(move |pid, commit| {
                 if let Some(c) = me.upgrade() {
@@ -54,5 +107,186 @@ impl Coordinator {
         })
         .detach();
         Ok(n)
+    }
+
+    /// The shard coordinating `group`, or None while `__consumer_offsets` does not exist yet.
+    pub fn coordinator_shard(&self, group: &str) -> Option<usize> {
+        self.image.key_owner(OFFSETS_TOPIC, group)
+    }
+
+    /// Runs `req` on the coordinator of `group` (this shard's or another's).
+    pub async fn call(&self, group: &str, req: GroupReq) -> Result<GroupResp, ErrorCode> {
+        let owner = self.coordinator_shard(group);
+        super::on_owner(&self.shard, owner, |c: Rc<Coordinator>| async move {
+            c.handle(req).await
+        })
+        .await
+    }
+
+    /// Every shard's groups: (group, protocol type, state).
+    pub async fn list_all(&self) -> Vec<(String, String, &'static str)> {
+        let mut out = Vec::new();
+        for owner in 0..self.shard.nr_shards {
+            let r = self
+                .shard
+                .invoke_on(owner, || async { local::<Coordinator>().list() })
+                .await;
+            if let Ok(l) = r {
+                out.extend(l);
+            }
+        }
+        out
+    }
+
+    /// Loads the committed offsets of every `__consumer_offsets` partition this shard owns.
+    pub async fn load_owned(&self) -> Result<usize, String> {
+        self.offsets.load_owned().await
+    }
+
+    /// Replays the commits stored in one `__consumer_offsets` partition this shard owns.
+    pub async fn load(&self, partition: i32) -> Result<usize, String> {
+        self.offsets.load(partition).await
+    }
+
+    /// The commit or abort marker of producer `pid`'s transaction is in the offsets log.
+    pub fn complete_txn(&self, pid: i64, commit: bool) {
+        self.offsets.complete_txn(pid, commit);
+    }
+
+    /// Drives deadlines: session expiry, pending member ids, rebalance completion. Called by
+    /// the shard's group timer.
+    pub fn tick(&self) {
+        self.members.tick();
+    }
+
+    /// Forgets committed offsets of empty groups older than the retention (Kafka's
+    /// offsets.retention.minutes), writing tombstones.
+    pub async fn expire_offsets(&self) {
+        self.offsets.expire(|g| self.members.has_members(g)).await;
+    }
+
+    pub async fn handle(&self, req: GroupReq) -> GroupResp {
+        match req {
+            GroupReq::Join { .. } => GroupResp::Join(self.members.join(req).await),
+            GroupReq::Sync {
+                group,
+                generation,
+                member_id,
+                instance_id,
+                assignments,
+            } => {
+                self.members
+                    .sync(&group, generation, &member_id, &instance_id, assignments)
+                    .await
+            }
+            GroupReq::Heartbeat {
+                group,
+                generation,
+                member_id,
+                instance_id,
+            } => GroupResp::Error(self.members.heartbeat(
+                &group,
+                generation,
+                &member_id,
+                &instance_id,
+            )),
+            GroupReq::Leave { group, members } => self.members.leave(&group, members),
+            GroupReq::Commit {
+                group,
+                generation,
+                member_id,
+                instance_id,
+                offsets,
+                producer,
+            } => {
+                let checked = if group.is_empty() {
+                    Err(ErrorCode::INVALID_GROUP_ID)
+                } else {
+                    self.members
+                        .check_commit(&group, generation, &member_id, &instance_id)
+                };
+                GroupResp::Commit(match checked {
+                    Err(e) => vec![e; offsets.len()],
+                    Ok(()) => self.offsets.commit(&group, offsets, producer).await,
+                })
+            }
+            GroupReq::FetchOffsets {
+                group,
+                partitions,
+                require_stable,
+            } => GroupResp::Offsets(
+                ErrorCode::NONE,
+                self.offsets.fetch(&group, partitions, require_stable),
+            ),
+            GroupReq::List => GroupResp::List(self.list()),
+            GroupReq::Describe(groups) => {
+                GroupResp::Describe(groups.iter().map(|g| self.describe(g)).collect())
+            }
+            GroupReq::Delete(groups) => {
+                let mut out = Vec::with_capacity(groups.len());
+                for g in groups {
+                    out.push(self.delete_group(&g).await);
+                }
+                GroupResp::Deleted(out)
+            }
+            GroupReq::DeleteOffsets { group, partitions } => {
+                if !self.members.contains(&group) && !self.offsets.contains(&group) {
+                    return GroupResp::OffsetsDeleted(ErrorCode::GROUP_ID_NOT_FOUND, Vec::new());
+                }
+                let subscribed = self.members.subscribed_topics(&group);
+                let (e, codes) = self
+                    .offsets
+                    .delete_offsets(&group, partitions, &subscribed)
+                    .await;
+                GroupResp::OffsetsDeleted(e, codes)
+            }
+        }
+    }
+
+    /// This shard's groups: those with members, and those with committed offsets only (Empty).
+    fn list(&self) -> Vec<(String, String, &'static str)> {
+        let mut out = self.members.list();
+        for id in self.offsets.groups() {
+            if !self.members.contains(&id) {
+                out.push((id, String::new(), GroupState::Empty.name()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    pub fn describe(&self, gid: &str) -> DescribeOut {
+        self.members.describe(gid).unwrap_or_else(|| DescribeOut {
+            group: gid.to_string(),
+            state: if self.offsets.contains(gid) {
+                GroupState::Empty.name()
+            } else {
+                GroupState::Dead.name()
+            },
+            protocol_type: String::new(),
+            protocol: String::new(),
+            members: Vec::new(),
+        })
+    }
+
+    /// DeleteGroups for one group: only without members; its offsets are tombstoned first.
+    async fn delete_group(&self, gid: &str) -> ErrorCode {
+        if !self.members.contains(gid) && !self.offsets.contains(gid) {
+            return ErrorCode::GROUP_ID_NOT_FOUND;
+        }
+        if self.members.has_members(gid) {
+            return ErrorCode::NON_EMPTY_GROUP;
+        }
+        let e = self.offsets.delete_group(gid).await;
+        if !e.is_ok() {
+            return e;
+        }
+        self.members.remove(gid);
+        ErrorCode::NONE
+    }
+
+    /// The committed offsets of a group: (topic, partition, offset).
+    pub fn committed(&self, gid: &str) -> Vec<(String, i32, i64)> {
+        self.offsets.committed(gid)
     }
 }

@@ -1,21 +1,25 @@
-//! The group state machine of one coordinator shard, and its committed offsets.
+//! Group membership (Kafka's GroupCoordinator, classic protocol): the state machine of every
+//! group this shard coordinates. JoinGroup, SyncGroup, Heartbeat and LeaveGroup move a group
+//! through Empty -> PreparingRebalance -> CompletingRebalance -> Stable (and Dead when it is
+//! deleted); `tick` drives the deadlines: session expiry, member ids handed out but never
+//! used, the rebalance deadline and the initial rebalance delay of a new group.
+//!
+//! Invariants: a member is in `members` under its current id, and a static member's
+//! `group.instance.id` maps to that id in `statics`; the generation only grows; every state
+//! change that a blocked JoinGroup or SyncGroup may be waiting for is followed by
+//! `notify_all`. A member blocked in a call (`waiting > 0`) is not expired by its session
+//! timeout. Membership is memory only: committed offsets live in the offset store.
 
-use super::offsets::{self, Committed, OffsetKey};
-use super::OFFSETS_TOPIC;
+use super::types::{DescribeOut, GroupReq, GroupResp, JoinOut};
 use crate::config::Config;
-use crate::metadata::MetadataImage;
-use crate::partition_manager::PartitionManager;
 use crate::protocol::errors::ErrorCode;
-use crate::shard::{local, Shard};
-use crate::util::{now_ms, Notify};
+use crate::util::{Clock, Notify};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Longest metadata string kept with a committed offset (Kafka: offset.metadata.max.bytes).
-const MAX_OFFSET_METADATA_BYTES: usize = 4096;
 /// Most members one group may have (Kafka: group.max.size is unbounded by default; this
 /// bounds the memory one group id can take).
 const MAX_GROUP_MEMBERS: usize = 10_000;
@@ -39,125 +43,6 @@ impl GroupState {
             GroupState::Dead => "Dead",
         }
     }
-}
-
-/// Group requests as the coordinator needs them (decoded on the connection's shard).
-pub enum GroupReq {
-    Join {
-        group: String,
-        member_id: String,
-        instance_id: Option<String>,
-        client_id: String,
-        client_host: String,
-        session_timeout_ms: i32,
-        rebalance_timeout_ms: i32,
-        protocol_type: String,
-        protocols: Vec<(String, Bytes)>,
-        /// JoinGroup v4+: a new member must first get its id (MEMBER_ID_REQUIRED).
-        require_member_id: bool,
-        /// JoinGroup v9+: a static leader may be told to keep the current assignment.
-        can_skip_assignment: bool,
-    },
-    Sync {
-        group: String,
-        generation: i32,
-        member_id: String,
-        instance_id: Option<String>,
-        assignments: Vec<(String, Bytes)>,
-    },
-    Heartbeat {
-        group: String,
-        generation: i32,
-        member_id: String,
-        instance_id: Option<String>,
-    },
-    Leave {
-        group: String,
-        members: Vec<(String, Option<String>)>,
-    },
-    /// OffsetCommit, or TxnOffsetCommit when `producer` (id, epoch) is set: then the offsets
-    /// become committed when the producer's transaction does.
-    Commit {
-        group: String,
-        generation: i32,
-        member_id: String,
-        instance_id: Option<String>,
-        /// (topic, partition, offset, leader epoch, metadata, topic exists)
-        offsets: Vec<(String, i32, i64, i32, Option<String>, bool)>,
-        producer: Option<(i64, i16)>,
-    },
-    FetchOffsets {
-        group: String,
-        /// OffsetFetch v7+ (read_committed consumers): partitions with offsets of an open
-        /// transaction answer UNSTABLE_OFFSET_COMMIT instead of the older commit.
-        require_stable: bool,
-        /// None: every partition the group committed.
-        partitions: Option<Vec<(String, i32)>>,
-    },
-    List,
-    Describe(Vec<String>),
-    Delete(Vec<String>),
-    DeleteOffsets {
-        group: String,
-        partitions: Vec<(String, i32)>,
-    },
-}
-
-pub struct JoinOut {
-    pub error: ErrorCode,
-    pub generation: i32,
-    pub protocol_type: Option<String>,
-    pub protocol: Option<String>,
-    pub leader: String,
-    pub member_id: String,
-    pub skip_assignment: bool,
-    /// (member id, instance id, metadata): for the leader only.
-    pub members: Vec<(String, Option<String>, Bytes)>,
-}
-
-impl JoinOut {
-    fn error(error: ErrorCode, member_id: String) -> JoinOut {
-        JoinOut {
-            error,
-            generation: -1,
-            protocol_type: None,
-            protocol: None,
-            leader: String::new(),
-            member_id,
-            skip_assignment: false,
-            members: Vec::new(),
-        }
-    }
-}
-
-pub struct DescribeOut {
-    pub group: String,
-    pub state: &'static str,
-    pub protocol_type: String,
-    pub protocol: String,
-    /// (member id, instance id, client id, host, metadata, assignment)
-    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
-}
-
-pub enum GroupResp {
-    Join(JoinOut),
-    Sync {
-        error: ErrorCode,
-        protocol_type: Option<String>,
-        protocol: Option<String>,
-        assignment: Bytes,
-    },
-    Error(ErrorCode),
-    Leave(ErrorCode, Vec<ErrorCode>),
-    Commit(Vec<ErrorCode>),
-    /// (topic, partition, offset, leader epoch, metadata)
-    /// (topic, partition, offset, leader epoch, metadata, partition error)
-    Offsets(ErrorCode, Vec<(String, i32, i64, i32, String, ErrorCode)>),
-    /// (group, protocol type, state)
-    List(Vec<(String, String, &'static str)>),
-    Describe(Vec<DescribeOut>),
-    Deleted(Vec<ErrorCode>),
-    OffsetsDeleted(ErrorCode, Vec<ErrorCode>),
 }
 
 struct Member {
@@ -193,7 +78,7 @@ struct Group {
 }
 
 impl Group {
-    fn new() -> Group {
+    fn new(now: Instant) -> Group {
         Group {
             state: GroupState::Empty,
             protocol_type: None,
@@ -203,7 +88,7 @@ impl Group {
             members: BTreeMap::new(),
             pending: HashMap::new(),
             statics: HashMap::new(),
-            rebalance_deadline: Instant::now(),
+            rebalance_deadline: now,
             initial_deadline: None,
             notify: Rc::new(Notify::default()),
         }
@@ -218,16 +103,21 @@ impl Group {
             .unwrap_or_default()
     }
 
+    /// Begins a rebalance unless one is on. Its deadline is the longest rebalance timeout of
+    /// the members from the moment it begins, and members joining meanwhile do not push it
+    /// back (Kafka's DelayedJoin): else a member that heartbeats but never rejoins would hold
+    /// the group in PreparingRebalance for as long as others keep joining.
     fn start_rebalance(&mut self, now: Instant, initial_delay: Duration) {
-        if self.state != GroupState::PreparingRebalance {
-            if self.state == GroupState::Empty && !initial_delay.is_zero() {
-                self.initial_deadline = Some(now + initial_delay);
-            }
-            self.state = GroupState::PreparingRebalance;
-            for m in self.members.values_mut() {
-                m.joined = false;
-                m.join_result = None;
-            }
+        if self.state == GroupState::PreparingRebalance {
+            return;
+        }
+        if self.state == GroupState::Empty && !initial_delay.is_zero() {
+            self.initial_deadline = Some(now + initial_delay);
+        }
+        self.state = GroupState::PreparingRebalance;
+        for m in self.members.values_mut() {
+            m.joined = false;
+            m.join_result = None;
         }
         let longest = self
             .members
@@ -385,6 +275,20 @@ impl Group {
             })
     }
 
+    /// The answer to a call whose member left the group while the call waited:
+    /// FENCED_INSTANCE_ID when its static instance id passed to another member (the instance
+    /// restarted), else UNKNOWN_MEMBER_ID.
+    fn gone(&self, instance_id: &Option<String>) -> ErrorCode {
+        if instance_id
+            .as_ref()
+            .is_some_and(|i| self.statics.contains_key(i))
+        {
+            ErrorCode::FENCED_INSTANCE_ID
+        } else {
+            ErrorCode::UNKNOWN_MEMBER_ID
+        }
+    }
+
     /// Checks a member's identity for Sync/Heartbeat/Commit.
     fn check_member(&self, member_id: &str, instance_id: &Option<String>) -> Result<(), ErrorCode> {
         if let Some(i) = instance_id {
@@ -401,220 +305,36 @@ impl Group {
     }
 }
 
-/// A commit (or, None, a deletion) of one group's partition.
-type OffsetEntry = (OffsetKey, Option<Committed>);
-
-/// A group's committed offsets by (topic, partition).
-type GroupOffsets = BTreeMap<(String, i32), Committed>;
-
-/// The coordinator of the groups whose offsets partition this shard owns.
-pub struct Coordinator {
-    shard: Rc<Shard>,
-    config: Rc<Config>,
-    image: Rc<MetadataImage>,
-    partitions: Rc<PartitionManager>,
-    groups: RefCell<HashMap<String, Group>>,
-    offsets: RefCell<HashMap<String, GroupOffsets>>,
-    /// Offsets written by open transactions, by producer id: applied by a commit marker,
-    /// dropped by an abort marker.
-    pending_txn: RefCell<HashMap<i64, Vec<OffsetEntry>>>,
-    seq: Cell<u64>,
-    member_counter: Cell<u64>,
-}
-
 fn new_member_id(prefix: &str, n: u64) -> String {
     format!("{prefix}-{}-{n}", crate::metadata::image::random_hex(8))
 }
 
-impl Coordinator {
-    pub fn new(
-        shard: Rc<Shard>,
-        config: Rc<Config>,
-        image: Rc<MetadataImage>,
-        partitions: Rc<PartitionManager>,
-    ) -> Rc<Self> {
-        Rc::new(Coordinator {
-            shard,
-            config,
-            image,
-            partitions,
-            groups: RefCell::new(HashMap::new()),
-            offsets: RefCell::new(HashMap::new()),
-            pending_txn: RefCell::new(HashMap::new()),
-            seq: Cell::new(0),
-            member_counter: Cell::new(0),
-        })
-    }
-
-    pub(super) fn partitions(&self) -> &Rc<PartitionManager> {
-        &self.partitions
-    }
-
-    /// The shard coordinating `group`, or None while `__consumer_offsets` does not exist yet.
-    pub fn coordinator_shard(&self, group: &str) -> Option<usize> {
-        self.image.key_owner(OFFSETS_TOPIC, group)
-    }
-
-    /// Runs `req` on the coordinator of `group` (this shard's or another's).
-    pub async fn call(&self, group: &str, req: GroupReq) -> Result<GroupResp, ErrorCode> {
-        let owner = self
-            .coordinator_shard(group)
-            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
-        self.shard
-            .invoke_on(owner, move || async move {
-                local::<Coordinator>().handle(req).await
-            })
-            .await
-            .map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)
-    }
-
-    /// Every shard's groups: (group, protocol type, state).
-    pub async fn list_all(&self) -> Vec<(String, String, &'static str)> {
-        let mut out = Vec::new();
-        for owner in 0..self.shard.nr_shards {
-            let r = self
-                .shard
-                .invoke_on(owner, || async { local::<Coordinator>().list() })
-                .await;
-            if let Ok(l) = r {
-                out.extend(l);
-            }
-        }
-        out
-    }
-
-    /// Loads the committed offsets of every `__consumer_offsets` partition this shard owns.
-    pub async fn load_owned(&self) -> Result<usize, String> {
-        let mut n = 0;
-        for p in self.partitions.local_partitions_of(OFFSETS_TOPIC) {
-            n += self.load(p).await?;
-        }
-        Ok(n)
-    }
+/// The groups of one coordinator shard.
+pub(super) struct Membership {
+    config: Rc<Config>,
+    clock: Rc<dyn Clock>,
+    groups: RefCell<HashMap<String, Group>>,
+    seq: Cell<u64>,
+    member_counter: Cell<u64>,
 }
 
-impl Coordinator {
+impl Membership {
+    pub(super) fn new(config: Rc<Config>, clock: Rc<dyn Clock>) -> Membership {
+        Membership {
+            config,
+            clock,
+            groups: RefCell::new(HashMap::new()),
+            seq: Cell::new(0),
+            member_counter: Cell::new(0),
+        }
+    }
+
     fn next_seq(&self) -> u64 {
         self.seq.set(self.seq.get() + 1);
         self.seq.get()
     }
 
-    /// Replays the commits stored in one `__consumer_offsets` partition this shard owns:
-    /// plain commits apply at once, transactional ones when their commit marker comes.
-    pub async fn load(&self, partition: i32) -> Result<usize, String> {
-        let mut n = 0;
-        self.partitions
-            .local_scan(OFFSETS_TOPIC, partition, |b| {
-                use crate::protocol::batch;
-                let attrs = batch::be_i16(b, batch::OFF_ATTRIBUTES);
-                let pid = batch::be_i64(b, batch::OFF_PRODUCER_ID);
-                if let Some(commit) = batch::control_marker(b) {
-                    self.complete_txn(pid, commit);
-                } else if attrs & batch::ATTR_TRANSACTIONAL != 0 {
-                    let entries = offsets::parse_batch(b);
-                    n += entries.len();
-                    self.pending_txn
-                        .borrow_mut()
-                        .entry(pid)
-                        .or_default()
-                        .extend(entries);
-                } else {
-                    let entries = offsets::parse_batch(b);
-                    n += entries.len();
-                    self.apply(entries);
-                }
-            })
-            .await
-            .map_err(|e| e.message)?;
-        Ok(n)
-    }
-
-    /// The commit or abort marker of producer `pid`'s transaction is in the offsets log.
-    pub fn complete_txn(&self, pid: i64, commit: bool) {
-        let pending = self.pending_txn.borrow_mut().remove(&pid);
-        if let (true, Some(entries)) = (commit, pending) {
-            self.apply(entries);
-        }
-    }
-
-    fn apply(&self, entries: Vec<(OffsetKey, Option<Committed>)>) {
-        let mut all = self.offsets.borrow_mut();
-        for ((g, t, part), v) in entries {
-            match v {
-                Some(c) => {
-                    all.entry(g).or_default().insert((t, part), c);
-                }
-                None => {
-                    if let Some(m) = all.get_mut(&g) {
-                        m.remove(&(t, part));
-                        if m.is_empty() {
-                            all.remove(&g);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    pub async fn handle(&self, req: GroupReq) -> GroupResp {
-        match req {
-            GroupReq::Join { .. } => GroupResp::Join(self.join(req).await),
-            GroupReq::Sync {
-                group,
-                generation,
-                member_id,
-                instance_id,
-                assignments,
-            } => {
-                self.sync(&group, generation, &member_id, &instance_id, assignments)
-                    .await
-            }
-            GroupReq::Heartbeat {
-                group,
-                generation,
-                member_id,
-                instance_id,
-            } => GroupResp::Error(self.heartbeat(&group, generation, &member_id, &instance_id)),
-            GroupReq::Leave { group, members } => self.leave(&group, members),
-            GroupReq::Commit {
-                group,
-                generation,
-                member_id,
-                instance_id,
-                offsets,
-                producer,
-            } => GroupResp::Commit(
-                self.commit(
-                    &group,
-                    (generation, &member_id, &instance_id),
-                    offsets,
-                    producer,
-                )
-                .await,
-            ),
-            GroupReq::FetchOffsets {
-                group,
-                partitions,
-                require_stable,
-            } => self.fetch_offsets(&group, partitions, require_stable),
-            GroupReq::List => GroupResp::List(self.list()),
-            GroupReq::Describe(groups) => {
-                GroupResp::Describe(groups.iter().map(|g| self.describe(g)).collect())
-            }
-            GroupReq::Delete(groups) => {
-                let mut out = Vec::with_capacity(groups.len());
-                for g in groups {
-                    out.push(self.delete_group(&g).await);
-                }
-                GroupResp::Deleted(out)
-            }
-            GroupReq::DeleteOffsets { group, partitions } => {
-                self.delete_offsets(&group, partitions).await
-            }
-        }
-    }
-
-    async fn join(&self, req: GroupReq) -> JoinOut {
+    pub(super) async fn join(&self, req: GroupReq) -> JoinOut {
         let GroupReq::Join {
             group: gid,
             member_id,
@@ -643,13 +363,13 @@ impl Coordinator {
         if protocol_type.is_empty() || protocols.is_empty() {
             return JoinOut::error(ErrorCode::INCONSISTENT_GROUP_PROTOCOL, member_id);
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let initial_delay = Duration::from_millis(cfg.group_initial_rebalance_delay_ms);
         let (notify, id) = {
             let mut groups = self.groups.borrow_mut();
-            let g = groups.entry(gid.clone()).or_insert_with(Group::new);
+            let g = groups.entry(gid.clone()).or_insert_with(|| Group::new(now));
             if g.state == GroupState::Dead {
-                *g = Group::new();
+                *g = Group::new(now);
             }
             if !g.members.is_empty()
                 && (g
@@ -676,6 +396,10 @@ impl Coordinator {
                             // A static member restarted: it takes over its old membership.
                             if let Some(mut m) = g.members.remove(&old) {
                                 m.id = new_id.clone();
+                                // The old incarnation's blocked calls end (woken below, told
+                                // FENCED_INSTANCE_ID) without touching what is now another
+                                // member: its count would spare this one session expiry.
+                                m.waiting = 0;
                                 m.protocols = protocols.clone();
                                 m.last_seen = now;
                                 m.client_id = client_id.clone();
@@ -738,12 +462,16 @@ impl Coordinator {
                     }
                     None => id = new_member_id(prefix, n),
                 }
+            } else if instance_id
+                .as_ref()
+                .and_then(|iid| g.statics.get(iid))
+                .is_some_and(|cur| *cur != id)
+            {
+                // Before the member check, as Kafka does: told UNKNOWN_MEMBER_ID, a replaced
+                // static instance would join afresh and take its instance id back.
+                return JoinOut::error(ErrorCode::FENCED_INSTANCE_ID, id);
             } else if g.pending.remove(&id).is_none() && !g.members.contains_key(&id) {
                 return JoinOut::error(ErrorCode::UNKNOWN_MEMBER_ID, id);
-            } else if let Some(iid) = &instance_id {
-                if g.statics.get(iid).is_some_and(|cur| *cur != id) {
-                    return JoinOut::error(ErrorCode::FENCED_INSTANCE_ID, id);
-                }
             }
             if !g.members.contains_key(&id) && g.members.len() >= MAX_GROUP_MEMBERS {
                 return JoinOut::error(ErrorCode::GROUP_MAX_SIZE_REACHED, id);
@@ -789,12 +517,13 @@ impl Coordinator {
                 let Some(g) = groups.get_mut(&gid) else {
                     return JoinOut::error(ErrorCode::UNKNOWN_MEMBER_ID, id);
                 };
+                let gone = g.gone(&instance_id);
                 let Some(m) = g.members.get_mut(&id) else {
-                    return JoinOut::error(ErrorCode::UNKNOWN_MEMBER_ID, id);
+                    return JoinOut::error(gone, id);
                 };
                 if let Some(r) = m.join_result.take() {
                     m.waiting -= 1;
-                    m.last_seen = Instant::now();
+                    m.last_seen = self.clock.now();
                     return r;
                 }
             }
@@ -802,7 +531,7 @@ impl Coordinator {
         }
     }
 
-    async fn sync(
+    pub(super) async fn sync(
         &self,
         gid: &str,
         generation: i32,
@@ -843,7 +572,7 @@ impl Coordinator {
                 g.notify.notify_all();
             }
             let m = g.members.get_mut(member_id).expect("checked");
-            m.last_seen = Instant::now();
+            m.last_seen = self.clock.now();
             m.waiting += 1;
             g.notify.clone()
         };
@@ -856,12 +585,13 @@ impl Coordinator {
                 };
                 let (state, gen) = (g.state, g.generation);
                 let (pt, proto) = (g.protocol_type.clone(), g.protocol.clone());
+                let gone = g.gone(instance_id);
                 let Some(m) = g.members.get_mut(member_id) else {
-                    return err(ErrorCode::UNKNOWN_MEMBER_ID);
+                    return err(gone);
                 };
                 if state != GroupState::CompletingRebalance || gen != generation {
                     m.waiting -= 1;
-                    m.last_seen = Instant::now();
+                    m.last_seen = self.clock.now();
                     if state == GroupState::Stable && gen == generation {
                         return GroupResp::Sync {
                             error: ErrorCode::NONE,
@@ -877,7 +607,7 @@ impl Coordinator {
         }
     }
 
-    fn heartbeat(
+    pub(super) fn heartbeat(
         &self,
         gid: &str,
         generation: i32,
@@ -895,7 +625,7 @@ impl Coordinator {
             return ErrorCode::ILLEGAL_GENERATION;
         }
         if let Some(m) = g.members.get_mut(member_id) {
-            m.last_seen = Instant::now();
+            m.last_seen = self.clock.now();
         }
         match g.state {
             GroupState::PreparingRebalance => ErrorCode::REBALANCE_IN_PROGRESS,
@@ -903,7 +633,7 @@ impl Coordinator {
         }
     }
 
-    fn leave(&self, gid: &str, members: Vec<(String, Option<String>)>) -> GroupResp {
+    pub(super) fn leave(&self, gid: &str, members: Vec<(String, Option<String>)>) -> GroupResp {
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(gid) else {
             return GroupResp::Leave(
@@ -933,15 +663,15 @@ impl Coordinator {
             }
         }
         if any {
-            g.after_departure(Instant::now());
+            g.after_departure(self.clock.now());
         }
         GroupResp::Leave(ErrorCode::NONE, out)
     }
 
     /// Drives deadlines: session expiry, pending member ids, rebalance completion. Called by
     /// the shard's group timer.
-    pub fn tick(&self) {
-        let now = Instant::now();
+    pub(super) fn tick(&self) {
+        let now = self.clock.now();
         let mut groups = self.groups.borrow_mut();
         for (gid, g) in groups.iter_mut() {
             g.pending.retain(|_, until| *until > now);
@@ -965,190 +695,51 @@ impl Coordinator {
         }
     }
 
-    /// Forgets committed offsets of empty groups older than the retention (Kafka's
-    /// offsets.retention.minutes), writing tombstones.
-    pub async fn expire_offsets(&self) {
-        let cutoff = now_ms() - self.config.offsets_retention_minutes.saturating_mul(60_000);
-        let mut doomed: Vec<(String, String, i32)> = Vec::new();
-        {
-            let groups = self.groups.borrow();
-            for (g, offs) in self.offsets.borrow().iter() {
-                if groups.get(g).is_some_and(|x| !x.members.is_empty()) {
-                    continue;
-                }
-                for ((t, p), c) in offs {
-                    if c.commit_timestamp < cutoff {
-                        doomed.push((g.clone(), t.clone(), *p));
-                    }
-                }
-            }
-        }
-        for (g, t, p) in doomed {
-            let _ = self.write(&g, vec![((g.clone(), t, p), None)], None).await;
-        }
-    }
-
-    /// Writes commits (or tombstones) of one group durably, then applies them to the cache.
-    async fn write(
+    /// Whether an OffsetCommit by this member may go ahead: a member of the current
+    /// generation outside a rebalance, or a "simple" commit (no generation, no member id) to a
+    /// group without members.
+    pub(super) fn check_commit(
         &self,
         gid: &str,
-        entries: Vec<(OffsetKey, Option<Committed>)>,
-        producer: Option<(i64, i16)>,
-    ) -> ErrorCode {
-        let Some(n) = self.image.partition_count(OFFSETS_TOPIC) else {
-            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
-        };
-        let partition = crate::metadata::key_partition(gid, n);
-        let batch = offsets::build_batch(&entries, now_ms(), producer);
-        if let Err(e) = self
-            .partitions
-            .local_append_durable(OFFSETS_TOPIC, partition, &batch)
-            .await
-        {
-            if e.code == ErrorCode::NOT_LEADER_OR_FOLLOWER {
-                return ErrorCode::NOT_COORDINATOR;
-            }
-            if e.code == ErrorCode::UNKNOWN_SERVER_ERROR {
-                return e.code;
-            }
-            tracing::warn!(group = %gid, "writing offsets: {e}");
-            return if e.code == ErrorCode::INVALID_PRODUCER_EPOCH {
-                e.code
-            } else {
-                ErrorCode::COORDINATOR_NOT_AVAILABLE
-            };
-        }
-        match producer {
-            Some((pid, _)) => self
-                .pending_txn
-                .borrow_mut()
-                .entry(pid)
-                .or_default()
-                .extend(entries),
-            None => self.apply(entries),
-        }
-        ErrorCode::NONE
-    }
-
-    /// OffsetCommit, and TxnOffsetCommit when `producer` is set.
-    async fn commit(
-        &self,
-        gid: &str,
-        (generation, member_id, instance_id): (i32, &str, &Option<String>),
-        list: Vec<(String, i32, i64, i32, Option<String>, bool)>,
-        producer: Option<(i64, i16)>,
-    ) -> Vec<ErrorCode> {
-        let fail = |e: ErrorCode| vec![e; list.len()];
-        if gid.is_empty() {
-            return fail(ErrorCode::INVALID_GROUP_ID);
-        }
-        {
-            let groups = self.groups.borrow();
-            match groups.get(gid) {
-                Some(g) if generation >= 0 || !member_id.is_empty() => {
-                    if let Err(e) = g.check_member(member_id, instance_id) {
-                        return fail(e);
-                    }
-                    if generation != g.generation {
-                        return fail(ErrorCode::ILLEGAL_GENERATION);
-                    }
-                    if g.state == GroupState::PreparingRebalance {
-                        return fail(ErrorCode::REBALANCE_IN_PROGRESS);
-                    }
-                }
-                Some(g) if !g.members.is_empty() => return fail(ErrorCode::UNKNOWN_MEMBER_ID),
-                None if generation >= 0 => return fail(ErrorCode::ILLEGAL_GENERATION),
-                _ => {} // a "simple" commit by a client not using group membership
-            }
-        }
-        let now = now_ms();
-        let mut codes = Vec::with_capacity(list.len());
-        let mut entries = Vec::new();
-        for (t, p, offset, epoch, meta, exists) in list {
-            let meta = meta.unwrap_or_default();
-            if !exists {
-                codes.push(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
-            } else if meta.len() > MAX_OFFSET_METADATA_BYTES {
-                codes.push(ErrorCode::OFFSET_METADATA_TOO_LARGE);
-            } else {
-                codes.push(ErrorCode::NONE);
-                entries.push((
-                    (gid.to_string(), t, p),
-                    Some(Committed {
-                        offset,
-                        leader_epoch: epoch,
-                        metadata: meta,
-                        commit_timestamp: now,
-                    }),
-                ));
-            }
-        }
-        if entries.is_empty() {
-            return codes;
-        }
-        let e = self.write(gid, entries, producer).await;
-        if !e.is_ok() {
-            for c in codes.iter_mut().filter(|c| c.is_ok()) {
-                *c = e;
-            }
-        }
-        codes
-    }
-
-    fn fetch_offsets(
-        &self,
-        gid: &str,
-        partitions: Option<Vec<(String, i32)>>,
-        require_stable: bool,
-    ) -> GroupResp {
-        let all = self.offsets.borrow();
-        let committed = all.get(gid);
-        let unstable: std::collections::HashSet<(String, i32)> = if require_stable {
-            self.pending_txn
-                .borrow()
-                .values()
-                .flatten()
-                .filter(|((g, _, _), _)| g == gid)
-                .map(|((_, t, p), _)| (t.clone(), *p))
-                .collect()
-        } else {
-            Default::default()
-        };
-        let row = |t: String, p: i32| {
-            if unstable.contains(&(t.clone(), p)) {
-                return (
-                    t,
-                    p,
-                    -1,
-                    -1,
-                    String::new(),
-                    ErrorCode::UNSTABLE_OFFSET_COMMIT,
-                );
-            }
-            match committed.and_then(|m| m.get(&(t.clone(), p))) {
-                Some(c) => (
-                    t,
-                    p,
-                    c.offset,
-                    c.leader_epoch,
-                    c.metadata.clone(),
-                    ErrorCode::NONE,
-                ),
-                None => (t, p, -1, -1, String::new(), ErrorCode::NONE),
-            }
-        };
-        let rows = match partitions {
-            Some(list) => list.into_iter().map(|(t, p)| row(t, p)).collect(),
-            None => committed
-                .map(|m| m.keys().map(|(t, p)| row(t.clone(), *p)).collect())
-                .unwrap_or_default(),
-        };
-        GroupResp::Offsets(ErrorCode::NONE, rows)
-    }
-
-    fn list(&self) -> Vec<(String, String, &'static str)> {
+        generation: i32,
+        member_id: &str,
+        instance_id: &Option<String>,
+    ) -> Result<(), ErrorCode> {
         let groups = self.groups.borrow();
-        let mut out: Vec<(String, String, &'static str)> = groups
+        match groups.get(gid) {
+            Some(g) if generation >= 0 || !member_id.is_empty() => {
+                g.check_member(member_id, instance_id)?;
+                if generation != g.generation {
+                    return Err(ErrorCode::ILLEGAL_GENERATION);
+                }
+                if g.state == GroupState::PreparingRebalance {
+                    return Err(ErrorCode::REBALANCE_IN_PROGRESS);
+                }
+                Ok(())
+            }
+            Some(g) if !g.members.is_empty() => Err(ErrorCode::UNKNOWN_MEMBER_ID),
+            None if generation >= 0 => Err(ErrorCode::ILLEGAL_GENERATION),
+            _ => Ok(()), // a "simple" commit by a client not using group membership
+        }
+    }
+
+    /// The group is known (it may have no members).
+    pub(super) fn contains(&self, gid: &str) -> bool {
+        self.groups.borrow().contains_key(gid)
+    }
+
+    /// The group has members (its offsets neither expire nor may be deleted).
+    pub(super) fn has_members(&self, gid: &str) -> bool {
+        self.groups
+            .borrow()
+            .get(gid)
+            .is_some_and(|g| !g.members.is_empty())
+    }
+
+    /// Live groups: (group, protocol type, state).
+    pub(super) fn list(&self) -> Vec<(String, String, &'static str)> {
+        self.groups
+            .borrow()
             .iter()
             .filter(|(_, g)| g.state != GroupState::Dead)
             .map(|(id, g)| {
@@ -1158,133 +749,58 @@ impl Coordinator {
                     g.state.name(),
                 )
             })
-            .collect();
-        for id in self.offsets.borrow().keys() {
-            if !groups.contains_key(id) {
-                out.push((id.clone(), String::new(), GroupState::Empty.name()));
-            }
-        }
-        out.sort();
-        out
+            .collect()
     }
 
-    pub fn describe(&self, gid: &str) -> DescribeOut {
+    /// The group and its members, or None when it is not known.
+    pub(super) fn describe(&self, gid: &str) -> Option<DescribeOut> {
         let groups = self.groups.borrow();
-        match groups.get(gid) {
-            Some(g) => DescribeOut {
-                group: gid.to_string(),
-                state: g.state.name(),
-                protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                protocol: g.protocol.clone().unwrap_or_default(),
-                members: g
-                    .members
-                    .values()
-                    .map(|m| {
-                        (
-                            m.id.clone(),
-                            m.instance_id.clone(),
-                            m.client_id.clone(),
-                            m.client_host.clone(),
-                            g.metadata_for(m),
-                            m.assignment.clone(),
-                        )
-                    })
-                    .collect(),
-            },
-            None => DescribeOut {
-                group: gid.to_string(),
-                state: if self.offsets.borrow().contains_key(gid) {
-                    GroupState::Empty.name()
-                } else {
-                    GroupState::Dead.name()
-                },
-                protocol_type: String::new(),
-                protocol: String::new(),
-                members: Vec::new(),
-            },
-        }
+        let g = groups.get(gid)?;
+        Some(DescribeOut {
+            group: gid.to_string(),
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: g.protocol.clone().unwrap_or_default(),
+            members: g
+                .members
+                .values()
+                .map(|m| {
+                    (
+                        m.id.clone(),
+                        m.instance_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        g.metadata_for(m),
+                        m.assignment.clone(),
+                    )
+                })
+                .collect(),
+        })
     }
 
-    async fn delete_group(&self, gid: &str) -> ErrorCode {
-        {
-            let groups = self.groups.borrow();
-            let known = groups.contains_key(gid) || self.offsets.borrow().contains_key(gid);
-            if !known {
-                return ErrorCode::GROUP_ID_NOT_FOUND;
-            }
-            if groups.get(gid).is_some_and(|g| !g.members.is_empty()) {
-                return ErrorCode::NON_EMPTY_GROUP;
-            }
-        }
-        let keys: Vec<(String, i32)> = self
-            .offsets
-            .borrow()
-            .get(gid)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let entries = keys
-                .into_iter()
-                .map(|(t, p)| ((gid.to_string(), t, p), None))
-                .collect();
-            let e = self.write(gid, entries, None).await;
-            if !e.is_ok() {
-                return e;
-            }
-        }
+    /// DeleteGroups, once the group's offsets are gone: the group is Dead (calls still
+    /// waiting on it wake up) and forgotten.
+    pub(super) fn remove(&self, gid: &str) {
         if let Some(g) = self.groups.borrow_mut().get_mut(gid) {
             g.state = GroupState::Dead;
             g.notify.notify_all();
         }
         self.groups.borrow_mut().remove(gid);
-        ErrorCode::NONE
     }
 
-    async fn delete_offsets(&self, gid: &str, partitions: Vec<(String, i32)>) -> GroupResp {
-        let subscribed: Vec<String> = {
-            let groups = self.groups.borrow();
-            if !groups.contains_key(gid) && !self.offsets.borrow().contains_key(gid) {
-                return GroupResp::OffsetsDeleted(ErrorCode::GROUP_ID_NOT_FOUND, Vec::new());
-            }
-            groups
-                .get(gid)
-                .map(|g| {
-                    if g.protocol_type.as_deref() != Some("consumer") {
-                        return Vec::new();
-                    }
-                    g.members
-                        .values()
-                        .flat_map(|m| subscription_topics(&g.metadata_for(m)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let mut codes = Vec::with_capacity(partitions.len());
-        let mut entries = Vec::new();
-        for (t, p) in partitions {
-            if subscribed.contains(&t) {
-                codes.push(ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC);
-            } else {
-                codes.push(ErrorCode::NONE);
-                entries.push(((gid.to_string(), t, p), None));
-            }
-        }
-        if !entries.is_empty() {
-            let e = self.write(gid, entries, None).await;
-            if !e.is_ok() {
-                return GroupResp::OffsetsDeleted(e, codes);
-            }
-        }
-        GroupResp::OffsetsDeleted(ErrorCode::NONE, codes)
-    }
-
-    pub fn committed(&self, gid: &str) -> Vec<(String, i32, i64)> {
-        self.offsets
+    /// Topics the members of a consumer-protocol group subscribe to (their offsets may not be
+    /// deleted).
+    pub(super) fn subscribed_topics(&self, gid: &str) -> Vec<String> {
+        self.groups
             .borrow()
             .get(gid)
-            .map(|m| {
-                m.iter()
-                    .map(|((t, p), c)| (t.clone(), *p, c.offset))
+            .map(|g| {
+                if g.protocol_type.as_deref() != Some("consumer") {
+                    return Vec::new();
+                }
+                g.members
+                    .values()
+                    .flat_map(|m| subscription_topics(&g.metadata_for(m)))
                     .collect()
             })
             .unwrap_or_default()

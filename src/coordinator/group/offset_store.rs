@@ -1,0 +1,354 @@
+//! The committed-offset store (Kafka's GroupMetadataManager, offsets side): the cache of every
+//! committed offset of the groups this shard coordinates, and the only writer of their records
+//! in `__consumer_offsets`.
+//!
+//! Invariants: a commit or tombstone is durable in the log before the cache shows it, and the
+//! cache is what replaying the log gives (`load`). Offsets committed inside a transaction wait
+//! in `pending_txn` under their producer id until the transaction's marker is in the log: a
+//! commit marker applies them, an abort drops them. Membership checks (who may commit) are the
+//! caller's: the store only stores.
+
+use super::offsets::{self, Committed, OffsetKey};
+use super::types::OffsetRow;
+use super::OFFSETS_TOPIC;
+use crate::config::Config;
+use crate::metadata::MetadataImage;
+use crate::partition_manager::PartitionManager;
+use crate::protocol::errors::ErrorCode;
+use crate::util::Clock;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+/// Longest metadata string kept with a committed offset (Kafka: offset.metadata.max.bytes).
+const MAX_OFFSET_METADATA_BYTES: usize = 4096;
+
+/// A commit (or, None, a deletion) of one group's partition.
+type OffsetEntry = (OffsetKey, Option<Committed>);
+
+/// A group's committed offsets by (topic, partition).
+type GroupOffsets = BTreeMap<(String, i32), Committed>;
+
+/// The committed offsets of the groups whose offsets partition this shard owns.
+pub(super) struct OffsetStore {
+    config: Rc<Config>,
+    image: Rc<MetadataImage>,
+    partitions: Rc<PartitionManager>,
+    clock: Rc<dyn Clock>,
+    offsets: RefCell<HashMap<String, GroupOffsets>>,
+    /// Offsets written by open transactions, by producer id: applied by a commit marker,
+    /// dropped by an abort marker.
+    pending_txn: RefCell<HashMap<i64, Vec<OffsetEntry>>>,
+}
+
+impl OffsetStore {
+    pub(super) fn new(
+        config: Rc<Config>,
+        image: Rc<MetadataImage>,
+        partitions: Rc<PartitionManager>,
+        clock: Rc<dyn Clock>,
+    ) -> OffsetStore {
+        OffsetStore {
+            config,
+            image,
+            partitions,
+            clock,
+            offsets: RefCell::new(HashMap::new()),
+            pending_txn: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn partitions(&self) -> &Rc<PartitionManager> {
+        &self.partitions
+    }
+
+    /// Loads the committed offsets of every `__consumer_offsets` partition this shard owns.
+    pub(super) async fn load_owned(&self) -> Result<usize, String> {
+        let mut n = 0;
+        for p in self.partitions.local_partitions_of(OFFSETS_TOPIC) {
+            n += self.load(p).await?;
+        }
+        Ok(n)
+    }
+
+    /// Replays the commits stored in one `__consumer_offsets` partition this shard owns:
+    /// plain commits apply at once, transactional ones when their commit marker comes.
+    pub(super) async fn load(&self, partition: i32) -> Result<usize, String> {
+        let mut n = 0;
+        self.partitions
+            .local_scan(OFFSETS_TOPIC, partition, |b| {
+                use crate::protocol::batch;
+                let attrs = batch::be_i16(b, batch::OFF_ATTRIBUTES);
+                let pid = batch::be_i64(b, batch::OFF_PRODUCER_ID);
+                if let Some(commit) = batch::control_marker(b) {
+                    self.complete_txn(pid, commit);
+                } else if attrs & batch::ATTR_TRANSACTIONAL != 0 {
+                    let entries = offsets::parse_batch(b);
+                    n += entries.len();
+                    self.pending_txn
+                        .borrow_mut()
+                        .entry(pid)
+                        .or_default()
+                        .extend(entries);
+                } else {
+                    let entries = offsets::parse_batch(b);
+                    n += entries.len();
+                    self.apply(entries);
+                }
+            })
+            .await
+            .map_err(|e| e.message)?;
+        Ok(n)
+    }
+
+    /// The commit or abort marker of producer `pid`'s transaction is in the offsets log.
+    pub(super) fn complete_txn(&self, pid: i64, commit: bool) {
+        let pending = self.pending_txn.borrow_mut().remove(&pid);
+        if let (true, Some(entries)) = (commit, pending) {
+            self.apply(entries);
+        }
+    }
+
+    fn apply(&self, entries: Vec<OffsetEntry>) {
+        let mut all = self.offsets.borrow_mut();
+        for ((g, t, part), v) in entries {
+            match v {
+                Some(c) => {
+                    all.entry(g).or_default().insert((t, part), c);
+                }
+                None => {
+                    if let Some(m) = all.get_mut(&g) {
+                        m.remove(&(t, part));
+                        if m.is_empty() {
+                            all.remove(&g);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes commits (or tombstones) of one group durably, then applies them to the cache
+    /// (or, for a transaction's, keeps them until its marker).
+    async fn write(
+        &self,
+        gid: &str,
+        entries: Vec<OffsetEntry>,
+        producer: Option<(i64, i16)>,
+    ) -> ErrorCode {
+        let Some(n) = self.image.partition_count(OFFSETS_TOPIC) else {
+            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+        };
+        let partition = crate::metadata::key_partition(gid, n);
+        let batch = offsets::build_batch(&entries, self.clock.now_ms(), producer);
+        if let Err(e) = self
+            .partitions
+            .local_append_durable(OFFSETS_TOPIC, partition, &batch)
+            .await
+        {
+            if e.code == ErrorCode::NOT_LEADER_OR_FOLLOWER {
+                return ErrorCode::NOT_COORDINATOR;
+            }
+            if e.code == ErrorCode::UNKNOWN_SERVER_ERROR {
+                return e.code;
+            }
+            tracing::warn!(group = %gid, "writing offsets: {e}");
+            return if e.code == ErrorCode::INVALID_PRODUCER_EPOCH {
+                e.code
+            } else {
+                ErrorCode::COORDINATOR_NOT_AVAILABLE
+            };
+        }
+        match producer {
+            Some((pid, _)) => self
+                .pending_txn
+                .borrow_mut()
+                .entry(pid)
+                .or_default()
+                .extend(entries),
+            None => self.apply(entries),
+        }
+        ErrorCode::NONE
+    }
+
+    /// The storage side of OffsetCommit, and of TxnOffsetCommit when `producer` is set: one
+    /// code per partition, in order.
+    pub(super) async fn commit(
+        &self,
+        gid: &str,
+        list: Vec<(String, i32, i64, i32, Option<String>, bool)>,
+        producer: Option<(i64, i16)>,
+    ) -> Vec<ErrorCode> {
+        let now = self.clock.now_ms();
+        let mut codes = Vec::with_capacity(list.len());
+        let mut entries = Vec::new();
+        for (t, p, offset, epoch, meta, exists) in list {
+            let meta = meta.unwrap_or_default();
+            if !exists {
+                codes.push(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+            } else if meta.len() > MAX_OFFSET_METADATA_BYTES {
+                codes.push(ErrorCode::OFFSET_METADATA_TOO_LARGE);
+            } else {
+                codes.push(ErrorCode::NONE);
+                entries.push((
+                    (gid.to_string(), t, p),
+                    Some(Committed {
+                        offset,
+                        leader_epoch: epoch,
+                        metadata: meta,
+                        commit_timestamp: now,
+                    }),
+                ));
+            }
+        }
+        if entries.is_empty() {
+            return codes;
+        }
+        let e = self.write(gid, entries, producer).await;
+        if !e.is_ok() {
+            for c in codes.iter_mut().filter(|c| c.is_ok()) {
+                *c = e;
+            }
+        }
+        codes
+    }
+
+    /// OffsetFetch: `partitions`, or None for every partition the group committed.
+    pub(super) fn fetch(
+        &self,
+        gid: &str,
+        partitions: Option<Vec<(String, i32)>>,
+        require_stable: bool,
+    ) -> Vec<OffsetRow> {
+        let all = self.offsets.borrow();
+        let committed = all.get(gid);
+        let unstable: std::collections::HashSet<(String, i32)> = if require_stable {
+            self.pending_txn
+                .borrow()
+                .values()
+                .flatten()
+                .filter(|((g, _, _), _)| g == gid)
+                .map(|((_, t, p), _)| (t.clone(), *p))
+                .collect()
+        } else {
+            Default::default()
+        };
+        let row = |t: String, p: i32| {
+            if unstable.contains(&(t.clone(), p)) {
+                return (
+                    t,
+                    p,
+                    -1,
+                    -1,
+                    String::new(),
+                    ErrorCode::UNSTABLE_OFFSET_COMMIT,
+                );
+            }
+            match committed.and_then(|m| m.get(&(t.clone(), p))) {
+                Some(c) => (
+                    t,
+                    p,
+                    c.offset,
+                    c.leader_epoch,
+                    c.metadata.clone(),
+                    ErrorCode::NONE,
+                ),
+                None => (t, p, -1, -1, String::new(), ErrorCode::NONE),
+            }
+        };
+        match partitions {
+            Some(list) => list.into_iter().map(|(t, p)| row(t, p)).collect(),
+            None => committed
+                .map(|m| m.keys().map(|(t, p)| row(t.clone(), *p)).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Forgets committed offsets older than the retention (Kafka's offsets.retention.minutes)
+    /// of groups without members (`has_members` says which have), writing tombstones.
+    pub(super) async fn expire(&self, has_members: impl Fn(&str) -> bool) {
+        let cutoff =
+            self.clock.now_ms() - self.config.offsets_retention_minutes.saturating_mul(60_000);
+        let mut doomed: Vec<(String, String, i32)> = Vec::new();
+        for (g, offs) in self.offsets.borrow().iter() {
+            if has_members(g) {
+                continue;
+            }
+            for ((t, p), c) in offs {
+                if c.commit_timestamp < cutoff {
+                    doomed.push((g.clone(), t.clone(), *p));
+                }
+            }
+        }
+        for (g, t, p) in doomed {
+            let _ = self.write(&g, vec![((g.clone(), t, p), None)], None).await;
+        }
+    }
+
+    /// Tombstones every committed offset of the group (DeleteGroups).
+    pub(super) async fn delete_group(&self, gid: &str) -> ErrorCode {
+        let entries: Vec<OffsetEntry> = self
+            .offsets
+            .borrow()
+            .get(gid)
+            .map(|m| {
+                m.keys()
+                    .map(|(t, p)| ((gid.to_string(), t.clone(), *p), None))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if entries.is_empty() {
+            return ErrorCode::NONE;
+        }
+        self.write(gid, entries, None).await
+    }
+
+    /// OffsetDelete: tombstones the partitions, except those of topics in `subscribed`
+    /// (GROUP_SUBSCRIBED_TO_TOPIC). The group error, and one code per partition.
+    pub(super) async fn delete_offsets(
+        &self,
+        gid: &str,
+        partitions: Vec<(String, i32)>,
+        subscribed: &[String],
+    ) -> (ErrorCode, Vec<ErrorCode>) {
+        let mut codes = Vec::with_capacity(partitions.len());
+        let mut entries = Vec::new();
+        for (t, p) in partitions {
+            if subscribed.contains(&t) {
+                codes.push(ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC);
+            } else {
+                codes.push(ErrorCode::NONE);
+                entries.push(((gid.to_string(), t, p), None));
+            }
+        }
+        if !entries.is_empty() {
+            let e = self.write(gid, entries, None).await;
+            if !e.is_ok() {
+                return (e, codes);
+            }
+        }
+        (ErrorCode::NONE, codes)
+    }
+
+    /// The group has committed offsets.
+    pub(super) fn contains(&self, gid: &str) -> bool {
+        self.offsets.borrow().contains_key(gid)
+    }
+
+    /// Groups with committed offsets.
+    pub(super) fn groups(&self) -> Vec<String> {
+        self.offsets.borrow().keys().cloned().collect()
+    }
+
+    pub(super) fn committed(&self, gid: &str) -> Vec<(String, i32, i64)> {
+        self.offsets
+            .borrow()
+            .get(gid)
+            .map(|m| {
+                m.iter()
+                    .map(|((t, p), c)| (t.clone(), *p, c.offset))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,609 @@
+//! The group coordinator driven by a manual clock: every deadline (initial rebalance delay,
+//! rebalance timeout, session timeout, offset retention) is crossed by moving the clock and
+//! calling the timer's `tick` (or `expire_offsets`), never by sleeping. JoinGroup and SyncGroup
+//! block until their rebalance completes, so they run as tasks the test looks in on.
+
+use super::*;
+use crate::coordinator::testkit::{run, settle, Bench};
+use bytes::Bytes;
+use std::time::Duration;
+
+const SESSION_MS: i32 = 10_000;
+const REBALANCE_MS: i32 = 30_000;
+/// `Config::default().group_initial_rebalance_delay_ms`.
+const INITIAL_DELAY: Duration = Duration::from_millis(3000);
+
+fn join_req(group: &str, member_id: &str, instance: Option<&str>, require_id: bool) -> GroupReq {
+    GroupReq::Join {
+        group: group.into(),
+        member_id: member_id.into(),
+        instance_id: instance.map(String::from),
+        client_id: "client".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: SESSION_MS,
+        rebalance_timeout_ms: REBALANCE_MS,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"subscription"))],
+        require_member_id: require_id,
+        can_skip_assignment: false,
+    }
+}
+
+fn sync_req(
+    generation: i32,
+    member_id: &str,
+    instance: Option<&str>,
+    assignments: &[(&str, &'static [u8])],
+) -> GroupReq {
+    GroupReq::Sync {
+        group: "g".into(),
+        generation,
+        member_id: member_id.into(),
+        instance_id: instance.map(String::from),
+        assignments: assignments
+            .iter()
+            .map(|(m, a)| (m.to_string(), Bytes::from_static(a)))
+            .collect(),
+    }
+}
+
+/// A call running as its own task: the test sees whether it has answered yet.
+struct Call {
+    task: glommio::Task<GroupResp>,
+    done: Rc<std::cell::Cell<bool>>,
+}
+
+impl Call {
+    fn ready(&self) -> bool {
+        self.done.get()
+    }
+
+    async fn join(self) -> JoinOut {
+        match self.task.await {
+            GroupResp::Join(j) => j,
+            _ => panic!("not a JoinGroup answer"),
+        }
+    }
+
+    async fn sync(self) -> (ErrorCode, Bytes) {
+        sync_out(self.task.await)
+    }
+}
+
+fn spawn(c: &Rc<Coordinator>, req: GroupReq) -> Call {
+    let (c, done) = (c.clone(), Rc::new(std::cell::Cell::new(false)));
+    let d = done.clone();
+    let task = glommio::spawn_local(async move {
+        let r = c
+            .call("g", req)
+            .await
+            .expect("the coordinator is this shard");
+        d.set(true);
+        r
+    });
+    Call { task, done }
+}
+
+fn sync_out(r: GroupResp) -> (ErrorCode, Bytes) {
+    match r {
+        GroupResp::Sync {
+            error, assignment, ..
+        } => (error, assignment),
+        _ => panic!("not a SyncGroup answer"),
+    }
+}
+
+async fn call(c: &Coordinator, req: GroupReq) -> GroupResp {
+    c.call("g", req)
+        .await
+        .expect("the coordinator is this shard")
+}
+
+async fn join_now(c: &Coordinator, req: GroupReq) -> JoinOut {
+    match call(c, req).await {
+        GroupResp::Join(j) => j,
+        _ => panic!("not a JoinGroup answer"),
+    }
+}
+
+async fn heartbeat(
+    c: &Coordinator,
+    generation: i32,
+    member: &str,
+    instance: Option<&str>,
+) -> ErrorCode {
+    let req = GroupReq::Heartbeat {
+        group: "g".into(),
+        generation,
+        member_id: member.into(),
+        instance_id: instance.map(String::from),
+    };
+    match call(c, req).await {
+        GroupResp::Error(e) => e,
+        _ => panic!("not a Heartbeat answer"),
+    }
+}
+
+async fn commit(
+    c: &Coordinator,
+    group: &str,
+    generation: i32,
+    member: &str,
+    offset: i64,
+) -> Vec<ErrorCode> {
+    let req = GroupReq::Commit {
+        group: group.into(),
+        generation,
+        member_id: member.into(),
+        instance_id: None,
+        offsets: vec![("t".into(), 0, offset, 3, Some("m".into()), true)],
+        producer: None,
+    };
+    match c.call(group, req).await.expect("local") {
+        GroupResp::Commit(codes) => codes,
+        _ => panic!("not an OffsetCommit answer"),
+    }
+}
+
+/// Member ids of a group, and its state.
+fn members(c: &Coordinator) -> (&'static str, Vec<String>) {
+    let d = c.describe("g");
+    (d.state, d.members.into_iter().map(|m| m.0).collect())
+}
+
+/// (leader, follower) of two answers of one generation.
+fn leader_first(j1: JoinOut, j2: JoinOut) -> (JoinOut, JoinOut) {
+    assert_eq!(j1.leader, j2.leader);
+    if j1.leader == j1.member_id {
+        (j1, j2)
+    } else {
+        (j2, j1)
+    }
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// Two members join a new group together: (leader, follower) of generation 1.
+async fn joined_pair(
+    b: &Bench,
+    c: &Rc<Coordinator>,
+    instances: [Option<&str>; 2],
+) -> (JoinOut, JoinOut) {
+    let j1 = spawn(c, join_req("g", "", instances[0], false));
+    let j2 = spawn(c, join_req("g", "", instances[1], false));
+    settle().await;
+    b.clock.advance(INITIAL_DELAY);
+    c.tick();
+    leader_first(j1.join().await, j2.join().await)
+}
+
+/// Two members join a new group together and sync: (leader, follower), generation 1, Stable.
+/// The leader assigns "A" to itself and "B" to the follower.
+async fn stable_pair(
+    b: &Bench,
+    c: &Rc<Coordinator>,
+    instances: [Option<&str>; 2],
+) -> (JoinOut, JoinOut) {
+    let (leader, follower) = joined_pair(b, c, instances).await;
+    let f = spawn(c, sync_req(1, &follower.member_id, instances[1], &[]));
+    let l = sync_req(
+        1,
+        &leader.member_id,
+        instances[0],
+        &[(&leader.member_id, b"A"), (&follower.member_id, b"B")],
+    );
+    assert_eq!(
+        sync_out(call(c, l).await),
+        (ErrorCode::NONE, Bytes::from_static(b"A"))
+    );
+    assert_eq!(f.sync().await, (ErrorCode::NONE, Bytes::from_static(b"B")));
+    assert_eq!(members(c).0, "Stable");
+    (leader, follower)
+}
+
+#[test]
+fn a_new_group_waits_out_the_initial_delay_and_members_joining_together_share_a_generation() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let j1 = spawn(&c, join_req("g", "", None, false));
+        let j2 = spawn(&c, join_req("g", "", None, false));
+        settle().await;
+        assert_eq!(members(&c).0, "PreparingRebalance");
+        assert_eq!(members(&c).1.len(), 2);
+        // Both joined, but a new group waits for more members until the delay is over.
+        b.clock.advance(INITIAL_DELAY - Duration::from_millis(1));
+        c.tick();
+        settle().await;
+        assert!(
+            !j1.ready() && !j2.ready(),
+            "completed before the initial delay"
+        );
+        b.clock.advance(Duration::from_millis(1));
+        settle().await;
+        assert!(!j1.ready(), "completed without the timer");
+        c.tick();
+        settle().await;
+        assert!(j1.ready() && j2.ready());
+        let (j1, j2) = (j1.join().await, j2.join().await);
+        assert_eq!((j1.error, j2.error), (ErrorCode::NONE, ErrorCode::NONE));
+        assert_eq!((j1.generation, j2.generation), (1, 1));
+        assert_eq!(j1.protocol.as_deref(), Some("range"));
+        let (leader, follower) = leader_first(j1, j2);
+        // Only the leader learns the members (and their subscriptions).
+        let all = sorted(leader.members.iter().map(|m| m.0.as_str()).collect());
+        let want = sorted(vec![leader.member_id.as_str(), follower.member_id.as_str()]);
+        assert_eq!(all, want);
+        assert!(leader.members.iter().all(|m| m.2 == "subscription"));
+        assert!(follower.members.is_empty());
+        assert_eq!(members(&c).0, "CompletingRebalance");
+    });
+}
+
+#[test]
+fn member_id_required_then_the_rejoin_with_that_id_is_admitted() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let first = join_now(&c, join_req("g", "", None, true)).await;
+        assert_eq!(first.error, ErrorCode::MEMBER_ID_REQUIRED);
+        assert!(first.member_id.starts_with("client-"));
+        assert_eq!(members(&c).1, Vec::<String>::new(), "not a member yet");
+        let unknown = join_now(&c, join_req("g", "made-up", None, true)).await;
+        assert_eq!(unknown.error, ErrorCode::UNKNOWN_MEMBER_ID);
+        let j = spawn(&c, join_req("g", &first.member_id, None, true));
+        settle().await;
+        b.clock.advance(INITIAL_DELAY);
+        c.tick();
+        let j = j.join().await;
+        assert_eq!(j.error, ErrorCode::NONE);
+        assert_eq!(j.member_id, first.member_id);
+        assert_eq!(
+            (j.generation, j.leader.as_str()),
+            (1, first.member_id.as_str())
+        );
+        // An id handed out but not used within the session timeout is forgotten.
+        let late = match c.call("g2", join_req("g2", "", None, true)).await.unwrap() {
+            GroupResp::Join(j) => j,
+            _ => unreachable!(),
+        };
+        assert_eq!(late.error, ErrorCode::MEMBER_ID_REQUIRED);
+        b.clock
+            .advance(Duration::from_millis(SESSION_MS as u64 + 1));
+        c.tick();
+        let again = match c
+            .call("g2", join_req("g2", &late.member_id, None, true))
+            .await
+            .unwrap()
+        {
+            GroupResp::Join(j) => j,
+            _ => unreachable!(),
+        };
+        assert_eq!(again.error, ErrorCode::UNKNOWN_MEMBER_ID);
+    });
+}
+
+#[test]
+fn sync_delivers_the_leaders_assignment_to_a_waiting_follower() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (leader, follower) = joined_pair(&b, &c, [None, None]).await;
+        let f = spawn(&c, sync_req(1, &follower.member_id, None, &[]));
+        settle().await;
+        assert!(!f.ready(), "a follower waits for the leader's assignment");
+        let l = sync_req(
+            1,
+            &leader.member_id,
+            None,
+            &[(&leader.member_id, b"A"), (&follower.member_id, b"B")],
+        );
+        assert_eq!(
+            sync_out(call(&c, l).await),
+            (ErrorCode::NONE, Bytes::from_static(b"A"))
+        );
+        assert_eq!(f.sync().await, (ErrorCode::NONE, Bytes::from_static(b"B")));
+        assert_eq!(members(&c).0, "Stable");
+        let d = c.describe("g");
+        let got: Vec<&[u8]> = d.members.iter().map(|m| m.5.as_ref()).collect();
+        assert!(got.contains(&&b"A"[..]) && got.contains(&&b"B"[..]));
+        // A follower syncing once the group is stable gets its assignment at once.
+        let again = sync_out(call(&c, sync_req(1, &follower.member_id, None, &[])).await);
+        assert_eq!(again, (ErrorCode::NONE, Bytes::from_static(b"B")));
+    });
+}
+
+#[test]
+fn a_member_that_does_not_rejoin_is_removed_at_the_rebalance_deadline() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (a, bee) = stable_pair(&b, &c, [None, None]).await;
+        // A newcomer starts a rebalance; members hear of it in their heartbeats.
+        let newcomer = spawn(&c, join_req("g", "", None, false));
+        settle().await;
+        assert_eq!(members(&c).0, "PreparingRebalance");
+        assert_eq!(
+            heartbeat(&c, 1, &a.member_id, None).await,
+            ErrorCode::REBALANCE_IN_PROGRESS
+        );
+        assert_eq!(
+            heartbeat(&c, 1, &bee.member_id, None).await,
+            ErrorCode::REBALANCE_IN_PROGRESS
+        );
+        // `a` rejoins only 20s in, `bee` never; both heartbeat meanwhile (so their sessions
+        // live). The deadline runs from the start of the rebalance, not from the last join.
+        let mut rejoin = None;
+        for step in 1..=5 {
+            b.clock.advance(Duration::from_secs(5));
+            assert_eq!(
+                heartbeat(&c, 1, &bee.member_id, None).await,
+                ErrorCode::REBALANCE_IN_PROGRESS
+            );
+            if step < 4 {
+                let e = heartbeat(&c, 1, &a.member_id, None).await;
+                assert_eq!(e, ErrorCode::REBALANCE_IN_PROGRESS);
+            } else if rejoin.is_none() {
+                rejoin = Some(spawn(&c, join_req("g", &a.member_id, None, false)));
+            }
+            c.tick();
+            settle().await;
+            assert!(!newcomer.ready() && rejoin.as_ref().is_none_or(|r| !r.ready()));
+        }
+        b.clock.advance(Duration::from_secs(5));
+        c.tick();
+        settle().await;
+        let rejoin = rejoin.expect("rejoined");
+        assert!(
+            rejoin.ready() && newcomer.ready(),
+            "the rebalance outlived its timeout"
+        );
+        let (rejoin, newcomer) = (rejoin.join().await, newcomer.join().await);
+        assert_eq!((rejoin.error, rejoin.generation), (ErrorCode::NONE, 2));
+        assert_eq!((newcomer.error, newcomer.generation), (ErrorCode::NONE, 2));
+        let want = sorted(vec![a.member_id.clone(), newcomer.member_id.clone()]);
+        assert_eq!(sorted(members(&c).1), want);
+        assert_eq!(
+            heartbeat(&c, 1, &bee.member_id, None).await,
+            ErrorCode::UNKNOWN_MEMBER_ID
+        );
+    });
+}
+
+#[test]
+fn a_restarted_static_member_gets_its_assignment_back_and_its_old_id_is_fenced() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (leader, old) = stable_pair(&b, &c, [Some("i-a"), Some("i-b")]).await;
+        // The follower restarts: a new member id, same group.instance.id. No rebalance.
+        let back = join_now(&c, join_req("g", "", Some("i-b"), false)).await;
+        assert_eq!(back.error, ErrorCode::NONE);
+        assert_ne!(back.member_id, old.member_id);
+        assert_eq!(
+            (back.generation, back.leader.as_str()),
+            (1, leader.member_id.as_str())
+        );
+        assert!(back.members.is_empty() && !back.skip_assignment);
+        let (state, ids) = members(&c);
+        assert_eq!(state, "Stable");
+        assert!(ids.contains(&back.member_id) && !ids.contains(&old.member_id));
+        let s = sync_out(call(&c, sync_req(1, &back.member_id, Some("i-b"), &[])).await);
+        assert_eq!(s, (ErrorCode::NONE, Bytes::from_static(b"B")));
+        assert_eq!(
+            heartbeat(&c, 1, &back.member_id, Some("i-b")).await,
+            ErrorCode::NONE
+        );
+        // The instance it replaced is fenced wherever it shows up.
+        assert_eq!(
+            heartbeat(&c, 1, &old.member_id, Some("i-b")).await,
+            ErrorCode::FENCED_INSTANCE_ID
+        );
+        let s = sync_out(call(&c, sync_req(1, &old.member_id, Some("i-b"), &[])).await);
+        assert_eq!(s.0, ErrorCode::FENCED_INSTANCE_ID);
+        assert_eq!(members(&c).0, "Stable");
+        assert_eq!(
+            heartbeat(&c, 1, &leader.member_id, Some("i-a")).await,
+            ErrorCode::NONE
+        );
+    });
+}
+
+#[test]
+fn a_member_silent_past_its_session_timeout_is_removed_and_the_rest_rebalance() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (a, bee) = stable_pair(&b, &c, [None, None]).await;
+        for _ in 0..2 {
+            b.clock.advance(Duration::from_secs(5));
+            assert_eq!(heartbeat(&c, 1, &a.member_id, None).await, ErrorCode::NONE);
+            c.tick();
+        }
+        // Exactly one session timeout since `bee` was last seen: still a member.
+        let (state, ids) = members(&c);
+        assert_eq!((state, ids.len()), ("Stable", 2));
+        b.clock.advance(Duration::from_millis(1));
+        c.tick();
+        assert_eq!(
+            members(&c),
+            ("PreparingRebalance", vec![a.member_id.clone()])
+        );
+        assert_eq!(
+            heartbeat(&c, 1, &a.member_id, None).await,
+            ErrorCode::REBALANCE_IN_PROGRESS
+        );
+        // The survivor rejoins and the rebalance completes at once: everyone left has joined.
+        let j = spawn(&c, join_req("g", &a.member_id, None, false));
+        settle().await;
+        assert!(j.ready());
+        let j = j.join().await;
+        assert_eq!(
+            (j.error, j.generation, j.leader.as_str()),
+            (ErrorCode::NONE, 2, a.member_id.as_str())
+        );
+        assert_eq!(j.members.len(), 1);
+        assert_eq!(
+            heartbeat(&c, 1, &bee.member_id, None).await,
+            ErrorCode::UNKNOWN_MEMBER_ID
+        );
+    });
+}
+
+#[test]
+fn calls_of_another_generation_get_illegal_generation() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (a, _) = stable_pair(&b, &c, [None, None]).await;
+        assert_eq!(heartbeat(&c, 1, &a.member_id, None).await, ErrorCode::NONE);
+        for generation in [0, 2] {
+            assert_eq!(
+                heartbeat(&c, generation, &a.member_id, None).await,
+                ErrorCode::ILLEGAL_GENERATION
+            );
+            let s = sync_out(call(&c, sync_req(generation, &a.member_id, None, &[])).await);
+            assert_eq!(s.0, ErrorCode::ILLEGAL_GENERATION);
+            assert_eq!(
+                commit(&c, "g", generation, &a.member_id, 5).await,
+                vec![ErrorCode::ILLEGAL_GENERATION]
+            );
+        }
+        assert_eq!(
+            heartbeat(&c, 1, "ghost", None).await,
+            ErrorCode::UNKNOWN_MEMBER_ID
+        );
+        assert_eq!(
+            commit(&c, "g", 1, &a.member_id, 5).await,
+            vec![ErrorCode::NONE]
+        );
+        assert_eq!(members(&c).0, "Stable");
+    });
+}
+
+#[test]
+fn committed_offsets_are_fetched_expire_when_the_group_is_empty_and_reload_from_the_log() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (a, _) = stable_pair(&b, &c, [None, None]).await;
+        assert_eq!(
+            commit(&c, "g", 1, &a.member_id, 42).await,
+            vec![ErrorCode::NONE]
+        );
+        // A "simple" commit: no membership.
+        assert_eq!(commit(&c, "solo", -1, "", 7).await, vec![ErrorCode::NONE]);
+        let fetch = |group: &str, stable: bool| GroupReq::FetchOffsets {
+            group: group.into(),
+            require_stable: stable,
+            partitions: Some(vec![("t".into(), 0), ("t".into(), 1)]),
+        };
+        let rows = |r: GroupResp| match r {
+            GroupResp::Offsets(ErrorCode::NONE, rows) => rows,
+            _ => panic!("not an OffsetFetch answer"),
+        };
+        let got = rows(c.call("g", fetch("g", false)).await.unwrap());
+        assert_eq!(got[0], ("t".into(), 0, 42, 3, "m".into(), ErrorCode::NONE));
+        assert_eq!(
+            got[1],
+            ("t".into(), 1, -1, -1, String::new(), ErrorCode::NONE)
+        );
+        // A transaction's offsets stay invisible (and unstable) until its marker.
+        let txn = GroupReq::Commit {
+            group: "solo".into(),
+            generation: -1,
+            member_id: String::new(),
+            instance_id: None,
+            offsets: vec![("t".into(), 1, 9, -1, None, true)],
+            producer: Some((77, 0)),
+        };
+        assert!(
+            matches!(c.call("solo", txn).await.unwrap(), GroupResp::Commit(e) if e == [ErrorCode::NONE])
+        );
+        let got = rows(c.call("solo", fetch("solo", true)).await.unwrap());
+        assert_eq!(got[1].5, ErrorCode::UNSTABLE_OFFSET_COMMIT);
+        assert_eq!(
+            rows(c.call("solo", fetch("solo", false)).await.unwrap())[1].2,
+            -1
+        );
+        c.complete_txn(77, true);
+        assert_eq!(
+            rows(c.call("solo", fetch("solo", true)).await.unwrap())[1].2,
+            9
+        );
+        // Retention: only the offsets of a group without members go.
+        let retention = Duration::from_secs(b.config().offsets_retention_minutes as u64 * 60);
+        b.clock.advance(retention);
+        c.expire_offsets().await;
+        assert_eq!(
+            c.committed("solo").len(),
+            2,
+            "not older than the retention yet"
+        );
+        b.clock.advance(Duration::from_millis(1));
+        c.expire_offsets().await;
+        assert!(c.committed("solo").is_empty());
+        assert_eq!(c.committed("g"), vec![("t".into(), 0, 42)]);
+        // What the log holds is what the cache held.
+        let reloaded = b.new_groups();
+        assert!(reloaded.load_owned().await.unwrap() > 0);
+        assert_eq!(reloaded.committed("g"), vec![("t".into(), 0, 42)]);
+        assert!(reloaded.committed("solo").is_empty());
+    });
+}
+
+#[test]
+fn a_static_member_rejoining_with_a_replaced_member_id_is_fenced() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (_, old) = stable_pair(&b, &c, [Some("i-a"), Some("i-b")]).await;
+        let back = join_now(&c, join_req("g", "", Some("i-b"), false)).await;
+        assert_eq!(back.error, ErrorCode::NONE);
+        // The replaced instance must stop (FENCED_INSTANCE_ID is fatal to it), not be told to
+        // join afresh (UNKNOWN_MEMBER_ID), which would make it take the instance id back.
+        let stale = join_now(&c, join_req("g", &old.member_id, Some("i-b"), false)).await;
+        assert_eq!(stale.error, ErrorCode::FENCED_INSTANCE_ID);
+        assert_eq!(members(&c).0, "Stable");
+    });
+}
+
+#[test]
+fn a_static_member_replaced_while_its_old_instance_waits_in_a_join_still_expires() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (a, old) = stable_pair(&b, &c, [Some("i-a"), Some("i-b")]).await;
+        let newcomer = spawn(&c, join_req("g", "", None, false));
+        settle().await;
+        let old_rejoin = spawn(&c, join_req("g", &old.member_id, Some("i-b"), false));
+        settle().await;
+        // The instance restarts while its old incarnation is still blocked in JoinGroup.
+        let back = spawn(&c, join_req("g", "", Some("i-b"), false));
+        settle().await;
+        assert!(old_rejoin.ready(), "the old incarnation is let go");
+        assert_eq!(old_rejoin.join().await.error, ErrorCode::FENCED_INSTANCE_ID);
+        let a_rejoin = spawn(&c, join_req("g", &a.member_id, Some("i-a"), false));
+        let back = back.join().await;
+        let newcomer = newcomer.join().await;
+        assert_eq!((back.error, back.generation), (ErrorCode::NONE, 2));
+        assert_eq!(a_rejoin.join().await.generation, 2);
+        // The new incarnation then goes silent: its session must run out like anyone's.
+        for _ in 0..3 {
+            b.clock.advance(Duration::from_secs(4));
+            for id in [&a.member_id, &newcomer.member_id] {
+                let iid = (id == &a.member_id).then_some("i-a");
+                assert_eq!(heartbeat(&c, 2, id, iid).await, ErrorCode::NONE);
+            }
+            c.tick();
+        }
+        let (_, ids) = members(&c);
+        assert!(
+            !ids.contains(&back.member_id),
+            "a member silent for 12s outlived its 10s session"
+        );
+    });
+}
