@@ -93,16 +93,35 @@ impl Broker {
         self.image.get()
     }
 
-    /// Opens this shard's partitions (before the mesh: nothing else runs yet).
+    /// Opens this shard's partitions and loads the coordinators' state from them. Runs
+    /// before the mesh is joined, so no request and no transaction marker can reach a
+    /// coordinator whose state is half loaded.
     pub async fn open(&self) -> anyhow::Result<()> {
         self.partitions
             .open_owned()
             .await
-            .map_err(|e| anyhow::anyhow!(e.to_string()))
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        let n = self
+            .txns
+            .load_owned()
+            .await
+            .map_err(|e| anyhow::anyhow!("loading transaction states: {e}"))?;
+        tracing::debug!(
+            shard = self.shard.id,
+            records = n,
+            "loaded transaction states"
+        );
+        let n = self
+            .groups
+            .load_owned()
+            .await
+            .map_err(|e| anyhow::anyhow!("loading committed offsets: {e}"))?;
+        tracing::debug!(shard = self.shard.id, records = n, "loaded offsets");
+        Ok(())
     }
 
     /// After the mesh is up: the internal topics exist (created by the controller on first
-    /// start), the coordinators have loaded their state and every background task runs.
+    /// start, empty then) and every background task runs.
     pub async fn start(&self, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         if self.shard.id == 0 {
             self.controller
@@ -129,22 +148,8 @@ impl Broker {
                 glommio::timer::sleep(Duration::from_millis(5)).await;
             }
         }
-        let n = self
-            .txns
-            .start(stop.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("loading transaction states: {e}"))?;
-        tracing::debug!(
-            shard = self.shard.id,
-            records = n,
-            "loaded transaction states"
-        );
-        let n = self
-            .groups
-            .start(stop.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("loading committed offsets: {e}"))?;
-        tracing::debug!(shard = self.shard.id, records = n, "loaded offsets");
+        self.txns.start(stop.clone());
+        self.groups.start(stop.clone());
         self.partitions.spawn_background(stop);
         Ok(())
     }

@@ -33,6 +33,12 @@ use std::time::Duration;
 
 pub use crate::metadata::TXN_TOPIC;
 
+/// Most transactional ids one coordinator shard keeps (each costs its state, its lock and its
+/// records in `__transaction_state`; Flumen does not expire ids yet, Kafka's
+/// transactional.id.expiration.ms). InitProducerId for a new id past it answers
+/// POLICY_VIOLATION, which clients report as a fatal error naming the cause.
+pub const MAX_TRANSACTIONAL_IDS: usize = 100_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxnState {
     Empty = 0,
@@ -225,14 +231,19 @@ impl Coordinator {
         .await
     }
 
-    /// Start-up on this shard: load the transaction states of the `__transaction_state`
-    /// partitions it owns, then run the timer that aborts timed-out transactions and finishes
-    /// decided ones.
-    pub async fn start(self: &Rc<Self>, stop: Arc<AtomicBool>) -> Result<usize, String> {
+    /// Loads the transaction states of every `__transaction_state` partition this shard owns
+    /// (at start-up, before any request or marker can reach them).
+    pub async fn load_owned(&self) -> Result<usize, String> {
         let mut n = 0;
         for p in self.partitions.local_partitions_of(TXN_TOPIC) {
             n += self.load(p).await?;
         }
+        Ok(n)
+    }
+
+    /// Start-up on this shard, after `load_owned`: the timer that aborts timed-out
+    /// transactions and finishes decided ones.
+    pub fn start(self: &Rc<Self>, stop: Arc<AtomicBool>) {
         let c = self.clone();
         glommio::spawn_local(async move {
             let every = Duration::from_millis(c.config.transaction_abort_check_interval_ms);
@@ -242,7 +253,6 @@ impl Coordinator {
             }
         })
         .detach();
-        Ok(n)
     }
 
     /// Replays one `__transaction_state` partition: the newest record of each id wins.
@@ -392,6 +402,10 @@ impl Coordinator {
             return fail(ErrorCode::INVALID_TRANSACTION_TIMEOUT);
         }
         let current = self.txns.borrow().get(txn_id).cloned();
+        if current.is_none() && self.txns.borrow().len() >= MAX_TRANSACTIONAL_IDS {
+            tracing::warn!(txn = %txn_id, "refusing a new transactional id: {MAX_TRANSACTIONAL_IDS} on this coordinator");
+            return fail(ErrorCode::POLICY_VIOLATION);
+        }
         let (pid, epoch) = match current {
             None => match self.controller.alloc_producer_id().await {
                 Ok(id) => (id, 0),

@@ -5,7 +5,7 @@
 use super::metadata::NODE_ID;
 use super::{decode, Ctx};
 use crate::broker::Broker;
-use crate::coordinator::group::state::{DescribeOut, JoinOut};
+use crate::coordinator::group::{DescribeOut, JoinOut, OffsetCommitEntry, OffsetRow};
 use crate::coordinator::group::{GroupReq, GroupResp, OFFSETS_TOPIC};
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
@@ -365,10 +365,19 @@ pub(crate) async fn commit_offsets(
     let n = entries.len();
     let offsets = entries
         .into_iter()
-        .map(|(t, p, offset, epoch, metadata)| {
-            let count = meta.topics.get(&t).map_or(0, |m| m.placement.len() as i32);
-            let exists = p >= 0 && p < count;
-            (t, p, offset, epoch, metadata, exists)
+        .map(|(topic, partition, offset, leader_epoch, metadata)| {
+            let count = meta
+                .topics
+                .get(&topic)
+                .map_or(0, |m| m.placement.len() as i32);
+            OffsetCommitEntry {
+                topic_exists: partition >= 0 && partition < count,
+                topic,
+                partition,
+                offset,
+                leader_epoch,
+                metadata,
+            }
         })
         .collect();
     let gr = GroupReq::Commit {
@@ -385,8 +394,6 @@ pub(crate) async fn commit_offsets(
         Err(e) => vec![e; n],
     }
 }
-
-type OffsetRow = (String, i32, i64, i32, String, ErrorCode);
 
 async fn fetch_group_offsets(
     broker: &Rc<Broker>,
@@ -417,10 +424,11 @@ type PartRow = (i32, i64, i32, String, ErrorCode);
 
 fn by_topic(rows: Vec<OffsetRow>) -> Vec<(String, Vec<PartRow>)> {
     let mut out: Vec<(String, Vec<PartRow>)> = Vec::new();
-    for (t, p, o, e, m, err) in rows {
-        match out.iter_mut().find(|x| x.0 == t) {
-            Some(x) => x.1.push((p, o, e, m, err)),
-            None => out.push((t, vec![(p, o, e, m, err)])),
+    for r in rows {
+        let row = (r.partition, r.offset, r.leader_epoch, r.metadata, r.error);
+        match out.iter_mut().find(|x| x.0 == r.topic) {
+            Some(x) => x.1.push(row),
+            None => out.push((r.topic, vec![row])),
         }
     }
     out
@@ -574,15 +582,15 @@ pub async fn describe_groups(
                 .with_members(
                     members
                         .into_iter()
-                        .map(|(id, iid, client, host, meta, assignment)| {
+                        .map(|d| {
                             let m = DescribedGroupMember::default()
-                                .with_member_id(s(id))
-                                .with_client_id(s(client))
-                                .with_client_host(s(host))
-                                .with_member_metadata(meta)
-                                .with_member_assignment(assignment);
+                                .with_member_id(s(d.member_id))
+                                .with_client_id(s(d.client_id))
+                                .with_client_host(s(d.client_host))
+                                .with_member_metadata(d.metadata)
+                                .with_member_assignment(d.assignment);
                             if ctx.version >= 4 {
-                                m.with_group_instance_id(iid.map(s))
+                                m.with_group_instance_id(d.instance_id.map(s))
                             } else {
                                 m
                             }

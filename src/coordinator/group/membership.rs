@@ -10,7 +10,7 @@
 //! `notify_all`. A member blocked in a call (`waiting > 0`) is not expired by its session
 //! timeout. Membership is memory only: committed offsets live in the offset store.
 
-use super::types::{DescribeOut, GroupReq, GroupResp, JoinOut};
+use super::types::{DescribeOut, GroupReq, GroupResp, JoinOut, MemberDescription};
 use crate::config::Config;
 use crate::protocol::errors::ErrorCode;
 use crate::util::{Clock, Notify};
@@ -20,9 +20,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Most members one group may have (Kafka: group.max.size is unbounded by default; this
-/// bounds the memory one group id can take).
-const MAX_GROUP_MEMBERS: usize = 10_000;
+/// Most members one group may have, counting member ids handed out with MEMBER_ID_REQUIRED
+/// and not used yet (Kafka: group.max.size is unbounded by default; this bounds the memory one
+/// group id can take). Past it: GROUP_MAX_SIZE_REACHED.
+pub(super) const MAX_GROUP_MEMBERS: usize = 10_000;
+/// Most groups with live membership state one coordinator shard keeps (each costs its
+/// members' metadata and assignments). A JoinGroup for a new group past it answers
+/// GROUP_MAX_SIZE_REACHED; groups that emptied are forgotten (`forget_empty`), so the bound
+/// is on groups in use, not on every id ever seen.
+pub(super) const MAX_GROUPS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -367,6 +373,10 @@ impl Membership {
         let initial_delay = Duration::from_millis(cfg.group_initial_rebalance_delay_ms);
         let (notify, id) = {
             let mut groups = self.groups.borrow_mut();
+            if !groups.contains_key(&gid) && groups.len() >= MAX_GROUPS {
+                tracing::warn!(group = %gid, "refusing a new group: {MAX_GROUPS} groups on this coordinator");
+                return JoinOut::error(ErrorCode::GROUP_MAX_SIZE_REACHED, member_id);
+            }
             let g = groups.entry(gid.clone()).or_insert_with(|| Group::new(now));
             if g.state == GroupState::Dead {
                 *g = Group::new(now);
@@ -453,6 +463,9 @@ impl Membership {
                         id = new_id;
                     }
                     None if require_member_id => {
+                        if g.members.len() + g.pending.len() >= MAX_GROUP_MEMBERS {
+                            return JoinOut::error(ErrorCode::GROUP_MAX_SIZE_REACHED, member_id);
+                        }
                         let new_id = new_member_id(prefix, n);
                         g.pending.insert(
                             new_id.clone(),
@@ -670,6 +683,18 @@ impl Membership {
 
     /// Drives deadlines: session expiry, pending member ids, rebalance completion. Called by
     /// the shard's group timer.
+    /// Drops the state of groups nobody is in (no member, no pending member id) unless
+    /// `keep` says the group is still known elsewhere (its committed offsets): the membership
+    /// table holds groups in use, not every group id ever joined.
+    pub(super) fn forget_empty(&self, keep: impl Fn(&str) -> bool) {
+        self.groups.borrow_mut().retain(|gid, g| {
+            !(matches!(g.state, GroupState::Empty | GroupState::Dead)
+                && g.members.is_empty()
+                && g.pending.is_empty()
+                && !keep(gid))
+        });
+    }
+
     pub(super) fn tick(&self) {
         let now = self.clock.now();
         let mut groups = self.groups.borrow_mut();
@@ -764,15 +789,13 @@ impl Membership {
             members: g
                 .members
                 .values()
-                .map(|m| {
-                    (
-                        m.id.clone(),
-                        m.instance_id.clone(),
-                        m.client_id.clone(),
-                        m.client_host.clone(),
-                        g.metadata_for(m),
-                        m.assignment.clone(),
-                    )
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: g.metadata_for(m),
+                    assignment: m.assignment.clone(),
                 })
                 .collect(),
         })

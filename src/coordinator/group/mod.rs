@@ -30,12 +30,9 @@ mod tests;
 
 pub use crate::metadata::OFFSETS_TOPIC;
 pub use membership::GroupState;
-pub use types::{DescribeOut, GroupReq, GroupResp, JoinOut, OffsetRow};
-
-/// The path the handlers import the answers from (kept while they do).
-pub mod state {
-    pub use super::types::{DescribeOut, JoinOut};
-}
+pub use types::{
+    DescribeOut, GroupReq, GroupResp, JoinOut, MemberDescription, OffsetCommitEntry, OffsetRow,
+};
 
 use crate::config::Config;
 use crate::metadata::MetadataImage;
@@ -79,11 +76,10 @@ impl Coordinator {
         })
     }
 
-    /// Start-up on this shard: load the committed offsets of the `__consumer_offsets`
-    /// partitions it owns; from then on commit markers there complete the transactional
-    /// offsets they cover, and the group timer runs.
-    pub async fn start(self: &Rc<Self>, stop: Arc<AtomicBool>) -> Result<usize, String> {
-        let n = self.load_owned().await?;
+    /// Start-up on this shard, after `load_owned`: from now on commit markers in
+    /// `__consumer_offsets` complete the transactional offsets they cover, and the group
+    /// timer runs.
+    pub fn start(self: &Rc<Self>, stop: Arc<AtomicBool>) {
         let me = Rc::downgrade(self);
         self.offsets.partitions().on_marker(
             OFFSETS_TOPIC,
@@ -106,7 +102,6 @@ impl Coordinator {
             }
         })
         .detach();
-        Ok(n)
     }
 
     /// The shard coordinating `group`, or None while `__consumer_offsets` does not exist yet.
@@ -163,6 +158,7 @@ impl Coordinator {
     /// offsets.retention.minutes), writing tombstones.
     pub async fn expire_offsets(&self) {
         self.offsets.expire(|g| self.members.has_members(g)).await;
+        self.members.forget_empty(|g| self.offsets.contains(g));
     }
 
     pub async fn handle(&self, req: GroupReq) -> GroupResp {

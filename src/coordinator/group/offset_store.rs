@@ -9,7 +9,7 @@
 //! caller's: the store only stores.
 
 use super::offsets::{self, Committed, OffsetKey};
-use super::types::OffsetRow;
+use super::types::{OffsetCommitEntry, OffsetRow};
 use super::OFFSETS_TOPIC;
 use crate::config::Config;
 use crate::metadata::MetadataImage;
@@ -176,25 +176,25 @@ impl OffsetStore {
     pub(super) async fn commit(
         &self,
         gid: &str,
-        list: Vec<(String, i32, i64, i32, Option<String>, bool)>,
+        list: Vec<OffsetCommitEntry>,
         producer: Option<(i64, i16)>,
     ) -> Vec<ErrorCode> {
         let now = self.clock.now_ms();
         let mut codes = Vec::with_capacity(list.len());
         let mut entries = Vec::new();
-        for (t, p, offset, epoch, meta, exists) in list {
-            let meta = meta.unwrap_or_default();
-            if !exists {
+        for e in list {
+            let meta = e.metadata.unwrap_or_default();
+            if !e.topic_exists {
                 codes.push(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
             } else if meta.len() > MAX_OFFSET_METADATA_BYTES {
                 codes.push(ErrorCode::OFFSET_METADATA_TOO_LARGE);
             } else {
                 codes.push(ErrorCode::NONE);
                 entries.push((
-                    (gid.to_string(), t, p),
+                    (gid.to_string(), e.topic, e.partition),
                     Some(Committed {
-                        offset,
-                        leader_epoch: epoch,
+                        offset: e.offset,
+                        leader_epoch: e.leader_epoch,
                         metadata: meta,
                         commit_timestamp: now,
                     }),
@@ -233,27 +233,26 @@ impl OffsetStore {
         } else {
             Default::default()
         };
-        let row = |t: String, p: i32| {
-            if unstable.contains(&(t.clone(), p)) {
-                return (
-                    t,
-                    p,
-                    -1,
-                    -1,
-                    String::new(),
-                    ErrorCode::UNSTABLE_OFFSET_COMMIT,
-                );
+        let row = |topic: String, partition: i32| {
+            let none = |error| OffsetRow {
+                topic: topic.clone(),
+                partition,
+                offset: -1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                error,
+            };
+            if unstable.contains(&(topic.clone(), partition)) {
+                return none(ErrorCode::UNSTABLE_OFFSET_COMMIT);
             }
-            match committed.and_then(|m| m.get(&(t.clone(), p))) {
-                Some(c) => (
-                    t,
-                    p,
-                    c.offset,
-                    c.leader_epoch,
-                    c.metadata.clone(),
-                    ErrorCode::NONE,
-                ),
-                None => (t, p, -1, -1, String::new(), ErrorCode::NONE),
+            match committed.and_then(|m| m.get(&(topic.clone(), partition))) {
+                Some(c) => OffsetRow {
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                    ..none(ErrorCode::NONE)
+                },
+                None => none(ErrorCode::NONE),
             }
         };
         match partitions {

@@ -136,7 +136,7 @@ async fn commit(
         generation,
         member_id: member.into(),
         instance_id: None,
-        offsets: vec![("t".into(), 0, offset, 3, Some("m".into()), true)],
+        offsets: vec![entry(0, offset, 3, Some("m"))],
         producer: None,
     };
     match c.call(group, req).await.expect("local") {
@@ -145,10 +145,30 @@ async fn commit(
     }
 }
 
+/// A commit of topic "t".
+fn entry(
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: Option<&str>,
+) -> OffsetCommitEntry {
+    OffsetCommitEntry {
+        topic: "t".into(),
+        partition,
+        offset,
+        leader_epoch,
+        metadata: metadata.map(String::from),
+        topic_exists: true,
+    }
+}
+
 /// Member ids of a group, and its state.
 fn members(c: &Coordinator) -> (&'static str, Vec<String>) {
     let d = c.describe("g");
-    (d.state, d.members.into_iter().map(|m| m.0).collect())
+    (
+        d.state,
+        d.members.into_iter().map(|m| m.member_id).collect(),
+    )
 }
 
 /// (leader, follower) of two answers of one generation.
@@ -308,7 +328,7 @@ fn sync_delivers_the_leaders_assignment_to_a_waiting_follower() {
         assert_eq!(f.sync().await, (ErrorCode::NONE, Bytes::from_static(b"B")));
         assert_eq!(members(&c).0, "Stable");
         let d = c.describe("g");
-        let got: Vec<&[u8]> = d.members.iter().map(|m| m.5.as_ref()).collect();
+        let got: Vec<&[u8]> = d.members.iter().map(|m| m.assignment.as_ref()).collect();
         assert!(got.contains(&&b"A"[..]) && got.contains(&&b"B"[..]));
         // A follower syncing once the group is stable gets its assignment at once.
         let again = sync_out(call(&c, sync_req(1, &follower.member_id, None, &[])).await);
@@ -506,32 +526,37 @@ fn committed_offsets_are_fetched_expire_when_the_group_is_empty_and_reload_from_
             _ => panic!("not an OffsetFetch answer"),
         };
         let got = rows(c.call("g", fetch("g", false)).await.unwrap());
-        assert_eq!(got[0], ("t".into(), 0, 42, 3, "m".into(), ErrorCode::NONE));
-        assert_eq!(
-            got[1],
-            ("t".into(), 1, -1, -1, String::new(), ErrorCode::NONE)
-        );
+        let row = |partition, offset, leader_epoch, metadata: &str| OffsetRow {
+            topic: "t".into(),
+            partition,
+            offset,
+            leader_epoch,
+            metadata: metadata.into(),
+            error: ErrorCode::NONE,
+        };
+        assert_eq!(got[0], row(0, 42, 3, "m"));
+        assert_eq!(got[1], row(1, -1, -1, ""));
         // A transaction's offsets stay invisible (and unstable) until its marker.
         let txn = GroupReq::Commit {
             group: "solo".into(),
             generation: -1,
             member_id: String::new(),
             instance_id: None,
-            offsets: vec![("t".into(), 1, 9, -1, None, true)],
+            offsets: vec![entry(1, 9, -1, None)],
             producer: Some((77, 0)),
         };
         assert!(
             matches!(c.call("solo", txn).await.unwrap(), GroupResp::Commit(e) if e == [ErrorCode::NONE])
         );
         let got = rows(c.call("solo", fetch("solo", true)).await.unwrap());
-        assert_eq!(got[1].5, ErrorCode::UNSTABLE_OFFSET_COMMIT);
+        assert_eq!(got[1].error, ErrorCode::UNSTABLE_OFFSET_COMMIT);
         assert_eq!(
-            rows(c.call("solo", fetch("solo", false)).await.unwrap())[1].2,
+            rows(c.call("solo", fetch("solo", false)).await.unwrap())[1].offset,
             -1
         );
         c.complete_txn(77, true);
         assert_eq!(
-            rows(c.call("solo", fetch("solo", true)).await.unwrap())[1].2,
+            rows(c.call("solo", fetch("solo", true)).await.unwrap())[1].offset,
             9
         );
         // Retention: only the offsets of a group without members go.
@@ -605,5 +630,61 @@ fn a_static_member_replaced_while_its_old_instance_waits_in_a_join_still_expires
             !ids.contains(&back.member_id),
             "a member silent for 12s outlived its 10s session"
         );
+    });
+}
+
+#[test]
+fn member_ids_handed_out_and_not_used_count_toward_the_group_size_limit() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        for _ in 0..membership::MAX_GROUP_MEMBERS {
+            let j = join_now(&c, join_req("g", "", None, true)).await;
+            assert_eq!(j.error, ErrorCode::MEMBER_ID_REQUIRED);
+        }
+        let over = join_now(&c, join_req("g", "", None, true)).await;
+        assert_eq!(over.error, ErrorCode::GROUP_MAX_SIZE_REACHED);
+        // Unused ids expire with the session timeout, and the group takes new ones again.
+        b.clock
+            .advance(Duration::from_millis(SESSION_MS as u64 + 1));
+        c.tick();
+        let j = join_now(&c, join_req("g", "", None, true)).await;
+        assert_eq!(j.error, ErrorCode::MEMBER_ID_REQUIRED);
+    });
+}
+
+async fn leave_all(c: &Coordinator, left: [&JoinOut; 2]) {
+    let r = call(
+        c,
+        GroupReq::Leave {
+            group: "g".into(),
+            members: left.iter().map(|j| (j.member_id.clone(), None)).collect(),
+        },
+    )
+    .await;
+    assert!(
+        matches!(r, GroupResp::Leave(e, ref each) if e.is_ok() && each.iter().all(|x| x.is_ok()))
+    );
+}
+
+#[test]
+fn a_group_everyone_left_is_forgotten_unless_it_has_committed_offsets() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (j1, j2) = joined_pair(&b, &c, [None, None]).await;
+        leave_all(&c, [&j1, &j2]).await;
+        assert_eq!(members(&c).0, "Empty");
+        assert_eq!(c.describe("g").protocol_type, "consumer");
+        c.expire_offsets().await;
+        assert_eq!(members(&c).0, "Dead", "no members, no offsets: forgotten");
+
+        // The same with a committed offset: the group's state stays (protocol type and all).
+        let (j1, j2) = joined_pair(&b, &c, [None, None]).await;
+        leave_all(&c, [&j1, &j2]).await;
+        assert_eq!(commit(&c, "g", -1, "", 5).await, vec![ErrorCode::NONE]);
+        c.expire_offsets().await;
+        let d = c.describe("g");
+        assert_eq!((d.state, d.protocol_type.as_str()), ("Empty", "consumer"));
     });
 }

@@ -45,8 +45,7 @@ pub enum GroupReq {
         generation: i32,
         member_id: String,
         instance_id: Option<String>,
-        /// (topic, partition, offset, leader epoch, metadata, topic exists)
-        offsets: Vec<(String, i32, i64, i32, Option<String>, bool)>,
+        offsets: Vec<OffsetCommitEntry>,
         producer: Option<(i64, i16)>,
     },
     FetchOffsets {
@@ -98,13 +97,41 @@ pub struct DescribeOut {
     pub state: &'static str,
     pub protocol_type: String,
     pub protocol: String,
-    /// (member id, instance id, client id, host, metadata, assignment)
-    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+    pub members: Vec<MemberDescription>,
 }
 
-/// An OffsetFetch answer for one partition: (topic, partition, offset, leader epoch, metadata,
-/// partition error); offset -1 when the group committed none.
-pub type OffsetRow = (String, i32, i64, i32, String, ErrorCode);
+/// One member as DescribeGroups shows it.
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// The member's subscription in the group's selected protocol.
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// One partition of an OffsetCommit or TxnOffsetCommit.
+pub struct OffsetCommitEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    /// The topic exists (a commit for an unknown topic answers UNKNOWN_TOPIC_OR_PARTITION).
+    pub topic_exists: bool,
+}
+
+/// An OffsetFetch answer for one partition; offset -1 when the group committed none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetRow {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub error: ErrorCode,
+}
 
 pub enum GroupResp {
     Join(JoinOut),
