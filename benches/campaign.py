@@ -288,10 +288,13 @@ def ab_round(flumen, args):
 
 
 def run_ab(args):
-    """Alternates the baseline (A) and --flumen (B), A first, for args.rounds rounds."""
+    """Runs the baseline (A) and --flumen (B) for args.rounds rounds, alternating which goes
+    first (AB, BA, AB, ...) so a machine that drifts slower during the run does not favour
+    either."""
     rounds = {"A": [], "B": []}
+    pair = (("A", args.baseline), ("B", args.flumen))
     for i in range(args.rounds):
-        for name, binary in (("A", args.baseline), ("B", args.flumen)):
+        for name, binary in (pair if i % 2 == 0 else pair[::-1]):
             r = ab_round(binary, args)
             rounds[name].append(r)
             print(f"ab round {i + 1} {name}: " + ", ".join(
@@ -306,15 +309,19 @@ def ab_table(ab):
         n = len(xs)
         return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
-    out = ["| row | A (baseline) MB/s | B MB/s | B/A | A CPU s/GB | B CPU s/GB | rounds |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| row | A (baseline) MB/s | B MB/s | B/A, median of rounds | A CPU s/GB | "
+           "B CPU s/GB | B/A CPU, median of rounds | rounds (MB/s) |",
+           "|---|---|---|---|---|---|---|---|"]
     for key in ("produce_1k", "produce_100", "consume_cold", "consume_hot"):
         a = [r[key]["mb_per_sec"] for r in ab["rounds"]["A"]]
         b = [r[key]["mb_per_sec"] for r in ab["rounds"]["B"]]
         ac = [r[key]["broker_cpu_s_per_gb"] for r in ab["rounds"]["A"]]
         bc = [r[key]["broker_cpu_s_per_gb"] for r in ab["rounds"]["B"]]
-        out.append(f"| {key} | {median(a):.0f} | {median(b):.0f} | "
-                   f"{100 * median(b) / median(a):.0f}% | {median(ac):.2f} | {median(bc):.2f} | "
+        # Each round's A and B ran back to back: their ratio cancels most of the drift.
+        ratio = median([y / x for x, y in zip(a, b)])
+        cpu_ratio = median([y / x for x, y in zip(ac, bc)])
+        out.append(f"| {key} | {median(a):.0f} | {median(b):.0f} | {100 * ratio:.0f}% | "
+                   f"{median(ac):.2f} | {median(bc):.2f} | {100 * cpu_ratio:.0f}% | "
                    f"A {'/'.join(f'{x:.0f}' for x in a)}; B {'/'.join(f'{x:.0f}' for x in b)} |")
     return "\n".join(out)
 
