@@ -112,6 +112,10 @@ pub struct Config {
     /// Producer state of an id idle this long (and with no open transaction) is dropped from
     /// each partition, checked with retention (Kafka: producer.id.expiration.ms, 1 day).
     pub producer_id_expiration_ms: i64,
+    /// A transactional id with no transaction open and no state change for this long is
+    /// forgotten (Kafka's transactional.id.expiration.ms): a tombstone in
+    /// `__transaction_state`, and a later InitProducerId starts it afresh.
+    pub transactional_id_expiration_ms: i64,
 }
 
 impl Default for Config {
@@ -153,6 +157,7 @@ impl Default for Config {
             transaction_max_timeout_ms: 900_000,
             transaction_abort_check_interval_ms: 1000,
             producer_id_expiration_ms: 86_400_000,
+            transactional_id_expiration_ms: 604_800_000,
         }
     }
 }

@@ -183,11 +183,6 @@ async fn shard_main(
     Ok(())
 }
 
-/// SO_REUSEPORT would let a second broker share the port silently, so refuse a port that
-/// something listens on. A plain bind also fails on our own TIME_WAIT leftovers after a
-/// restart, so a failed bind is only fatal when a connect shows a live listener. After a
-/// kill -9 the dead broker's listener lingers until the kernel tears down its io_uring (it
-/// still holds the socket), so a listener is given a few seconds to go away.
 /// A panic is a bug (the third kind of failure in conventions.md). Left alone, it would end
 /// only the panicking shard's thread while the other shards keep serving: a silent partial
 /// outage, with that shard's partitions gone and its appends half done. So the whole process
@@ -202,6 +197,11 @@ fn abort_on_panic() {
     }));
 }
 
+/// SO_REUSEPORT would let a second broker share the port silently, so refuse a port that
+/// something listens on. A plain bind also fails on our own TIME_WAIT leftovers after a
+/// restart, so a failed bind is only fatal when a connect shows a live listener. After a
+/// kill -9 the dead broker's listener lingers until the kernel tears down its io_uring (it
+/// still holds the socket), so a listener is given a few seconds to go away.
 fn ensure_port_free(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let mut probe = addr;
     if probe.ip().is_unspecified() {

@@ -33,10 +33,10 @@ use std::time::Duration;
 
 pub use crate::metadata::TXN_TOPIC;
 
-/// Most transactional ids one coordinator shard keeps (each costs its state, its lock and its
-/// records in `__transaction_state`; Flumen does not expire ids yet, Kafka's
-/// transactional.id.expiration.ms). InitProducerId for a new id past it answers
-/// POLICY_VIOLATION, which clients report as a fatal error naming the cause.
+/// Most transactional ids one coordinator shard keeps (each costs its state and its lock).
+/// Ids idle past `transactional_id_expiration_ms` are forgotten, so this bounds the ids in use
+/// within that time. InitProducerId for a new id past it answers POLICY_VIOLATION, which
+/// clients report as a fatal error naming the cause.
 pub const MAX_TRANSACTIONAL_IDS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,12 +328,18 @@ impl Coordinator {
 
     /// Writes a state durably, then makes it the current one.
     async fn persist(&self, txn_id: &str, m: TxnMeta) -> ErrorCode {
+        self.write_state(txn_id, Some(m)).await
+    }
+
+    /// Writes a state (or, None, a tombstone that forgets the id) durably, then makes it the
+    /// current one.
+    async fn write_state(&self, txn_id: &str, m: Option<TxnMeta>) -> ErrorCode {
         let Some(n) = self.image.partition_count(TXN_TOPIC) else {
             return ErrorCode::COORDINATOR_NOT_AVAILABLE;
         };
         let partition = crate::metadata::key_partition(txn_id, n);
         let batch = encode_records(
-            &[(Some(encode_key(txn_id)), Some(encode_value(&m)))],
+            &[(Some(encode_key(txn_id)), m.as_ref().map(encode_value))],
             self.clock.now_ms(),
             None,
         );
@@ -352,8 +358,50 @@ impl Coordinator {
                 return ErrorCode::COORDINATOR_NOT_AVAILABLE;
             }
         }
-        self.txns.borrow_mut().insert(txn_id.to_string(), m);
+        match m {
+            Some(m) => self.txns.borrow_mut().insert(txn_id.to_string(), m),
+            None => self.txns.borrow_mut().remove(txn_id),
+        };
         ErrorCode::NONE
+    }
+
+    /// Forgets transactional ids idle past `transactional_id_expiration_ms` with nothing
+    /// open (Kafka does the same), so the ids a coordinator keeps are the ones in use.
+    async fn expire_idle(&self) {
+        let expiry = self.config.transactional_id_expiration_ms;
+        let idle = |m: &TxnMeta, now: i64| {
+            matches!(
+                m.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            ) && now - m.update_ms > expiry
+        };
+        let now = self.clock.now_ms();
+        let doomed: Vec<String> = self
+            .txns
+            .borrow()
+            .iter()
+            .filter(|(_, m)| idle(m, now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for txn_id in doomed {
+            let lock = self.lock(&txn_id);
+            let _g = lock.acquire_permit(1).await.ok();
+            // Look again under the lock: the producer may have come back meanwhile.
+            let still = self
+                .txns
+                .borrow()
+                .get(&txn_id)
+                .is_some_and(|m| idle(m, self.clock.now_ms()));
+            if !still || !self.write_state(&txn_id, None).await.is_ok() {
+                continue;
+            }
+            tracing::debug!(txn = %txn_id, "transactional id expired");
+            // The lock goes too unless someone else waits on it (then the next expiry run).
+            let mut locks = self.locks.borrow_mut();
+            if locks.get(&txn_id).is_some_and(|l| Rc::strong_count(l) == 2) {
+                locks.remove(&txn_id);
+            }
+        }
     }
 
     /// Writes the markers of a decided transaction and completes it. On failure the decision
@@ -557,6 +605,7 @@ impl Coordinator {
     /// Aborts timed-out transactions and finishes decided ones whose markers are not all
     /// written (after an error, or a restart).
     pub async fn tick(&self) {
+        self.expire_idle().await;
         let now = self.clock.now_ms();
         let due: Vec<(String, TxnMeta)> = self
             .txns

@@ -112,9 +112,11 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
 /// code for each topic that is still missing afterwards.
 pub async fn auto_create(broker: &Rc<Broker>, topics: &[String]) -> BTreeMap<String, ErrorCode> {
     let meta = broker.meta();
+    // The internal topics are the controller's to create (with their own partition counts
+    // and configs), never a client's side effect.
     let missing: Vec<&String> = topics
         .iter()
-        .filter(|t| !meta.topics.contains_key(*t))
+        .filter(|t| !meta.topics.contains_key(*t) && !crate::metadata::is_internal(t))
         .collect();
     let mut errors = BTreeMap::new();
     if missing.is_empty() {

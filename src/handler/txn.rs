@@ -1,5 +1,5 @@
 //! Transaction APIs: AddPartitionsToTxn, AddOffsetsToTxn and EndTxn go to the coordinator
-//! of the transactional id (see `crate::txn`); TxnOffsetCommit goes to the group's
+//! of the transactional id (see `crate::coordinator::txn`); TxnOffsetCommit goes to the group's
 //! coordinator, which keeps the offsets pending until the transaction's marker.
 
 use super::{decode, Ctx};

@@ -182,6 +182,7 @@ impl Partition {
         };
         let mut st = self.st.borrow_mut();
         let base_offset = st.next_offset;
+        let leader_epoch = self.leader_epoch();
         for info in infos {
             let src = &records[info.start..info.start + info.len];
             let offset = st.next_offset;
@@ -193,7 +194,7 @@ impl Partition {
             dst[batch::OFF_BASE_OFFSET..batch::OFF_BASE_OFFSET + 8]
                 .copy_from_slice(&offset.to_be_bytes());
             dst[batch::OFF_LEADER_EPOCH..batch::OFF_LEADER_EPOCH + 4]
-                .copy_from_slice(&0i32.to_be_bytes());
+                .copy_from_slice(&leader_epoch.to_be_bytes());
             let mut max_ts = info.max_timestamp;
             if log_append_time >= 0 {
                 let attrs = i16::from_be_bytes([

@@ -121,6 +121,10 @@ pub struct Partition {
     pub(super) snapshots_disabled: Cell<bool>,
     /// Appends in the order they were called (FIFO, unlike glommio's Semaphore).
     pub(super) append_lock: crate::util::FifoLock,
+    /// The leader epoch stamped into every batch appended from now on (each batch's
+    /// partitionLeaderEpoch, as Kafka writes it); set by the partition manager from the
+    /// metadata image.
+    leader_epoch: Cell<i32>,
     pub(super) flush_work: Notify,
     /// Durable offset advanced, or the partition failed.
     pub progress: Notify,
@@ -190,6 +194,7 @@ impl Partition {
             aborted: RefCell::new(Vec::new()),
             snapshots_disabled: Cell::new(false),
             append_lock: Default::default(),
+            leader_epoch: Cell::new(0),
             flush_work: Notify::default(),
             progress: Notify::default(),
             flusher_idle: Notify::default(),
@@ -226,6 +231,23 @@ impl Partition {
             .map(|(k, _)| *k)
             .unwrap_or(0);
         st.segments.range(first..).map(|(_, s)| s.clone()).collect()
+    }
+
+    /// The leader epoch new batches are stamped with.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.get()
+    }
+
+    /// Stamps batches appended from now on with `epoch` (a new leadership term).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        assert!(
+            epoch >= self.leader_epoch.get(),
+            "{}-{}: leader epoch going back from {} to {epoch}",
+            self.topic,
+            self.index,
+            self.leader_epoch.get()
+        );
+        self.leader_epoch.set(epoch);
     }
 
     /// The next offset to be assigned; data below it may still be in write buffers.
@@ -305,6 +327,10 @@ impl Partition {
         self.wait_durable(target).await?;
         let (file, seg) = {
             let mut st = self.st.borrow_mut();
+            // Closed from here on, whatever the steps below do: an append waiting behind this
+            // close (a deleted topic's producer) must find the partition closed, not a
+            // missing writer (which is a bug, and a bug stops the broker).
+            st.failed.get_or_insert_with(|| "partition closed".into());
             (st.writer.take(), st.segments.values().next_back().cloned())
         };
         if let (Some(f), Some(seg)) = (file, seg) {

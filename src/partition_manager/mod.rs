@@ -26,7 +26,7 @@ use crate::shard::{local, Shard};
 use crate::util::{with_timeout, AnyOf};
 use bytes::Bytes;
 use glommio::io::BufferedFile;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -45,7 +45,6 @@ pub const DEBUG_PANIC_TOPIC_ENV: &str = "FLUMEN_DEBUG_PANIC_TOPIC";
 /// A partition as its owning shard keeps it: the log, and what leadership adds to it.
 pub struct Replica {
     pub log: Rc<Partition>,
-    leader_epoch: Cell<i32>,
 }
 
 impl Replica {
@@ -56,8 +55,10 @@ impl Replica {
         self.log.durable_offset()
     }
 
+    /// The leader epoch of this partition's current leadership (the log stamps its batches
+    /// with it).
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch.get()
+        self.log.leader_epoch()
     }
 }
 
@@ -379,13 +380,11 @@ impl PartitionManager {
                 .topics
                 .get(&spec.topic)
                 .map_or(0, |t| t.leader_epoch(spec.partition));
-            self.replicas.borrow_mut().insert(
-                (spec.topic, spec.partition),
-                Rc::new(Replica {
-                    log,
-                    leader_epoch: Cell::new(epoch),
-                }),
-            );
+            // From the metadata file: a negative (damaged) value is no epoch at all.
+            log.set_leader_epoch(epoch.max(0));
+            self.replicas
+                .borrow_mut()
+                .insert((spec.topic, spec.partition), Rc::new(Replica { log }));
         }
         Ok(())
     }

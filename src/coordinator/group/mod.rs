@@ -138,11 +138,6 @@ impl Coordinator {
         self.offsets.load_owned().await
     }
 
-    /// Replays the commits stored in one `__consumer_offsets` partition this shard owns.
-    pub async fn load(&self, partition: i32) -> Result<usize, String> {
-        self.offsets.load(partition).await
-    }
-
     /// The commit or abort marker of producer `pid`'s transaction is in the offsets log.
     pub fn complete_txn(&self, pid: i64, commit: bool) {
         self.offsets.complete_txn(pid, commit);

@@ -272,3 +272,38 @@ fn state_record_round_trip() {
     assert_eq!(decode_key(encode_key("tx-1")).as_deref(), Some("tx-1"));
     assert_eq!(decode_value(Bytes::from_static(&[0, 0, 1])), None);
 }
+
+#[test]
+fn an_idle_transactional_id_expires_and_starts_afresh() {
+    run(|| async {
+        let b = Bench::new(1, &[("t", vec![0, 0])]).await;
+        let c = b.broker.txns.clone();
+        let (e, pid, _) = init(&c, TIMEOUT_MS).await;
+        assert_eq!(e, ErrorCode::NONE);
+        assert_eq!(add(&c, pid, 0, &[0]).await, ErrorCode::NONE);
+        let expiry = b.config().transactional_id_expiration_ms as u64;
+        // An open transaction never expires (the timeout aborts it first, then it idles).
+        b.clock
+            .advance(std::time::Duration::from_millis(expiry + 1));
+        c.tick().await;
+        assert_eq!(state(&c).state, TxnState::CompleteAbort);
+        b.clock.advance(std::time::Duration::from_millis(expiry));
+        c.tick().await;
+        assert!(
+            c.txns.borrow().contains_key("tx"),
+            "not idle past the expiry yet"
+        );
+        b.clock.advance(std::time::Duration::from_millis(1));
+        c.tick().await;
+        assert!(!c.txns.borrow().contains_key("tx"), "expired");
+        assert!(!c.locks.borrow().contains_key("tx"));
+        // The tombstone is in the log: a coordinator reloading it does not know the id either.
+        let reloaded = b.new_txns();
+        reloaded.load_owned().await.unwrap();
+        assert!(!reloaded.txns.borrow().contains_key("tx"));
+        // The id starts afresh: a new producer id at epoch 0.
+        let (e, pid2, epoch) = init(&c, TIMEOUT_MS).await;
+        assert_eq!((e, epoch), (ErrorCode::NONE, 0));
+        assert_ne!(pid2, pid);
+    });
+}
