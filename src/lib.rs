@@ -25,7 +25,8 @@
 //!   `Response` a handler gives a connection.
 //! - `admin`     `flumen groups` commands: a small blocking Kafka client (CLI only).
 //! - `bench`, `tune`, `metrics`, `config`, `util`, `alloc`: the load generator, host tuning,
-//!   Prometheus metrics, the TOML config and its limits, small single-threaded helpers, the
+//!   Prometheus metrics, the TOML config and its limits, small single-threaded helpers and the
+//!   clock seam (`util::clock`: the coordinators' time, a manual clock in their tests), the
 //!   allocator.
 
 pub mod admin;
