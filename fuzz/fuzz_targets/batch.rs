@@ -31,12 +31,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(AbortedTxn::encode_all(&list), data);
     }
     let bytes = Bytes::copy_from_slice(data);
-    let _ = flumen::group::offsets::decode_key(bytes.clone());
-    let _ = flumen::group::offsets::decode_value(bytes.clone());
-    let _ = flumen::txn::decode_key(bytes.clone());
-    if let Some(m) = flumen::txn::decode_value(bytes) {
+    let _ = flumen::coordinator::group::offsets::decode_key(bytes.clone());
+    let _ = flumen::coordinator::group::offsets::decode_value(bytes.clone());
+    let _ = flumen::coordinator::txn::decode_key(bytes.clone());
+    if let Some(m) = flumen::coordinator::txn::decode_value(bytes) {
         assert_eq!(
-            flumen::txn::decode_value(flumen::txn::encode_value(&m)),
+            flumen::coordinator::txn::decode_value(flumen::coordinator::txn::encode_value(&m)),
             Some(m)
         );
     }
