@@ -26,6 +26,7 @@ use crate::util::Clock;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -154,32 +155,21 @@ pub fn decode_value(mut b: Bytes) -> Option<TxnMeta> {
     })
 }
 
-/// Transaction requests as the coordinator needs them. `fenced` is the error an old epoch
-/// gets at the request's version (PRODUCER_FENCED, or INVALID_PRODUCER_EPOCH for old clients).
-pub enum TxnReq {
-    Init {
-        txn_id: String,
-        timeout_ms: i32,
-    },
-    AddPartitions {
-        txn_id: String,
-        producer_id: i64,
-        epoch: i16,
-        partitions: Vec<(String, i32)>,
-        fenced: ErrorCode,
-    },
-    End {
-        txn_id: String,
-        producer_id: i64,
-        epoch: i16,
-        commit: bool,
-        fenced: ErrorCode,
-    },
+/// A producer's claim on a transactional id, as AddPartitionsToTxn, AddOffsetsToTxn and
+/// EndTxn make it. `fenced` is the error an old epoch gets at the request's version
+/// (PRODUCER_FENCED, or INVALID_PRODUCER_EPOCH for old clients).
+pub struct TxnClaim {
+    pub txn_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub fenced: ErrorCode,
 }
 
-pub enum TxnResp {
-    Init(ErrorCode, i64, i16),
-    Done(ErrorCode),
+/// What InitProducerId hands a transactional producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdAndEpoch {
+    pub producer_id: i64,
+    pub epoch: i16,
 }
 
 /// The coordinator of the transactional ids whose `__transaction_state` partition this shard
@@ -222,13 +212,68 @@ impl Coordinator {
         self.image.key_owner(TXN_TOPIC, txn_id)
     }
 
-    /// Runs `req` on the coordinator of `txn_id` (this shard's or another's).
-    pub async fn call(&self, txn_id: &str, req: TxnReq) -> Result<TxnResp, ErrorCode> {
-        let owner = self.coordinator_shard(txn_id);
+    /// Runs `f` on the coordinator of `txn_id` (this shard's or another's), holding that
+    /// id's lock there: one operation at a time per transactional id (they span several
+    /// writes). COORDINATOR_NOT_AVAILABLE when it cannot be reached.
+    async fn on_txn<T, F, Fut>(&self, txn_id: String, f: F) -> Result<T, ErrorCode>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Coordinator>, String) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        let owner = self.coordinator_shard(&txn_id);
         super::on_owner(&self.shard, owner, |c: Rc<Coordinator>| async move {
-            c.handle(req).await
+            let lock = c.lock(&txn_id);
+            let _turn = lock.acquire_permit(1).await.ok();
+            f(c, txn_id).await
         })
         .await
+    }
+
+    /// InitProducerId for a transactional id: the id's producer id with its epoch bumped
+    /// (fencing the previous producer), or a new one.
+    pub async fn init_producer_id(
+        &self,
+        txn_id: String,
+        timeout_ms: i32,
+    ) -> Result<ProducerIdAndEpoch, ErrorCode> {
+        self.on_txn(
+            txn_id,
+            move |c, id| async move { c.init(&id, timeout_ms).await },
+        )
+        .await?
+    }
+
+    /// AddPartitionsToTxn (and AddOffsetsToTxn, with the group's offsets partition).
+    pub async fn add_partitions(
+        &self,
+        claim: TxnClaim,
+        partitions: Vec<(String, i32)>,
+    ) -> ErrorCode {
+        let id = claim.txn_id.clone();
+        self.on_txn(id, move |c, id| async move {
+            c.add_partitions_local(
+                &id,
+                claim.producer_id,
+                claim.epoch,
+                partitions,
+                claim.fenced,
+            )
+            .await
+        })
+        .await
+        .unwrap_or_else(|e| e)
+    }
+
+    /// EndTxn: commit or abort.
+    pub async fn end_txn(&self, claim: TxnClaim, commit: bool) -> ErrorCode {
+        let id = claim.txn_id.clone();
+        self.on_txn(id, move |c, id| async move {
+            c.end(&id, claim.producer_id, claim.epoch, commit, claim.fenced)
+                .await
+        })
+        .await
+        .unwrap_or_else(|e| e)
     }
 
     /// Loads the transaction states of every `__transaction_state` partition this shard owns
@@ -288,42 +333,6 @@ impl Coordinator {
             .entry(txn_id.to_string())
             .or_insert_with(|| Rc::new(glommio::sync::Semaphore::new(1)))
             .clone()
-    }
-
-    pub async fn handle(&self, req: TxnReq) -> TxnResp {
-        match req {
-            TxnReq::Init { txn_id, timeout_ms } => {
-                let lock = self.lock(&txn_id);
-                let _g = lock.acquire_permit(1).await.ok();
-                let (e, pid, epoch) = self.init(&txn_id, timeout_ms).await;
-                TxnResp::Init(e, pid, epoch)
-            }
-            TxnReq::AddPartitions {
-                txn_id,
-                producer_id,
-                epoch,
-                partitions,
-                fenced,
-            } => {
-                let lock = self.lock(&txn_id);
-                let _g = lock.acquire_permit(1).await.ok();
-                TxnResp::Done(
-                    self.add_partitions(&txn_id, producer_id, epoch, partitions, fenced)
-                        .await,
-                )
-            }
-            TxnReq::End {
-                txn_id,
-                producer_id,
-                epoch,
-                commit,
-                fenced,
-            } => {
-                let lock = self.lock(&txn_id);
-                let _g = lock.acquire_permit(1).await.ok();
-                TxnResp::Done(self.end(&txn_id, producer_id, epoch, commit, fenced).await)
-            }
-        }
     }
 
     /// Writes a state durably, then makes it the current one.
@@ -444,8 +453,8 @@ impl Coordinator {
         self.complete(txn_id, prepared).await
     }
 
-    async fn init(&self, txn_id: &str, timeout_ms: i32) -> (ErrorCode, i64, i16) {
-        let fail = |e: ErrorCode| (e, -1, -1);
+    async fn init(&self, txn_id: &str, timeout_ms: i32) -> Result<ProducerIdAndEpoch, ErrorCode> {
+        let fail = Err;
         if timeout_ms <= 0 || timeout_ms as i64 > self.config.transaction_max_timeout_ms {
             return fail(ErrorCode::INVALID_TRANSACTION_TIMEOUT);
         }
@@ -502,7 +511,10 @@ impl Coordinator {
         if !e.is_ok() {
             return fail(e);
         }
-        (ErrorCode::NONE, pid, epoch)
+        Ok(ProducerIdAndEpoch {
+            producer_id: pid,
+            epoch,
+        })
     }
 
     /// The producer's claim on the transaction: id and epoch must be the current ones.
@@ -525,7 +537,7 @@ impl Coordinator {
         Ok(m)
     }
 
-    async fn add_partitions(
+    async fn add_partitions_local(
         &self,
         txn_id: &str,
         producer_id: i64,

@@ -5,8 +5,10 @@
 use super::metadata::NODE_ID;
 use super::{decode, Ctx};
 use crate::broker::Broker;
+use crate::coordinator::group::{
+    CommitRequest, FetchOffsetsRequest, JoinRequest, MemberRef, SyncOut, SyncRequest, OFFSETS_TOPIC,
+};
 use crate::coordinator::group::{DescribeOut, JoinOut, OffsetCommitEntry, OffsetRow};
-use crate::coordinator::group::{GroupReq, GroupResp, OFFSETS_TOPIC};
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
 use bytes::Bytes;
@@ -32,10 +34,6 @@ use std::rc::Rc;
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
-}
-
-async fn call(broker: &Rc<Broker>, group: &str, req: GroupReq) -> Result<GroupResp, ErrorCode> {
-    broker.groups.call(group, req).await
 }
 
 pub async fn find_coordinator(
@@ -110,8 +108,8 @@ pub async fn join(
 ) -> Result<Response, Response> {
     let req: JoinGroupRequest = decode(ctx, body)?;
     let group = req.group_id.0.to_string();
-    let gr = GroupReq::Join {
-        group: group.clone(),
+    let gr = JoinRequest {
+        group,
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
         client_id: ctx.client_id.clone(),
@@ -131,29 +129,11 @@ pub async fn join(
         require_member_id: ctx.version >= 4,
         can_skip_assignment: ctx.version >= 9,
     };
-    let out = match call(broker, &group, gr).await {
-        Ok(GroupResp::Join(j)) => j,
-        Ok(_) => JoinOut {
-            error: ErrorCode::UNKNOWN_SERVER_ERROR,
-            generation: -1,
-            protocol_type: None,
-            protocol: None,
-            leader: String::new(),
-            member_id: req.member_id.to_string(),
-            skip_assignment: false,
-            members: Vec::new(),
-        },
-        Err(e) => JoinOut {
-            error: e,
-            generation: -1,
-            protocol_type: None,
-            protocol: None,
-            leader: String::new(),
-            member_id: req.member_id.to_string(),
-            skip_assignment: false,
-            members: Vec::new(),
-        },
-    };
+    let out = broker
+        .groups
+        .join(gr)
+        .await
+        .unwrap_or_else(|e| JoinOut::error(e, req.member_id.to_string()));
     let mut resp = JoinGroupResponse::default()
         .with_error_code(out.error.0)
         .with_generation_id(out.generation)
@@ -188,34 +168,26 @@ pub async fn join(
 
 pub async fn sync(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
     let req: SyncGroupRequest = decode(ctx, body)?;
-    let group = req.group_id.0.to_string();
-    let gr = GroupReq::Sync {
-        group: group.clone(),
-        generation: req.generation_id,
-        member_id: req.member_id.to_string(),
-        instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
+    let gr = SyncRequest {
+        member: MemberRef {
+            group: req.group_id.0.to_string(),
+            generation: req.generation_id,
+            member_id: req.member_id.to_string(),
+            instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
+        },
         assignments: req
             .assignments
             .iter()
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
-    let (error, pt, proto, assignment) = match call(broker, &group, gr).await {
-        Ok(GroupResp::Sync {
-            error,
-            protocol_type,
-            protocol,
-            assignment,
-        }) => (error, protocol_type, protocol, assignment),
-        Ok(_) => (ErrorCode::UNKNOWN_SERVER_ERROR, None, None, Bytes::new()),
-        Err(e) => (e, None, None, Bytes::new()),
-    };
+    let out = broker.groups.sync(gr).await.unwrap_or_else(SyncOut::error);
     let mut resp = SyncGroupResponse::default()
-        .with_error_code(error.0)
-        .with_assignment(assignment);
+        .with_error_code(out.error.0)
+        .with_assignment(out.assignment);
     if ctx.version >= 5 {
-        resp.protocol_type = pt.map(s);
-        resp.protocol_name = proto.map(s);
+        resp.protocol_type = out.protocol_type.map(s);
+        resp.protocol_name = out.protocol.map(s);
     }
     Ok(ctx.respond(&resp))
 }
@@ -226,18 +198,13 @@ pub async fn heartbeat(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: HeartbeatRequest = decode(ctx, body)?;
-    let group = req.group_id.0.to_string();
-    let gr = GroupReq::Heartbeat {
-        group: group.clone(),
+    let member = MemberRef {
+        group: req.group_id.0.to_string(),
         generation: req.generation_id,
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
     };
-    let e = match call(broker, &group, gr).await {
-        Ok(GroupResp::Error(e)) => e,
-        Ok(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
-        Err(e) => e,
-    };
+    let e = broker.groups.heartbeat(member).await.unwrap_or_else(|e| e);
     Ok(ctx.respond(&HeartbeatResponse::default().with_error_code(e.0)))
 }
 
@@ -257,18 +224,8 @@ pub async fn leave(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<R
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let (top, each) = match call(
-        broker,
-        &group,
-        GroupReq::Leave {
-            group: group.clone(),
-            members: members.clone(),
-        },
-    )
-    .await
-    {
-        Ok(GroupResp::Leave(top, each)) => (top, each),
-        Ok(_) => (ErrorCode::UNKNOWN_SERVER_ERROR, Vec::new()),
+    let (top, each) = match broker.groups.leave(group, members.clone()).await {
+        Ok(out) => (out.error, out.members),
         Err(e) => (e, Vec::new()),
     };
     let mut resp = LeaveGroupResponse::default();
@@ -380,19 +337,21 @@ pub(crate) async fn commit_offsets(
             }
         })
         .collect();
-    let gr = GroupReq::Commit {
-        group: group.to_string(),
-        generation,
-        member_id,
-        instance_id,
+    let req = CommitRequest {
+        member: MemberRef {
+            group: group.to_string(),
+            generation,
+            member_id,
+            instance_id,
+        },
         offsets,
         producer,
     };
-    match call(broker, group, gr).await {
-        Ok(GroupResp::Commit(c)) => c,
-        Ok(_) => vec![ErrorCode::UNKNOWN_SERVER_ERROR; n],
-        Err(e) => vec![e; n],
-    }
+    broker
+        .groups
+        .commit(req)
+        .await
+        .unwrap_or_else(|e| vec![e; n])
 }
 
 async fn fetch_group_offsets(
@@ -401,19 +360,13 @@ async fn fetch_group_offsets(
     partitions: Option<Vec<(String, i32)>>,
     require_stable: bool,
 ) -> (ErrorCode, Vec<OffsetRow>) {
-    match call(
-        broker,
-        group,
-        GroupReq::FetchOffsets {
-            group: group.to_string(),
-            partitions,
-            require_stable,
-        },
-    )
-    .await
-    {
-        Ok(GroupResp::Offsets(e, rows)) => (e, rows),
-        Ok(_) => (ErrorCode::UNKNOWN_SERVER_ERROR, Vec::new()),
+    let req = FetchOffsetsRequest {
+        group: group.to_string(),
+        partitions,
+        require_stable,
+    };
+    match broker.groups.fetch_offsets(req).await {
+        Ok(rows) => (ErrorCode::NONE, rows),
         Err(e) => (e, Vec::new()),
     }
 }
@@ -562,11 +515,7 @@ pub async fn describe_groups(
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in &req.groups {
         let gid = g.0.to_string();
-        let d = match call(broker, &gid, GroupReq::Describe(vec![gid.clone()])).await {
-            Ok(GroupResp::Describe(mut d)) if !d.is_empty() => Ok(d.remove(0)),
-            Ok(_) => Err(ErrorCode::UNKNOWN_SERVER_ERROR),
-            Err(e) => Err(e),
-        };
+        let d = broker.groups.describe_group(gid).await;
         groups.push(match d {
             Ok(DescribeOut {
                 group,
@@ -614,14 +563,11 @@ pub async fn delete_groups(
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in &req.groups_names {
         let gid = g.0.to_string();
-        let e = match call(broker, &gid, GroupReq::Delete(vec![gid.clone()])).await {
-            Ok(GroupResp::Deleted(codes)) => codes
-                .first()
-                .copied()
-                .unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR),
-            Ok(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
-            Err(e) => e,
-        };
+        let e = broker
+            .groups
+            .delete(gid.clone())
+            .await
+            .unwrap_or_else(|e| e);
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(g.clone())
@@ -647,18 +593,8 @@ pub async fn offset_delete(
                 .map(move |p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    let (top, codes) = match call(
-        broker,
-        &gid,
-        GroupReq::DeleteOffsets {
-            group: gid.clone(),
-            partitions: parts,
-        },
-    )
-    .await
-    {
-        Ok(GroupResp::OffsetsDeleted(top, codes)) => (top, codes),
-        Ok(_) => (ErrorCode::UNKNOWN_SERVER_ERROR, Vec::new()),
+    let (top, codes) = match broker.groups.delete_offsets(gid.clone(), parts).await {
+        Ok(out) => out,
         Err(e) => (e, Vec::new()),
     };
     let mut it = codes.into_iter();

@@ -4,7 +4,6 @@
 
 use super::{decode, Ctx};
 use crate::broker::Broker;
-use crate::coordinator::txn::{TxnReq, TxnResp};
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
 use bytes::Bytes;
@@ -24,20 +23,12 @@ pub async fn init_producer_id(
         let txn_id = txn_id.0.to_string();
         let r = broker
             .txns
-            .call(
-                &txn_id,
-                TxnReq::Init {
-                    txn_id: txn_id.clone(),
-                    timeout_ms: req.transaction_timeout_ms,
-                },
-            )
+            .init_producer_id(txn_id, req.transaction_timeout_ms)
             .await;
         let resp = match r {
-            Ok(TxnResp::Init(e, pid, epoch)) if e.is_ok() => resp
-                .with_producer_id(ProducerId(pid))
-                .with_producer_epoch(epoch),
-            Ok(TxnResp::Init(e, _, _)) => resp.with_error_code(e.0),
-            Ok(_) => resp.with_error_code(ErrorCode::UNKNOWN_SERVER_ERROR.0),
+            Ok(p) => resp
+                .with_producer_id(ProducerId(p.producer_id))
+                .with_producer_epoch(p.epoch),
             Err(e) => resp.with_error_code(e.0),
         };
         return Ok(ctx.respond(&resp));

@@ -5,7 +5,7 @@
 use super::{decode, Ctx};
 use crate::broker::Broker;
 use crate::coordinator::group::OFFSETS_TOPIC;
-use crate::coordinator::txn::{TxnReq, TxnResp};
+use crate::coordinator::txn::TxnClaim;
 use crate::metadata::key_partition;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
@@ -26,19 +26,6 @@ fn fenced(ctx: &Ctx, first_version_with_fenced: i16) -> ErrorCode {
         ErrorCode::PRODUCER_FENCED
     } else {
         ErrorCode::INVALID_PRODUCER_EPOCH
-    }
-}
-
-/// Runs a request on the transaction coordinator of `txn_id`.
-async fn call(broker: &Rc<Broker>, txn_id: &str, req: TxnReq) -> Result<TxnResp, ErrorCode> {
-    broker.txns.call(txn_id, req).await
-}
-
-fn done(r: Result<TxnResp, ErrorCode>) -> ErrorCode {
-    match r {
-        Ok(TxnResp::Done(e)) => e,
-        Ok(_) => ErrorCode::UNKNOWN_SERVER_ERROR,
-        Err(e) => e,
     }
 }
 
@@ -65,20 +52,13 @@ pub async fn add_partitions(
     let code = if unknown {
         None
     } else {
-        Some(done(
-            call(
-                broker,
-                &txn_id,
-                TxnReq::AddPartitions {
-                    txn_id: txn_id.clone(),
-                    producer_id: req.v3_and_below_producer_id.0,
-                    epoch: req.v3_and_below_producer_epoch,
-                    partitions: parts,
-                    fenced: fenced(ctx, 2),
-                },
-            )
-            .await,
-        ))
+        let claim = TxnClaim {
+            txn_id,
+            producer_id: req.v3_and_below_producer_id.0,
+            epoch: req.v3_and_below_producer_epoch,
+            fenced: fenced(ctx, 2),
+        };
+        Some(broker.txns.add_partitions(claim, parts).await)
     };
     let results = req
         .v3_and_below_topics
@@ -124,23 +104,19 @@ pub async fn add_offsets(
         .map(|t| t.placement.len() as i32);
     let code = match n {
         None => ErrorCode::COORDINATOR_NOT_AVAILABLE,
-        Some(n) => done(
-            call(
-                broker,
-                &txn_id,
-                TxnReq::AddPartitions {
-                    txn_id: txn_id.clone(),
-                    producer_id: req.producer_id.0,
-                    epoch: req.producer_epoch,
-                    partitions: vec![(
-                        OFFSETS_TOPIC.to_string(),
-                        key_partition(&req.group_id.0, n),
-                    )],
-                    fenced: fenced(ctx, 2),
-                },
-            )
-            .await,
-        ),
+        Some(n) => {
+            let claim = TxnClaim {
+                txn_id,
+                producer_id: req.producer_id.0,
+                epoch: req.producer_epoch,
+                fenced: fenced(ctx, 2),
+            };
+            let offsets_partition = (OFFSETS_TOPIC.to_string(), key_partition(&req.group_id.0, n));
+            broker
+                .txns
+                .add_partitions(claim, vec![offsets_partition])
+                .await
+        }
     };
     Ok(ctx.respond(&AddOffsetsToTxnResponse::default().with_error_code(code.0)))
 }
@@ -148,20 +124,13 @@ pub async fn add_offsets(
 pub async fn end(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
     let req: EndTxnRequest = decode(ctx, body)?;
     let txn_id = req.transactional_id.0.to_string();
-    let code = done(
-        call(
-            broker,
-            &txn_id,
-            TxnReq::End {
-                txn_id: txn_id.clone(),
-                producer_id: req.producer_id.0,
-                epoch: req.producer_epoch,
-                commit: req.committed,
-                fenced: fenced(ctx, 2),
-            },
-        )
-        .await,
-    );
+    let claim = TxnClaim {
+        txn_id,
+        producer_id: req.producer_id.0,
+        epoch: req.producer_epoch,
+        fenced: fenced(ctx, 2),
+    };
+    let code = broker.txns.end_txn(claim, req.committed).await;
     Ok(ctx.respond(&EndTxnResponse::default().with_error_code(code.0)))
 }
 

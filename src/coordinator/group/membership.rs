@@ -10,7 +10,7 @@
 //! `notify_all`. A member blocked in a call (`waiting > 0`) is not expired by its session
 //! timeout. Membership is memory only: committed offsets live in the offset store.
 
-use super::types::{DescribeOut, GroupReq, GroupResp, JoinOut, MemberDescription};
+use super::types::{DescribeOut, JoinOut, JoinRequest, LeaveOut, MemberDescription, SyncOut};
 use crate::config::Config;
 use crate::protocol::errors::ErrorCode;
 use crate::util::{Clock, Notify};
@@ -340,8 +340,8 @@ impl Membership {
         self.seq.get()
     }
 
-    pub(super) async fn join(&self, req: GroupReq) -> JoinOut {
-        let GroupReq::Join {
+    pub(super) async fn join(&self, req: JoinRequest) -> JoinOut {
+        let JoinRequest {
             group: gid,
             member_id,
             instance_id,
@@ -353,10 +353,7 @@ impl Membership {
             protocols,
             require_member_id,
             can_skip_assignment,
-        } = req
-        else {
-            unreachable!("join called with a join request");
-        };
+        } = req;
         let cfg = &self.config;
         if gid.is_empty() {
             return JoinOut::error(ErrorCode::INVALID_GROUP_ID, member_id);
@@ -551,13 +548,8 @@ impl Membership {
         member_id: &str,
         instance_id: &Option<String>,
         assignments: Vec<(String, Bytes)>,
-    ) -> GroupResp {
-        let err = |e: ErrorCode| GroupResp::Sync {
-            error: e,
-            protocol_type: None,
-            protocol: None,
-            assignment: Bytes::new(),
-        };
+    ) -> SyncOut {
+        let err = SyncOut::error;
         let notify = {
             let mut groups = self.groups.borrow_mut();
             let Some(g) = groups.get_mut(gid) else {
@@ -606,7 +598,7 @@ impl Membership {
                     m.waiting -= 1;
                     m.last_seen = self.clock.now();
                     if state == GroupState::Stable && gen == generation {
-                        return GroupResp::Sync {
+                        return SyncOut {
                             error: ErrorCode::NONE,
                             protocol_type: pt,
                             protocol: proto,
@@ -646,13 +638,13 @@ impl Membership {
         }
     }
 
-    pub(super) fn leave(&self, gid: &str, members: Vec<(String, Option<String>)>) -> GroupResp {
+    pub(super) fn leave(&self, gid: &str, members: Vec<(String, Option<String>)>) -> LeaveOut {
         let mut groups = self.groups.borrow_mut();
         let Some(g) = groups.get_mut(gid) else {
-            return GroupResp::Leave(
-                ErrorCode::NONE,
-                vec![ErrorCode::UNKNOWN_MEMBER_ID; members.len()],
-            );
+            return LeaveOut {
+                error: ErrorCode::NONE,
+                members: vec![ErrorCode::UNKNOWN_MEMBER_ID; members.len()],
+            };
         };
         let mut out = Vec::with_capacity(members.len());
         let mut any = false;
@@ -678,7 +670,10 @@ impl Membership {
         if any {
             g.after_departure(self.clock.now());
         }
-        GroupResp::Leave(ErrorCode::NONE, out)
+        LeaveOut {
+            error: ErrorCode::NONE,
+            members: out,
+        }
     }
 
     /// Drives deadlines: session expiry, pending member ids, rebalance completion. Called by

@@ -31,7 +31,8 @@ mod tests;
 pub use crate::metadata::OFFSETS_TOPIC;
 pub use membership::GroupState;
 pub use types::{
-    DescribeOut, GroupReq, GroupResp, JoinOut, MemberDescription, OffsetCommitEntry, OffsetRow,
+    CommitRequest, DescribeOut, FetchOffsetsRequest, JoinOut, JoinRequest, LeaveOut,
+    MemberDescription, MemberRef, OffsetCommitEntry, OffsetRow, SyncOut, SyncRequest,
 };
 
 use crate::config::Config;
@@ -42,6 +43,7 @@ use crate::shard::{local, Shard};
 use crate::util::Clock;
 use membership::Membership;
 use offset_store::OffsetStore;
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -109,11 +111,124 @@ impl Coordinator {
         self.image.key_owner(OFFSETS_TOPIC, group)
     }
 
-    /// Runs `req` on the coordinator of `group` (this shard's or another's).
-    pub async fn call(&self, group: &str, req: GroupReq) -> Result<GroupResp, ErrorCode> {
-        let owner = self.coordinator_shard(group);
-        super::on_owner(&self.shard, owner, |c: Rc<Coordinator>| async move {
-            c.handle(req).await
+    /// Runs `f` on the coordinator of `group` (this shard's or another's), with that
+    /// coordinator; COORDINATOR_NOT_AVAILABLE when it cannot be reached.
+    async fn on_group<T, F, Fut>(&self, group: &str, f: F) -> Result<T, ErrorCode>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Coordinator>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        super::on_owner(&self.shard, self.coordinator_shard(group), f).await
+    }
+
+    /// JoinGroup: answers once the rebalance it joined completes (or at once with an error).
+    pub async fn join(&self, req: JoinRequest) -> Result<JoinOut, ErrorCode> {
+        let group = req.group.clone();
+        self.on_group(&group, move |c| async move { c.members.join(req).await })
+            .await
+    }
+
+    /// SyncGroup: the member's assignment once the leader sent them.
+    pub async fn sync(&self, req: SyncRequest) -> Result<SyncOut, ErrorCode> {
+        let group = req.member.group.clone();
+        self.on_group(&group, move |c| async move {
+            let m = &req.member;
+            c.members
+                .sync(
+                    &m.group,
+                    m.generation,
+                    &m.member_id,
+                    &m.instance_id,
+                    req.assignments,
+                )
+                .await
+        })
+        .await
+    }
+
+    /// Heartbeat: the member's error code (REBALANCE_IN_PROGRESS tells it to rejoin).
+    pub async fn heartbeat(&self, m: MemberRef) -> Result<ErrorCode, ErrorCode> {
+        let group = m.group.clone();
+        self.on_group(&group, move |c| async move {
+            c.members
+                .heartbeat(&m.group, m.generation, &m.member_id, &m.instance_id)
+        })
+        .await
+    }
+
+    /// LeaveGroup for `members` (member id, instance id).
+    pub async fn leave(
+        &self,
+        group: String,
+        members: Vec<(String, Option<String>)>,
+    ) -> Result<LeaveOut, ErrorCode> {
+        let g = group.clone();
+        self.on_group(&g, move |c| async move { c.members.leave(&group, members) })
+            .await
+    }
+
+    /// OffsetCommit, and TxnOffsetCommit when `req.producer` is set: one code per partition.
+    pub async fn commit(&self, req: CommitRequest) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let group = req.member.group.clone();
+        self.on_group(&group, move |c| async move {
+            let m = &req.member;
+            let checked = if m.group.is_empty() {
+                Err(ErrorCode::INVALID_GROUP_ID)
+            } else {
+                c.members
+                    .check_commit(&m.group, m.generation, &m.member_id, &m.instance_id)
+            };
+            match checked {
+                Err(e) => vec![e; req.offsets.len()],
+                Ok(()) => c.offsets.commit(&m.group, req.offsets, req.producer).await,
+            }
+        })
+        .await
+    }
+
+    /// OffsetFetch for one group.
+    pub async fn fetch_offsets(
+        &self,
+        req: FetchOffsetsRequest,
+    ) -> Result<Vec<OffsetRow>, ErrorCode> {
+        let group = req.group.clone();
+        self.on_group(&group, move |c| async move {
+            c.offsets
+                .fetch(&req.group, req.partitions, req.require_stable)
+        })
+        .await
+    }
+
+    /// DescribeGroups for one group.
+    pub async fn describe_group(&self, group: String) -> Result<DescribeOut, ErrorCode> {
+        let g = group.clone();
+        self.on_group(&g, move |c| async move { c.describe(&group) })
+            .await
+    }
+
+    /// DeleteGroups for one group: only without members; its offsets are tombstoned first.
+    pub async fn delete(&self, group: String) -> Result<ErrorCode, ErrorCode> {
+        let g = group.clone();
+        self.on_group(&g, move |c| async move { c.delete_group(&group).await })
+            .await
+    }
+
+    /// OffsetDelete: (group error, one code per partition).
+    pub async fn delete_offsets(
+        &self,
+        group: String,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<(ErrorCode, Vec<ErrorCode>), ErrorCode> {
+        let g = group.clone();
+        self.on_group(&g, move |c| async move {
+            if !c.members.contains(&group) && !c.offsets.contains(&group) {
+                return (ErrorCode::GROUP_ID_NOT_FOUND, Vec::new());
+            }
+            let subscribed = c.members.subscribed_topics(&group);
+            c.offsets
+                .delete_offsets(&group, partitions, &subscribed)
+                .await
         })
         .await
     }
@@ -154,84 +269,6 @@ impl Coordinator {
     pub async fn expire_offsets(&self) {
         self.offsets.expire(|g| self.members.has_members(g)).await;
         self.members.forget_empty(|g| self.offsets.contains(g));
-    }
-
-    pub async fn handle(&self, req: GroupReq) -> GroupResp {
-        match req {
-            GroupReq::Join { .. } => GroupResp::Join(self.members.join(req).await),
-            GroupReq::Sync {
-                group,
-                generation,
-                member_id,
-                instance_id,
-                assignments,
-            } => {
-                self.members
-                    .sync(&group, generation, &member_id, &instance_id, assignments)
-                    .await
-            }
-            GroupReq::Heartbeat {
-                group,
-                generation,
-                member_id,
-                instance_id,
-            } => GroupResp::Error(self.members.heartbeat(
-                &group,
-                generation,
-                &member_id,
-                &instance_id,
-            )),
-            GroupReq::Leave { group, members } => self.members.leave(&group, members),
-            GroupReq::Commit {
-                group,
-                generation,
-                member_id,
-                instance_id,
-                offsets,
-                producer,
-            } => {
-                let checked = if group.is_empty() {
-                    Err(ErrorCode::INVALID_GROUP_ID)
-                } else {
-                    self.members
-                        .check_commit(&group, generation, &member_id, &instance_id)
-                };
-                GroupResp::Commit(match checked {
-                    Err(e) => vec![e; offsets.len()],
-                    Ok(()) => self.offsets.commit(&group, offsets, producer).await,
-                })
-            }
-            GroupReq::FetchOffsets {
-                group,
-                partitions,
-                require_stable,
-            } => GroupResp::Offsets(
-                ErrorCode::NONE,
-                self.offsets.fetch(&group, partitions, require_stable),
-            ),
-            GroupReq::List => GroupResp::List(self.list()),
-            GroupReq::Describe(groups) => {
-                GroupResp::Describe(groups.iter().map(|g| self.describe(g)).collect())
-            }
-            GroupReq::Delete(groups) => {
-                let mut out = Vec::with_capacity(groups.len());
-                for g in groups {
-                    out.push(self.delete_group(&g).await);
-                }
-                GroupResp::Deleted(out)
-            }
-            GroupReq::DeleteOffsets { group, partitions } => {
-                if !self.members.contains(&group) && !self.offsets.contains(&group) {
-                    return GroupResp::OffsetsDeleted(ErrorCode::GROUP_ID_NOT_FOUND, Vec::new());
-                }
-                let subscribed = self.members.subscribed_topics(&group);
-                let (e, codes) = self
-                    .offsets
-                    .delete_offsets(&group, partitions, &subscribed)
-                    .await;
-                GroupResp::OffsetsDeleted(e, codes)
-            }
-        }
     }
 
     /// This shard's groups: those with members, and those with committed offsets only (Empty).

@@ -13,8 +13,8 @@ const REBALANCE_MS: i32 = 30_000;
 /// `Config::default().group_initial_rebalance_delay_ms`.
 const INITIAL_DELAY: Duration = Duration::from_millis(3000);
 
-fn join_req(group: &str, member_id: &str, instance: Option<&str>, require_id: bool) -> GroupReq {
-    GroupReq::Join {
+fn join_req(group: &str, member_id: &str, instance: Option<&str>, require_id: bool) -> JoinRequest {
+    JoinRequest {
         group: group.into(),
         member_id: member_id.into(),
         instance_id: instance.map(String::from),
@@ -29,17 +29,23 @@ fn join_req(group: &str, member_id: &str, instance: Option<&str>, require_id: bo
     }
 }
 
+fn member(generation: i32, member_id: &str, instance: Option<&str>) -> MemberRef {
+    MemberRef {
+        group: "g".into(),
+        generation,
+        member_id: member_id.into(),
+        instance_id: instance.map(String::from),
+    }
+}
+
 fn sync_req(
     generation: i32,
     member_id: &str,
     instance: Option<&str>,
     assignments: &[(&str, &'static [u8])],
-) -> GroupReq {
-    GroupReq::Sync {
-        group: "g".into(),
-        generation,
-        member_id: member_id.into(),
-        instance_id: instance.map(String::from),
+) -> SyncRequest {
+    SyncRequest {
+        member: member(generation, member_id, instance),
         assignments: assignments
             .iter()
             .map(|(m, a)| (m.to_string(), Bytes::from_static(a)))
@@ -47,81 +53,91 @@ fn sync_req(
     }
 }
 
+/// JoinGroup and SyncGroup, the two calls that block until a rebalance step completes.
+trait Op: Send + 'static {
+    type Out: 'static;
+    fn run(
+        self,
+        c: Rc<Coordinator>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Self::Out>>>;
+}
+
+impl Op for JoinRequest {
+    type Out = JoinOut;
+    fn run(
+        self,
+        c: Rc<Coordinator>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = JoinOut>>> {
+        Box::pin(async move { c.join(self).await.expect("the coordinator is this shard") })
+    }
+}
+
+impl Op for SyncRequest {
+    type Out = SyncOut;
+    fn run(
+        self,
+        c: Rc<Coordinator>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = SyncOut>>> {
+        Box::pin(async move { c.sync(self).await.expect("the coordinator is this shard") })
+    }
+}
+
 /// A call running as its own task: the test sees whether it has answered yet.
-struct Call {
-    task: glommio::Task<GroupResp>,
+struct Call<T> {
+    task: glommio::Task<T>,
     done: Rc<std::cell::Cell<bool>>,
 }
 
-impl Call {
+impl<T> Call<T> {
     fn ready(&self) -> bool {
         self.done.get()
     }
+}
 
+impl Call<JoinOut> {
     async fn join(self) -> JoinOut {
-        match self.task.await {
-            GroupResp::Join(j) => j,
-            _ => panic!("not a JoinGroup answer"),
-        }
+        self.task.await
     }
+}
 
+impl Call<SyncOut> {
     async fn sync(self) -> (ErrorCode, Bytes) {
         sync_out(self.task.await)
     }
 }
 
-fn spawn(c: &Rc<Coordinator>, req: GroupReq) -> Call {
+fn spawn<R: Op>(c: &Rc<Coordinator>, req: R) -> Call<R::Out> {
     let (c, done) = (c.clone(), Rc::new(std::cell::Cell::new(false)));
     let d = done.clone();
     let task = glommio::spawn_local(async move {
-        let r = c
-            .call("g", req)
-            .await
-            .expect("the coordinator is this shard");
+        let r = req.run(c).await;
         d.set(true);
         r
     });
     Call { task, done }
 }
 
-fn sync_out(r: GroupResp) -> (ErrorCode, Bytes) {
-    match r {
-        GroupResp::Sync {
-            error, assignment, ..
-        } => (error, assignment),
-        _ => panic!("not a SyncGroup answer"),
-    }
+fn sync_out(r: SyncOut) -> (ErrorCode, Bytes) {
+    (r.error, r.assignment)
 }
 
-async fn call(c: &Coordinator, req: GroupReq) -> GroupResp {
-    c.call("g", req)
-        .await
-        .expect("the coordinator is this shard")
+async fn call<R: Op>(c: &Rc<Coordinator>, req: R) -> R::Out {
+    req.run(c.clone()).await
 }
 
-async fn join_now(c: &Coordinator, req: GroupReq) -> JoinOut {
-    match call(c, req).await {
-        GroupResp::Join(j) => j,
-        _ => panic!("not a JoinGroup answer"),
-    }
+async fn join_now(c: &Rc<Coordinator>, req: JoinRequest) -> JoinOut {
+    call(c, req).await
 }
 
 async fn heartbeat(
     c: &Coordinator,
     generation: i32,
-    member: &str,
+    member_id: &str,
     instance: Option<&str>,
 ) -> ErrorCode {
-    let req = GroupReq::Heartbeat {
-        group: "g".into(),
-        generation,
-        member_id: member.into(),
-        instance_id: instance.map(String::from),
-    };
-    match call(c, req).await {
-        GroupResp::Error(e) => e,
-        _ => panic!("not a Heartbeat answer"),
-    }
+    c.heartbeat(member(generation, member_id, instance))
+        .await
+        .expect("the coordinator is this shard")
 }
 
 async fn commit(
@@ -131,18 +147,17 @@ async fn commit(
     member: &str,
     offset: i64,
 ) -> Vec<ErrorCode> {
-    let req = GroupReq::Commit {
-        group: group.into(),
-        generation,
-        member_id: member.into(),
-        instance_id: None,
+    let req = CommitRequest {
+        member: MemberRef {
+            group: group.into(),
+            generation,
+            member_id: member.into(),
+            instance_id: None,
+        },
         offsets: vec![entry(0, offset, 3, Some("m"))],
         producer: None,
     };
-    match c.call(group, req).await.expect("local") {
-        GroupResp::Commit(codes) => codes,
-        _ => panic!("not an OffsetCommit answer"),
-    }
+    c.commit(req).await.expect("local")
 }
 
 /// A commit of topic "t".
@@ -286,22 +301,15 @@ fn member_id_required_then_the_rejoin_with_that_id_is_admitted() {
             (1, first.member_id.as_str())
         );
         // An id handed out but not used within the session timeout is forgotten.
-        let late = match c.call("g2", join_req("g2", "", None, true)).await.unwrap() {
-            GroupResp::Join(j) => j,
-            _ => unreachable!(),
-        };
+        let late = c.join(join_req("g2", "", None, true)).await.unwrap();
         assert_eq!(late.error, ErrorCode::MEMBER_ID_REQUIRED);
         b.clock
             .advance(Duration::from_millis(SESSION_MS as u64 + 1));
         c.tick();
-        let again = match c
-            .call("g2", join_req("g2", &late.member_id, None, true))
+        let again = c
+            .join(join_req("g2", &late.member_id, None, true))
             .await
-            .unwrap()
-        {
-            GroupResp::Join(j) => j,
-            _ => unreachable!(),
-        };
+            .unwrap();
         assert_eq!(again.error, ErrorCode::UNKNOWN_MEMBER_ID);
     });
 }
@@ -516,16 +524,12 @@ fn committed_offsets_are_fetched_expire_when_the_group_is_empty_and_reload_from_
         );
         // A "simple" commit: no membership.
         assert_eq!(commit(&c, "solo", -1, "", 7).await, vec![ErrorCode::NONE]);
-        let fetch = |group: &str, stable: bool| GroupReq::FetchOffsets {
+        let fetch = |group: &str, stable: bool| FetchOffsetsRequest {
             group: group.into(),
             require_stable: stable,
             partitions: Some(vec![("t".into(), 0), ("t".into(), 1)]),
         };
-        let rows = |r: GroupResp| match r {
-            GroupResp::Offsets(ErrorCode::NONE, rows) => rows,
-            _ => panic!("not an OffsetFetch answer"),
-        };
-        let got = rows(c.call("g", fetch("g", false)).await.unwrap());
+        let got = c.fetch_offsets(fetch("g", false)).await.unwrap();
         let row = |partition, offset, leader_epoch, metadata: &str| OffsetRow {
             topic: "t".into(),
             partition,
@@ -537,26 +541,26 @@ fn committed_offsets_are_fetched_expire_when_the_group_is_empty_and_reload_from_
         assert_eq!(got[0], row(0, 42, 3, "m"));
         assert_eq!(got[1], row(1, -1, -1, ""));
         // A transaction's offsets stay invisible (and unstable) until its marker.
-        let txn = GroupReq::Commit {
-            group: "solo".into(),
-            generation: -1,
-            member_id: String::new(),
-            instance_id: None,
+        let txn = CommitRequest {
+            member: MemberRef {
+                group: "solo".into(),
+                generation: -1,
+                member_id: String::new(),
+                instance_id: None,
+            },
             offsets: vec![entry(1, 9, -1, None)],
             producer: Some((77, 0)),
         };
-        assert!(
-            matches!(c.call("solo", txn).await.unwrap(), GroupResp::Commit(e) if e == [ErrorCode::NONE])
-        );
-        let got = rows(c.call("solo", fetch("solo", true)).await.unwrap());
+        assert_eq!(c.commit(txn).await.unwrap(), vec![ErrorCode::NONE]);
+        let got = c.fetch_offsets(fetch("solo", true)).await.unwrap();
         assert_eq!(got[1].error, ErrorCode::UNSTABLE_OFFSET_COMMIT);
         assert_eq!(
-            rows(c.call("solo", fetch("solo", false)).await.unwrap())[1].offset,
+            c.fetch_offsets(fetch("solo", false)).await.unwrap()[1].offset,
             -1
         );
         c.complete_txn(77, true);
         assert_eq!(
-            rows(c.call("solo", fetch("solo", true)).await.unwrap())[1].offset,
+            c.fetch_offsets(fetch("solo", true)).await.unwrap()[1].offset,
             9
         );
         // Retention: only the offsets of a group without members go.
@@ -654,17 +658,9 @@ fn member_ids_handed_out_and_not_used_count_toward_the_group_size_limit() {
 }
 
 async fn leave_all(c: &Coordinator, left: [&JoinOut; 2]) {
-    let r = call(
-        c,
-        GroupReq::Leave {
-            group: "g".into(),
-            members: left.iter().map(|j| (j.member_id.clone(), None)).collect(),
-        },
-    )
-    .await;
-    assert!(
-        matches!(r, GroupResp::Leave(e, ref each) if e.is_ok() && each.iter().all(|x| x.is_ok()))
-    );
+    let members = left.iter().map(|j| (j.member_id.clone(), None)).collect();
+    let r = c.leave("g".into(), members).await.unwrap();
+    assert!(r.error.is_ok() && r.members.iter().all(|x| x.is_ok()));
 }
 
 #[test]

@@ -1,68 +1,81 @@
-//! What crosses shards to and from a group coordinator: the requests as the coordinator needs
-//! them (decoded on the connection's shard) and its answers. Plain `Send` data, no state.
+//! What crosses shards to and from a group coordinator: each request as the coordinator needs
+//! it (decoded on the connection's shard) and its own answer type. Plain `Send` data.
 
 use crate::protocol::errors::ErrorCode;
 use bytes::Bytes;
 
-/// Group requests as the coordinator needs them (decoded on the connection's shard).
-pub enum GroupReq {
-    Join {
-        group: String,
-        member_id: String,
-        instance_id: Option<String>,
-        client_id: String,
-        client_host: String,
-        session_timeout_ms: i32,
-        rebalance_timeout_ms: i32,
-        protocol_type: String,
-        protocols: Vec<(String, Bytes)>,
-        /// JoinGroup v4+: a new member must first get its id (MEMBER_ID_REQUIRED).
-        require_member_id: bool,
-        /// JoinGroup v9+: a static leader may be told to keep the current assignment.
-        can_skip_assignment: bool,
-    },
-    Sync {
-        group: String,
-        generation: i32,
-        member_id: String,
-        instance_id: Option<String>,
-        assignments: Vec<(String, Bytes)>,
-    },
-    Heartbeat {
-        group: String,
-        generation: i32,
-        member_id: String,
-        instance_id: Option<String>,
-    },
-    Leave {
-        group: String,
-        members: Vec<(String, Option<String>)>,
-    },
-    /// OffsetCommit, or TxnOffsetCommit when `producer` (id, epoch) is set: then the offsets
-    /// become committed when the producer's transaction does.
-    Commit {
-        group: String,
-        generation: i32,
-        member_id: String,
-        instance_id: Option<String>,
-        offsets: Vec<OffsetCommitEntry>,
-        producer: Option<(i64, i16)>,
-    },
-    FetchOffsets {
-        group: String,
-        /// OffsetFetch v7+ (read_committed consumers): partitions with offsets of an open
-        /// transaction answer UNSTABLE_OFFSET_COMMIT instead of the older commit.
-        require_stable: bool,
-        /// None: every partition the group committed.
-        partitions: Option<Vec<(String, i32)>>,
-    },
-    List,
-    Describe(Vec<String>),
-    Delete(Vec<String>),
-    DeleteOffsets {
-        group: String,
-        partitions: Vec<(String, i32)>,
-    },
+/// JoinGroup as the coordinator needs it.
+pub struct JoinRequest {
+    pub group: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new member must first get its id (MEMBER_ID_REQUIRED).
+    pub require_member_id: bool,
+    /// JoinGroup v9+: a static leader may be told to keep the current assignment.
+    pub can_skip_assignment: bool,
+}
+
+/// A member of a generation, as SyncGroup, Heartbeat and OffsetCommit name it.
+pub struct MemberRef {
+    pub group: String,
+    pub generation: i32,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+}
+
+/// SyncGroup: the leader's assignments (empty from followers).
+pub struct SyncRequest {
+    pub member: MemberRef,
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+/// SyncGroup's answer.
+pub struct SyncOut {
+    pub error: ErrorCode,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncOut {
+    pub fn error(error: ErrorCode) -> SyncOut {
+        SyncOut {
+            error,
+            protocol_type: None,
+            protocol: None,
+            assignment: Bytes::new(),
+        }
+    }
+}
+
+/// OffsetCommit, or TxnOffsetCommit when `producer` (id, epoch) is set: then the offsets
+/// become committed when the producer's transaction does.
+pub struct CommitRequest {
+    pub member: MemberRef,
+    pub offsets: Vec<OffsetCommitEntry>,
+    pub producer: Option<(i64, i16)>,
+}
+
+/// OffsetFetch for one group.
+pub struct FetchOffsetsRequest {
+    pub group: String,
+    /// OffsetFetch v7+ (read_committed consumers): partitions with offsets of an open
+    /// transaction answer UNSTABLE_OFFSET_COMMIT instead of the older commit.
+    pub require_stable: bool,
+    /// None: every partition the group committed.
+    pub partitions: Option<Vec<(String, i32)>>,
+}
+
+/// LeaveGroup's answer: the top-level error and one per member.
+pub struct LeaveOut {
+    pub error: ErrorCode,
+    pub members: Vec<ErrorCode>,
 }
 
 pub struct JoinOut {
@@ -78,7 +91,7 @@ pub struct JoinOut {
 }
 
 impl JoinOut {
-    pub(super) fn error(error: ErrorCode, member_id: String) -> JoinOut {
+    pub fn error(error: ErrorCode, member_id: String) -> JoinOut {
         JoinOut {
             error,
             generation: -1,
@@ -131,23 +144,4 @@ pub struct OffsetRow {
     pub leader_epoch: i32,
     pub metadata: String,
     pub error: ErrorCode,
-}
-
-pub enum GroupResp {
-    Join(JoinOut),
-    Sync {
-        error: ErrorCode,
-        protocol_type: Option<String>,
-        protocol: Option<String>,
-        assignment: Bytes,
-    },
-    Error(ErrorCode),
-    Leave(ErrorCode, Vec<ErrorCode>),
-    Commit(Vec<ErrorCode>),
-    Offsets(ErrorCode, Vec<OffsetRow>),
-    /// (group, protocol type, state)
-    List(Vec<(String, String, &'static str)>),
-    Describe(Vec<DescribeOut>),
-    Deleted(Vec<ErrorCode>),
-    OffsetsDeleted(ErrorCode, Vec<ErrorCode>),
 }

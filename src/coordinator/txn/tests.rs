@@ -9,52 +9,30 @@ use crate::coordinator::testkit::{run, Bench};
 const TIMEOUT_MS: i32 = 10_000;
 const FENCED: ErrorCode = ErrorCode::PRODUCER_FENCED;
 
+/// InitProducerId as (error, producer id, epoch), -1s with an error.
 async fn init(c: &Coordinator, timeout_ms: i32) -> (ErrorCode, i64, i16) {
-    let req = TxnReq::Init {
-        txn_id: "tx".into(),
-        timeout_ms,
-    };
-    match c
-        .call("tx", req)
-        .await
-        .expect("the coordinator is this shard")
-    {
-        TxnResp::Init(e, pid, epoch) => (e, pid, epoch),
-        TxnResp::Done(_) => panic!("not an InitProducerId answer"),
+    match c.init_producer_id("tx".into(), timeout_ms).await {
+        Ok(p) => (ErrorCode::NONE, p.producer_id, p.epoch),
+        Err(e) => (e, -1, -1),
     }
 }
 
-async fn done(c: &Coordinator, req: TxnReq) -> ErrorCode {
-    match c
-        .call("tx", req)
-        .await
-        .expect("the coordinator is this shard")
-    {
-        TxnResp::Done(e) => e,
-        TxnResp::Init(..) => panic!("not an AddPartitions/EndTxn answer"),
+fn claim(pid: i64, epoch: i16) -> TxnClaim {
+    TxnClaim {
+        txn_id: "tx".into(),
+        producer_id: pid,
+        epoch,
+        fenced: FENCED,
     }
 }
 
 async fn add(c: &Coordinator, pid: i64, epoch: i16, parts: &[i32]) -> ErrorCode {
-    let req = TxnReq::AddPartitions {
-        txn_id: "tx".into(),
-        producer_id: pid,
-        epoch,
-        partitions: parts.iter().map(|p| ("t".to_string(), *p)).collect(),
-        fenced: FENCED,
-    };
-    done(c, req).await
+    let partitions = parts.iter().map(|p| ("t".to_string(), *p)).collect();
+    c.add_partitions(claim(pid, epoch), partitions).await
 }
 
 async fn end(c: &Coordinator, pid: i64, epoch: i16, commit: bool) -> ErrorCode {
-    let req = TxnReq::End {
-        txn_id: "tx".into(),
-        producer_id: pid,
-        epoch,
-        commit,
-        fenced: FENCED,
-    };
-    done(c, req).await
+    c.end_txn(claim(pid, epoch), commit).await
 }
 
 fn state(c: &Coordinator) -> TxnMeta {
