@@ -33,6 +33,7 @@ pub mod admin;
 pub mod alloc;
 pub mod bench;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod coordinator;

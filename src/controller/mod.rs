@@ -234,6 +234,7 @@ impl Controller {
                         leader_epochs: vec![0; placement.len()],
                         placement,
                         configs: spec.configs.clone(),
+                        ..Default::default()
                     },
                 );
                 changed = true;

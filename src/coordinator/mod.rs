@@ -22,16 +22,20 @@ use std::future::Future;
 use std::rc::Rc;
 
 /// Runs `f` with the coordinator service `C` of shard `owner` (the shard owning the key's
-/// internal partition; None while that topic does not exist): there directly when it is this
+/// internal partition, or why there is none): there directly when it is this
 /// shard, over the mesh otherwise. A failed crossing is COORDINATOR_NOT_AVAILABLE.
-async fn on_owner<C, T, F, Fut>(shard: &Shard, owner: Option<usize>, f: F) -> Result<T, ErrorCode>
+async fn on_owner<C, T, F, Fut>(
+    shard: &Shard,
+    owner: Result<usize, ErrorCode>,
+    f: F,
+) -> Result<T, ErrorCode>
 where
     C: 'static,
     T: Send + 'static,
     F: FnOnce(Rc<C>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    let owner = owner.ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
+    let owner = owner?;
     shard
         .invoke_on(owner, move || f(local::<C>()))
         .await

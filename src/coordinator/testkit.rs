@@ -60,8 +60,7 @@ impl Bench {
             let t = TopicMeta {
                 id: random_hex(16),
                 placement,
-                configs: Default::default(),
-                leader_epochs: Vec::new(),
+                ..Default::default()
             };
             meta.topics.insert(name.to_string(), t);
         }

@@ -207,8 +207,8 @@ impl Coordinator {
         })
     }
 
-    /// The shard coordinating `txn_id`, or None while `__transaction_state` does not exist yet.
-    pub fn coordinator_shard(&self, txn_id: &str) -> Option<usize> {
+    /// The shard coordinating `txn_id` (see `MetadataImage::key_owner`).
+    pub fn coordinator_shard(&self, txn_id: &str) -> Result<usize, ErrorCode> {
         self.image.key_owner(TXN_TOPIC, txn_id)
     }
 

@@ -25,7 +25,7 @@ struct Slot {
     topic: usize,
     partition: i32,
     offset: i64,
-    owner: Option<usize>,
+    owner: Result<usize, ErrorCode>,
     out: Option<FetchOut>,
 }
 
@@ -57,7 +57,7 @@ pub async fn handle(
                 topic: ti,
                 partition: p.partition,
                 offset: p.fetch_offset,
-                owner: meta.owner(&topic_names[ti], p.partition),
+                owner: meta.route(&topic_names[ti], p.partition),
                 out: None,
             });
             part_max.push(p.partition_max_bytes.max(0) as usize);
@@ -168,14 +168,8 @@ async fn read_round(
     let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
     for (i, s) in slots.iter_mut().enumerate() {
         match s.owner {
-            None => {
-                s.out = Some(FetchOut::error(
-                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                    -1,
-                    -1,
-                ))
-            }
-            Some(o) => {
+            Err(code) => s.out = Some(FetchOut::error(code, -1, -1)),
+            Ok(o) => {
                 let e = by_owner.entry(o).or_default();
                 e.0.push(i);
                 e.1.push(FetchPart {
@@ -210,7 +204,7 @@ async fn wait_for_data(broker: &Rc<Broker>, names: &[String], slots: &[Slot], de
     let remaining = deadline.saturating_duration_since(Instant::now());
     let mut by_owner: BTreeMap<usize, Vec<PartitionOffset>> = BTreeMap::new();
     for s in slots {
-        if let Some(o) = s.owner {
+        if let Ok(o) = s.owner {
             // Wake on data past what this round already saw, not past the fetch offset.
             let seen = s
                 .out

@@ -28,8 +28,11 @@ pub async fn handle(
         let name = t.name.0.to_string();
         for p in &t.partitions {
             let i = results.len();
-            results.push(ListedOffset::error(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
-            if let Some(owner) = meta.owner(&name, p.partition_index) {
+            let owner = meta.route(&name, p.partition_index);
+            results.push(ListedOffset::error(
+                owner.err().unwrap_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+            ));
+            if let Ok(owner) = owner {
                 let e = by_owner.entry(owner).or_default();
                 e.0.push(i);
                 e.1.push(PartitionOffset {

@@ -74,12 +74,17 @@ pub async fn handle(
                 slots.push(Some(bad(*code, format!("unknown topic {name}"))));
                 continue;
             }
-            let Some(owner) = meta.owner(&name, p.index) else {
-                slots.push(Some(bad(
-                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                    format!("{name} has no partition {}", p.index),
-                )));
-                continue;
+            let owner = match meta.route(&name, p.index) {
+                Ok(owner) => owner,
+                Err(code) => {
+                    let why = if code == ErrorCode::NOT_LEADER_OR_FOLLOWER {
+                        format!("this broker does not lead {name}-{}", p.index)
+                    } else {
+                        format!("{name} has no partition {}", p.index)
+                    };
+                    slots.push(Some(bad(code, why)));
+                    continue;
+                }
             };
             let records = p.records.clone().unwrap_or_default();
             match batch::validate_produce(&records, broker.config.max_batch_bytes).and_then(

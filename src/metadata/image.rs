@@ -4,13 +4,14 @@
 //! The controller (shard 0) is the only writer: it persists `<data>/flumen-meta.toml` (write,
 //! fsync, rename) and publishes each new version to every shard, which keeps it as its image.
 
+use crate::protocol::errors::ErrorCode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 pub const META_FILE: &str = "flumen-meta.toml";
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TopicMeta {
     /// Topic id (UUID) as 32 hex digits.
     pub id: String,
@@ -23,6 +24,16 @@ pub struct TopicMeta {
     /// epochs were stored: those partitions are at epoch 0). Bumped by every leader change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leader_epochs: Vec<i32>,
+    /// In a cluster: the brokers holding each partition (empty on a single node, which holds
+    /// and leads every partition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<i32>>,
+    /// In a cluster: each partition's leader, -1 while it has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaders: Vec<i32>,
+    /// In a cluster: each partition's in-sync replicas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub isr: Vec<Vec<i32>>,
 }
 
 impl TopicMeta {
@@ -32,6 +43,39 @@ impl TopicMeta {
             .ok()
             .and_then(|i| self.leader_epochs.get(i).copied())
             .unwrap_or(0)
+    }
+
+    /// Partition `p`'s leader; `me` on a single node.
+    pub fn leader(&self, p: i32, me: i32) -> i32 {
+        if self.replicas.is_empty() {
+            return me;
+        }
+        usize::try_from(p)
+            .ok()
+            .and_then(|i| self.leaders.get(i).copied())
+            .unwrap_or(-1)
+    }
+
+    /// Partition `p`'s replicas; `[me]` on a single node.
+    pub fn replicas_of(&self, p: i32, me: i32) -> Vec<i32> {
+        self.pick(&self.replicas, p).unwrap_or_else(|| vec![me])
+    }
+
+    /// Partition `p`'s in-sync replicas; `[me]` on a single node.
+    pub fn isr_of(&self, p: i32, me: i32) -> Vec<i32> {
+        self.pick(&self.isr, p).unwrap_or_else(|| vec![me])
+    }
+
+    fn pick(&self, v: &[Vec<i32>], p: i32) -> Option<Vec<i32>> {
+        if self.replicas.is_empty() {
+            return None;
+        }
+        Some(
+            usize::try_from(p)
+                .ok()
+                .and_then(|i| v.get(i).cloned())
+                .unwrap_or_default(),
+        )
     }
 
     pub fn id_bytes(&self) -> [u8; 16] {
@@ -54,6 +98,28 @@ pub struct ClusterMeta {
     /// Producer ids below this may have been handed out; a restarted broker starts here.
     #[serde(default)]
     pub producer_id_block_end: i64,
+    /// This broker's id (Kafka's node.id; 0 on a single node).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub node_id: i32,
+    /// The broker that leads the metadata quorum (this one on a single node).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub controller_id: i32,
+    /// Live brokers of the cluster; empty on a single node (then this broker is the only one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerInfo>,
+}
+
+fn is_zero(v: &i32) -> bool {
+    *v == 0
+}
+
+/// A live broker as clients see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
 }
 
 impl ClusterMeta {
@@ -104,6 +170,38 @@ impl ClusterMeta {
         load
     }
 
+    /// True in a cluster of brokers (replicas and leaders come from the quorum).
+    pub fn is_cluster(&self) -> bool {
+        !self.brokers.is_empty()
+    }
+
+    /// Whether this broker holds a replica of the partition (a single node holds them all).
+    pub fn hosts(&self, topic: &str, partition: i32) -> bool {
+        self.topics.get(topic).is_some_and(|t| {
+            t.replicas_of(partition, self.node_id)
+                .contains(&self.node_id)
+        })
+    }
+
+    /// The shard that serves a client's request for the partition: UNKNOWN_TOPIC_OR_PARTITION
+    /// when it does not exist, NOT_LEADER_OR_FOLLOWER when another broker (or none) leads it.
+    pub fn route(&self, topic: &str, partition: i32) -> Result<usize, ErrorCode> {
+        let owner = self
+            .owner(topic, partition)
+            .ok_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)?;
+        let t = &self.topics[topic];
+        if t.leader(partition, self.node_id) != self.node_id {
+            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+        }
+        Ok(owner)
+    }
+
+    /// A live broker's endpoint.
+    pub fn broker(&self, id: i32) -> Option<&BrokerInfo> {
+        self.brokers.iter().find(|b| b.id == id)
+    }
+
+    /// The shard holding the partition on this broker (whether or not it leads it).
     pub fn owner(&self, topic: &str, partition: i32) -> Option<usize> {
         let t = self.topics.get(topic)?;
         usize::try_from(partition)
@@ -165,6 +263,7 @@ mod tests {
                 placement: vec![0, 1, 2, 3],
                 configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
                 leader_epochs: vec![0, 3, 0, 1],
+                ..Default::default()
             },
         );
         m.save(dir.path()).unwrap();

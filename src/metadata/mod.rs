@@ -11,6 +11,7 @@ pub mod topic_config;
 
 pub use image::{ClusterMeta, TopicMeta};
 
+use crate::protocol::errors::ErrorCode;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -50,14 +51,26 @@ impl MetadataImage {
         }
     }
 
-    /// The shard owning the partition of internal topic `topic` that `key` (a group or a
-    /// transactional id) hashes to; None while the topic does not exist yet.
-    pub fn key_owner(&self, topic: &str, key: &str) -> Option<usize> {
+    /// The shard coordinating `key` (a group or a transactional id): the one holding the
+    /// partition of internal topic `topic` it hashes to. COORDINATOR_NOT_AVAILABLE while the
+    /// topic does not exist or the partition has no leader, NOT_COORDINATOR when another
+    /// broker leads it (the client asks FindCoordinator again).
+    pub fn key_owner(&self, topic: &str, key: &str) -> Result<usize, ErrorCode> {
         let meta = self.get();
-        let t = meta.topics.get(topic)?;
-        t.placement
-            .get(key_partition(key, t.placement.len() as i32) as usize)
-            .copied()
+        let t = meta
+            .topics
+            .get(topic)
+            .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
+        let p = key_partition(key, t.placement.len() as i32);
+        match t.leader(p, meta.node_id) {
+            -1 => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+            l if l != meta.node_id => Err(ErrorCode::NOT_COORDINATOR),
+            _ => t
+                .placement
+                .get(p as usize)
+                .copied()
+                .ok_or(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+        }
     }
 
     /// Partitions of `topic`, or None while it does not exist.

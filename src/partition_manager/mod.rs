@@ -311,13 +311,14 @@ impl PartitionManager {
         r.log.scan(f).await
     }
 
-    /// Opens the partitions the current metadata places on this shard.
+    /// Opens the partitions the current metadata places on this shard (of those this broker
+    /// holds a replica of).
     pub async fn open_owned(&self) -> Result<(), KafkaError> {
         let meta = self.image.get();
         let mut list = Vec::new();
         for (name, t) in &meta.topics {
             for (p, &owner) in t.placement.iter().enumerate() {
-                if owner == self.shard.id {
+                if owner == self.shard.id && meta.hosts(name, p as i32) {
                     list.push(PartitionSpec {
                         topic: name.clone(),
                         partition: p as i32,

@@ -11,6 +11,13 @@ impl ErrorCode {
     pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = ErrorCode(3);
     pub const INVALID_FETCH_SIZE: ErrorCode = ErrorCode(4);
     pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = ErrorCode(6);
+    pub const LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(5);
+    pub const BROKER_NOT_AVAILABLE: ErrorCode = ErrorCode(8);
+    pub const NOT_CONTROLLER: ErrorCode = ErrorCode(41);
+    pub const INVALID_REPLICA_ASSIGNMENT: ErrorCode = ErrorCode(39);
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(80);
+    pub const ELECTION_NOT_NEEDED: ErrorCode = ErrorCode(84);
+    pub const INCONSISTENT_CLUSTER_ID: ErrorCode = ErrorCode(104);
     pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
     pub const MESSAGE_TOO_LARGE: ErrorCode = ErrorCode(10);
     pub const OFFSET_METADATA_TOO_LARGE: ErrorCode = ErrorCode(12);

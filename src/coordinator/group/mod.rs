@@ -106,8 +106,8 @@ impl Coordinator {
         .detach();
     }
 
-    /// The shard coordinating `group`, or None while `__consumer_offsets` does not exist yet.
-    pub fn coordinator_shard(&self, group: &str) -> Option<usize> {
+    /// The shard coordinating `group` (see `MetadataImage::key_owner`).
+    pub fn coordinator_shard(&self, group: &str) -> Result<usize, ErrorCode> {
         self.image.key_owner(OFFSETS_TOPIC, group)
     }
 

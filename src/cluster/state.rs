@@ -1,0 +1,705 @@
+//! The cluster metadata as the Raft state machine holds it, and the commands that change it.
+//!
+//! `ClusterState::apply` is pure and deterministic: every node applies the same committed
+//! commands in the same order and reaches the same state. Placement decisions (which brokers
+//! hold a partition, on which shard, who leads) are made here, inside apply, from the state
+//! alone, so no two proposals can race on a stale view. Random values (topic ids, the cluster
+//! id) travel inside the command.
+
+use crate::metadata::{image, ClusterMeta, TopicMeta};
+use crate::protocol::errors::ErrorCode;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Producer ids handed to a broker per AllocateProducerIds (Kafka: 1000).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BrokerRecord {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// Shards (cores) the broker runs; partitions are spread over them.
+    pub shards: u32,
+    /// The log index of its latest registration: a restarted broker gets a new epoch, and a
+    /// heartbeat carrying an old one is ignored.
+    pub epoch: u64,
+    /// Missed its heartbeats or shut down: leads nothing, listed to no client.
+    pub fenced: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartitionRecord {
+    /// Brokers holding the partition; the first is the preferred leader.
+    pub replicas: Vec<i32>,
+    /// The shard of each replica on its broker, by position in `replicas`.
+    pub shards: Vec<u32>,
+    /// -1: no leader (every in-sync replica is fenced).
+    pub leader: i32,
+    pub leader_epoch: i32,
+    /// In-sync replicas. Until followers replicate the data, only the leader is in sync, so a
+    /// leader is only ever elected from a replica that holds every acknowledged record.
+    pub isr: Vec<i32>,
+    /// Bumped by every change to this record.
+    pub partition_epoch: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicRecord {
+    pub id: String,
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionRecord>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClusterState {
+    pub cluster_id: String,
+    pub brokers: BTreeMap<i32, BrokerRecord>,
+    pub topics: BTreeMap<String, TopicRecord>,
+    /// Producer ids below this have been handed out.
+    pub producer_id_block_end: i64,
+    /// The log index of the last applied command (the image version).
+    pub applied_index: u64,
+}
+
+/// A topic to create, as proposed (validated again when applied).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewTopic {
+    pub name: String,
+    pub id: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    /// Explicit assignment (CreateTopics' assignments): replicas per partition.
+    pub assignment: Option<Vec<Vec<i32>>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A change to the cluster metadata: the data of every Raft log entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Command {
+    /// The first entry of a cluster: its id.
+    InitCluster {
+        cluster_id: String,
+    },
+    RegisterBroker {
+        id: i32,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+        shards: u32,
+    },
+    /// Missed heartbeats (or shut down): fenced, its leaderships move to in-sync replicas.
+    FenceBroker {
+        id: i32,
+        epoch: u64,
+    },
+    /// Heartbeats again: unfenced, leads again where it is the only in-sync replica left.
+    UnfenceBroker {
+        id: i32,
+        epoch: u64,
+    },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        max_partitions: usize,
+        max_topics: usize,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    AllocateProducerIds,
+    /// Leadership back to each partition's first replica where it is in sync.
+    ElectPreferredLeaders {
+        partitions: Vec<(String, i32)>,
+    },
+}
+
+/// What applying a command answered: one (code, message) per item, and a number.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Reply {
+    pub results: Vec<(i16, Option<String>)>,
+    pub value: i64,
+}
+
+impl Reply {
+    fn value(v: i64) -> Reply {
+        Reply {
+            results: Vec::new(),
+            value: v,
+        }
+    }
+}
+
+impl ClusterState {
+    /// Applies one committed command at log index `index`.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Reply {
+        self.applied_index = index;
+        match cmd {
+            Command::InitCluster { cluster_id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = cluster_id.clone();
+                }
+                Reply::default()
+            }
+            Command::RegisterBroker {
+                id,
+                host,
+                port,
+                rack,
+                shards,
+            } => {
+                self.brokers.insert(
+                    *id,
+                    BrokerRecord {
+                        id: *id,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                        shards: (*shards).max(1),
+                        epoch: index,
+                        fenced: false,
+                    },
+                );
+                self.elect_where_leaderless(*id);
+                Reply::value(index as i64)
+            }
+            Command::FenceBroker { id, epoch } => {
+                match self.brokers.get_mut(id) {
+                    Some(b) if b.epoch == *epoch && !b.fenced => b.fenced = true,
+                    _ => return Reply::value(0),
+                }
+                self.move_leadership_off(*id);
+                Reply::value(1)
+            }
+            Command::UnfenceBroker { id, epoch } => {
+                match self.brokers.get_mut(id) {
+                    Some(b) if b.epoch == *epoch && b.fenced => b.fenced = false,
+                    _ => return Reply::value(0),
+                }
+                self.elect_where_leaderless(*id);
+                Reply::value(1)
+            }
+            Command::CreateTopics {
+                topics,
+                max_partitions,
+                max_topics,
+            } => Reply {
+                results: topics
+                    .iter()
+                    .map(
+                        |t| match self.create_topic(t, *max_partitions, *max_topics) {
+                            Ok(()) => (ErrorCode::NONE.0, None),
+                            Err((code, m)) => (code.0, Some(m)),
+                        },
+                    )
+                    .collect(),
+                value: 0,
+            },
+            Command::DeleteTopics { names } => Reply {
+                results: names
+                    .iter()
+                    .map(|n| match self.topics.remove(n) {
+                        Some(_) => (ErrorCode::NONE.0, None),
+                        None => (
+                            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0,
+                            Some(format!("topic {n} does not exist")),
+                        ),
+                    })
+                    .collect(),
+                value: 0,
+            },
+            Command::AllocateProducerIds => {
+                let start = self.producer_id_block_end;
+                self.producer_id_block_end += PRODUCER_ID_BLOCK;
+                Reply::value(start)
+            }
+            Command::ElectPreferredLeaders { partitions } => Reply {
+                results: partitions
+                    .iter()
+                    .map(|(t, p)| match self.elect_preferred(t, *p) {
+                        Ok(()) => (ErrorCode::NONE.0, None),
+                        Err((code, m)) => (code.0, Some(m)),
+                    })
+                    .collect(),
+                value: 0,
+            },
+        }
+    }
+
+    /// Brokers that may lead and hold new replicas.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRecord> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    fn is_live(&self, id: i32) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    fn total_partitions(&self) -> usize {
+        self.topics.values().map(|t| t.partitions.len()).sum()
+    }
+
+    fn create_topic(
+        &mut self,
+        t: &NewTopic,
+        max_partitions: usize,
+        max_topics: usize,
+    ) -> Result<(), (ErrorCode, String)> {
+        if self.topics.contains_key(&t.name) {
+            return Err((
+                ErrorCode::TOPIC_ALREADY_EXISTS,
+                format!("topic {} already exists", t.name),
+            ));
+        }
+        if self.topics.len() >= max_topics {
+            return Err((
+                ErrorCode::POLICY_VIOLATION,
+                format!("the cluster holds its limit of {max_topics} topics"),
+            ));
+        }
+        let total = self.total_partitions();
+        if total + t.partitions.max(0) as usize > max_partitions {
+            return Err((
+                ErrorCode::INVALID_PARTITIONS,
+                format!(
+                    "the cluster holds {total} partitions; {} more would pass its limit of {max_partitions}",
+                    t.partitions
+                ),
+            ));
+        }
+        let replicas = match &t.assignment {
+            Some(a) => self.check_assignment(a)?,
+            None => self.place(t.partitions, t.replication_factor)?,
+        };
+        let mut load = self.shard_load();
+        let partitions = replicas
+            .into_iter()
+            .map(|reps| {
+                let shards = reps
+                    .iter()
+                    .map(|b| {
+                        let n = self.brokers.get(b).map_or(1, |b| b.shards.max(1));
+                        let l = load.entry(*b).or_insert_with(|| vec![0; n as usize]);
+                        let s = (0..l.len()).min_by_key(|&s| (l[s], s)).unwrap_or(0);
+                        l[s] += 1;
+                        s as u32
+                    })
+                    .collect();
+                let leader = reps
+                    .iter()
+                    .copied()
+                    .find(|&b| self.is_live(b))
+                    .unwrap_or(-1);
+                PartitionRecord {
+                    isr: if leader >= 0 {
+                        vec![leader]
+                    } else {
+                        Vec::new()
+                    },
+                    replicas: reps,
+                    shards,
+                    leader,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                }
+            })
+            .collect();
+        self.topics.insert(
+            t.name.clone(),
+            TopicRecord {
+                id: t.id.clone(),
+                configs: t.configs.clone(),
+                partitions,
+            },
+        );
+        Ok(())
+    }
+
+    fn check_assignment(&self, a: &[Vec<i32>]) -> Result<Vec<Vec<i32>>, (ErrorCode, String)> {
+        if a.is_empty() {
+            return Err((
+                ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                "empty assignment".into(),
+            ));
+        }
+        for (p, reps) in a.iter().enumerate() {
+            let distinct: BTreeSet<i32> = reps.iter().copied().collect();
+            if reps.is_empty() || distinct.len() != reps.len() {
+                return Err((
+                    ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                    format!("partition {p}: replicas must be distinct and at least one"),
+                ));
+            }
+            if let Some(b) = reps.iter().find(|b| !self.brokers.contains_key(b)) {
+                return Err((
+                    ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                    format!("partition {p}: broker {b} is not registered"),
+                ));
+            }
+            if reps.len() != a[0].len() {
+                return Err((
+                    ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                    "every partition needs the same number of replicas".into(),
+                ));
+            }
+        }
+        Ok(a.to_vec())
+    }
+
+    /// Replicas for `partitions` new partitions: leaders to the live brokers leading the
+    /// fewest partitions, followers to those holding the fewest replicas, on racks not yet
+    /// used by the partition where racks allow.
+    fn place(&self, partitions: i32, rf: i16) -> Result<Vec<Vec<i32>>, (ErrorCode, String)> {
+        let live: Vec<&BrokerRecord> = self.live_brokers().collect();
+        let rf = rf.max(1) as usize;
+        if live.is_empty() {
+            return Err((
+                ErrorCode::BROKER_NOT_AVAILABLE,
+                "no live broker to place replicas on".into(),
+            ));
+        }
+        if rf > live.len() {
+            return Err((
+                ErrorCode::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {rf} is larger than the {} live brokers",
+                    live.len()
+                ),
+            ));
+        }
+        let mut leads: BTreeMap<i32, usize> = live.iter().map(|b| (b.id, 0)).collect();
+        let mut holds = leads.clone();
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                if let Some(n) = leads.get_mut(&p.replicas[0]) {
+                    *n += 1;
+                }
+                for r in &p.replicas {
+                    if let Some(n) = holds.get_mut(r) {
+                        *n += 1;
+                    }
+                }
+            }
+        }
+        let rack_of = |id: i32| self.brokers.get(&id).and_then(|b| b.rack.clone());
+        let mut out = Vec::with_capacity(partitions.max(0) as usize);
+        for _ in 0..partitions {
+            let leader = *leads
+                .iter()
+                .min_by_key(|(id, n)| (**n, holds[*id], **id))
+                .map(|(id, _)| id)
+                .expect("live brokers");
+            let mut reps = vec![leader];
+            *leads.get_mut(&leader).expect("live") += 1;
+            *holds.get_mut(&leader).expect("live") += 1;
+            while reps.len() < rf {
+                let used_racks: BTreeSet<Option<String>> =
+                    reps.iter().map(|&r| rack_of(r)).collect();
+                let next = *holds
+                    .iter()
+                    .filter(|(id, _)| !reps.contains(id))
+                    .min_by_key(|(id, n)| {
+                        let same_rack =
+                            rack_of(**id).is_some() && used_racks.contains(&rack_of(**id));
+                        (same_rack, **n, **id)
+                    })
+                    .map(|(id, _)| id)
+                    .expect("rf <= live brokers");
+                *holds.get_mut(&next).expect("live") += 1;
+                reps.push(next);
+            }
+            out.push(reps);
+        }
+        Ok(out)
+    }
+
+    /// Replicas per shard of each broker, for spreading new partitions over its shards.
+    fn shard_load(&self) -> BTreeMap<i32, Vec<usize>> {
+        let mut load: BTreeMap<i32, Vec<usize>> = self
+            .brokers
+            .values()
+            .map(|b| (b.id, vec![0; b.shards.max(1) as usize]))
+            .collect();
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                for (b, s) in p.replicas.iter().zip(&p.shards) {
+                    if let Some(l) = load.get_mut(b) {
+                        if let Some(n) = l.get_mut(*s as usize) {
+                            *n += 1;
+                        }
+                    }
+                }
+            }
+        }
+        load
+    }
+
+    /// A fenced broker leads nothing: each of its partitions gets the next live in-sync
+    /// replica, or no leader when there is none (the broker stays in the ISR, so it leads
+    /// again when it comes back: nothing acknowledged is lost).
+    fn move_leadership_off(&mut self, id: i32) {
+        let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+        for t in self.topics.values_mut() {
+            for p in t.partitions.iter_mut().filter(|p| p.leader == id) {
+                let next = p.isr.iter().copied().find(|r| *r != id && live.contains(r));
+                p.leader = next.unwrap_or(-1);
+                if let Some(n) = next {
+                    p.isr.retain(|r| *r != id || *r == n);
+                }
+                p.leader_epoch += 1;
+                p.partition_epoch += 1;
+            }
+        }
+    }
+
+    /// A broker back in service leads the partitions that have no leader and list it in sync.
+    fn elect_where_leaderless(&mut self, id: i32) {
+        for t in self.topics.values_mut() {
+            for p in t.partitions.iter_mut() {
+                if p.leader == -1
+                    && (p.isr.contains(&id) || p.isr.is_empty() && p.replicas.contains(&id))
+                {
+                    p.leader = id;
+                    if p.isr.is_empty() {
+                        p.isr.push(id);
+                    }
+                    p.leader_epoch += 1;
+                    p.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    fn elect_preferred(&mut self, topic: &str, p: i32) -> Result<(), (ErrorCode, String)> {
+        let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+        let part = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(p).ok()?))
+            .ok_or((
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("{topic}-{p} does not exist"),
+            ))?;
+        let preferred = part.replicas[0];
+        if part.leader == preferred {
+            return Err((
+                ErrorCode::ELECTION_NOT_NEEDED,
+                "the preferred replica already leads".into(),
+            ));
+        }
+        if !live.contains(&preferred) || !part.isr.contains(&preferred) {
+            return Err((
+                ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE,
+                format!("preferred replica {preferred} is not a live in-sync replica"),
+            ));
+        }
+        part.leader = preferred;
+        part.leader_epoch += 1;
+        part.partition_epoch += 1;
+        Ok(())
+    }
+
+    /// The image broker `node` serves from: every topic, with this broker's shard for the
+    /// partitions it holds, and the cluster around it.
+    pub fn image_for(&self, node: i32, controller: i32, nr_shards: usize) -> ClusterMeta {
+        let nr = nr_shards.max(1);
+        let topics = self
+            .topics
+            .iter()
+            .map(|(name, t)| {
+                let placement = t
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        p.replicas
+                            .iter()
+                            .position(|r| *r == node)
+                            .map_or(i % nr, |k| p.shards[k] as usize % nr)
+                    })
+                    .collect();
+                let meta = TopicMeta {
+                    id: t.id.clone(),
+                    placement,
+                    configs: t.configs.clone(),
+                    leader_epochs: t.partitions.iter().map(|p| p.leader_epoch).collect(),
+                    replicas: t.partitions.iter().map(|p| p.replicas.clone()).collect(),
+                    leaders: t.partitions.iter().map(|p| p.leader).collect(),
+                    isr: t.partitions.iter().map(|p| p.isr.clone()).collect(),
+                };
+                (name.clone(), meta)
+            })
+            .collect();
+        ClusterMeta {
+            version: self.applied_index,
+            cluster_id: self.cluster_id.clone(),
+            topics,
+            producer_id_block_end: self.producer_id_block_end,
+            node_id: node,
+            controller_id: controller,
+            brokers: self
+                .live_brokers()
+                .map(|b| image::BrokerInfo {
+                    id: b.id,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(s: &mut ClusterState, idx: &mut u64, id: i32, rack: Option<&str>) {
+        *idx += 1;
+        s.apply(
+            *idx,
+            &Command::RegisterBroker {
+                id,
+                host: format!("127.0.0.{id}"),
+                port: 9092,
+                rack: rack.map(String::from),
+                shards: 2,
+            },
+        );
+    }
+
+    fn create(s: &mut ClusterState, idx: &mut u64, name: &str, parts: i32, rf: i16) -> Reply {
+        *idx += 1;
+        s.apply(
+            *idx,
+            &Command::CreateTopics {
+                topics: vec![NewTopic {
+                    name: name.into(),
+                    id: image::random_hex(16),
+                    partitions: parts,
+                    replication_factor: rf,
+                    assignment: None,
+                    configs: BTreeMap::new(),
+                }],
+                max_partitions: 1000,
+                max_topics: 100,
+            },
+        )
+    }
+
+    #[test]
+    fn placement_spreads_leaders_replicas_racks_and_shards() {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        register(&mut s, &mut i, 1, Some("a"));
+        register(&mut s, &mut i, 2, Some("a"));
+        register(&mut s, &mut i, 3, Some("b"));
+        let r = create(&mut s, &mut i, "t", 6, 2);
+        assert_eq!(r.results, vec![(0, None)]);
+        let t = &s.topics["t"];
+        let mut leads = BTreeMap::new();
+        for p in &t.partitions {
+            *leads.entry(p.leader).or_insert(0) += 1;
+            assert_eq!(p.leader, p.replicas[0]);
+            assert_eq!(p.replicas.len(), 2);
+            assert_ne!(p.replicas[0], p.replicas[1]);
+            let racks: BTreeSet<_> = p
+                .replicas
+                .iter()
+                .map(|r| s.brokers[r].rack.clone())
+                .collect();
+            assert_eq!(racks.len(), 2, "replicas on different racks: {p:?}");
+            assert_eq!(p.isr, vec![p.leader]);
+        }
+        assert_eq!(leads.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        let load = s.shard_load();
+        for l in load.values() {
+            assert!(l[0].abs_diff(l[1]) <= 1, "shards balanced: {load:?}");
+        }
+        let r = create(&mut s, &mut i, "big", 1, 4);
+        assert_eq!(r.results[0].0, ErrorCode::INVALID_REPLICATION_FACTOR.0);
+        let r = create(&mut s, &mut i, "t", 1, 1);
+        assert_eq!(r.results[0].0, ErrorCode::TOPIC_ALREADY_EXISTS.0);
+    }
+
+    #[test]
+    fn fencing_moves_nothing_out_of_sync_and_unfencing_restores() {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        register(&mut s, &mut i, 1, None);
+        register(&mut s, &mut i, 2, None);
+        create(&mut s, &mut i, "t", 2, 2);
+        let led_by_1: Vec<usize> = (0..2)
+            .filter(|&p| s.topics["t"].partitions[p].leader == 1)
+            .collect();
+        assert_eq!(led_by_1.len(), 1);
+        let p = led_by_1[0];
+        let epoch = s.brokers[&1].epoch;
+        i += 1;
+        s.apply(i, &Command::FenceBroker { id: 1, epoch });
+        // Only broker 1 is in sync: no leader rather than a replica without the data.
+        let part = &s.topics["t"].partitions[p];
+        assert_eq!(part.leader, -1);
+        assert_eq!(part.isr, vec![1]);
+        assert_eq!(part.leader_epoch, 1);
+        let img = s.image_for(2, 2, 1);
+        assert_eq!(img.brokers.len(), 1);
+        // A stale epoch is ignored; the current one unfences and restores leadership.
+        i += 1;
+        assert_eq!(
+            s.apply(i, &Command::UnfenceBroker { id: 1, epoch: 0 })
+                .value,
+            0
+        );
+        i += 1;
+        s.apply(i, &Command::UnfenceBroker { id: 1, epoch });
+        let part = &s.topics["t"].partitions[p];
+        assert_eq!(part.leader, 1);
+        assert_eq!(part.leader_epoch, 2);
+        // With a second in-sync replica, fencing moves the leadership to it.
+        s.topics.get_mut("t").unwrap().partitions[p].isr = vec![1, 2];
+        i += 1;
+        s.apply(i, &Command::FenceBroker { id: 1, epoch });
+        assert_eq!(s.topics["t"].partitions[p].leader, 2);
+        i += 1;
+        s.apply(i, &Command::UnfenceBroker { id: 1, epoch });
+        i += 1;
+        let r = s.apply(
+            i,
+            &Command::ElectPreferredLeaders {
+                partitions: vec![("t".into(), p as i32)],
+            },
+        );
+        assert_eq!(r.results[0].0, ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE.0);
+    }
+
+    #[test]
+    fn image_places_own_replicas_on_their_shards() {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        register(&mut s, &mut i, 1, None);
+        register(&mut s, &mut i, 2, None);
+        create(&mut s, &mut i, "t", 4, 1);
+        i += 1;
+        let r = s.apply(i, &Command::AllocateProducerIds);
+        assert_eq!(r.value, 0);
+        let img = s.image_for(1, 1, 2);
+        let t = &img.topics["t"];
+        for p in 0..4 {
+            let part = &s.topics["t"].partitions[p];
+            if part.replicas == vec![1] {
+                assert_eq!(t.placement[p], part.shards[0] as usize);
+                assert!(img.hosts("t", p as i32));
+                assert_eq!(img.route("t", p as i32), Ok(t.placement[p]));
+            } else {
+                assert!(!img.hosts("t", p as i32));
+                assert_eq!(
+                    img.route("t", p as i32),
+                    Err(ErrorCode::NOT_LEADER_OR_FOLLOWER)
+                );
+            }
+        }
+        assert_eq!(img.producer_id_block_end, PRODUCER_ID_BLOCK);
+        assert_eq!(img.version, i);
+    }
+}
