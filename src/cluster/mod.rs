@@ -9,6 +9,8 @@
 //! before openraft is told it is flushed. Both are what make a Raft vote or an acknowledgement
 //! mean anything after a crash.
 
+pub mod log_store;
 pub mod rt;
 
+pub use log_store::LogStore;
 pub use rt::GlommioRuntime;
