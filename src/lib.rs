@@ -12,6 +12,8 @@
 //! - `coordinator` the group coordinator (`group`: membership and committed offsets in
 //!   `__consumer_offsets`) and the transaction coordinator (`txn`, `__transaction_state`), side
 //!   by side; one instance per shard for the keys whose internal partition it owns.
+//! - `cluster`   the metadata quorum's foundation: openraft on glommio (`rt`) and the Raft log
+//!   and vote on disk (`log_store`); a node's Raft state lives on shard 0.
 //! - `controller` the one writer of the metadata (shard 0): topics, placement, producer ids.
 //! - `partition_manager` the only way to a partition: typed calls that run on the owning shard
 //!   (locally or over the mesh); owns the high watermark and the leader epoch.
