@@ -123,7 +123,10 @@ impl Broker {
     /// After the mesh is up: the internal topics exist (created by the controller on first
     /// start, empty then) and every background task runs.
     pub async fn start(&self, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-        if self.shard.id == 0 {
+        if self.config.is_cluster() {
+            // The active controller creates them once the brokers registered; until then
+            // FindCoordinator answers COORDINATOR_NOT_AVAILABLE, which clients retry.
+        } else if self.shard.id == 0 {
             self.controller
                 .ensure_internal_topics(&[
                     (OFFSETS_TOPIC, self.config.offsets_topic_partitions),

@@ -116,6 +116,32 @@ pub struct Config {
     /// forgotten (Kafka's transactional.id.expiration.ms): a tombstone in
     /// `__transaction_state`, and a later InitProducerId starts it afresh.
     pub transactional_id_expiration_ms: i64,
+    /// This broker's id in a cluster (Kafka: node.id); 0 on a single node.
+    pub node_id: i32,
+    /// host:port where this node's controller answers the metadata quorum (Kafka:
+    /// the CONTROLLER listener); required on a voter.
+    pub controller_listen: Option<String>,
+    /// The metadata quorum, `id@host:port` each (Kafka: controller.quorum.voters). Empty: a
+    /// single node, as before clusters existed. Every node must list the same voters.
+    pub controller_quorum_voters: Vec<String>,
+    /// This broker's rack (Kafka: broker.rack): replicas of a partition go to different racks.
+    pub broker_rack: Option<String>,
+    /// Replicas of a new topic when CreateTopics asks for -1 and of an auto-created topic
+    /// (Kafka: default.replication.factor).
+    pub default_replication_factor: i16,
+    /// A broker that sends no heartbeat for this long is fenced and its partitions get new
+    /// leaders (Kafka: broker.session.timeout.ms).
+    pub broker_session_timeout_ms: u64,
+    /// How often a broker heartbeats to the active controller (Kafka:
+    /// broker.heartbeat.interval.ms).
+    pub broker_heartbeat_interval_ms: u64,
+}
+
+/// A member of the metadata quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    pub addr: String,
 }
 
 impl Default for Config {
@@ -158,6 +184,13 @@ impl Default for Config {
             transaction_abort_check_interval_ms: 1000,
             producer_id_expiration_ms: 86_400_000,
             transactional_id_expiration_ms: 604_800_000,
+            node_id: 0,
+            controller_listen: None,
+            controller_quorum_voters: Vec::new(),
+            broker_rack: None,
+            default_replication_factor: 1,
+            broker_session_timeout_ms: 9000,
+            broker_heartbeat_interval_ms: 2000,
         }
     }
 }
@@ -211,7 +244,79 @@ impl Config {
         anyhow::ensure!(self.transaction_abort_check_interval_ms >= 10);
         anyhow::ensure!(self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms);
         self.listen_addr()?;
+        let voters = self.voters()?;
+        if !voters.is_empty() {
+            anyhow::ensure!(
+                self.node_id >= 0,
+                "node_id must be 0 or more (it is {})",
+                self.node_id
+            );
+            anyhow::ensure!(
+                self.broker_heartbeat_interval_ms >= 10
+                    && self.broker_session_timeout_ms > self.broker_heartbeat_interval_ms,
+                "broker_session_timeout_ms must exceed broker_heartbeat_interval_ms (>= 10)"
+            );
+            let ids: std::collections::BTreeSet<i32> = voters.iter().map(|v| v.id).collect();
+            anyhow::ensure!(
+                ids.len() == voters.len(),
+                "controller_quorum_voters lists a node id twice: {:?}",
+                self.controller_quorum_voters
+            );
+            if let Some(me) = voters.iter().find(|v| v.id == self.node_id) {
+                let listen = self.controller_listen.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "node {} is a voter: set controller_listen (--controller-listen)",
+                        self.node_id
+                    )
+                })?;
+                anyhow::ensure!(
+                    listen == me.addr,
+                    "controller_listen {listen} is not this node's voter address {} in controller_quorum_voters",
+                    me.addr
+                );
+            } else {
+                anyhow::bail!(
+                    "node_id {} is not among controller_quorum_voters {:?}: every broker is a voter of the metadata quorum",
+                    self.node_id,
+                    self.controller_quorum_voters
+                );
+            }
+        }
+        anyhow::ensure!(
+            self.default_replication_factor >= 1,
+            "default_replication_factor must be >= 1"
+        );
         Ok(())
+    }
+
+    /// The metadata quorum, parsed from `id@host:port` entries.
+    pub fn voters(&self) -> anyhow::Result<Vec<Voter>> {
+        self.controller_quorum_voters
+            .iter()
+            .map(|v| {
+                let (id, addr) = v.split_once('@').ok_or_else(|| {
+                    anyhow::anyhow!("voter {v:?}: expected id@host:port (e.g. 1@127.0.0.1:9093)")
+                })?;
+                let id: i32 = id
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("voter {v:?}: node id {id:?} is not a number"))?;
+                anyhow::ensure!(id >= 0, "voter {v:?}: node id must be 0 or more");
+                anyhow::ensure!(
+                    addr.rsplit_once(':')
+                        .is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+                    "voter {v:?}: expected host:port after the @"
+                );
+                Ok(Voter {
+                    id,
+                    addr: addr.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// True when this node is part of a cluster (voters configured).
+    pub fn is_cluster(&self) -> bool {
+        !self.controller_quorum_voters.is_empty()
     }
 
     /// Where partitions live: `data_dirs`, or `data_dir` alone.

@@ -39,6 +39,18 @@ enum Command {
         /// TOML config file; command-line options override it
         #[arg(long)]
         config: Option<PathBuf>,
+        /// This broker's id in a cluster (node_id)
+        #[arg(long)]
+        node_id: Option<i32>,
+        /// host:port for the metadata quorum on this voter (controller_listen)
+        #[arg(long)]
+        controller_listen: Option<String>,
+        /// The metadata quorum: id@host:port,... (controller_quorum_voters); none: single node
+        #[arg(long, value_delimiter = ',')]
+        voters: Vec<String>,
+        /// This broker's rack (broker_rack)
+        #[arg(long)]
+        rack: Option<String>,
     },
     /// Load generator (works against any Kafka-protocol broker).
     Bench {
@@ -276,7 +288,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLUMEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -290,6 +302,10 @@ fn main() {
             advertise,
             metrics_listen,
             config,
+            node_id,
+            controller_listen,
+            voters,
+            rack,
         } => (|| {
             let mut cfg = match config {
                 Some(path) => Config::from_file(&path)?,
@@ -314,6 +330,18 @@ fn main() {
             }
             if let Some(v) = advertise {
                 cfg.advertise = Some(v);
+            }
+            if let Some(v) = node_id {
+                cfg.node_id = v;
+            }
+            if let Some(v) = controller_listen {
+                cfg.controller_listen = Some(v);
+            }
+            if !voters.is_empty() {
+                cfg.controller_quorum_voters = voters;
+            }
+            if let Some(v) = rack {
+                cfg.broker_rack = Some(v);
             }
             flumen::server::run(cfg)
         })(),

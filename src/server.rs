@@ -44,8 +44,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     raise_memlock();
     raise_nofile();
 
-    let meta = ClusterMeta::load(&config.meta_dir(), nr)?;
-    meta.save(&config.meta_dir())?;
+    // A cluster node starts from the metadata its quorum log had committed; a single node
+    // from its metadata file.
+    let (meta, mut recovered) = if config.is_cluster() {
+        let rec = crate::cluster::node::recover(&config)?;
+        let meta = rec.applied.state.image_for(config.node_id, -1, nr);
+        (meta, Some(rec))
+    } else {
+        let meta = ClusterMeta::load(&config.meta_dir(), nr)?;
+        meta.save(&config.meta_dir())?;
+        (meta, None)
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())?;
@@ -77,11 +86,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let mesh = mesh.clone();
         let stop = stop.clone();
         let registry = registry.clone();
+        let quorum = if id == 0 { recovered.take() } else { None };
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("flumen-shard-{id}"))
             .io_memory(IO_MEMORY_BYTES)
             .spawn(move || async move {
-                let r = shard_main((id, nr, cpu), config, meta, mesh, stop.clone(), registry).await;
+                let r = shard_main(
+                    (id, nr, cpu),
+                    config,
+                    (meta, quorum),
+                    mesh,
+                    stop.clone(),
+                    registry,
+                )
+                .await;
                 if let Err(e) = &r {
                     tracing::error!(shard = id, "shard failed: {e:#}");
                     stop.store(true, Ordering::Relaxed);
@@ -116,7 +134,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 async fn shard_main(
     (id, nr, cpu): (usize, usize, usize),
     config: Config,
-    meta: ClusterMeta,
+    (meta, quorum): (ClusterMeta, Option<crate::cluster::node::Recovered>),
     mesh: glommio::channels::channel_mesh::MeshBuilder<
         crate::shard::mesh::Msg,
         glommio::channels::channel_mesh::Full,
@@ -128,6 +146,10 @@ async fn shard_main(
     let broker = Broker::new(Shard::new(id, nr), Rc::new(config), meta);
     broker.open().await?;
     broker.shard.set_mesh(Mesh::join(mesh).await?);
+    let node = match quorum {
+        Some(rec) => Some(start_cluster_node(&broker, rec, nr, &stop).await?),
+        None => None,
+    };
     broker.start(stop.clone()).await?;
     let listener =
         glommio::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
@@ -178,9 +200,32 @@ async fn shard_main(
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
     }
+    if let Some(node) = node {
+        node.shutdown().await;
+    }
     tracing::info!(shard = id, "stopping: flushing partitions");
     broker.partitions.close_all().await;
     Ok(())
+}
+
+/// Shard 0 of a cluster node: joins the metadata quorum, installs each new image on every
+/// shard, registers and heartbeats, and does the active controller's duties when it leads.
+async fn start_cluster_node(
+    broker: &Rc<Broker>,
+    rec: crate::cluster::node::Recovered,
+    nr: usize,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Rc<crate::cluster::node::ClusterNode>> {
+    let node = crate::cluster::node::ClusterNode::start(broker.config.clone(), rec, nr).await?;
+    broker.controller.attach_cluster(node.clone());
+    let controller = broker.controller.clone();
+    node.spawn_publisher(stop.clone(), move |meta| {
+        let controller = controller.clone();
+        async move { controller.install_image(meta).await }
+    });
+    node.spawn_membership(stop.clone());
+    node.spawn_controller_duties(stop.clone());
+    Ok(node)
 }
 
 /// A panic is a bug (the third kind of failure in conventions.md). Left alone, it would end

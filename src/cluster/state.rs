@@ -114,6 +114,34 @@ pub enum Command {
     },
 }
 
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::InitCluster { cluster_id } => write!(f, "init cluster {cluster_id}"),
+            Command::RegisterBroker { id, host, port, .. } => {
+                write!(f, "register broker {id} at {host}:{port}")
+            }
+            Command::FenceBroker { id, epoch } => write!(f, "fence broker {id} (epoch {epoch})"),
+            Command::UnfenceBroker { id, epoch } => {
+                write!(f, "unfence broker {id} (epoch {epoch})")
+            }
+            Command::CreateTopics { topics, .. } => {
+                let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+                write!(f, "create topics {names:?}")
+            }
+            Command::DeleteTopics { names } => write!(f, "delete topics {names:?}"),
+            Command::AllocateProducerIds => write!(f, "allocate producer ids"),
+            Command::ElectPreferredLeaders { partitions } => {
+                write!(
+                    f,
+                    "elect preferred leaders of {} partitions",
+                    partitions.len()
+                )
+            }
+        }
+    }
+}
+
 /// What applying a command answered: one (code, message) per item, and a number.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Reply {

@@ -6,13 +6,15 @@
 //! Invariants: one change at a time (`control_lock`); a new image is on disk before any shard
 //! sees it; a deleted topic disappears from every image before its files go.
 
+use crate::cluster::node::ClusterNode;
+use crate::cluster::state::{Command as ClusterCommand, NewTopic};
 use crate::config::Config;
 use crate::metadata::topic_config::check_topic_config;
 use crate::metadata::{self, image, ClusterMeta, MetadataImage, TopicMeta};
 use crate::partition_manager::{PartitionManager, PartitionSpec};
 use crate::protocol::errors::ErrorCode;
 use crate::shard::{local, Shard};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -26,6 +28,16 @@ pub const MAX_TOPICS: usize = 10_000;
 /// Most partitions the broker holds, over all topics: each costs an open segment, its
 /// preallocation and descriptors.
 pub const MAX_PARTITIONS: usize = 100_000;
+
+/// The configs of `__consumer_offsets` and `__transaction_state`.
+pub fn internal_topic_configs() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+        // Without compaction the records must stay: deleting old segments would forget the
+        // offsets or transactions written long ago.
+        ("retention.ms".to_string(), "-1".to_string()),
+    ])
+}
 
 /// A topic to create.
 pub struct CreateSpec {
@@ -67,6 +79,11 @@ pub struct Controller {
     control_lock: crate::util::FifoLock,
     /// Next producer id to hand out (controller shard).
     next_producer_id: Cell<i64>,
+    /// In a cluster (shard 0): the node whose quorum holds the metadata. None on a single
+    /// node, where the metadata file is the record.
+    cluster: RefCell<Option<Rc<ClusterNode>>>,
+    /// In a cluster: the end of the producer-id block this broker holds.
+    producer_id_end: Cell<i64>,
 }
 
 impl Controller {
@@ -83,7 +100,28 @@ impl Controller {
             partitions,
             control_lock: crate::util::FifoLock::default(),
             next_producer_id: Cell::new(-1),
+            cluster: RefCell::new(None),
+            producer_id_end: Cell::new(-1),
         })
+    }
+
+    /// Makes this (shard 0's) controller a member of a cluster: metadata changes go to the
+    /// quorum from now on.
+    pub fn attach_cluster(&self, node: Rc<ClusterNode>) {
+        *self.cluster.borrow_mut() = Some(node);
+    }
+
+    fn cluster(&self) -> Option<Rc<ClusterNode>> {
+        self.cluster.borrow().clone()
+    }
+
+    /// Waits (on the calling shard) until its image has reached `version`, so a client that
+    /// created a topic here finds it here at once.
+    async fn see_version(&self, version: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.image.get().version < version && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 
     /// Creates topics (from any shard: carried out by the controller shard).
@@ -95,7 +133,13 @@ impl Controller {
                 local::<Controller>().create_local(specs).await
             })
             .await;
-        r.unwrap_or_else(|e| vec![TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0); n])
+        match r {
+            Ok((results, version)) => {
+                self.see_version(version).await;
+                results
+            }
+            Err(e) => vec![TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0); n],
+        }
     }
 
     /// Deletes topics (from any shard). Internal topics are refused (Kafka's rule).
@@ -107,7 +151,13 @@ impl Controller {
                 local::<Controller>().delete_local(names).await
             })
             .await;
-        r.unwrap_or_else(|e| vec![TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0); n])
+        match r {
+            Ok((results, version)) => {
+                self.see_version(version).await;
+                results
+            }
+            Err(e) => vec![TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0); n],
+        }
     }
 
     /// A new producer id, never handed out before (from any shard).
@@ -123,6 +173,10 @@ impl Controller {
     /// Creates the internal topics that do not exist yet, with `partitions` each (first
     /// start; afterwards their partition counts are fixed).
     pub async fn ensure_internal_topics(&self, topics: &[(&str, i32)]) {
+        if self.config.is_cluster() {
+            // The active controller creates them for the whole cluster.
+            return;
+        }
         for &(name, partitions) in topics {
             if self.image.get().topics.contains_key(name) {
                 continue;
@@ -131,12 +185,7 @@ impl Controller {
                 name: name.into(),
                 partitions,
                 replication_factor: 1,
-                configs: BTreeMap::from([
-                    ("segment.bytes".to_string(), (100u64 << 20).to_string()),
-                    // Without compaction the records must stay: deleting old segments would
-                    // forget the offsets or transactions written long ago.
-                    ("retention.ms".to_string(), "-1".to_string()),
-                ]),
+                configs: internal_topic_configs(),
                 validate_only: false,
             };
             for r in self.create_topics(vec![spec]).await {
@@ -179,10 +228,34 @@ impl Controller {
                     "the broker holds {total} partitions; {partitions} more would pass its limit of {MAX_PARTITIONS}"
                 ),
             )
-        } else if spec.replication_factor != -1 && spec.replication_factor != 1 {
+        } else if !self.config.is_cluster()
+            && spec.replication_factor != -1
+            && spec.replication_factor != 1
+        {
             TopicResult::err(
                 ErrorCode::INVALID_REPLICATION_FACTOR,
                 "replication factor must be 1 on a single broker".into(),
+            )
+        } else if self.config.is_cluster()
+            && (spec.replication_factor == 0 || spec.replication_factor < -1)
+        {
+            TopicResult::err(
+                ErrorCode::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {} is not allowed",
+                    spec.replication_factor
+                ),
+            )
+        } else if self.config.is_cluster()
+            && spec.replication_factor as usize > meta.brokers.len().max(1)
+        {
+            TopicResult::err(
+                ErrorCode::INVALID_REPLICATION_FACTOR,
+                format!(
+                    "replication factor {} is larger than the {} live brokers",
+                    spec.replication_factor,
+                    meta.brokers.len()
+                ),
             )
         } else if let Some(e) = spec
             .configs
@@ -195,12 +268,16 @@ impl Controller {
         }
     }
 
-    /// Validate, place, persist, open on the owners, publish.
-    async fn create_local(&self, specs: Vec<CreateSpec>) -> Vec<TopicResult> {
+    /// Validate, place, persist, open on the owners, publish; answers the results and the
+    /// image version that holds them.
+    async fn create_local(&self, specs: Vec<CreateSpec>) -> (Vec<TopicResult>, u64) {
         assert_eq!(
             self.shard.id, CONTROLLER_SHARD,
             "only the controller changes metadata"
         );
+        if let Some(node) = self.cluster() {
+            return self.create_in_cluster(&node, specs).await;
+        }
         let _turn = self.control_lock.lock().await;
         let nr_shards = self.shard.nr_shards;
         let mut meta = (*self.image.get()).clone();
@@ -243,10 +320,10 @@ impl Controller {
             results.push(verdict);
         }
         if !changed {
-            return results;
+            return (results, 0);
         }
         if !self.persist_or_fail(&mut meta, &mut results).await {
-            return results;
+            return (results, 0);
         }
         for (shard, list) in opens.into_iter().enumerate() {
             if list.is_empty() {
@@ -256,15 +333,119 @@ impl Controller {
                 tracing::error!("opening partitions on shard {shard}: {m}");
             }
         }
+        let version = meta.version;
         self.publish(meta).await;
-        results
+        (results, version)
     }
 
-    async fn delete_local(&self, names: Vec<String>) -> Vec<TopicResult> {
+    /// Cluster mode: validate here, then commit through the quorum, which places the
+    /// partitions (inside its apply, from the state every node shares).
+    async fn create_in_cluster(
+        &self,
+        node: &ClusterNode,
+        specs: Vec<CreateSpec>,
+    ) -> (Vec<TopicResult>, u64) {
+        let meta = self.image.get();
+        let mut results = Vec::with_capacity(specs.len());
+        let mut proposed = Vec::new();
+        for spec in specs {
+            let partitions = if spec.partitions == -1 {
+                self.config.default_partitions
+            } else {
+                spec.partitions
+            };
+            let verdict = self.validate(&meta, &spec, partitions);
+            if verdict.error.is_ok() && !spec.validate_only {
+                proposed.push((
+                    results.len(),
+                    NewTopic {
+                        name: spec.name.clone(),
+                        id: image::random_hex(16),
+                        partitions,
+                        replication_factor: if spec.replication_factor == -1 {
+                            self.config.default_replication_factor
+                        } else {
+                            spec.replication_factor
+                        },
+                        assignment: None,
+                        configs: spec.configs.clone(),
+                    },
+                ));
+            }
+            results.push(verdict);
+        }
+        if proposed.is_empty() {
+            return (results, 0);
+        }
+        let (slots, topics): (Vec<usize>, Vec<NewTopic>) = proposed.into_iter().unzip();
+        let cmd = ClusterCommand::CreateTopics {
+            topics,
+            max_partitions: MAX_PARTITIONS,
+            max_topics: MAX_TOPICS,
+        };
+        let version = self.commit(node, cmd, &slots, &mut results).await;
+        (results, version)
+    }
+
+    /// Commits a command whose reply has one result per slot of `results`; a failed commit
+    /// fails each of them. Answers the log index it was applied at (0 when it was not).
+    async fn commit(
+        &self,
+        node: &ClusterNode,
+        cmd: ClusterCommand,
+        slots: &[usize],
+        results: &mut [TopicResult],
+    ) -> u64 {
+        match node.write(cmd).await {
+            Ok((index, reply)) => {
+                for (&slot, (code, message)) in slots.iter().zip(reply.results) {
+                    results[slot] = TopicResult {
+                        error: ErrorCode(code),
+                        message,
+                    };
+                }
+                index
+            }
+            Err(e) => {
+                for &slot in slots {
+                    results[slot] = TopicResult::err(
+                        ErrorCode::REQUEST_TIMED_OUT,
+                        format!("the metadata quorum did not commit the change: {e}"),
+                    );
+                }
+                0
+            }
+        }
+    }
+
+    async fn delete_local(&self, names: Vec<String>) -> (Vec<TopicResult>, u64) {
         assert_eq!(
             self.shard.id, CONTROLLER_SHARD,
             "only the controller changes metadata"
         );
+        if let Some(node) = self.cluster() {
+            let mut results = Vec::with_capacity(names.len());
+            let mut slots = Vec::new();
+            let mut to_delete = Vec::new();
+            for name in names {
+                if metadata::is_internal(&name) {
+                    results.push(TopicResult::err(
+                        ErrorCode::INVALID_REQUEST,
+                        format!("{name} is an internal topic and cannot be deleted"),
+                    ));
+                } else {
+                    slots.push(results.len());
+                    results.push(TopicResult::ok());
+                    to_delete.push(name);
+                }
+            }
+            if to_delete.is_empty() {
+                return (results, 0);
+            }
+            let cmd = ClusterCommand::DeleteTopics { names: to_delete };
+            let version = self.commit(&node, cmd, &slots, &mut results).await;
+            return (results, version);
+        }
         let _turn = self.control_lock.lock().await;
         let mut meta = (*self.image.get()).clone();
         let mut removes: Vec<Vec<(String, i32)>> = vec![Vec::new(); self.shard.nr_shards];
@@ -293,11 +474,12 @@ impl Controller {
             }
         }
         if removes.iter().all(Vec::is_empty) {
-            return results;
+            return (results, 0);
         }
         if !self.persist_or_fail(&mut meta, &mut results).await {
-            return results;
+            return (results, 0);
         }
+        let version = meta.version;
         // New requests stop seeing the topic before its files go.
         self.publish(meta).await;
         for (shard, list) in removes.into_iter().enumerate() {
@@ -305,7 +487,53 @@ impl Controller {
                 self.partitions.remove_on(shard, list).await;
             }
         }
-        results
+        (results, version)
+    }
+
+    /// Cluster mode (shard 0): makes `meta` every shard's image. Partitions this broker no
+    /// longer holds (or whose topic was replaced) are closed and removed first, new ones
+    /// opened, then the image published, so no shard routes to a partition not open.
+    pub async fn install_image(&self, meta: ClusterMeta) {
+        let old = self.image.get();
+        let nr = self.shard.nr_shards;
+        let same_topic = |a: &ClusterMeta, b: &ClusterMeta, name: &str| {
+            a.topics.get(name).map(|t| &t.id) == b.topics.get(name).map(|t| &t.id)
+        };
+        let mut removes: Vec<Vec<(String, i32)>> = vec![Vec::new(); nr];
+        for (name, t) in &old.topics {
+            for p in 0..t.placement.len() as i32 {
+                let kept = same_topic(&old, &meta, name) && meta.hosts(name, p);
+                if old.hosts(name, p) && !kept {
+                    removes[t.placement[p as usize] % nr].push((name.clone(), p));
+                }
+            }
+        }
+        let mut opens: Vec<Vec<PartitionSpec>> = (0..nr).map(|_| Vec::new()).collect();
+        for (name, t) in &meta.topics {
+            for p in 0..t.placement.len() as i32 {
+                let had = same_topic(&old, &meta, name) && old.hosts(name, p);
+                if meta.hosts(name, p) && !had {
+                    opens[t.placement[p as usize] % nr].push(PartitionSpec {
+                        topic: name.clone(),
+                        partition: p,
+                        configs: t.configs.clone(),
+                    });
+                }
+            }
+        }
+        for (shard, list) in removes.into_iter().enumerate() {
+            if !list.is_empty() {
+                self.partitions.remove_on(shard, list).await;
+            }
+        }
+        for (shard, list) in opens.into_iter().enumerate() {
+            if !list.is_empty() {
+                if let Err(m) = self.partitions.open_on(shard, list).await {
+                    tracing::error!("opening partitions on shard {shard}: {m}");
+                }
+            }
+        }
+        self.publish(meta).await;
     }
 
     /// Hands out producer ids from blocks reserved in the metadata file, so an id is never
@@ -316,6 +544,21 @@ impl Controller {
             "only the controller allocates producer ids"
         );
         let _turn = self.control_lock.lock().await;
+        if let Some(node) = self.cluster() {
+            let id = self.next_producer_id.get();
+            if id < 0 || id >= self.producer_id_end.get() {
+                let (_, reply) = node
+                    .write(ClusterCommand::AllocateProducerIds)
+                    .await
+                    .map_err(|e| format!("allocating producer ids: {e}"))?;
+                self.next_producer_id.set(reply.value);
+                self.producer_id_end
+                    .set(reply.value + crate::cluster::state::PRODUCER_ID_BLOCK);
+            }
+            let id = self.next_producer_id.get();
+            self.next_producer_id.set(id + 1);
+            return Ok(id);
+        }
         let mut meta = (*self.image.get()).clone();
         if self.next_producer_id.get() < 0 {
             self.next_producer_id.set(meta.producer_id_block_end);
@@ -367,6 +610,7 @@ impl Controller {
                 .shard
                 .invoke_on(shard, move || async move {
                     local::<MetadataImage>().publish(Rc::new(m));
+                    local::<PartitionManager>().follow_image();
                 })
                 .await;
             if let Err(e) = r {

@@ -2,13 +2,14 @@
 //! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
 //! Each group's requests go to the shard owning its `__consumer_offsets` partition.
 
-use super::metadata::NODE_ID;
+use super::metadata::live_brokers;
 use super::{decode, Ctx};
 use crate::broker::Broker;
 use crate::coordinator::group::{
     CommitRequest, FetchOffsetsRequest, JoinRequest, MemberRef, SyncOut, SyncRequest, OFFSETS_TOPIC,
 };
 use crate::coordinator::group::{DescribeOut, JoinOut, OffsetCommitEntry, OffsetRow};
+use crate::metadata::image::BrokerInfo;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
 use bytes::Bytes;
@@ -42,25 +43,32 @@ pub async fn find_coordinator(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: FindCoordinatorRequest = decode(ctx, body)?;
-    let (host, port) = broker.config.advertised();
-    let ready = broker.meta().topics.contains_key(OFFSETS_TOPIC);
-    let txn_ready = broker
-        .meta()
-        .topics
-        .contains_key(crate::metadata::TXN_TOPIC);
-    let answer = |key_type: i8| -> (ErrorCode, Option<String>) {
-        match key_type {
-            0 if ready => (ErrorCode::NONE, None),
-            1 if txn_ready => (ErrorCode::NONE, None),
-            0 | 1 => (
-                ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                Some("internal topic is being created".into()),
-            ),
-            k => (
-                ErrorCode::INVALID_REQUEST,
-                Some(format!("unknown coordinator key type {k}")),
-            ),
-        }
+    let cluster = broker.meta();
+    let brokers = live_brokers(broker, &cluster);
+    // The coordinator of a key is the leader of the internal partition it hashes to.
+    let answer = |key_type: i8, key: &str| -> Result<BrokerInfo, (ErrorCode, String)> {
+        let topic = match key_type {
+            0 => OFFSETS_TOPIC,
+            1 => crate::metadata::TXN_TOPIC,
+            k => {
+                return Err((
+                    ErrorCode::INVALID_REQUEST,
+                    format!("unknown coordinator key type {k}"),
+                ))
+            }
+        };
+        let not_yet = |why: &str| (ErrorCode::COORDINATOR_NOT_AVAILABLE, why.to_string());
+        let t = cluster
+            .topics
+            .get(topic)
+            .ok_or_else(|| not_yet("internal topic is being created"))?;
+        let p = crate::metadata::key_partition(key, t.placement.len() as i32);
+        let leader = t.leader(p, cluster.node_id);
+        brokers
+            .iter()
+            .find(|b| b.id == leader)
+            .cloned()
+            .ok_or_else(|| not_yet("the coordinator's partition has no leader"))
     };
     let mut resp = FindCoordinatorResponse::default();
     if ctx.version >= 4 {
@@ -68,33 +76,36 @@ pub async fn find_coordinator(
             .coordinator_keys
             .iter()
             .map(|k| {
-                let (e, m) = answer(req.key_type);
-                let c = Coordinator::default()
-                    .with_key(k.clone())
-                    .with_error_code(e.0)
-                    .with_error_message(m.map(s));
-                if e.is_ok() {
-                    c.with_node_id(BrokerId(NODE_ID))
-                        .with_host(s(host.clone()))
-                        .with_port(port)
-                } else {
-                    c.with_node_id(BrokerId(-1)).with_port(-1)
+                let c = Coordinator::default().with_key(k.clone());
+                match answer(req.key_type, k) {
+                    Ok(b) => c
+                        .with_node_id(BrokerId(b.id))
+                        .with_host(s(b.host))
+                        .with_port(b.port),
+                    Err((e, m)) => c
+                        .with_error_code(e.0)
+                        .with_error_message(Some(s(m)))
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
                 }
             })
             .collect();
     } else {
-        let (e, m) = answer(if ctx.version >= 1 { req.key_type } else { 0 });
-        resp.error_code = e.0;
-        if ctx.version >= 1 {
-            resp.error_message = m.map(s);
-        }
-        if e.is_ok() {
-            resp = resp
-                .with_node_id(BrokerId(NODE_ID))
-                .with_host(s(host))
-                .with_port(port);
-        } else {
-            resp = resp.with_node_id(BrokerId(-1)).with_port(-1);
+        let key_type = if ctx.version >= 1 { req.key_type } else { 0 };
+        match answer(key_type, &req.key) {
+            Ok(b) => {
+                resp = resp
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(s(b.host))
+                    .with_port(b.port)
+            }
+            Err((e, m)) => {
+                resp.error_code = e.0;
+                if ctx.version >= 1 {
+                    resp.error_message = Some(s(m));
+                }
+                resp = resp.with_node_id(BrokerId(-1)).with_port(-1);
+            }
         }
     }
     Ok(ctx.respond(&resp))

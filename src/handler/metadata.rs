@@ -1,9 +1,11 @@
-//! Metadata: this broker as the only node and leader of every partition; auto-creates requested
-//! topics when allowed (Kafka's auto.create.topics.enable).
+//! Metadata: the live brokers, and each partition's leader, replicas and in-sync replicas (on a
+//! single node: this broker, leading everything); auto-creates requested topics when allowed
+//! (Kafka's auto.create.topics.enable).
 
 use super::{auto_create, decode, Ctx};
 use crate::broker::Broker;
-use crate::metadata::image as meta;
+use crate::metadata::image::{self as meta, BrokerInfo};
+use crate::metadata::ClusterMeta;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
 use bytes::Bytes;
@@ -15,7 +17,19 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 
-pub const NODE_ID: i32 = 0;
+/// The live brokers clients may connect to: the cluster's, or this one alone.
+pub fn live_brokers(broker: &Broker, cluster: &ClusterMeta) -> Vec<BrokerInfo> {
+    if cluster.is_cluster() {
+        return cluster.brokers.clone();
+    }
+    let (host, port) = broker.config.advertised();
+    vec![BrokerInfo {
+        id: cluster.node_id,
+        host,
+        port,
+        rack: broker.config.broker_rack.clone(),
+    }]
+}
 
 pub async fn handle(
     broker: &Rc<Broker>,
@@ -66,12 +80,27 @@ pub async fn handle(
                 .with_partitions(
                     (0..t.placement.len() as i32)
                         .map(|p| {
+                            let me = cluster.node_id;
+                            let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect();
+                            let leader = t.leader(p, me);
+                            let replicas = t.replicas_of(p, me);
+                            let offline: Vec<i32> = replicas
+                                .iter()
+                                .copied()
+                                .filter(|r| cluster.is_cluster() && cluster.broker(*r).is_none())
+                                .collect();
                             MetadataResponsePartition::default()
+                                .with_error_code(if leader < 0 {
+                                    ErrorCode::LEADER_NOT_AVAILABLE.0
+                                } else {
+                                    0
+                                })
                                 .with_partition_index(p)
-                                .with_leader_id(BrokerId(NODE_ID))
+                                .with_leader_id(BrokerId(leader))
                                 .with_leader_epoch(t.leader_epoch(p))
-                                .with_replica_nodes(vec![BrokerId(NODE_ID)])
-                                .with_isr_nodes(vec![BrokerId(NODE_ID)])
+                                .with_replica_nodes(ids(replicas))
+                                .with_isr_nodes(ids(t.isr_of(p, me)))
+                                .with_offline_replicas(ids(offline))
                         })
                         .collect(),
                 ),
@@ -81,14 +110,21 @@ pub async fn handle(
         None => cluster.topics.keys().map(|n| topic_entry(n)).collect(),
         Some(names) => names.iter().map(|n| topic_entry(n)).collect(),
     };
-    let (host, port) = broker.config.advertised();
     let resp = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(NODE_ID))
-            .with_host(StrBytes::from_string(host))
-            .with_port(port)])
+        .with_brokers(
+            live_brokers(broker, &cluster)
+                .into_iter()
+                .map(|b| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.id))
+                        .with_host(StrBytes::from_string(b.host))
+                        .with_port(b.port)
+                        .with_rack(b.rack.map(StrBytes::from_string))
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(StrBytes::from_string(cluster.cluster_id.clone())))
-        .with_controller_id(BrokerId(NODE_ID))
+        .with_controller_id(BrokerId(cluster.controller_id))
         .with_topics(topics);
     Ok(ctx.respond(&resp))
 }

@@ -311,6 +311,20 @@ impl PartitionManager {
         r.log.scan(f).await
     }
 
+    /// After a new image: each local partition takes its leader epoch from it (a leadership
+    /// change bumps the epoch that new batches are stamped with).
+    pub fn follow_image(&self) {
+        let meta = self.image.get();
+        for ((topic, p), r) in self.replicas.borrow().iter() {
+            if let Some(t) = meta.topics.get(topic) {
+                let epoch = t.leader_epoch(*p);
+                if epoch > r.log.leader_epoch() {
+                    r.log.set_leader_epoch(epoch);
+                }
+            }
+        }
+    }
+
     /// Opens the partitions the current metadata places on this shard (of those this broker
     /// holds a replica of).
     pub async fn open_owned(&self) -> Result<(), KafkaError> {

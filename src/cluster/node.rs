@@ -1,0 +1,608 @@
+//! One node of the cluster, on shard 0: its Raft member of the metadata quorum, the RPC
+//! server on `controller_listen`, and the broker's side of membership (register, heartbeat,
+//! controlled shutdown). While it leads the quorum it is the active controller: it fences
+//! brokers that stop heartbeating and creates the internal topics.
+//!
+//! Every change goes through `write`, which commits a `Command` on the active controller
+//! (here or forwarded) and answers with the log index it was applied at. Each applied change
+//! reaches the shards as a new image through `spawn_publisher`.
+
+use super::log_store::LogStore;
+use super::network::{self, Network, Peer, Request, Response, WriteError};
+use super::state::{ClusterState, Command, NewTopic, Reply};
+use super::state_machine::{write_atomic, Applied, StateMachineStore};
+use super::{Raft, TypeConfig};
+use crate::config::{Config, Voter};
+use crate::metadata::{image, ClusterMeta, OFFSETS_TOPIC, TXN_TOPIC};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The quorum's directory inside the metadata dir (Kafka's name for the metadata log).
+pub const QUORUM_DIR: &str = "__cluster_metadata";
+/// Who this data dir belongs to, written once the cluster id is known.
+const IDENTITY_FILE: &str = "identity.json";
+/// A write that finds no active controller keeps trying for this long.
+const WRITE_DEADLINE: Duration = Duration::from_secs(15);
+/// Deadline of one forwarded call.
+const CALL_TTL: Duration = Duration::from_secs(5);
+/// The active controller's housekeeping period (fencing, internal topics).
+const LEADER_TICK: Duration = Duration::from_millis(100);
+/// How long a new active controller waits for every voter to register before it creates
+/// the internal topics on the brokers it has.
+const INTERNAL_TOPICS_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Identity {
+    node_id: i32,
+    cluster_id: String,
+}
+
+/// What a node finds on disk before it starts: its log store, the state it had committed,
+/// and a clear error when the directory belongs to another node or cluster.
+pub struct Recovered {
+    pub dir: PathBuf,
+    pub applied: Applied,
+}
+
+/// Reads the quorum directory under `meta_dir` (creating it on first start) and rebuilds the
+/// committed state. Refuses a directory written by another node, another cluster, a single
+/// node, or a quorum of other voters.
+pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
+    let meta_dir = config.meta_dir();
+    let dir = meta_dir.join(QUORUM_DIR);
+    let single = meta_dir.join(crate::metadata::image::META_FILE);
+    if !dir.exists() && single.exists() {
+        let m = ClusterMeta::load(&meta_dir, 1)?;
+        anyhow::ensure!(
+            m.topics.is_empty(),
+            "{} holds the metadata of a single-node broker ({} topics); a cluster node needs a data dir of its own",
+            meta_dir.display(),
+            m.topics.len()
+        );
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let identity = read_identity(&dir)?;
+    if let Some(id) = &identity {
+        anyhow::ensure!(
+            id.node_id == config.node_id,
+            "{} belongs to node {} of cluster {}, not to node {}: give each node its own data dir",
+            meta_dir.display(),
+            id.node_id,
+            id.cluster_id,
+            config.node_id
+        );
+    }
+    let mut log = LogStore::<TypeConfig>::open(&dir)
+        .map_err(|e| anyhow::anyhow!("opening the metadata log in {}: {e}", dir.display()))?;
+    let entries = futures_lite::future::block_on(committed_entries(&mut log))
+        .map_err(|e| anyhow::anyhow!("reading the metadata log in {}: {e}", dir.display()))?;
+    let applied = super::state_machine::recover(&dir, &entries)
+        .map_err(|e| anyhow::anyhow!("recovering the metadata in {}: {e}", dir.display()))?;
+    if let Some(id) = &identity {
+        let sid = &applied.state.cluster_id;
+        anyhow::ensure!(
+            sid.is_empty() || *sid == id.cluster_id,
+            "{}: the metadata log is of cluster {sid}, the identity file says {}",
+            dir.display(),
+            id.cluster_id
+        );
+    }
+    let voters = config.voters()?;
+    let stored: BTreeMap<u64, String> = applied
+        .last_membership
+        .membership()
+        .nodes()
+        .map(|(id, n)| (*id, n.addr.clone()))
+        .collect();
+    let wanted: BTreeMap<u64, String> = voters
+        .iter()
+        .map(|v| (v.id as u64, v.addr.clone()))
+        .collect();
+    anyhow::ensure!(
+        stored.is_empty() || stored == wanted,
+        "controller_quorum_voters {:?} differ from the quorum this node belongs to ({}): every node must list the same voters",
+        config.controller_quorum_voters,
+        stored
+            .iter()
+            .map(|(id, a)| format!("{id}@{a}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    Ok(Recovered { dir, applied })
+}
+
+/// The entries of the log known to be committed (those after the last purge).
+async fn committed_entries(log: &mut LogStore<TypeConfig>) -> std::io::Result<Vec<super::Entry>> {
+    use openraft::storage::RaftLogStorage;
+    use openraft::RaftLogReader;
+    match log.read_committed().await? {
+        None => Ok(Vec::new()),
+        Some(c) => {
+            let mut reader = log.get_log_reader().await;
+            reader.try_get_log_entries(0..=c.index).await
+        }
+    }
+}
+
+fn read_identity(dir: &Path) -> anyhow::Result<Option<Identity>> {
+    match std::fs::read(dir.join(IDENTITY_FILE)) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
+            anyhow::anyhow!("{}: {e}", dir.join(IDENTITY_FILE).display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!(
+            "{}: {e}",
+            dir.join(IDENTITY_FILE).display()
+        )),
+    }
+}
+
+/// This node's part of the cluster (shard 0 only).
+pub struct ClusterNode {
+    config: Rc<Config>,
+    dir: PathBuf,
+    id: u64,
+    voters: Vec<Voter>,
+    nr_shards: usize,
+    raft: Raft,
+    sm: Rc<StateMachineStore>,
+    /// This broker's epoch: the index of its registration (0 before it registered).
+    epoch: Cell<u64>,
+    /// Active controller only: when each broker last heartbeated.
+    last_seen: RefCell<HashMap<i32, Instant>>,
+    /// Active controller only: since when it leads (None while it does not).
+    leading_since: Cell<Option<Instant>>,
+}
+
+impl ClusterNode {
+    /// Starts the Raft member and the RPC server; the quorum forms once a majority runs.
+    pub async fn start(
+        config: Rc<Config>,
+        recovered: Recovered,
+        nr_shards: usize,
+    ) -> anyhow::Result<Rc<ClusterNode>> {
+        let id = config.node_id as u64;
+        let voters = config.voters()?;
+        let listen = config
+            .controller_listen
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("controller_listen is not set"))?;
+        let listener = glommio::net::TcpListener::bind(listen.as_str())
+            .map_err(|e| anyhow::anyhow!("controller listen {listen}: {e}"))?;
+        let raft_config = openraft::Config {
+            cluster_name: "flumen".into(),
+            // Generous for a shared 2-core box: a busy shard must not look like a dead leader.
+            heartbeat_interval: 150,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("raft config: {e}"))?,
+        );
+        let sm = StateMachineStore::new(&recovered.dir, recovered.applied)?;
+        let log = LogStore::<TypeConfig>::open(&recovered.dir)?;
+        let raft = Raft::new(id, raft_config, Network, log, sm.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the metadata quorum: {e}"))?;
+        let node = Rc::new(ClusterNode {
+            config,
+            dir: recovered.dir,
+            id,
+            voters,
+            nr_shards,
+            raft,
+            sm,
+            epoch: Cell::new(0),
+            last_seen: RefCell::new(HashMap::new()),
+            leading_since: Cell::new(None),
+        });
+        let server = node.clone();
+        glommio::spawn_local(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        glommio::spawn_local(server.clone().serve(stream)).detach();
+                    }
+                    Err(e) => {
+                        tracing::warn!("controller accept: {e}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+        .detach();
+        let members: BTreeMap<u64, BasicNode> = node
+            .voters
+            .iter()
+            .map(|v| (v.id as u64, BasicNode::new(v.addr.clone())))
+            .collect();
+        // Every voter proposes the same initial membership; on a node that already has a
+        // log this is refused, which is the normal case after the first start.
+        if let Err(e) = node.raft.initialize(members).await {
+            tracing::debug!("quorum already initialized: {e}");
+        }
+        tracing::info!(
+            node = id,
+            controller = %listen,
+            voters = ?node.config.controller_quorum_voters,
+            "metadata quorum member started"
+        );
+        Ok(node)
+    }
+
+    /// The current state (a copy).
+    pub fn state(&self) -> ClusterState {
+        self.sm.state()
+    }
+
+    /// The node leading the quorum, if one is known.
+    pub fn leader(&self) -> Option<u64> {
+        use openraft::async_runtime::WatchReceiver;
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader() == Some(self.id)
+    }
+
+    /// The image this broker serves from now.
+    pub fn image(&self) -> ClusterMeta {
+        let controller = self.leader().map_or(-1, |l| l as i32);
+        self.sm
+            .applied
+            .borrow()
+            .state
+            .image_for(self.config.node_id, controller, self.nr_shards)
+    }
+
+    /// Commits `cmd` on the active controller, here or forwarded, retrying while there is
+    /// none; answers the log index it was applied at and what applying it answered.
+    pub async fn write(&self, cmd: Command) -> Result<(u64, Reply), WriteError> {
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        loop {
+            let r = match self.leader() {
+                Some(l) if l == self.id => self.write_local(cmd.clone()).await,
+                Some(l) => self.forward(l, cmd.clone()).await,
+                None => Err(WriteError::NotLeader(None)),
+            };
+            match r {
+                Err(WriteError::NotLeader(_)) if Instant::now() < deadline => {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn write_local(&self, cmd: Command) -> Result<(u64, Reply), WriteError> {
+        match self.raft.client_write(cmd).await {
+            Ok(r) => Ok((r.log_id.index, r.data)),
+            Err(e) => {
+                use openraft::errors::{ClientWriteError, RaftError};
+                match e {
+                    RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                        Err(WriteError::NotLeader(f.leader_id))
+                    }
+                    other => Err(WriteError::Failed(other.to_string())),
+                }
+            }
+        }
+    }
+
+    fn addr_of(&self, node: u64) -> Option<String> {
+        self.voters
+            .iter()
+            .find(|v| v.id as u64 == node)
+            .map(|v| v.addr.clone())
+    }
+
+    async fn forward(&self, leader: u64, cmd: Command) -> Result<(u64, Reply), WriteError> {
+        let addr = self.addr_of(leader).ok_or(WriteError::NotLeader(None))?;
+        let req = Request::Write {
+            cluster_id: self.state().cluster_id,
+            cmd,
+        };
+        match Peer::new(addr).call(&req, CALL_TTL).await {
+            Ok(Response::Write(r)) => r,
+            Ok(_) => Err(WriteError::Failed("unexpected answer".into())),
+            // The leader may have died: look again.
+            Err(_) => Err(WriteError::NotLeader(None)),
+        }
+    }
+
+    /// Serves one controller connection: Raft RPCs and broker calls, one at a time.
+    async fn serve(self: Rc<Self>, mut stream: glommio::net::TcpStream) {
+        stream.set_nodelay(true).ok();
+        loop {
+            let req = match network::read_frame::<Request>(&mut stream).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!("controller connection: {e}");
+                    return;
+                }
+            };
+            let resp = self.handle(req).await;
+            if let Err(e) = network::write_frame(&mut stream, &resp).await {
+                tracing::debug!("controller connection: {e}");
+                return;
+            }
+        }
+    }
+
+    async fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Append(r) => {
+                Response::Append(self.raft.append_entries(r).await.map_err(|e| e.to_string()))
+            }
+            Request::Vote(r) => Response::Vote(self.raft.vote(r).await.map_err(|e| e.to_string())),
+            Request::Snapshot { vote, meta, data } => {
+                let snapshot = super::Snapshot {
+                    meta,
+                    snapshot: std::io::Cursor::new(data),
+                };
+                Response::Snapshot(
+                    self.raft
+                        .install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            Request::Write { cluster_id, cmd } => {
+                let mine = self.state().cluster_id;
+                if !cluster_id.is_empty() && !mine.is_empty() && cluster_id != mine {
+                    return Response::Write(Err(WriteError::WrongCluster(mine)));
+                }
+                if !self.is_leader() {
+                    return Response::Write(Err(WriteError::NotLeader(self.leader())));
+                }
+                Response::Write(self.write_local(cmd).await)
+            }
+            Request::Heartbeat { id, epoch } => Response::Heartbeat(self.heartbeat(id, epoch)),
+        }
+    }
+
+    /// A broker's heartbeat, on the active controller: remembered for fencing; a fenced
+    /// broker with its current epoch is unfenced (in the background).
+    fn heartbeat(&self, id: i32, epoch: u64) -> Result<bool, WriteError> {
+        if !self.is_leader() {
+            return Err(WriteError::NotLeader(self.leader()));
+        }
+        self.last_seen.borrow_mut().insert(id, Instant::now());
+        let fenced = self
+            .sm
+            .applied
+            .borrow()
+            .state
+            .brokers
+            .get(&id)
+            .is_some_and(|b| b.epoch == epoch && b.fenced);
+        Ok(fenced)
+    }
+
+    /// The broker side: register (again after each start), then heartbeat to the active
+    /// controller until the broker stops; unfences itself when the controller reports it
+    /// fenced.
+    pub fn spawn_membership(self: &Rc<Self>, stop: Arc<AtomicBool>) {
+        let node = self.clone();
+        glommio::spawn_local(async move {
+            let (host, port) = node.config.advertised();
+            let register = Command::RegisterBroker {
+                id: node.config.node_id,
+                host,
+                port,
+                rack: node.config.broker_rack.clone(),
+                shards: node.nr_shards as u32,
+            };
+            while node.epoch.get() == 0 && !stop.load(Ordering::Relaxed) {
+                match node.write(register.clone()).await {
+                    Ok((index, _)) => {
+                        node.epoch.set(index);
+                        tracing::info!(node = node.id, epoch = index, "broker registered");
+                    }
+                    Err(e) => {
+                        tracing::warn!("registering with the controller: {e}");
+                        glommio::timer::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            let interval = Duration::from_millis(node.config.broker_heartbeat_interval_ms);
+            while !stop.load(Ordering::Relaxed) {
+                let (id, epoch) = (node.config.node_id, node.epoch.get());
+                let fenced = match node.leader() {
+                    Some(l) if l == node.id => node.heartbeat(id, epoch),
+                    Some(l) => match node.addr_of(l) {
+                        Some(addr) => match Peer::new(addr)
+                            .call(&Request::Heartbeat { id, epoch }, interval)
+                            .await
+                        {
+                            Ok(Response::Heartbeat(r)) => r,
+                            _ => Err(WriteError::NotLeader(None)),
+                        },
+                        None => Err(WriteError::NotLeader(None)),
+                    },
+                    None => Err(WriteError::NotLeader(None)),
+                };
+                if fenced == Ok(true) {
+                    if let Err(e) = node.write(Command::UnfenceBroker { id, epoch }).await {
+                        tracing::warn!("unfencing: {e}");
+                    }
+                }
+                glommio::timer::sleep(interval).await;
+            }
+        })
+        .detach();
+    }
+
+    /// The active controller's duties, checked every tick: fence brokers whose heartbeats
+    /// stopped, give the cluster its id and its internal topics.
+    pub fn spawn_controller_duties(self: &Rc<Self>, stop: Arc<AtomicBool>) {
+        let node = self.clone();
+        glommio::spawn_local(async move {
+            while !stop.load(Ordering::Relaxed) {
+                glommio::timer::sleep(LEADER_TICK).await;
+                if !node.is_leader() {
+                    node.leading_since.set(None);
+                    continue;
+                }
+                let now = Instant::now();
+                let since = match node.leading_since.get() {
+                    Some(s) => s,
+                    None => {
+                        // A new active controller gives every broker a full session to
+                        // reach it before fencing anyone.
+                        let ids: Vec<i32> = node.state().brokers.keys().copied().collect();
+                        let mut seen = node.last_seen.borrow_mut();
+                        for id in ids {
+                            seen.insert(id, now);
+                        }
+                        node.leading_since.set(Some(now));
+                        now
+                    }
+                };
+                node.leader_tick(since).await;
+            }
+        })
+        .detach();
+    }
+
+    async fn leader_tick(&self, since: Instant) {
+        let state = self.state();
+        if state.cluster_id.is_empty() {
+            let cluster_id = image::random_hex(16);
+            if let Err(e) = self.write(Command::InitCluster { cluster_id }).await {
+                tracing::warn!("initializing the cluster id: {e}");
+            }
+            return;
+        }
+        let timeout = Duration::from_millis(self.config.broker_session_timeout_ms);
+        let expired: Vec<(i32, u64)> = {
+            let seen = self.last_seen.borrow();
+            state
+                .brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .filter(|b| seen.get(&b.id).is_none_or(|t| t.elapsed() > timeout))
+                .map(|b| (b.id, b.epoch))
+                .collect()
+        };
+        for (id, epoch) in expired {
+            tracing::warn!(broker = id, "no heartbeat for {timeout:?}: fencing it");
+            if let Err(e) = self.write(Command::FenceBroker { id, epoch }).await {
+                tracing::warn!("fencing broker {id}: {e}");
+            }
+        }
+        let missing: Vec<&str> = [OFFSETS_TOPIC, TXN_TOPIC]
+            .into_iter()
+            .filter(|t| !state.topics.contains_key(*t))
+            .collect();
+        let registered = state.live_brokers().count();
+        let all_voters = self
+            .voters
+            .iter()
+            .all(|v| state.brokers.get(&v.id).is_some_and(|b| !b.fenced));
+        if !missing.is_empty()
+            && registered > 0
+            && (all_voters || since.elapsed() > INTERNAL_TOPICS_GRACE)
+        {
+            let topics = missing
+                .into_iter()
+                .map(|name| NewTopic {
+                    name: name.to_string(),
+                    id: image::random_hex(16),
+                    partitions: if name == OFFSETS_TOPIC {
+                        self.config.offsets_topic_partitions
+                    } else {
+                        self.config.transaction_state_partitions
+                    },
+                    // Until followers replicate, one replica: a second one would hold nothing.
+                    replication_factor: 1,
+                    assignment: None,
+                    configs: crate::controller::internal_topic_configs(),
+                })
+                .collect();
+            let cmd = Command::CreateTopics {
+                topics,
+                max_partitions: crate::controller::MAX_PARTITIONS,
+                max_topics: crate::controller::MAX_TOPICS,
+            };
+            if let Err(e) = self.write(cmd).await {
+                tracing::warn!("creating the internal topics: {e}");
+            }
+        }
+    }
+
+    /// Calls `publish` with each new image: after every applied change and every change of
+    /// the active controller. Also records the cluster id in the identity file once known.
+    pub fn spawn_publisher<F, Fut>(self: &Rc<Self>, stop: Arc<AtomicBool>, publish: F)
+    where
+        F: Fn(ClusterMeta) -> Fut + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        let node = self.clone();
+        glommio::spawn_local(async move {
+            let mut changes = node.sm.subscribe();
+            let mut last: Option<(u64, i32)> = None;
+            let mut identity_written = read_identity(&node.dir).ok().flatten().is_some();
+            while !stop.load(Ordering::Relaxed) {
+                let meta = node.image();
+                let now = (meta.version, meta.controller_id);
+                if last != Some(now) {
+                    if !identity_written && !meta.cluster_id.is_empty() {
+                        identity_written = node.write_identity(&meta.cluster_id);
+                    }
+                    publish(meta).await;
+                    last = Some(now);
+                }
+                // Woken by a change, or every 100 ms to see a new active controller.
+                let _ = super::deadline(Duration::from_millis(100), changes.changed()).await;
+            }
+        })
+        .detach();
+    }
+
+    fn write_identity(&self, cluster_id: &str) -> bool {
+        let id = Identity {
+            node_id: self.config.node_id,
+            cluster_id: cluster_id.to_string(),
+        };
+        let bytes = serde_json::to_vec_pretty(&id).expect("identity serializes");
+        match write_atomic(&self.dir, IDENTITY_FILE, &bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("writing {}: {e}", self.dir.join(IDENTITY_FILE).display());
+                false
+            }
+        }
+    }
+
+    /// Controlled shutdown: this broker gives up its leaderships (fenced: clients see
+    /// retriable errors and move), then the Raft member stops.
+    pub async fn shutdown(&self) {
+        let epoch = self.epoch.get();
+        if epoch > 0 {
+            let cmd = Command::FenceBroker {
+                id: self.config.node_id,
+                epoch,
+            };
+            match super::deadline(Duration::from_secs(5), self.write(cmd)).await {
+                Ok(Ok(_)) => tracing::info!("controlled shutdown: leaderships released"),
+                Ok(Err(e)) => tracing::warn!("controlled shutdown: {e}"),
+                Err(e) => tracing::warn!("controlled shutdown: {e}"),
+            }
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("stopping the quorum member: {e}");
+        }
+    }
+}
