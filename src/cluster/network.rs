@@ -115,12 +115,47 @@ pub async fn read_frame<T: DeserializeOwned>(s: &mut TcpStream) -> std::io::Resu
 /// A connection to one controller, reconnected after any failure.
 pub struct Peer {
     addr: String,
+    /// The local address connections leave from: this node's controller address, so peers
+    /// (and firewalls) see quorum traffic come from the address the voter list names.
+    source: Option<std::net::IpAddr>,
     stream: Option<TcpStream>,
 }
 
 impl Peer {
-    pub fn new(addr: String) -> Peer {
-        Peer { addr, stream: None }
+    pub fn new(addr: String, source: Option<std::net::IpAddr>) -> Peer {
+        Peer {
+            addr,
+            source,
+            stream: None,
+        }
+    }
+
+    /// Connects from `source` (bind, then a connect with a deadline, off the shard thread:
+    /// a peer behind a dropping firewall must not stall the executor).
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        use std::net::ToSocketAddrs;
+        let to =
+            self.addr.to_socket_addrs()?.next().ok_or_else(|| {
+                std::io::Error::other(format!("{} resolves to nothing", self.addr))
+            })?;
+        let source = self.source;
+        let socket = glommio::executor()
+            .spawn_blocking(move || -> std::io::Result<socket2::Socket> {
+                let domain = socket2::Domain::for_address(to);
+                let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+                if let Some(ip) = source.filter(|ip| !ip.is_unspecified()) {
+                    s.bind(&std::net::SocketAddr::new(ip, 0).into())?;
+                }
+                s.connect_timeout(&to.into(), CONNECT_TIMEOUT)?;
+                s.set_nonblocking(true)?;
+                s.set_nodelay(true)?;
+                Ok(s)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(format!("connect {}: {e}", self.addr)))?;
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: the descriptor comes from `into_raw_fd`, so this stream is its only owner.
+        Ok(unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) })
     }
 
     /// One call with a deadline; the connection is dropped on any failure so the next call
@@ -128,12 +163,7 @@ impl Peer {
     pub async fn call(&mut self, req: &Request, ttl: Duration) -> std::io::Result<Response> {
         let r = super::deadline(ttl, async {
             if self.stream.is_none() {
-                let s = super::deadline(CONNECT_TIMEOUT, TcpStream::connect(self.addr.as_str()))
-                    .await
-                    .and_then(|r| r.map_err(|e| std::io::Error::other(e.to_string())))
-                    .map_err(|e| std::io::Error::other(format!("connect {}: {e}", self.addr)))?;
-                s.set_nodelay(true).ok();
-                self.stream = Some(s);
+                self.stream = Some(self.connect().await?);
             }
             let s = self.stream.as_mut().expect("connected above");
             write_frame(s, req).await?;
@@ -150,14 +180,16 @@ impl Peer {
     }
 }
 
-/// Opens Raft connections to the other voters.
-pub struct Network;
+/// Opens Raft connections to the other voters, from this node's controller address.
+pub struct Network {
+    pub source: Option<std::net::IpAddr>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Peer {
-        Peer::new(node.addr.clone())
+        Peer::new(node.addr.clone(), self.source)
     }
 }
 

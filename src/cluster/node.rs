@@ -159,6 +159,8 @@ pub struct ClusterNode {
     last_seen: RefCell<HashMap<i32, Instant>>,
     /// Active controller only: since when it leads (None while it does not).
     leading_since: Cell<Option<Instant>>,
+    /// This node's controller address: quorum connections leave from it.
+    source: Option<std::net::IpAddr>,
 }
 
 impl ClusterNode {
@@ -191,7 +193,13 @@ impl ClusterNode {
         );
         let sm = StateMachineStore::new(&recovered.dir, recovered.applied)?;
         let log = LogStore::<TypeConfig>::open(&recovered.dir)?;
-        let raft = Raft::new(id, raft_config, Network, log, sm.clone())
+        use std::net::ToSocketAddrs;
+        let source = listen
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(|a| a.ip());
+        let raft = Raft::new(id, raft_config, Network { source }, log, sm.clone())
             .await
             .map_err(|e| anyhow::anyhow!("starting the metadata quorum: {e}"))?;
         let node = Rc::new(ClusterNode {
@@ -205,6 +213,7 @@ impl ClusterNode {
             epoch: Cell::new(0),
             last_seen: RefCell::new(HashMap::new()),
             leading_since: Cell::new(None),
+            source,
         });
         let server = node.clone();
         glommio::spawn_local(async move {
@@ -312,7 +321,7 @@ impl ClusterNode {
             cluster_id: self.state().cluster_id,
             cmd,
         };
-        match Peer::new(addr).call(&req, CALL_TTL).await {
+        match Peer::new(addr, self.source).call(&req, CALL_TTL).await {
             Ok(Response::Write(r)) => r,
             Ok(_) => Err(WriteError::Failed("unexpected answer".into())),
             // The leader may have died: look again.
@@ -328,7 +337,8 @@ impl ClusterNode {
                 Ok(Some(r)) => r,
                 Ok(None) => return,
                 Err(e) => {
-                    tracing::warn!("controller connection: {e}");
+                    // Peers that die or restart reset their connections: not news.
+                    tracing::debug!("controller connection: {e}");
                     return;
                 }
             };
@@ -422,7 +432,7 @@ impl ClusterNode {
                 let fenced = match node.leader() {
                     Some(l) if l == node.id => node.heartbeat(id, epoch),
                     Some(l) => match node.addr_of(l) {
-                        Some(addr) => match Peer::new(addr)
+                        Some(addr) => match Peer::new(addr, node.source)
                             .call(&Request::Heartbeat { id, epoch }, interval)
                             .await
                         {

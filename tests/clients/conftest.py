@@ -39,11 +39,12 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, tmp: Path, shards=1, config=None, data_dirs=None, env=None):
+    def __init__(self, tmp: Path, shards=1, config=None, data_dirs=None, env=None, host="127.0.0.1"):
+        self.host = host
         self.port = free_port()
         # Extra environment of the broker process (e.g. FLUMEN_DEBUG_PANIC_TOPIC).
         self.env = env
-        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.bootstrap = f"{host}:{self.port}"
         self.data_dir = tmp / "data"
         # Several data dirs (JBOD) instead of data_dir.
         self.data_dirs = data_dirs
@@ -58,6 +59,8 @@ class Broker:
                     v = "true" if v else "false"
                 elif isinstance(v, str):
                     v = f'"{v}"'
+                elif isinstance(v, list):
+                    v = "[" + ", ".join(f'"{x}"' for x in v) + "]"
                 lines.append(f"{k} = {v}")
             self.config_path.write_text("\n".join(lines) + "\n")
         self.proc = None
@@ -87,7 +90,7 @@ class Broker:
         """Ready means a Kafka answer, not just a TCP connect: after a kill -9 the dead broker's
         listening socket lingers for a while and still completes handshakes (then resets)."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as s:
                 s.settimeout(1.0)
                 req = struct.pack(">hhih", 18, 0, 4242, 5) + b"ready"
                 s.sendall(struct.pack(">i", len(req)) + req)

@@ -1,0 +1,415 @@
+"""Several real brokers under one metadata quorum on this machine: node k listens on 127.0.0.k
+(every 127.0.0.x address binds with no setup), one shard each. Faults are real: kill -9,
+SIGTERM (controlled shutdown), and an nftables partition of one node."""
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker, flumen_bin, free_port
+
+SESSION_MS = 2000
+
+
+class Cluster:
+    def __init__(self, tmp, n, extra=None):
+        self.nodes = []
+        ports = [(free_port(), free_port()) for _ in range(n)]
+        voters = [f"{k + 1}@127.0.0.{k + 1}:{ports[k][1]}" for k in range(n)]
+        for k in range(n):
+            d = tmp / f"node{k + 1}"
+            d.mkdir()
+            config = {
+                "node_id": k + 1,
+                "controller_listen": f"127.0.0.{k + 1}:{ports[k][1]}",
+                "controller_quorum_voters": voters,
+                "broker_session_timeout_ms": SESSION_MS,
+                "broker_heartbeat_interval_ms": 250,
+                "offsets_topic_partitions": 6,
+                "transaction_state_partitions": 3,
+            }
+            config.update(extra or {})
+            b = Broker(d, shards=1, config=config, host=f"127.0.0.{k + 1}")
+            b.port = ports[k][0]
+            b.bootstrap = f"127.0.0.{k + 1}:{b.port}"
+            self.nodes.append(b)
+
+    def start(self):
+        for b in self.nodes:
+            b.start()
+        self.wait_live(range(1, len(self.nodes) + 1))
+        return self
+
+    def node(self, node_id):
+        return self.nodes[node_id - 1]
+
+    def bootstrap(self, exclude=()):
+        return ",".join(b.bootstrap for i, b in enumerate(self.nodes, 1) if i not in exclude and b.proc)
+
+    def metadata(self, via):
+        return AdminClient({"bootstrap.servers": self.node(via).bootstrap}).list_topics(timeout=10)
+
+    def wait_live(self, ids, via=None, timeout=30):
+        """Until `via` (default: each listed node) reports exactly `ids` as live brokers and
+        the internal topics exist."""
+        want = set(ids)
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            ok = True
+            for v in [via] if via else want:
+                try:
+                    md = self.metadata(v)
+                except Exception as e:  # not reachable yet
+                    last, ok = e, False
+                    break
+                last = (v, set(md.brokers), md.controller_id, sorted(md.topics))
+                if set(md.brokers) != want or "__consumer_offsets" not in md.topics or md.controller_id not in want:
+                    ok = False
+                    break
+            if ok:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"cluster did not settle on brokers {want}: {last}\n{self.logs()}")
+
+    def logs(self):
+        return "\n".join(f"==== node {i} ====\n{b.log()[-6000:]}" for i, b in enumerate(self.nodes, 1))
+
+    def stop(self):
+        for b in self.nodes:
+            if b.proc and b.proc.poll() is None:
+                try:
+                    b.stop()
+                finally:
+                    if b.proc and b.proc.poll() is None:
+                        b.proc.kill()
+                        b.proc.wait()
+
+
+@pytest.fixture
+def cluster_factory(tmp_path, request):
+    made = []
+
+    def make(n, extra=None):
+        d = tmp_path / f"c{len(made)}"
+        d.mkdir()
+        c = Cluster(d, n, extra)
+        made.append(c)
+        return c
+
+    yield make
+    failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else False
+    for c in made:
+        if failed:
+            print(c.logs())
+        c.stop()
+
+
+def eventually(check, timeout=10, what="condition"):
+    """Metadata reaches the other brokers a heartbeat later (as in Kafka): wait for it."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            r = check()
+            if r:
+                return r
+        except Exception:
+            if time.time() > deadline:
+                raise
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def create(bootstrap, name, partitions, rf=1):
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    for _, f in a.create_topics([NewTopic(name, partitions, rf)], operation_timeout=20).items():
+        f.result(timeout=30)
+
+
+def produce(bootstrap, topic, values, errors=None):
+    """Idempotent acks=all producer; answers the acknowledged (partition, offset, value)."""
+    acked = []
+    errs = [] if errors is None else errors
+    p = Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "message.timeout.ms": 120000,
+    })
+
+    def done(err, msg):
+        if err:
+            errs.append(err)
+        else:
+            acked.append((msg.partition(), msg.offset(), msg.value()))
+
+    for v in values:
+        while True:
+            try:
+                p.produce(topic, value=v, key=v, on_delivery=done)
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    assert p.flush(120) == 0
+    assert errs == [], errs
+    return acked
+
+
+def consume_all(bootstrap, topic, expected, group, timeout=60):
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    c.subscribe([topic])
+    got = []
+    deadline = time.time() + timeout
+    while len(got) < expected and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            assert m.error().code() in (KafkaError._PARTITION_EOF,) or m.error().retriable(), m.error()
+            continue
+        got.append((m.partition(), m.offset(), m.value()))
+    c.close()
+    return got
+
+
+def check_history(acked, consumed):
+    """Every acknowledged record read back exactly once at its offset, and offsets within a
+    partition increase in acknowledgement order."""
+    assert sorted(consumed) == sorted(acked), (len(acked), len(consumed))
+    last = {}
+    for p, off, _ in acked:
+        assert off > last.get(p, -1), f"partition {p}: offset {off} acknowledged after {last[p]}"
+        last[p] = off
+
+
+def test_three_brokers_one_cluster_clients_follow_leaders(cluster_factory):
+    c = cluster_factory(3).start()
+    create(c.node(1).bootstrap, "spread", 6)
+    create(c.node(2).bootstrap, "three", 3, rf=3)
+    # Every broker serves the same metadata.
+    for i in (1, 2, 3):
+        eventually(lambda: {"spread", "three"} <= set(c.metadata(i).topics), what=f"topics on {i}")
+    views = [c.metadata(i) for i in (1, 2, 3)]
+    for md in views:
+        assert set(md.brokers) == {1, 2, 3}
+        assert md.brokers[2].host == "127.0.0.2"
+        assert md.controller_id == views[0].controller_id
+        assert "spread" in md.topics and "three" in md.topics
+    leaders = sorted(p.leader for p in views[0].topics["spread"].partitions.values())
+    assert leaders == [1, 1, 2, 2, 3, 3], "leaders spread evenly over the brokers"
+    for p in views[0].topics["three"].partitions.values():
+        assert sorted(p.replicas) == [1, 2, 3]
+        assert p.leader == p.replicas[0]
+    for md in views[1:]:
+        for t in ("spread", "three"):
+            assert {p.id: p.leader for p in md.topics[t].partitions.values()} == {
+                p.id: p.leader for p in views[0].topics[t].partitions.values()}
+    # A replication factor larger than the cluster is refused with Kafka's code.
+    with pytest.raises(Exception) as e:
+        create(c.node(3).bootstrap, "too-many", 1, rf=4)
+    assert "INVALID_REPLICATION_FACTOR" in str(e.value) or "eplication" in str(e.value)
+    # Produce through one broker, consume as a group through another: the clients follow
+    # each partition to its leader and the group to its coordinator.
+    values = [f"v{i}".encode() for i in range(900)]
+    acked = produce(c.node(3).bootstrap, "spread", values)
+    check_history(acked, consume_all(c.node(2).bootstrap, "spread", len(values), "g-spread"))
+    # kcat (librdkafka 2.0) sees the three brokers too.
+    if shutil.which("kcat"):
+        out = subprocess.run(["kcat", "-b", c.node(1).bootstrap, "-L", "-t", "spread"],
+                             capture_output=True, text=True, timeout=30).stdout
+        assert "3 brokers" in out, out
+        assert "controller" in out, out
+
+
+def test_controller_kill_new_controller_metadata_intact(cluster_factory):
+    c = cluster_factory(5).start()
+    create(c.node(1).bootstrap, "before", 5)
+    before = c.metadata(2).topics["before"]
+    old = c.metadata(2).controller_id
+    c.node(old).kill9()
+    t0 = time.time()
+    others = [i for i in range(1, 6) if i != old]
+    deadline = time.time() + 30
+    new = None
+    while time.time() < deadline:
+        md = c.metadata(others[0])
+        if md.controller_id not in (old, -1):
+            new = md.controller_id
+            break
+        time.sleep(0.1)
+    assert new is not None, c.logs()
+    print(f"new controller {new} after {time.time() - t0:.2f}s")
+    # The metadata survived: same topic, same partitions; and it still takes changes.
+    create(c.node(others[1]).bootstrap, "after", 2)
+    for i in others:
+        md = eventually(lambda: (m := c.metadata(i)) and "after" in m.topics and m, what=f"after on {i}")
+        assert len(md.topics["before"].partitions) == len(before.partitions)
+    # The killed node comes back and catches up with what changed while it was gone.
+    c.node(old).start()
+    c.wait_live(range(1, 6), via=old)
+    eventually(lambda: "after" in c.metadata(old).topics, what="the restarted node catching up")
+
+
+def test_broker_kill_is_fenced_and_rejoins(cluster_factory):
+    c = cluster_factory(3).start()
+    create(c.node(1).bootstrap, "t", 6)
+    acked = produce(c.bootstrap(), "t", [f"a{i}".encode() for i in range(300)])
+    md = c.metadata(1)
+    led_by_2 = {p.id for p in md.topics["t"].partitions.values() if p.leader == 2}
+    assert len(led_by_2) == 2
+    c.node(2).kill9()
+    # Fenced after the session timeout: gone from Metadata, its partitions without a leader
+    # (it is their only in-sync replica: no other broker holds their records).
+    c.wait_live([1, 3], via=1, timeout=SESSION_MS / 1000 + 20)
+    md = c.metadata(3)
+    for p in md.topics["t"].partitions.values():
+        if p.id in led_by_2:
+            assert p.leader == -1 and p.error is not None and p.error.code() == KafkaError.LEADER_NOT_AVAILABLE
+        else:
+            assert p.leader in (1, 3) and p.error is None
+    # The other partitions keep taking writes.
+    p = Producer({"bootstrap.servers": c.bootstrap(exclude=(2,)), "acks": "all"})
+    delivered = []
+    live = sorted(set(range(6)) - led_by_2)
+    for i in range(60):
+        p.produce("t", value=f"b{i}".encode(), partition=live[i % len(live)],
+                  on_delivery=lambda e, m: delivered.append((e, m.partition(), m.offset(), m.value())))
+    assert p.flush(30) == 0
+    assert all(e is None for e, *_ in delivered), delivered
+    acked += [(part, off, v) for _, part, off, v in delivered]
+    # Back: registered again, leads its partitions again, nothing it held is lost.
+    c.node(2).start()
+    c.wait_live([1, 2, 3])
+    md = c.metadata(1)
+    assert {p.id for p in md.topics["t"].partitions.values() if p.leader == 2} == led_by_2
+    check_history(acked, consume_all(c.bootstrap(), "t", len(acked), "g-rejoin"))
+
+
+def test_rolling_restart_with_controlled_shutdown(cluster_factory):
+    c = cluster_factory(3).start()
+    create(c.node(1).bootstrap, "roll", 6)
+    errors = []
+    acked = []
+    stop = threading.Event()
+
+    def run():
+        p = Producer({
+            "bootstrap.servers": c.bootstrap(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.timeout.ms": 120000,
+        })
+        i = 0
+
+        def done(err, msg):
+            if err:
+                errors.append(err)
+            else:
+                acked.append((msg.partition(), msg.offset(), msg.value()))
+
+        while not stop.is_set():
+            try:
+                p.produce("roll", value=f"r{i}".encode(), on_delivery=done)
+                i += 1
+            except BufferError:
+                pass
+            p.poll(0.005)
+        p.flush(120)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(1)
+    for k in (1, 2, 3):
+        c.node(k).stop()  # SIGTERM: controlled shutdown, must exit 0
+        time.sleep(0.5)
+        c.node(k).start()
+        c.wait_live([1, 2, 3])
+        time.sleep(0.5)
+    stop.set()
+    t.join(timeout=150)
+    # No error reached the application: only retriable ones happened, and librdkafka retried.
+    assert errors == [], errors[:5]
+    assert len(acked) > 100
+    check_history(acked, consume_all(c.bootstrap(), "roll", len(acked), "g-roll", timeout=90))
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables is installed by .ci/run")
+def test_partitioned_node_is_fenced_minority_changes_nothing(cluster_factory):
+    c = cluster_factory(3).start()
+    create(c.node(1).bootstrap, "t", 3)
+    table = "flumen_partition_test"
+    rules = (f"table ip {table} {{\n chain out {{\n type filter hook output priority 0;\n"
+             f" ip saddr 127.0.0.3 ip daddr != 127.0.0.3 drop\n"
+             f" ip daddr 127.0.0.3 ip saddr != 127.0.0.3 drop\n }}\n}}\n")
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+    try:
+        # The majority fences node 3 and keeps changing metadata without it.
+        c.wait_live([1, 2], via=1, timeout=30)
+        create(c.node(2).bootstrap, "during", 2)
+        eventually(lambda: "during" in c.metadata(1).topics, what="during on 1")
+        time.sleep(1)
+    finally:
+        subprocess.run(["nft", "delete", "table", "ip", table], check=True)
+    # Healed: node 3 is back, with the majority's metadata (it committed nothing alone).
+    c.wait_live([1, 2, 3], timeout=30)
+    eventually(lambda: "during" in c.metadata(3).topics, what="node 3 catching up")
+    m1, m3 = c.metadata(1), c.metadata(3)
+    assert set(m3.topics) == set(m1.topics)
+    log3 = c.node(3).log()
+    assert "registered" in log3
+
+
+def test_bad_cluster_configuration_is_refused_at_start(tmp_path, cluster_factory):
+    port = free_port()
+
+    def serve(data, *args):
+        cmd = [flumen_bin(), "serve", "--shards", "1", "--listen", f"127.0.0.1:{port}",
+               "--data-dir", str(data), *args]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        return r.returncode, r.stdout + r.stderr
+
+    # A one-voter cluster that ran once: its data dir now belongs to node 1 of that cluster.
+    c = cluster_factory(1).start()
+    create(c.node(1).bootstrap, "kept", 1)
+    c.stop()
+    data = c.node(1).data_dir
+    listen = c.node(1).config_path.read_text().split("controller_listen = ")[1].split("\n")[0].strip('"')
+    voters = f"1@{listen}"
+    other = f"2@127.0.0.2:{free_port()}"
+    # Not among the voters.
+    rc, out = serve(tmp_path / "x", "--node-id", "2", "--controller-listen", listen, "--voters", voters)
+    assert rc != 0 and "not among controller_quorum_voters" in out, out
+    # A malformed voter.
+    rc, out = serve(tmp_path / "x", "--node-id", "1", "--voters", "one@somewhere")
+    assert rc != 0 and "is not a number" in out, out
+    # Another node id on this node's data dir.
+    rc, out = serve(data, "--node-id", "2", "--controller-listen", other.split("@")[1],
+                    "--voters", f"{voters},{other}")
+    assert rc != 0 and "belongs to node 1" in out, out
+    # A voter list that disagrees with the quorum this node belongs to.
+    rc, out = serve(data, "--node-id", "1", "--controller-listen", listen, "--voters", f"{voters},{other}")
+    assert rc != 0 and "differ from the quorum" in out, out
+    # Nothing was overwritten: the node starts as before, with its topic.
+    c.node(1).start()
+    c.wait_live([1])
+    eventually(lambda: "kept" in c.metadata(1).topics, what="kept")
+    c.node(1).stop()
+    # A single node's data dir with topics is not taken over by a cluster node.
+    (tmp_path / "single").mkdir()
+    single = Broker(tmp_path / "single")
+    single.start()
+    create(single.bootstrap, "mine", 1)
+    single.stop()
+    rc, out = serve(single.data_dir, "--node-id", "1", "--controller-listen", listen, "--voters", voters)
+    assert rc != 0 and "single-node broker" in out, out
