@@ -9,6 +9,10 @@ use crate::metadata::ClusterMeta;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
 use bytes::Bytes;
+use kafka_protocol::messages::describe_cluster_request::DescribeClusterRequest;
+use kafka_protocol::messages::describe_cluster_response::{
+    DescribeClusterBroker, DescribeClusterResponse,
+};
 use kafka_protocol::messages::metadata_request::MetadataRequest;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -127,4 +131,40 @@ pub async fn handle(
         .with_controller_id(BrokerId(cluster.controller_id))
         .with_topics(topics);
     Ok(ctx.respond(&resp))
+}
+
+/// DescribeCluster (KIP-700): the cluster id, the active controller and the live brokers.
+pub async fn describe_cluster(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: DescribeClusterRequest = decode(ctx, body)?;
+    let cluster = broker.meta();
+    let mut resp = DescribeClusterResponse::default()
+        .with_cluster_id(StrBytes::from_string(cluster.cluster_id.clone()))
+        .with_controller_id(BrokerId(cluster.controller_id))
+        // Kafka's "not requested" marker for authorized operations.
+        .with_cluster_authorized_operations(i32::MIN);
+    if ctx.version >= 1 && req.endpoint_type != 1 {
+        // 1: brokers; controllers are not exposed to clients (Kafka answers the same).
+        resp = resp
+            .with_error_code(ErrorCode::UNSUPPORTED_VERSION.0)
+            .with_error_message(Some(StrBytes::from_static_str(
+                "only broker endpoints (endpoint_type 1) are served",
+            )))
+            .with_endpoint_type(req.endpoint_type);
+        return Ok(ctx.respond(&resp));
+    }
+    resp.brokers = live_brokers(broker, &cluster)
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
+    Ok(ctx.respond(&resp.with_endpoint_type(1)))
 }

@@ -81,6 +81,7 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
     let r = match api_key {
         ApiKey::ApiVersions => api_versions::handle(&ctx, body),
         ApiKey::Metadata => metadata::handle(&broker, &ctx, body).await,
+        ApiKey::DescribeCluster => metadata::describe_cluster(&broker, &ctx, body).await,
         ApiKey::Produce => produce::handle(&broker, &ctx, body).await,
         ApiKey::Fetch => fetch::handle(&broker, &ctx, body).await,
         ApiKey::ListOffsets => list_offsets::handle(&broker, &ctx, body).await,

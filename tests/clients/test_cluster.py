@@ -215,6 +215,12 @@ def test_three_brokers_one_cluster_clients_follow_leaders(cluster_factory):
         for t in ("spread", "three"):
             assert {p.id: p.leader for p in md.topics[t].partitions.values()} == {
                 p.id: p.leader for p in views[0].topics[t].partitions.values()}
+    # DescribeCluster (what admin tools call) names the same brokers and controller.
+    admin = AdminClient({"bootstrap.servers": c.node(3).bootstrap})
+    d = admin.describe_cluster(request_timeout=10).result()
+    assert sorted(n.id for n in d.nodes) == [1, 2, 3]
+    assert d.controller.id == views[0].controller_id
+    assert d.cluster_id == views[0].cluster_id
     # A replication factor larger than the cluster is refused with Kafka's code.
     with pytest.raises(Exception) as e:
         create(c.node(3).bootstrap, "too-many", 1, rf=4)
