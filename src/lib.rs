@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! Drawn from the imports, the layers read top-down with no circle:
-//! net → handler → coordinator → controller → partition_manager → metadata → shard → log →
-//! protocol.
+//! net → handler → coordinator → controller → cluster → partition_manager → metadata → shard →
+//! log → protocol.
 //! - `server`    process start-up and shutdown: one pinned glommio executor per shard; a
 //!   panic anywhere stops the whole process (a bug is never a partial outage).
 //! - `broker`    one shard's services, wired at start-up: what connections and handlers see.
@@ -12,9 +12,11 @@
 //! - `coordinator` the group coordinator (`group`: membership and committed offsets in
 //!   `__consumer_offsets`) and the transaction coordinator (`txn`, `__transaction_state`), side
 //!   by side; one instance per shard for the keys whose internal partition it owns.
-//! - `cluster`   the metadata quorum's foundation: openraft on glommio (`rt`) and the Raft log
-//!   and vote on disk (`log_store`); a node's Raft state lives on shard 0.
-//! - `controller` the one writer of the metadata (shard 0): topics, placement, producer ids.
+//! - `controller` the one writer of the metadata (shard 0): topics, placement, producer ids;
+//!   in a cluster it commits through the quorum and installs each new image on every shard.
+//! - `cluster`   the metadata quorum (shard 0): openraft on glommio (`rt`), the Raft log and
+//!   vote on disk (`log_store`), the metadata and its deterministic apply (`state`),
+//!   snapshots (`state_machine`), RPCs (`network`), membership and fencing (`node`).
 //! - `partition_manager` the only way to a partition: typed calls that run on the owning shard
 //!   (locally or over the mesh); owns the high watermark and the leader epoch.
 //! - `metadata`  the immutable metadata image every shard holds, internal topic names, topic

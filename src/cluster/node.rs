@@ -538,13 +538,13 @@ impl ClusterNode {
                     // Until followers replicate, one replica: a second one would hold nothing.
                     replication_factor: 1,
                     assignment: None,
-                    configs: crate::controller::internal_topic_configs(),
+                    configs: crate::metadata::internal_topic_configs(),
                 })
                 .collect();
             let cmd = Command::CreateTopics {
                 topics,
-                max_partitions: crate::controller::MAX_PARTITIONS,
-                max_topics: crate::controller::MAX_TOPICS,
+                max_partitions: crate::metadata::MAX_PARTITIONS,
+                max_topics: crate::metadata::MAX_TOPICS,
             };
             if let Err(e) = self.write(cmd).await {
                 tracing::warn!("creating the internal topics: {e}");

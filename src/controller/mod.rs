@@ -10,7 +10,10 @@ use crate::cluster::node::ClusterNode;
 use crate::cluster::state::{Command as ClusterCommand, NewTopic};
 use crate::config::Config;
 use crate::metadata::topic_config::check_topic_config;
-use crate::metadata::{self, image, ClusterMeta, MetadataImage, TopicMeta};
+use crate::metadata::{
+    self, image, internal_topic_configs, ClusterMeta, MetadataImage, TopicMeta, MAX_PARTITIONS,
+    MAX_TOPICS,
+};
 use crate::partition_manager::{PartitionManager, PartitionSpec};
 use crate::protocol::errors::ErrorCode;
 use crate::shard::{local, Shard};
@@ -22,23 +25,6 @@ use std::rc::Rc;
 const CONTROLLER_SHARD: usize = 0;
 /// Producer ids reserved per metadata write.
 const PRODUCER_ID_BLOCK: i64 = 1000;
-/// Most topics the broker holds (each costs at least a partition, its files and a metadata
-/// entry every shard keeps); CreateTopics and auto-creation past it answer POLICY_VIOLATION.
-pub const MAX_TOPICS: usize = 10_000;
-/// Most partitions the broker holds, over all topics: each costs an open segment, its
-/// preallocation and descriptors.
-pub const MAX_PARTITIONS: usize = 100_000;
-
-/// The configs of `__consumer_offsets` and `__transaction_state`.
-pub fn internal_topic_configs() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("segment.bytes".to_string(), (100u64 << 20).to_string()),
-        // Without compaction the records must stay: deleting old segments would forget the
-        // offsets or transactions written long ago.
-        ("retention.ms".to_string(), "-1".to_string()),
-    ])
-}
-
 /// A topic to create.
 pub struct CreateSpec {
     pub name: String,
@@ -47,6 +33,8 @@ pub struct CreateSpec {
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
     pub validate_only: bool,
+    /// Explicit replicas per partition (CreateTopics' assignments), placed as given.
+    pub assignment: Option<Vec<Vec<i32>>>,
 }
 
 /// The outcome for one topic of a CreateTopics or DeleteTopics.
@@ -187,6 +175,7 @@ impl Controller {
                 replication_factor: 1,
                 configs: internal_topic_configs(),
                 validate_only: false,
+                assignment: None,
             };
             for r in self.create_topics(vec![spec]).await {
                 if !r.error.is_ok() && r.error != ErrorCode::TOPIC_ALREADY_EXISTS {
@@ -256,6 +245,14 @@ impl Controller {
                     spec.replication_factor,
                     meta.brokers.len()
                 ),
+            )
+        } else if let Some(b) = spec.assignment.iter().flatten().flatten().find(|b| {
+            !self.config.is_cluster() && **b != meta.node_id
+                || self.config.is_cluster() && meta.broker(**b).is_none()
+        }) {
+            TopicResult::err(
+                ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                format!("the assignment names broker {b}, which is not a live broker"),
             )
         } else if let Some(e) = spec
             .configs
@@ -367,7 +364,7 @@ impl Controller {
                         } else {
                             spec.replication_factor
                         },
-                        assignment: None,
+                        assignment: spec.assignment.clone(),
                         configs: spec.configs.clone(),
                     },
                 ));

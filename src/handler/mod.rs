@@ -137,6 +137,7 @@ pub async fn auto_create(broker: &Rc<Broker>, topics: &[String]) -> BTreeMap<Str
             replication_factor: -1,
             configs: BTreeMap::new(),
             validate_only: false,
+            assignment: None,
         })
         .collect();
     let results = broker.controller.create_topics(specs).await;

@@ -30,7 +30,8 @@ pub async fn create(
         .iter()
         .map(|t| CreateSpec {
             name: t.name.0.to_string(),
-            // Explicit replica assignments name this broker only; their count is the partitions.
+            // Explicit replica assignments: their count is the partitions, their length the
+            // replication factor.
             partitions: if t.assignments.is_empty() {
                 t.num_partitions
             } else {
@@ -53,6 +54,17 @@ pub async fn create(
                 })
                 .collect::<BTreeMap<_, _>>(),
             validate_only: req.validate_only,
+            assignment: if t.assignments.is_empty() {
+                None
+            } else {
+                let mut a: Vec<_> = t.assignments.iter().collect();
+                a.sort_by_key(|a| a.partition_index);
+                Some(
+                    a.into_iter()
+                        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                        .collect(),
+                )
+            },
         })
         .collect();
     let partitions: Vec<i32> = specs.iter().map(|s| s.partitions).collect();
@@ -77,6 +89,7 @@ pub async fn create(
                 };
                 r = r.with_num_partitions(n).with_replication_factor(1);
                 if let Some(m) = meta.topics.get(t.name.0.as_str()) {
+                    r = r.with_replication_factor(m.replicas_of(0, meta.node_id).len() as i16);
                     r = r.with_topic_id(uuid::Uuid::from_bytes(m.id_bytes()));
                 }
             } else {

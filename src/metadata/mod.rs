@@ -26,6 +26,23 @@ pub fn is_internal(topic: &str) -> bool {
     topic == OFFSETS_TOPIC || topic == TXN_TOPIC
 }
 
+/// Most topics the broker holds (each costs at least a partition, its files and a metadata
+/// entry every shard keeps); CreateTopics and auto-creation past it answer POLICY_VIOLATION.
+pub const MAX_TOPICS: usize = 10_000;
+/// Most partitions the broker holds, over all topics: each costs an open segment, its
+/// preallocation and descriptors.
+pub const MAX_PARTITIONS: usize = 100_000;
+
+/// The configs of `__consumer_offsets` and `__transaction_state`.
+pub fn internal_topic_configs() -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([
+        ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+        // Without compaction the records must stay: deleting old segments would forget the
+        // offsets or transactions written long ago.
+        ("retention.ms".to_string(), "-1".to_string()),
+    ])
+}
+
 /// This shard's current metadata image.
 pub struct MetadataImage {
     current: RefCell<Rc<ClusterMeta>>,

@@ -215,6 +215,17 @@ def test_three_brokers_one_cluster_clients_follow_leaders(cluster_factory):
         for t in ("spread", "three"):
             assert {p.id: p.leader for p in md.topics[t].partitions.values()} == {
                 p.id: p.leader for p in views[0].topics[t].partitions.values()}
+    # Explicit assignments are placed as given; one naming an unknown broker is refused.
+    from kafka.admin import KafkaAdminClient, NewTopic as KNewTopic
+    admin1 = KafkaAdminClient(bootstrap_servers=c.node(1).bootstrap)
+    admin1.create_topics([KNewTopic("placed", -1, -1, replica_assignments={0: [2, 3], 1: [3, 1]})])
+    md = eventually(lambda: (m := c.metadata(1)) and "placed" in m.topics and m, what="placed")
+    assert [p.replicas for _, p in sorted(md.topics["placed"].partitions.items())] == [[2, 3], [3, 1]]
+    assert [p.leader for _, p in sorted(md.topics["placed"].partitions.items())] == [2, 3]
+    with pytest.raises(Exception) as e:
+        admin1.create_topics([KNewTopic("nowhere", -1, -1, replica_assignments={0: [9]})])
+    assert "[Error 39]" in str(e.value), e.value  # INVALID_REPLICA_ASSIGNMENT
+    admin1.close()
     # DescribeCluster (what admin tools call) names the same brokers and controller.
     admin = AdminClient({"bootstrap.servers": c.node(3).bootstrap})
     d = admin.describe_cluster(request_timeout=10).result()
