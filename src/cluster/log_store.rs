@@ -356,11 +356,11 @@ where
         &mut self,
         range: RB,
     ) -> io::Result<Vec<C::Entry>> {
-        Ok(entries_in(&self.shared.borrow().entries, range))
+        self.get_log_reader().await.try_get_log_entries(range).await
     }
 
     async fn read_vote(&mut self) -> io::Result<Option<VoteOf<C>>> {
-        Ok(self.shared.borrow().meta.vote.clone())
+        self.get_log_reader().await.read_vote().await
     }
 }
 

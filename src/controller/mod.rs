@@ -37,6 +37,17 @@ pub struct CreateSpec {
     pub assignment: Option<Vec<Vec<i32>>>,
 }
 
+impl CreateSpec {
+    /// The partitions asked for, or `default` for -1.
+    pub fn partitions_or(&self, default: i32) -> i32 {
+        if self.partitions == -1 {
+            default
+        } else {
+            self.partitions
+        }
+    }
+}
+
 /// The outcome for one topic of a CreateTopics or DeleteTopics.
 #[derive(Clone, Debug)]
 pub struct TopicResult {
@@ -282,11 +293,7 @@ impl Controller {
         let mut opens: Vec<Vec<PartitionSpec>> = (0..nr_shards).map(|_| Vec::new()).collect();
         let mut changed = false;
         for spec in specs {
-            let partitions = if spec.partitions == -1 {
-                self.config.default_partitions
-            } else {
-                spec.partitions
-            };
+            let partitions = spec.partitions_or(self.config.default_partitions);
             let verdict = self.validate(&meta, &spec, partitions);
             if verdict.error.is_ok() && !spec.validate_only {
                 let mut load = meta.load_per_shard(nr_shards);
@@ -346,11 +353,7 @@ impl Controller {
         let mut results = Vec::with_capacity(specs.len());
         let mut proposed = Vec::new();
         for spec in specs {
-            let partitions = if spec.partitions == -1 {
-                self.config.default_partitions
-            } else {
-                spec.partitions
-            };
+            let partitions = spec.partitions_or(self.config.default_partitions);
             let verdict = self.validate(&meta, &spec, partitions);
             if verdict.error.is_ok() && !spec.validate_only {
                 proposed.push((

@@ -112,6 +112,16 @@ class Broker:
             assert rc == 0, f"flumen exited {rc} on SIGTERM:\n{self.log()}"
         self.proc = None
 
+    def stop_or_kill(self):
+        """A clean stop (asserted by `stop`); the process is killed whatever happens."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.stop()
+            finally:
+                if self.proc and self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait()
+
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
@@ -162,13 +172,7 @@ def broker_factory(tmp_path, request):
             print(f"==== broker log ({b.bootstrap}) ====\n{b.log()}")
     # Every test ends with a clean SIGTERM stop: exit code 0 within the timeout.
     for b in made:
-        if b.proc and b.proc.poll() is None:
-            try:
-                b.stop()
-            finally:
-                if b.proc and b.proc.poll() is None:
-                    b.proc.kill()
-                    b.proc.wait()
+        b.stop_or_kill()
 
 
 @pytest.fixture

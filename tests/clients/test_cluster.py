@@ -81,13 +81,7 @@ class Cluster:
 
     def stop(self):
         for b in self.nodes:
-            if b.proc and b.proc.poll() is None:
-                try:
-                    b.stop()
-                finally:
-                    if b.proc and b.proc.poll() is None:
-                        b.proc.kill()
-                        b.proc.wait()
+            b.stop_or_kill()
 
 
 @pytest.fixture
