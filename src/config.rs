@@ -122,7 +122,8 @@ pub struct Config {
     /// the CONTROLLER listener); required on a voter.
     pub controller_listen: Option<String>,
     /// The metadata quorum, `id@host:port` each (Kafka: controller.quorum.voters). Empty: a
-    /// single node, as before clusters existed. Every node must list the same voters.
+    /// single node, as before clusters existed. Every node must list the same voters; a node
+    /// not among them is an observer broker (it follows the metadata log, does not vote).
     pub controller_quorum_voters: Vec<String>,
     /// This broker's rack (Kafka: broker.rack): replicas of a partition go to different racks.
     pub broker_rack: Option<String>,
@@ -262,23 +263,23 @@ impl Config {
                 "controller_quorum_voters lists a node id twice: {:?}",
                 self.controller_quorum_voters
             );
+            let listen = self.controller_listen.as_deref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "node {} is in a cluster: set controller_listen (--controller-listen), where the metadata quorum reaches it",
+                    self.node_id
+                )
+            })?;
             if let Some(me) = voters.iter().find(|v| v.id == self.node_id) {
-                let listen = self.controller_listen.as_deref().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "node {} is a voter: set controller_listen (--controller-listen)",
-                        self.node_id
-                    )
-                })?;
                 anyhow::ensure!(
                     listen == me.addr,
                     "controller_listen {listen} is not this node's voter address {} in controller_quorum_voters",
                     me.addr
                 );
-            } else {
+            } else if let Some(v) = voters.iter().find(|v| v.addr == listen) {
                 anyhow::bail!(
-                    "node_id {} is not among controller_quorum_voters {:?}: every broker is a voter of the metadata quorum",
-                    self.node_id,
-                    self.controller_quorum_voters
+                    "controller_listen {listen} is voter {}'s address; node {} is not a voter and needs an address of its own",
+                    v.id,
+                    self.node_id
                 );
             }
         }
@@ -312,6 +313,13 @@ impl Config {
                 })
             })
             .collect()
+    }
+
+    /// True when this node votes in the metadata quorum.
+    pub fn is_voter(&self) -> bool {
+        self.voters()
+            .map(|v| v.iter().any(|v| v.id == self.node_id))
+            .unwrap_or(false)
     }
 
     /// True when this node is part of a cluster (voters configured).

@@ -45,6 +45,11 @@ pub enum Request {
         id: i32,
         epoch: u64,
     },
+    /// An observer broker asks to follow the metadata log (as a Raft learner).
+    AddLearner {
+        id: u64,
+        addr: String,
+    },
 }
 
 /// The answer to a `Request`; errors travel as text (the caller retries or gives up).

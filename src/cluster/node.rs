@@ -95,11 +95,10 @@ pub fn recover(config: &Config) -> anyhow::Result<Recovered> {
         );
     }
     let voters = config.voters()?;
-    let stored: BTreeMap<u64, String> = applied
-        .last_membership
-        .membership()
-        .nodes()
-        .map(|(id, n)| (*id, n.addr.clone()))
+    let membership = applied.last_membership.membership();
+    let stored: BTreeMap<u64, String> = membership
+        .voter_ids()
+        .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
         .collect();
     let wanted: BTreeMap<u64, String> = voters
         .iter()
@@ -236,9 +235,12 @@ impl ClusterNode {
             .map(|v| (v.id as u64, BasicNode::new(v.addr.clone())))
             .collect();
         // Every voter proposes the same initial membership; on a node that already has a
-        // log this is refused, which is the normal case after the first start.
-        if let Err(e) = node.raft.initialize(members).await {
-            tracing::debug!("quorum already initialized: {e}");
+        // log this is refused, which is the normal case after the first start. An observer
+        // broker asks the active controller to add it as a learner (`spawn_membership`).
+        if node.config.is_voter() {
+            if let Err(e) = node.raft.initialize(members).await {
+                tracing::debug!("quorum already initialized: {e}");
+            }
         }
         tracing::info!(
             node = id,
@@ -379,6 +381,69 @@ impl ClusterNode {
                 Response::Write(self.write_local(cmd).await)
             }
             Request::Heartbeat { id, epoch } => Response::Heartbeat(self.heartbeat(id, epoch)),
+            Request::AddLearner { id, addr } => Response::Write(self.add_learner(id, addr).await),
+        }
+    }
+
+    /// On the active controller: makes node `id` (an observer broker) a learner of the
+    /// quorum, so the metadata log reaches it. Nothing to do when it already is one at `addr`.
+    async fn add_learner(&self, id: u64, addr: String) -> Result<(u64, Reply), WriteError> {
+        if !self.is_leader() {
+            return Err(WriteError::NotLeader(self.leader()));
+        }
+        if self.voters.iter().any(|v| v.id as u64 == id) {
+            return Err(WriteError::Failed(format!(
+                "node {id} is a voter, not an observer"
+            )));
+        }
+        let known = {
+            use openraft::async_runtime::WatchReceiver;
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr == addr)
+        };
+        if known == Some(true) {
+            return Ok((0, Reply::default()));
+        }
+        self.raft
+            .add_learner(id, BasicNode::new(addr), false)
+            .await
+            .map(|r| (r.log_id.index, Reply::default()))
+            .map_err(|e| WriteError::Failed(e.to_string()))
+    }
+
+    /// An observer broker: asks the voters, in turn, until the active controller adds it as
+    /// a learner.
+    async fn join_as_learner(&self, stop: &AtomicBool) {
+        let addr = self.config.controller_listen.clone().unwrap_or_default();
+        let req = Request::AddLearner { id: self.id, addr };
+        let mut target: Option<u64> = None;
+        let mut next = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let to = target.or_else(|| self.leader()).unwrap_or_else(|| {
+                next += 1;
+                self.voters[next % self.voters.len()].id as u64
+            });
+            let Some(at) = self.addr_of(to) else {
+                target = None;
+                continue;
+            };
+            match Peer::new(at, self.source).call(&req, CALL_TTL).await {
+                Ok(Response::Write(Ok(_))) => {
+                    tracing::info!(node = self.id, "joined the metadata quorum as an observer");
+                    return;
+                }
+                Ok(Response::Write(Err(WriteError::NotLeader(l)))) => target = l,
+                Ok(Response::Write(Err(e))) => {
+                    tracing::warn!("joining the quorum: {e}");
+                    target = None;
+                }
+                _ => target = None,
+            }
+            glommio::timer::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -406,6 +471,9 @@ impl ClusterNode {
     pub fn spawn_membership(self: &Rc<Self>, stop: Arc<AtomicBool>) {
         let node = self.clone();
         glommio::spawn_local(async move {
+            if !node.config.is_voter() {
+                node.join_as_learner(&stop).await;
+            }
             let (host, port) = node.config.advertised();
             let register = Command::RegisterBroker {
                 id: node.config.node_id,

@@ -16,11 +16,13 @@ SESSION_MS = 2000
 
 
 class Cluster:
-    def __init__(self, tmp, n, extra=None):
+    """`n` voters, then `observers` brokers that follow the metadata log without voting."""
+
+    def __init__(self, tmp, n, extra=None, observers=0):
         self.nodes = []
-        ports = [(free_port(), free_port()) for _ in range(n)]
+        ports = [(free_port(), free_port()) for _ in range(n + observers)]
         voters = [f"{k + 1}@127.0.0.{k + 1}:{ports[k][1]}" for k in range(n)]
-        for k in range(n):
+        for k in range(n + observers):
             d = tmp / f"node{k + 1}"
             d.mkdir()
             config = {
@@ -88,10 +90,10 @@ class Cluster:
 def cluster_factory(tmp_path, request):
     made = []
 
-    def make(n, extra=None):
+    def make(n, extra=None, observers=0):
         d = tmp_path / f"c{len(made)}"
         d.mkdir()
-        c = Cluster(d, n, extra)
+        c = Cluster(d, n, extra, observers)
         made.append(c)
         return c
 
@@ -355,6 +357,26 @@ def test_rolling_restart_with_controlled_shutdown(cluster_factory):
     check_history(acked, consume_all(c.bootstrap(), "roll", len(acked), "g-roll", timeout=90))
 
 
+def test_observer_broker_grows_the_cluster(cluster_factory):
+    """A broker outside the voter list joins as an observer (a Raft learner): it gets the
+    metadata log, takes partitions, serves clients, and is fenced and rejoins like any broker."""
+    c = cluster_factory(3, observers=1).start()
+    create(c.node(4).bootstrap, "wide", 8)
+    md = eventually(lambda: (m := c.metadata(1)) and "wide" in m.topics and m, what="wide")
+    assert set(md.brokers) == {1, 2, 3, 4}
+    assert md.controller_id in (1, 2, 3)
+    led = sorted(p.leader for p in md.topics["wide"].partitions.values())
+    assert led == [1, 1, 2, 2, 3, 3, 4, 4]
+    acked = produce(c.node(4).bootstrap, "wide", [f"w{i}".encode() for i in range(400)])
+    c.node(4).kill9()
+    c.wait_live([1, 2, 3], via=1, timeout=SESSION_MS / 1000 + 20)
+    c.node(4).start()
+    c.wait_live([1, 2, 3, 4])
+    eventually(lambda: all(p.leader != -1 for p in c.metadata(4).topics["wide"].partitions.values()),
+               what="broker 4 leading again")
+    check_history(acked, consume_all(c.node(4).bootstrap, "wide", len(acked), "g-wide"))
+
+
 @pytest.mark.skipif(shutil.which("nft") is None, reason="nftables is installed by .ci/run")
 def test_partitioned_node_is_fenced_minority_changes_nothing(cluster_factory):
     c = cluster_factory(3).start()
@@ -398,9 +420,12 @@ def test_bad_cluster_configuration_is_refused_at_start(tmp_path, cluster_factory
     listen = c.node(1).config_path.read_text().split("controller_listen = ")[1].split("\n")[0].strip('"')
     voters = f"1@{listen}"
     other = f"2@127.0.0.2:{free_port()}"
-    # Not among the voters.
+    # An observer (not a voter) that claims a voter's controller address.
     rc, out = serve(tmp_path / "x", "--node-id", "2", "--controller-listen", listen, "--voters", voters)
-    assert rc != 0 and "not among controller_quorum_voters" in out, out
+    assert rc != 0 and "is voter 1's address" in out, out
+    # A cluster node without a controller address.
+    rc, out = serve(tmp_path / "x", "--node-id", "2", "--voters", voters)
+    assert rc != 0 and "set controller_listen" in out, out
     # A malformed voter.
     rc, out = serve(tmp_path / "x", "--node-id", "1", "--voters", "one@somewhere")
     assert rc != 0 and "is not a number" in out, out
