@@ -136,6 +136,11 @@ pub struct Config {
     /// How often a broker heartbeats to the active controller (Kafka:
     /// broker.heartbeat.interval.ms).
     pub broker_heartbeat_interval_ms: u64,
+    /// The active controller moves leadership back to preferred replicas (the first of each
+    /// partition) that are live and in sync (Kafka: auto.leader.rebalance.enable).
+    pub auto_leader_rebalance_enable: bool,
+    /// How often it looks (Kafka: leader.imbalance.check.interval.seconds, 300 s).
+    pub leader_imbalance_check_interval_ms: u64,
 }
 
 /// A member of the metadata quorum.
@@ -192,6 +197,8 @@ impl Default for Config {
             default_replication_factor: 1,
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
         }
     }
 }

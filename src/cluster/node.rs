@@ -160,6 +160,8 @@ pub struct ClusterNode {
     leading_since: Cell<Option<Instant>>,
     /// This node's controller address: quorum connections leave from it.
     source: Option<std::net::IpAddr>,
+    /// Active controller: when it last looked for leaders to move back to preferred replicas.
+    last_rebalance: Cell<Option<Instant>>,
 }
 
 impl ClusterNode {
@@ -213,6 +215,7 @@ impl ClusterNode {
             last_seen: RefCell::new(HashMap::new()),
             leading_since: Cell::new(None),
             source,
+            last_rebalance: Cell::new(None),
         });
         let server = node.clone();
         glommio::spawn_local(async move {
@@ -580,6 +583,7 @@ impl ClusterNode {
                 tracing::warn!("fencing broker {id}: {e}");
             }
         }
+        self.rebalance_leaders(&state).await;
         let missing: Vec<&str> = [OFFSETS_TOPIC, TXN_TOPIC]
             .into_iter()
             .filter(|t| !state.topics.contains_key(*t))
@@ -617,6 +621,33 @@ impl ClusterNode {
             if let Err(e) = self.write(cmd).await {
                 tracing::warn!("creating the internal topics: {e}");
             }
+        }
+    }
+
+    /// Automatic preferred-leader election, every `leader_imbalance_check_interval_ms`.
+    async fn rebalance_leaders(&self, state: &ClusterState) {
+        if !self.config.auto_leader_rebalance_enable {
+            return;
+        }
+        let every = Duration::from_millis(self.config.leader_imbalance_check_interval_ms);
+        match self.last_rebalance.get() {
+            Some(t) if t.elapsed() < every => return,
+            _ => self.last_rebalance.set(Some(Instant::now())),
+        }
+        let partitions = state.preferred_imbalance();
+        if partitions.is_empty() {
+            return;
+        }
+        tracing::info!(
+            partitions = partitions.len(),
+            "moving leaders back to preferred replicas"
+        );
+        let cmd = Command::ElectLeaders {
+            unclean: false,
+            partitions,
+        };
+        if let Err(e) = self.write(cmd).await {
+            tracing::warn!("preferred leader election: {e}");
         }
     }
 

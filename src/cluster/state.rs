@@ -108,9 +108,19 @@ pub enum Command {
         names: Vec<String>,
     },
     AllocateProducerIds,
-    /// Leadership back to each partition's first replica where it is in sync.
-    ElectPreferredLeaders {
+    /// Preferred: leadership back to each partition's first replica where it is live and in
+    /// sync. Unclean: a partition without a leader takes any live replica (losing what only
+    /// the old in-sync replicas held), as Kafka's unclean election does.
+    ElectLeaders {
+        unclean: bool,
         partitions: Vec<(String, i32)>,
+    },
+    /// Grows a topic to `count` partitions (placed as new ones are, or as assigned).
+    CreatePartitions {
+        topic: String,
+        count: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+        max_partitions: usize,
     },
 }
 
@@ -131,12 +141,15 @@ impl std::fmt::Display for Command {
             }
             Command::DeleteTopics { names } => write!(f, "delete topics {names:?}"),
             Command::AllocateProducerIds => write!(f, "allocate producer ids"),
-            Command::ElectPreferredLeaders { partitions } => {
-                write!(
-                    f,
-                    "elect preferred leaders of {} partitions",
-                    partitions.len()
-                )
+            Command::ElectLeaders {
+                unclean,
+                partitions,
+            } => {
+                let kind = if *unclean { "unclean" } else { "preferred" };
+                write!(f, "elect {kind} leaders of {} partitions", partitions.len())
+            }
+            Command::CreatePartitions { topic, count, .. } => {
+                write!(f, "grow {topic} to {count} partitions")
             }
         }
     }
@@ -155,6 +168,14 @@ impl Reply {
             results: Vec::new(),
             value: v,
         }
+    }
+}
+
+/// A per-item result as a reply carries it.
+fn outcome(r: Result<(), (ErrorCode, String)>) -> (i16, Option<String>) {
+    match r {
+        Ok(()) => (ErrorCode::NONE.0, None),
+        Err((code, m)) => (code.0, Some(m)),
     }
 }
 
@@ -241,14 +262,28 @@ impl ClusterState {
                 self.producer_id_block_end += PRODUCER_ID_BLOCK;
                 Reply::value(start)
             }
-            Command::ElectPreferredLeaders { partitions } => Reply {
+            Command::ElectLeaders {
+                unclean,
+                partitions,
+            } => Reply {
                 results: partitions
                     .iter()
-                    .map(|(t, p)| match self.elect_preferred(t, *p) {
-                        Ok(()) => (ErrorCode::NONE.0, None),
-                        Err((code, m)) => (code.0, Some(m)),
-                    })
+                    .map(|(t, p)| outcome(self.elect(t, *p, *unclean)))
                     .collect(),
+                value: 0,
+            },
+            Command::CreatePartitions {
+                topic,
+                count,
+                assignment,
+                max_partitions,
+            } => Reply {
+                results: vec![outcome(self.grow_topic(
+                    topic,
+                    *count,
+                    assignment.as_deref(),
+                    *max_partitions,
+                ))],
                 value: 0,
             },
         }
@@ -299,8 +334,23 @@ impl ClusterState {
             Some(a) => self.check_assignment(a)?,
             None => self.place(t.partitions, t.replication_factor)?,
         };
+        let partitions = self.new_partitions(replicas);
+        self.topics.insert(
+            t.name.clone(),
+            TopicRecord {
+                id: t.id.clone(),
+                configs: t.configs.clone(),
+                partitions,
+            },
+        );
+        Ok(())
+    }
+
+    /// Partition records for new partitions with these replicas: spread over each broker's
+    /// shards, led by the first live replica, which is their only in-sync replica.
+    fn new_partitions(&self, replicas: Vec<Vec<i32>>) -> Vec<PartitionRecord> {
         let mut load = self.shard_load();
-        let partitions = replicas
+        replicas
             .into_iter()
             .map(|reps| {
                 let shards = reps
@@ -331,15 +381,56 @@ impl ClusterState {
                     partition_epoch: 0,
                 }
             })
-            .collect();
-        self.topics.insert(
-            t.name.clone(),
-            TopicRecord {
-                id: t.id.clone(),
-                configs: t.configs.clone(),
-                partitions,
-            },
-        );
+            .collect()
+    }
+
+    fn grow_topic(
+        &mut self,
+        topic: &str,
+        count: i32,
+        assignment: Option<&[Vec<i32>]>,
+        max_partitions: usize,
+    ) -> Result<(), (ErrorCode, String)> {
+        let have = self
+            .topics
+            .get(topic)
+            .ok_or((
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic {topic} does not exist"),
+            ))?
+            .partitions
+            .len() as i32;
+        if count <= have {
+            return Err((
+                ErrorCode::INVALID_PARTITIONS,
+                format!("topic {topic} has {have} partitions; the new count must be larger, not {count}"),
+            ));
+        }
+        let more = (count - have) as usize;
+        let total = self.total_partitions();
+        if total + more > max_partitions {
+            return Err((
+                ErrorCode::INVALID_PARTITIONS,
+                format!("the cluster holds {total} partitions; {more} more would pass its limit of {max_partitions}"),
+            ));
+        }
+        let rf = self.topics[topic].partitions[0].replicas.len() as i16;
+        let replicas = match assignment {
+            Some(a) if a.len() != more => {
+                return Err((
+                    ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                    format!("{} assignments for {more} new partitions", a.len()),
+                ))
+            }
+            Some(a) => self.check_assignment(a)?,
+            None => self.place(more as i32, rf)?,
+        };
+        let new = self.new_partitions(replicas);
+        self.topics
+            .get_mut(topic)
+            .expect("checked above")
+            .partitions
+            .extend(new);
         Ok(())
     }
 
@@ -498,7 +589,7 @@ impl ClusterState {
         }
     }
 
-    fn elect_preferred(&mut self, topic: &str, p: i32) -> Result<(), (ErrorCode, String)> {
+    fn elect(&mut self, topic: &str, p: i32, unclean: bool) -> Result<(), (ErrorCode, String)> {
         let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
         let part = self
             .topics
@@ -508,23 +599,56 @@ impl ClusterState {
                 ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                 format!("{topic}-{p} does not exist"),
             ))?;
-        let preferred = part.replicas[0];
-        if part.leader == preferred {
-            return Err((
-                ErrorCode::ELECTION_NOT_NEEDED,
-                "the preferred replica already leads".into(),
-            ));
-        }
-        if !live.contains(&preferred) || !part.isr.contains(&preferred) {
-            return Err((
-                ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE,
-                format!("preferred replica {preferred} is not a live in-sync replica"),
-            ));
-        }
-        part.leader = preferred;
+        let next = if unclean {
+            if part.leader >= 0 {
+                return Err((
+                    ErrorCode::ELECTION_NOT_NEEDED,
+                    "the partition has a leader".into(),
+                ));
+            }
+            let any = part.replicas.iter().copied().find(|r| live.contains(r));
+            let any = any.ok_or((
+                ErrorCode::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                "no replica of the partition is live".into(),
+            ))?;
+            part.isr = vec![any];
+            any
+        } else {
+            let preferred = part.replicas[0];
+            if part.leader == preferred {
+                return Err((
+                    ErrorCode::ELECTION_NOT_NEEDED,
+                    "the preferred replica already leads".into(),
+                ));
+            }
+            if !live.contains(&preferred) || !part.isr.contains(&preferred) {
+                return Err((
+                    ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE,
+                    format!("preferred replica {preferred} is not a live in-sync replica"),
+                ));
+            }
+            preferred
+        };
+        part.leader = next;
         part.leader_epoch += 1;
         part.partition_epoch += 1;
         Ok(())
+    }
+
+    /// Partitions whose preferred replica is live, in sync and not leading: what a preferred
+    /// election (or the automatic rebalance) would move.
+    pub fn preferred_imbalance(&self) -> Vec<(String, i32)> {
+        let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+        let mut out = Vec::new();
+        for (name, t) in &self.topics {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let pref = p.replicas[0];
+                if p.leader != pref && live.contains(&pref) && p.isr.contains(&pref) {
+                    out.push((name.clone(), i as i32));
+                }
+            }
+        }
+        out
     }
 
     /// The image broker `node` serves from: every topic, with this broker's shard for the
@@ -692,13 +816,78 @@ mod tests {
         i += 1;
         s.apply(i, &Command::UnfenceBroker { id: 1, epoch });
         i += 1;
+        // Back in service and in sync: the preferred replica can lead again.
+        s.topics.get_mut("t").unwrap().partitions[p].isr = vec![2, 1];
+        assert_eq!(s.preferred_imbalance(), vec![("t".to_string(), p as i32)]);
         let r = s.apply(
             i,
-            &Command::ElectPreferredLeaders {
+            &Command::ElectLeaders {
+                unclean: false,
                 partitions: vec![("t".into(), p as i32)],
             },
         );
-        assert_eq!(r.results[0].0, ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE.0);
+        assert_eq!(r.results[0].0, 0);
+        assert_eq!(s.topics["t"].partitions[p].leader, 1);
+        assert!(s.preferred_imbalance().is_empty());
+        // Unclean: only for a partition without a leader, from any live replica.
+        i += 1;
+        let r = s.apply(
+            i,
+            &Command::ElectLeaders {
+                unclean: true,
+                partitions: vec![("t".into(), p as i32)],
+            },
+        );
+        assert_eq!(r.results[0].0, ErrorCode::ELECTION_NOT_NEEDED.0);
+        i += 1;
+        s.apply(i, &Command::FenceBroker { id: 1, epoch });
+        s.topics.get_mut("t").unwrap().partitions[p].leader = -1;
+        i += 1;
+        let r = s.apply(
+            i,
+            &Command::ElectLeaders {
+                unclean: true,
+                partitions: vec![("t".into(), p as i32)],
+            },
+        );
+        assert_eq!(r.results[0].0, 0);
+        assert_eq!(s.topics["t"].partitions[p].leader, 2);
+        assert_eq!(s.topics["t"].partitions[p].isr, vec![2]);
+    }
+
+    #[test]
+    fn create_partitions_grows_and_places() {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        register(&mut s, &mut i, 1, None);
+        register(&mut s, &mut i, 2, None);
+        create(&mut s, &mut i, "t", 2, 2);
+        let grow = |s: &mut ClusterState, i: u64, count, assignment| {
+            s.apply(
+                i,
+                &Command::CreatePartitions {
+                    topic: "t".into(),
+                    count,
+                    assignment,
+                    max_partitions: 1000,
+                },
+            )
+            .results[0]
+                .0
+        };
+        assert_eq!(grow(&mut s, 10, 2, None), ErrorCode::INVALID_PARTITIONS.0);
+        assert_eq!(grow(&mut s, 11, 4, None), 0);
+        assert_eq!(s.topics["t"].partitions.len(), 4);
+        assert!(s.topics["t"]
+            .partitions
+            .iter()
+            .all(|p| p.replicas.len() == 2));
+        assert_eq!(
+            grow(&mut s, 12, 6, Some(vec![vec![2, 1]])),
+            ErrorCode::INVALID_REPLICA_ASSIGNMENT.0
+        );
+        assert_eq!(grow(&mut s, 13, 5, Some(vec![vec![2, 1]])), 0);
+        assert_eq!(s.topics["t"].partitions[4].leader, 2);
     }
 
     #[test]

@@ -48,6 +48,15 @@ impl CreateSpec {
     }
 }
 
+/// A CreatePartitions entry: grow `topic` to `count` partitions.
+pub struct GrowSpec {
+    pub topic: String,
+    pub count: i32,
+    /// Replicas of each new partition, when given.
+    pub assignment: Option<Vec<Vec<i32>>>,
+    pub validate_only: bool,
+}
+
 /// The outcome for one topic of a CreateTopics or DeleteTopics.
 #[derive(Clone, Debug)]
 pub struct TopicResult {
@@ -156,6 +165,49 @@ impl Controller {
                 results
             }
             Err(e) => vec![TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0); n],
+        }
+    }
+
+    /// Grows topics (CreatePartitions, from any shard).
+    pub async fn create_partitions(&self, specs: Vec<GrowSpec>) -> Vec<TopicResult> {
+        let n = specs.len();
+        let r = self
+            .shard
+            .invoke_on(CONTROLLER_SHARD, move || async move {
+                local::<Controller>().grow_local(specs).await
+            })
+            .await;
+        match r {
+            Ok((results, version)) => {
+                self.see_version(version).await;
+                results
+            }
+            Err(e) => vec![TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0); n],
+        }
+    }
+
+    /// ElectLeaders (from any shard): one result per partition asked for, or, for None, per
+    /// partition whose preferred replica could lead and does not.
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Vec<((String, i32), TopicResult)> {
+        let r = self
+            .shard
+            .invoke_on(CONTROLLER_SHARD, move || async move {
+                local::<Controller>().elect_local(unclean, partitions).await
+            })
+            .await;
+        match r {
+            Ok((results, version)) => {
+                self.see_version(version).await;
+                results
+            }
+            Err(e) => {
+                tracing::error!("elect leaders: {}", e.0);
+                Vec::new()
+            }
         }
     }
 
@@ -488,6 +540,180 @@ impl Controller {
             }
         }
         (results, version)
+    }
+
+    /// Checks a CreatePartitions entry against the current image.
+    fn validate_growth(&self, meta: &ClusterMeta, spec: &GrowSpec) -> TopicResult {
+        let Some(t) = meta.topics.get(&spec.topic) else {
+            return TopicResult::err(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic {} does not exist", spec.topic),
+            );
+        };
+        let have = t.placement.len() as i32;
+        let total: usize = meta.topics.values().map(|t| t.placement.len()).sum();
+        if metadata::is_internal(&spec.topic) {
+            TopicResult::err(
+                ErrorCode::POLICY_VIOLATION,
+                format!(
+                    "{} is internal: more partitions would move every key's coordinator",
+                    spec.topic
+                ),
+            )
+        } else if spec.count <= have {
+            TopicResult::err(
+                ErrorCode::INVALID_PARTITIONS,
+                format!(
+                    "topic {} has {have} partitions; the new count must be larger, not {}",
+                    spec.topic, spec.count
+                ),
+            )
+        } else if spec.count > self.config.max_partitions_per_topic {
+            TopicResult::err(
+                ErrorCode::INVALID_PARTITIONS,
+                format!(
+                    "partitions must be 1..={}",
+                    self.config.max_partitions_per_topic
+                ),
+            )
+        } else if total + (spec.count - have) as usize > MAX_PARTITIONS {
+            TopicResult::err(
+                ErrorCode::INVALID_PARTITIONS,
+                format!(
+                    "{} more partitions would pass the limit of {MAX_PARTITIONS}",
+                    spec.count - have
+                ),
+            )
+        } else if let Some(b) = spec.assignment.iter().flatten().flatten().find(|b| {
+            !self.config.is_cluster() && **b != meta.node_id
+                || self.config.is_cluster() && meta.broker(**b).is_none()
+        }) {
+            TopicResult::err(
+                ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                format!("the assignment names broker {b}, which is not a live broker"),
+            )
+        } else {
+            TopicResult::ok()
+        }
+    }
+
+    async fn grow_local(&self, specs: Vec<GrowSpec>) -> (Vec<TopicResult>, u64) {
+        let node = self.cluster();
+        let _turn = self.control_lock.lock().await;
+        let mut meta = (*self.image.get()).clone();
+        let nr_shards = self.shard.nr_shards;
+        let mut results = Vec::with_capacity(specs.len());
+        let mut opens: Vec<Vec<PartitionSpec>> = (0..nr_shards).map(|_| Vec::new()).collect();
+        let mut version = 0;
+        for spec in specs {
+            let mut verdict = self.validate_growth(&meta, &spec);
+            if verdict.error.is_ok() && !spec.validate_only {
+                if let Some(node) = &node {
+                    let cmd = ClusterCommand::CreatePartitions {
+                        topic: spec.topic.clone(),
+                        count: spec.count,
+                        assignment: spec.assignment.clone(),
+                        max_partitions: MAX_PARTITIONS,
+                    };
+                    let mut one = [verdict];
+                    version = version.max(self.commit(node, cmd, &[0], &mut one).await);
+                    [verdict] = one;
+                } else {
+                    let mut load = meta.load_per_shard(nr_shards);
+                    let t = meta.topics.get_mut(&spec.topic).expect("validated");
+                    for p in t.placement.len() as i32..spec.count {
+                        let shard = (0..nr_shards).min_by_key(|&s| (load[s], s)).unwrap_or(0);
+                        load[shard] += 1;
+                        t.placement.push(shard);
+                        if !t.leader_epochs.is_empty() {
+                            t.leader_epochs.push(0);
+                        }
+                        opens[shard].push(PartitionSpec {
+                            topic: spec.topic.clone(),
+                            partition: p,
+                            configs: t.configs.clone(),
+                        });
+                    }
+                    tracing::info!(topic = %spec.topic, partitions = spec.count, "grew topic");
+                }
+            }
+            results.push(verdict);
+        }
+        if node.is_some() || opens.iter().all(Vec::is_empty) {
+            return (results, version);
+        }
+        if !self.persist_or_fail(&mut meta, &mut results).await {
+            return (results, 0);
+        }
+        for (shard, list) in opens.into_iter().enumerate() {
+            if !list.is_empty() {
+                if let Err(m) = self.partitions.open_on(shard, list).await {
+                    tracing::error!("opening partitions on shard {shard}: {m}");
+                }
+            }
+        }
+        let version = meta.version;
+        self.publish(meta).await;
+        (results, version)
+    }
+
+    async fn elect_local(
+        &self,
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> (Vec<((String, i32), TopicResult)>, u64) {
+        let meta = self.image.get();
+        let Some(node) = self.cluster() else {
+            // One broker leads every partition: there is never anything to elect.
+            let results = partitions
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, p)| {
+                    let r = match meta.owner(&t, p) {
+                        None => TopicResult::err(
+                            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                            format!("{t}-{p} does not exist"),
+                        ),
+                        Some(_) => TopicResult::err(
+                            ErrorCode::ELECTION_NOT_NEEDED,
+                            "the only broker leads it".into(),
+                        ),
+                    };
+                    ((t, p), r)
+                })
+                .collect();
+            return (results, 0);
+        };
+        let asked = partitions.unwrap_or_else(|| {
+            if unclean {
+                // Kafka: all partitions without a leader.
+                let state = node.state();
+                state
+                    .topics
+                    .iter()
+                    .flat_map(|(n, t)| {
+                        t.partitions
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| p.leader == -1)
+                            .map(move |(i, _)| (n.clone(), i as i32))
+                    })
+                    .collect()
+            } else {
+                node.state().preferred_imbalance()
+            }
+        });
+        if asked.is_empty() {
+            return (Vec::new(), 0);
+        }
+        let mut results = vec![TopicResult::ok(); asked.len()];
+        let slots: Vec<usize> = (0..asked.len()).collect();
+        let cmd = ClusterCommand::ElectLeaders {
+            unclean,
+            partitions: asked.clone(),
+        };
+        let version = self.commit(&node, cmd, &slots, &mut results).await;
+        (asked.into_iter().zip(results).collect(), version)
     }
 
     /// Cluster mode (shard 0): makes `meta` every shard's image. Partitions this broker no

@@ -87,6 +87,8 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
         ApiKey::ListOffsets => list_offsets::handle(&broker, &ctx, body).await,
         ApiKey::CreateTopics => topics::create(&broker, &ctx, body).await,
         ApiKey::DeleteTopics => topics::delete(&broker, &ctx, body).await,
+        ApiKey::CreatePartitions => topics::create_partitions(&broker, &ctx, body).await,
+        ApiKey::ElectLeaders => topics::elect_leaders(&broker, &ctx, body).await,
         ApiKey::FindCoordinator => group::find_coordinator(&broker, &ctx, body).await,
         ApiKey::JoinGroup => group::join(&broker, &ctx, body, &peer).await,
         ApiKey::SyncGroup => group::sync(&broker, &ctx, body).await,

@@ -1,11 +1,16 @@
-//! CreateTopics and DeleteTopics, carried out by shard 0 (the metadata owner).
+//! CreateTopics, DeleteTopics, CreatePartitions and ElectLeaders, carried out by the
+//! controller on shard 0 (the metadata owner; in a cluster, through the quorum).
 
 use super::{decode, Ctx};
 use crate::broker::Broker;
-use crate::controller::CreateSpec;
+use crate::controller::{CreateSpec, GrowSpec};
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
 use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsRequest;
+use kafka_protocol::messages::create_partitions_response::{
+    CreatePartitionsResponse, CreatePartitionsTopicResult,
+};
 use kafka_protocol::messages::create_topics_request::CreateTopicsRequest;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicResult, CreateTopicsResponse,
@@ -13,6 +18,10 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
 use kafka_protocol::messages::delete_topics_response::{
     DeletableTopicResult, DeleteTopicsResponse,
+};
+use kafka_protocol::messages::elect_leaders_request::ElectLeadersRequest;
+use kafka_protocol::messages::elect_leaders_response::{
+    ElectLeadersResponse, PartitionResult, ReplicaElectionResult,
 };
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
@@ -153,4 +162,82 @@ pub async fn delete(
         })
         .collect();
     Ok(ctx.respond(&DeleteTopicsResponse::default().with_responses(responses)))
+}
+
+/// CreatePartitions: grows topics (never shrinks them), carried out by the controller.
+pub async fn create_partitions(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: CreatePartitionsRequest = decode(ctx, body)?;
+    let specs = req
+        .topics
+        .iter()
+        .map(|t| GrowSpec {
+            topic: t.name.0.to_string(),
+            count: t.count,
+            assignment: t.assignments.as_ref().map(|a| {
+                a.iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            }),
+            validate_only: req.validate_only,
+        })
+        .collect();
+    let results = broker.controller.create_partitions(specs).await;
+    let results = req
+        .topics
+        .iter()
+        .zip(results)
+        .map(|(t, r)| {
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(r.error.0)
+                .with_error_message(r.message.map(StrBytes::from_string))
+        })
+        .collect();
+    Ok(ctx.respond(&CreatePartitionsResponse::default().with_results(results)))
+}
+
+/// ElectLeaders (KIP-460): preferred (0) or unclean (1) elections, committed by the controller.
+pub async fn elect_leaders(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: ElectLeadersRequest = decode(ctx, body)?;
+    let unclean = match req.election_type {
+        0 => false,
+        1 => true,
+        other => {
+            let resp =
+                ElectLeadersResponse::default().with_error_code(ErrorCode::INVALID_REQUEST.0);
+            tracing::debug!("ElectLeaders with election type {other}");
+            return Ok(ctx.respond(&resp));
+        }
+    };
+    let asked = req.topic_partitions.as_ref().map(|tps| {
+        tps.iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), *p)))
+            .collect::<Vec<_>>()
+    });
+    let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
+    for ((topic, p), r) in broker.controller.elect_leaders(unclean, asked).await {
+        by_topic.entry(topic).or_default().push(
+            PartitionResult::default()
+                .with_partition_id(p)
+                .with_error_code(r.error.0)
+                .with_error_message(r.message.map(StrBytes::from_string)),
+        );
+    }
+    let results = by_topic
+        .into_iter()
+        .map(|(t, parts)| {
+            ReplicaElectionResult::default()
+                .with_topic(TopicName(StrBytes::from_string(t)))
+                .with_partition_result(parts)
+        })
+        .collect();
+    Ok(ctx.respond(&ElectLeadersResponse::default().with_replica_election_results(results)))
 }

@@ -377,6 +377,68 @@ def test_observer_broker_grows_the_cluster(cluster_factory):
     check_history(acked, consume_all(c.node(4).bootstrap, "wide", len(acked), "g-wide"))
 
 
+def test_create_partitions_on_a_single_node_and_a_cluster(broker_factory, cluster_factory):
+    from confluent_kafka.admin import NewPartitions
+    single = broker_factory()
+    c = cluster_factory(3).start()
+    for bootstrap, via in ((single.bootstrap, None), (c.node(2).bootstrap, 1)):
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        create(bootstrap, "grow", 2)
+        admin.create_partitions([NewPartitions("grow", 5)])["grow"].result(30)
+        md = eventually(lambda: (m := AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10))
+                        and len(m.topics["grow"].partitions) == 5 and m, what="5 partitions")
+        if via:
+            leaders = sorted(p.leader for p in md.topics["grow"].partitions.values())
+            assert set(leaders) == {1, 2, 3}, leaders
+        # The new partitions take records; a smaller count and an internal topic are refused.
+        p = Producer({"bootstrap.servers": bootstrap})
+        got = []
+        p.produce("grow", value=b"x", partition=4, on_delivery=lambda e, m: got.append((e, m.partition())))
+        assert p.flush(30) == 0 and got == [(None, 4)], got
+        with pytest.raises(Exception) as e:
+            admin.create_partitions([NewPartitions("grow", 3)])["grow"].result(30)
+        assert "INVALID_PARTITIONS" in str(e.value) or "must be larger" in str(e.value)
+        with pytest.raises(Exception) as e:
+            admin.create_partitions([NewPartitions("__consumer_offsets", 100)])["__consumer_offsets"].result(30)
+        assert "POLICY_VIOLATION" in str(e.value) or "internal" in str(e.value)
+
+
+def test_elect_leaders_preferred_and_unclean(cluster_factory):
+    from confluent_kafka import ElectionType, TopicPartition
+    c = cluster_factory(3).start()
+    from kafka.admin import KafkaAdminClient, NewTopic as KNewTopic
+    k = KafkaAdminClient(bootstrap_servers=c.node(1).bootstrap)
+    k.create_topics([KNewTopic("two", -1, -1, replica_assignments={0: [2, 1]})])
+    k.close()
+    eventually(lambda: "two" in c.metadata(3).topics, what="two")
+
+    def elect(kind):
+        # A fresh client each time: librdkafka keeps sending admin requests to the controller
+        # it knew, and the test kills brokers.
+        admin = AdminClient({"bootstrap.servers": c.node(3).bootstrap})
+        f = admin.elect_leaders(kind, [TopicPartition("two", 0)])
+        return f.result(30)[TopicPartition("two", 0)]
+
+    # The preferred replica leads already.
+    err = elect(ElectionType.PREFERRED)
+    assert err is not None and err.code() == KafkaError.ELECTION_NOT_NEEDED, err
+    acked = produce(c.node(3).bootstrap, "two", [b"before"])
+    c.node(2).kill9()
+    eventually(lambda: c.metadata(3).topics["two"].partitions[0].leader == -1, timeout=20, what="leaderless")
+    # Unclean: the live replica (which never received the data) leads; what only broker 2
+    # held is not on it, which is what an unclean election means.
+    assert elect(ElectionType.UNCLEAN) is None
+    part = eventually(lambda: (p := c.metadata(3).topics["two"].partitions[0]) and p.leader == 1 and p,
+                      what="broker 1 leading")
+    assert part.isrs == [1]
+    assert acked and len(produce(c.node(3).bootstrap, "two", [b"after"])) == 1
+    # Broker 2 back: not in sync, so the preferred election is refused.
+    c.node(2).start()
+    c.wait_live([1, 2, 3])
+    err = elect(ElectionType.PREFERRED)
+    assert err is not None and err.code() == KafkaError.PREFERRED_LEADER_NOT_AVAILABLE, err
+
+
 @pytest.mark.skipif(shutil.which("nft") is None, reason="nftables is installed by .ci/run")
 def test_partitioned_node_is_fenced_minority_changes_nothing(cluster_factory):
     c = cluster_factory(3).start()
