@@ -299,6 +299,7 @@ impl Controller {
                 ),
             )
         } else if self.config.is_cluster()
+            && spec.replication_factor > 0
             && spec.replication_factor as usize > meta.brokers.len().max(1)
         {
             TopicResult::err(

@@ -245,6 +245,21 @@ def test_three_brokers_one_cluster_clients_follow_leaders(cluster_factory):
         assert "controller" in out, out
 
 
+def test_kafkajs_across_brokers(cluster_factory):
+    """kafkajs: createTopics, produce acks=-1 and consume in a group with three partitions led
+    by three brokers (tests/js/roundtrip.js, the same script as on a single node)."""
+    from pathlib import Path
+    js = Path(__file__).resolve().parents[1] / "js"
+    if shutil.which("node") is None or not (js / "node_modules" / "kafkajs").exists():
+        pytest.fail("kafkajs missing: run `npm ci` in tests/js (.ci/run does)")
+    c = cluster_factory(3).start()
+    r = subprocess.run(["node", str(js / "roundtrip.js"), c.node(2).bootstrap, "js-cluster"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("OK 500"), r.stdout + r.stderr
+    leaders = sorted(p.leader for p in c.metadata(1).topics["js-cluster"].partitions.values())
+    assert leaders == [1, 2, 3], leaders
+
+
 def test_controller_kill_new_controller_metadata_intact(cluster_factory):
     c = cluster_factory(5).start()
     create(c.node(1).bootstrap, "before", 5)
