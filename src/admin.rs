@@ -2,17 +2,15 @@
 //! against Flumen or any Kafka broker. A small blocking client: this runs in the CLI process,
 //! never on a shard.
 
+use crate::protocol::client;
 use anyhow::{anyhow, bail, Context};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
+use kafka_protocol::protocol::{Decodable, Request, StrBytes};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-
-/// Largest response the CLI accepts.
-const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
 pub struct Client {
     stream: TcpStream,
@@ -41,17 +39,7 @@ impl Client {
     /// Sends a request without waiting (pipelining); answers its correlation id.
     pub fn write<R: Request>(&mut self, req: &R, version: i16) -> anyhow::Result<i32> {
         self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(s("flumen-admin")));
-        let mut body = BytesMut::new();
-        header.encode(&mut body, R::header_version(version))?;
-        req.encode(&mut body, version)?;
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(body.len() as i32);
-        frame.put_slice(&body);
+        let frame = client::encode_request(req, version, self.correlation, "flumen-admin")?;
         self.stream.write_all(&frame)?;
         Ok(self.correlation)
     }
@@ -60,21 +48,9 @@ impl Client {
     pub fn read<R: Request>(&mut self, version: i16, corr: i32) -> anyhow::Result<R::Response> {
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len)?;
-        let len = i32::from_be_bytes(len);
-        if len < 4 || len as usize > MAX_RESPONSE_BYTES {
-            bail!("broker sent a response of {len} bytes");
-        }
-        let mut buf = vec![0u8; len as usize];
+        let mut buf = vec![0u8; client::response_len(len)?];
         self.stream.read_exact(&mut buf)?;
-        let mut buf = Bytes::from(buf);
-        let hv = <R::Response as HeaderVersion>::header_version(version);
-        let rh = ResponseHeader::decode(&mut buf, hv)?;
-        if rh.correlation_id != corr {
-            bail!("correlation id {} != {}", rh.correlation_id, corr);
-        }
-        let resp = <R::Response as Decodable>::decode(&mut buf, version)?;
-        let _ = <R::Response as Message>::VERSIONS;
-        Ok(resp)
+        client::decode_response::<R>(Bytes::from(buf), version, corr)
     }
 }
 

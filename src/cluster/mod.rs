@@ -13,6 +13,7 @@
 //! before openraft is told it is flushed, which is what makes a vote or an acknowledgement
 //! mean anything after a crash. Apply is deterministic: placement is decided inside it.
 
+pub mod broker_client;
 pub mod log_store;
 pub mod network;
 pub mod node;

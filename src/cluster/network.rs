@@ -117,6 +117,36 @@ pub async fn read_frame<T: DeserializeOwned>(s: &mut TcpStream) -> std::io::Resu
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// Connects to `addr` from `source` (bind, then a connect with a deadline, off the shard
+/// thread: a peer behind a dropping firewall must not stall the executor).
+pub async fn connect_from(
+    addr: &str,
+    source: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
+    use std::net::ToSocketAddrs;
+    let to = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to nothing")))?;
+    let socket = glommio::executor()
+        .spawn_blocking(move || -> std::io::Result<socket2::Socket> {
+            let domain = socket2::Domain::for_address(to);
+            let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+            if let Some(ip) = source.filter(|ip| !ip.is_unspecified()) {
+                s.bind(&std::net::SocketAddr::new(ip, 0).into())?;
+            }
+            s.connect_timeout(&to.into(), CONNECT_TIMEOUT)?;
+            s.set_nonblocking(true)?;
+            s.set_nodelay(true)?;
+            Ok(s)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(format!("connect {addr}: {e}")))?;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor comes from `into_raw_fd`, so this stream is its only owner.
+    Ok(unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) })
+}
+
 /// A connection to one controller, reconnected after any failure.
 pub struct Peer {
     addr: String,
@@ -135,40 +165,12 @@ impl Peer {
         }
     }
 
-    /// Connects from `source` (bind, then a connect with a deadline, off the shard thread:
-    /// a peer behind a dropping firewall must not stall the executor).
-    async fn connect(&self) -> std::io::Result<TcpStream> {
-        use std::net::ToSocketAddrs;
-        let to =
-            self.addr.to_socket_addrs()?.next().ok_or_else(|| {
-                std::io::Error::other(format!("{} resolves to nothing", self.addr))
-            })?;
-        let source = self.source;
-        let socket = glommio::executor()
-            .spawn_blocking(move || -> std::io::Result<socket2::Socket> {
-                let domain = socket2::Domain::for_address(to);
-                let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
-                if let Some(ip) = source.filter(|ip| !ip.is_unspecified()) {
-                    s.bind(&std::net::SocketAddr::new(ip, 0).into())?;
-                }
-                s.connect_timeout(&to.into(), CONNECT_TIMEOUT)?;
-                s.set_nonblocking(true)?;
-                s.set_nodelay(true)?;
-                Ok(s)
-            })
-            .await
-            .map_err(|e| std::io::Error::other(format!("connect {}: {e}", self.addr)))?;
-        use std::os::fd::{FromRawFd, IntoRawFd};
-        // SAFETY: the descriptor comes from `into_raw_fd`, so this stream is its only owner.
-        Ok(unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) })
-    }
-
     /// One call with a deadline; the connection is dropped on any failure so the next call
     /// starts clean.
     pub async fn call(&mut self, req: &Request, ttl: Duration) -> std::io::Result<Response> {
         let r = super::deadline(ttl, async {
             if self.stream.is_none() {
-                self.stream = Some(self.connect().await?);
+                self.stream = Some(connect_from(&self.addr, self.source).await?);
             }
             let s = self.stream.as_mut().expect("connected above");
             write_frame(s, req).await?;

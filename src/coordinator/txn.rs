@@ -413,13 +413,49 @@ impl Coordinator {
         }
     }
 
+    /// Writes the markers into every partition of the transaction: those led by this broker
+    /// through the partition manager, the others with WriteTxnMarkers to their leaders (a
+    /// cluster's transaction spans brokers). Ok once every marker is durable.
+    async fn write_markers_everywhere(
+        &self,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+        partitions: &BTreeSet<(String, i32)>,
+    ) -> Result<(), String> {
+        let meta = self.image.get();
+        let me = meta.node_id;
+        let mut local = BTreeSet::new();
+        let mut remote: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+        for (t, p) in partitions {
+            // A deleted topic stays local: the partition manager skips what is gone.
+            let leader = meta.topics.get(t).map_or(me, |m| m.leader(*p, me));
+            if leader == me {
+                local.insert((t.clone(), *p));
+            } else {
+                remote.entry(leader).or_default().push((t.clone(), *p));
+            }
+        }
+        self.partitions
+            .write_markers(pid, epoch, commit, &local)
+            .await?;
+        for (leader, list) in remote {
+            let b = meta
+                .broker(leader)
+                .ok_or_else(|| format!("{} partitions have no live leader", list.len()))?;
+            let addr = format!("{}:{}", b.host, b.port);
+            crate::cluster::broker_client::write_txn_markers(&addr, me, pid, epoch, commit, &list)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Writes the markers of a decided transaction and completes it. On failure the decision
     /// stays (Prepare*) and the tick retries.
     async fn complete(&self, txn_id: &str, m: TxnMeta) -> ErrorCode {
         let commit = m.state == TxnState::PrepareCommit;
         if let Err(e) = self
-            .partitions
-            .write_markers(m.producer_id, m.epoch, commit, &m.partitions)
+            .write_markers_everywhere(m.producer_id, m.epoch, commit, &m.partitions)
             .await
         {
             tracing::warn!(txn = %txn_id, "writing transaction markers: {e}");

@@ -105,6 +105,7 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
         ApiKey::AddOffsetsToTxn => txn::add_offsets(&broker, &ctx, body).await,
         ApiKey::EndTxn => txn::end(&broker, &ctx, body).await,
         ApiKey::TxnOffsetCommit => txn::offset_commit(&broker, &ctx, body).await,
+        ApiKey::WriteTxnMarkers => txn::write_markers(&broker, &ctx, body).await,
         other => Err(Response::Close(format!("API {other:?} is not implemented"))),
     };
     broker.metrics.observe(api_key as i16, started.elapsed());

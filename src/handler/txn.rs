@@ -17,6 +17,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 
 /// The error an old epoch gets: PRODUCER_FENCED from the versions that know it (KIP-588),
@@ -193,4 +194,77 @@ pub async fn offset_commit(
         })
         .collect();
     Ok(ctx.respond(&TxnOffsetCommitResponse::default().with_topics(topics)))
+}
+
+/// WriteTxnMarkers: another broker's transaction coordinator asks this one to write the
+/// commit or abort marker of a producer into partitions this broker leads. Served in a
+/// cluster only (on a single node the coordinator writes every marker itself).
+pub async fn write_markers(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    if !broker.config.is_cluster() {
+        return Err(Response::Close(
+            "WriteTxnMarkers is for the brokers of a cluster".into(),
+        ));
+    }
+    let req: WriteTxnMarkersRequest = decode(ctx, body)?;
+    let meta = broker.meta();
+    let mut markers = Vec::with_capacity(req.markers.len());
+    for m in &req.markers {
+        let mut here = std::collections::BTreeSet::new();
+        let mut codes: Vec<(String, i32, ErrorCode)> = Vec::new();
+        for t in &m.topics {
+            for &p in &t.partition_indexes {
+                let name = t.name.0.to_string();
+                match meta.route(&name, p) {
+                    Ok(_) => {
+                        here.insert((name.clone(), p));
+                        codes.push((name, p, ErrorCode::NONE));
+                    }
+                    Err(code) => codes.push((name, p, code)),
+                }
+            }
+        }
+        let written = broker
+            .partitions
+            .write_markers(
+                m.producer_id.0,
+                m.producer_epoch,
+                m.transaction_result,
+                &here,
+            )
+            .await;
+        if let Err(e) = &written {
+            tracing::warn!("writing transaction markers for another broker: {e}");
+        }
+        let mut by_topic: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+        for (t, p, code) in codes {
+            let code = match (&written, code) {
+                (Err(_), ErrorCode::NONE) => ErrorCode::KAFKA_STORAGE_ERROR,
+                (_, c) => c,
+            };
+            by_topic.entry(t).or_default().push(
+                write_txn_markers_response::WritableTxnMarkerPartitionResult::default()
+                    .with_partition_index(p)
+                    .with_error_code(code.0),
+            );
+        }
+        markers.push(
+            write_txn_markers_response::WritableTxnMarkerResult::default()
+                .with_producer_id(m.producer_id)
+                .with_topics(
+                    by_topic
+                        .into_iter()
+                        .map(|(t, parts)| {
+                            write_txn_markers_response::WritableTxnMarkerTopicResult::default()
+                                .with_name(TopicName(StrBytes::from_string(t)))
+                                .with_partitions(parts)
+                        })
+                        .collect(),
+                ),
+        );
+    }
+    Ok(ctx.respond(&WriteTxnMarkersResponse::default().with_markers(markers)))
 }

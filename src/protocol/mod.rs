@@ -6,6 +6,7 @@
 //! record batches stay zero-copy slices of the received frame.
 
 pub mod batch;
+pub mod client;
 pub mod errors;
 pub mod fetch_encode;
 pub mod response;
@@ -91,6 +92,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::ElectLeaders, 0, 2),
+    // Between the brokers of a cluster (a single node closes the connection), as Kafka lists it.
+    (ApiKey::WriteTxnMarkers, 0, 1),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {

@@ -260,6 +260,55 @@ def test_kafkajs_across_brokers(cluster_factory):
     assert leaders == [1, 2, 3], leaders
 
 
+def test_transactions_span_brokers(cluster_factory):
+    """A transaction over partitions led by all three brokers: the coordinator writes the
+    markers of remote partitions with WriteTxnMarkers to their leaders. read_committed sees
+    exactly the committed records, on every partition (each one's last stable offset moved
+    past the markers), and offsets sent with the transaction become committed."""
+    from confluent_kafka import TopicPartition
+    c = cluster_factory(3).start()
+    create(c.node(1).bootstrap, "txt", 6)
+    p = Producer({"bootstrap.servers": c.bootstrap(), "transactional.id": "tx-cluster"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    for i in range(60):
+        p.produce("txt", value=f"c{i}".encode(), partition=i % 6)
+    group = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "g-tx"})
+    p.send_offsets_to_transaction([TopicPartition("txt", 0, 7)], group.consumer_group_metadata(), 30)
+    p.commit_transaction(30)
+    p.begin_transaction()
+    for i in range(60):
+        p.produce("txt", value=f"a{i}".encode(), partition=i % 6)
+    p.abort_transaction(30)
+    p.begin_transaction()
+    for i in range(6):
+        p.produce("txt", value=f"d{i}".encode(), partition=i)
+    p.commit_transaction(30)
+    leaders = {q.leader for q in c.metadata(1).topics["txt"].partitions.values()}
+    assert leaders == {1, 2, 3}
+    r = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": "g-read",
+                  "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+                  "enable.partition.eof": True})
+    r.assign([TopicPartition("txt", i, 0) for i in range(6)])
+    got, eof = [], set()
+    deadline = time.time() + 60
+    while len(eof) < 6 and time.time() < deadline:
+        m = r.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == KafkaError._PARTITION_EOF:
+                eof.add(m.partition())
+            continue
+        got.append(m.value().decode())
+    r.close()
+    assert eof == set(range(6)), f"stuck partitions (no marker?): {set(range(6)) - eof}"
+    assert sorted(got) == sorted([f"c{i}" for i in range(60)] + [f"d{i}" for i in range(6)])
+    committed = group.committed([TopicPartition("txt", 0)], timeout=30)
+    assert committed[0].offset == 7
+    group.close()
+
+
 def test_controller_kill_new_controller_metadata_intact(cluster_factory):
     c = cluster_factory(5).start()
     create(c.node(1).bootstrap, "before", 5)

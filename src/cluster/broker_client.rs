@@ -1,0 +1,97 @@
+//! Brokers calling each other over the Kafka protocol (what Kafka's inter-broker listener
+//! carries): today WriteTxnMarkers, from a transaction coordinator to the leaders of its
+//! transaction's partitions on other brokers. One connection per call: these calls are rare
+//! (one per transaction end and remote broker), and a fresh connection has no state to go stale.
+
+use super::network::connect_from;
+use crate::protocol::client;
+use crate::protocol::errors::ErrorCode;
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic, WriteTxnMarkersRequest,
+};
+use kafka_protocol::messages::{ProducerId, TopicName};
+use kafka_protocol::protocol::{Request, StrBytes};
+use std::time::Duration;
+
+/// WriteTxnMarkers version spoken between brokers.
+const WRITE_TXN_MARKERS_VERSION: i16 = 1;
+/// A call to another broker gives up after this.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `req` to the broker at `addr` and reads its answer, within `CALL_TIMEOUT`.
+pub async fn call<R: Request>(
+    addr: &str,
+    source: Option<std::net::IpAddr>,
+    req: &R,
+    version: i16,
+    client_id: &str,
+) -> anyhow::Result<R::Response> {
+    let frame = client::encode_request(req, version, 1, client_id)?;
+    let body = super::deadline(CALL_TIMEOUT, async {
+        let mut s = connect_from(addr, source).await?;
+        s.write_all(&frame).await?;
+        s.flush().await?;
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await?;
+        let n = client::response_len(len).map_err(std::io::Error::other)?;
+        let mut body = vec![0u8; n];
+        s.read_exact(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    })
+    .await
+    .and_then(|r| r)
+    .map_err(|e| anyhow::anyhow!("calling broker {addr}: {e}"))?;
+    client::decode_response::<R>(Bytes::from(body), version, 1)
+}
+
+/// Writes the commit or abort marker of producer `pid` (at `epoch`) into `partitions`, all
+/// led by the broker at `addr`; Ok once that broker has them durable.
+pub async fn write_txn_markers(
+    addr: &str,
+    me: i32,
+    pid: i64,
+    epoch: i16,
+    commit: bool,
+    partitions: &[(String, i32)],
+) -> Result<(), String> {
+    let mut topics: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for (t, p) in partitions {
+        topics.entry(t.as_str()).or_default().push(*p);
+    }
+    let marker = WritableTxnMarker::default()
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_transaction_result(commit)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partition_indexes(ps)
+                })
+                .collect(),
+        );
+    let req = WriteTxnMarkersRequest::default().with_markers(vec![marker]);
+    let client_id = format!("flumen-broker-{me}");
+    let resp = call(addr, None, &req, WRITE_TXN_MARKERS_VERSION, &client_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    for m in &resp.markers {
+        for t in &m.topics {
+            for p in &t.partitions {
+                if p.error_code != ErrorCode::NONE.0 {
+                    return Err(format!(
+                        "broker {addr}: marker for {}-{}: Kafka error {}",
+                        t.name.0.as_str(),
+                        p.partition_index,
+                        p.error_code
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
