@@ -3,6 +3,7 @@
 //! request order and encodes the response.
 
 pub mod api_versions;
+pub mod configs;
 pub mod fetch;
 pub mod group;
 pub mod list_offsets;
@@ -82,6 +83,7 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
         ApiKey::ApiVersions => api_versions::handle(&ctx, body),
         ApiKey::Metadata => metadata::handle(&broker, &ctx, body).await,
         ApiKey::DescribeCluster => metadata::describe_cluster(&broker, &ctx, body).await,
+        ApiKey::DescribeConfigs => configs::describe(&broker, &ctx, body).await,
         ApiKey::Produce => produce::handle(&broker, &ctx, body).await,
         ApiKey::Fetch => fetch::handle(&broker, &ctx, body).await,
         ApiKey::ListOffsets => list_offsets::handle(&broker, &ctx, body).await,

@@ -72,3 +72,230 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
         _ => Err(format!("unknown or unsupported topic config {key}")),
     }
 }
+
+/// Where a described config's value comes from (Kafka's ConfigSource codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Set on the topic.
+    DynamicTopic = 1,
+    /// From the broker's configuration (file, flags or its defaults).
+    StaticBroker = 4,
+}
+
+/// Kafka's ConfigType codes, as DescribeConfigs v3+ reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Short = 4,
+    Long = 5,
+    List = 7,
+}
+
+/// One config as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DescribedConfig {
+    pub name: &'static str,
+    pub value: String,
+    pub source: ConfigSource,
+    pub read_only: bool,
+    pub kind: ConfigType,
+    pub doc: &'static str,
+}
+
+/// Every topic config Flumen honours, with the topic's value (its override, else the broker's).
+pub fn describe_topic(cfg: &Config, overrides: &BTreeMap<String, String>) -> Vec<DescribedConfig> {
+    let ts = match cfg.message_timestamp_type {
+        crate::config::TimestampType::CreateTime => "CreateTime",
+        crate::config::TimestampType::LogAppendTime => "LogAppendTime",
+    };
+    let table: [(&'static str, String, bool, ConfigType, &'static str); 10] = [
+        (
+            "cleanup.policy",
+            "delete".into(),
+            false,
+            ConfigType::List,
+            "delete: whole segments past retention go (compaction is not built yet)",
+        ),
+        (
+            "compression.type",
+            "producer".into(),
+            false,
+            ConfigType::String,
+            "batches are stored as produced",
+        ),
+        (
+            "index.interval.bytes",
+            cfg.index_interval_bytes.to_string(),
+            false,
+            ConfigType::Int,
+            "one offset-index entry per this many log bytes",
+        ),
+        (
+            "max.message.bytes",
+            cfg.max_batch_bytes.to_string(),
+            true,
+            ConfigType::Int,
+            "largest record batch (the broker's max_batch_bytes)",
+        ),
+        (
+            "message.timestamp.type",
+            ts.into(),
+            false,
+            ConfigType::String,
+            "CreateTime or LogAppendTime",
+        ),
+        (
+            "min.insync.replicas",
+            "1".into(),
+            false,
+            ConfigType::Int,
+            "replicas that must have a record before acks=all answers",
+        ),
+        (
+            "retention.bytes",
+            cfg.retention_bytes.to_string(),
+            false,
+            ConfigType::Long,
+            "oldest segments go while the partition is larger; -1 keeps all",
+        ),
+        (
+            "retention.ms",
+            cfg.retention_ms.to_string(),
+            false,
+            ConfigType::Long,
+            "segments older than this go; -1 keeps forever",
+        ),
+        (
+            "segment.bytes",
+            cfg.segment_bytes.to_string(),
+            false,
+            ConfigType::Int,
+            "segment roll by size",
+        ),
+        (
+            "segment.ms",
+            cfg.segment_ms.to_string(),
+            false,
+            ConfigType::Long,
+            "segment roll by age",
+        ),
+    ];
+    table
+        .into_iter()
+        .map(|(name, default, read_only, kind, doc)| {
+            let (value, source) = match overrides.get(name) {
+                Some(v) if !read_only => (v.clone(), ConfigSource::DynamicTopic),
+                _ => (default, ConfigSource::StaticBroker),
+            };
+            DescribedConfig {
+                name,
+                value,
+                source,
+                read_only,
+                kind,
+                doc,
+            }
+        })
+        .collect()
+}
+
+/// The broker's configs under Kafka's names (all read-only: Flumen has no dynamic broker
+/// configs yet; they change with a restart).
+pub fn describe_broker(cfg: &Config) -> Vec<DescribedConfig> {
+    let entry = |name, value: String, kind, doc| DescribedConfig {
+        name,
+        value,
+        source: ConfigSource::StaticBroker,
+        read_only: true,
+        kind,
+        doc,
+    };
+    vec![
+        entry(
+            "node.id",
+            cfg.node_id.to_string(),
+            ConfigType::Int,
+            "this broker's id",
+        ),
+        entry(
+            "broker.rack",
+            cfg.broker_rack.clone().unwrap_or_default(),
+            ConfigType::String,
+            "rack of this broker",
+        ),
+        entry(
+            "auto.create.topics.enable",
+            cfg.auto_create_topics.to_string(),
+            ConfigType::Boolean,
+            "Metadata creates unknown topics",
+        ),
+        entry(
+            "num.partitions",
+            cfg.default_partitions.to_string(),
+            ConfigType::Int,
+            "partitions of a new topic by default",
+        ),
+        entry(
+            "default.replication.factor",
+            cfg.default_replication_factor.to_string(),
+            ConfigType::Short,
+            "replicas of a new topic by default",
+        ),
+        entry(
+            "message.max.bytes",
+            cfg.max_batch_bytes.to_string(),
+            ConfigType::Int,
+            "largest record batch",
+        ),
+        entry(
+            "log.retention.ms",
+            cfg.retention_ms.to_string(),
+            ConfigType::Long,
+            "retention by age",
+        ),
+        entry(
+            "log.retention.bytes",
+            cfg.retention_bytes.to_string(),
+            ConfigType::Long,
+            "retention by size",
+        ),
+        entry(
+            "log.segment.bytes",
+            cfg.segment_bytes.to_string(),
+            ConfigType::Int,
+            "segment roll by size",
+        ),
+        entry(
+            "log.flush.interval.ms",
+            cfg.flush_interval_ms.to_string(),
+            ConfigType::Long,
+            "0: fdatasync before every acknowledgement",
+        ),
+        entry(
+            "offsets.topic.num.partitions",
+            cfg.offsets_topic_partitions.to_string(),
+            ConfigType::Int,
+            "partitions of __consumer_offsets",
+        ),
+        entry(
+            "transaction.state.log.num.partitions",
+            cfg.transaction_state_partitions.to_string(),
+            ConfigType::Int,
+            "partitions of __transaction_state",
+        ),
+        entry(
+            "broker.session.timeout.ms",
+            cfg.broker_session_timeout_ms.to_string(),
+            ConfigType::Int,
+            "a silent broker is fenced after this",
+        ),
+        entry(
+            "socket.request.max.bytes",
+            cfg.max_request_bytes.to_string(),
+            ConfigType::Int,
+            "largest request frame",
+        ),
+    ]
+}
