@@ -352,12 +352,20 @@ mod tests {
     #[test]
     fn end_offsets_follow_the_epochs() {
         let c = cache(&[(1, 0), (3, 100), (4, 250)]);
-        assert_eq!(c.end_offset_for(0, 300), (-1, -1), "older than the earliest");
+        assert_eq!(
+            c.end_offset_for(0, 300),
+            (-1, -1),
+            "older than the earliest"
+        );
         assert_eq!(c.end_offset_for(-1, 300), (-1, -1));
         assert_eq!(c.end_offset_for(1, 300), (1, 100));
         assert_eq!(c.end_offset_for(2, 300), (1, 100), "a gap: the epoch below");
         assert_eq!(c.end_offset_for(3, 300), (3, 250));
-        assert_eq!(c.end_offset_for(4, 300), (4, 300), "the latest ends at the log end");
+        assert_eq!(
+            c.end_offset_for(4, 300),
+            (4, 300),
+            "the latest ends at the log end"
+        );
         assert_eq!(c.end_offset_for(9, 300), (4, 300));
         assert_eq!(
             LeaderEpochCache::default().end_offset_for(0, 0),
@@ -408,10 +416,10 @@ mod tests {
         for bad in [
             "",
             "1\n0\n",
-            "0\n2\n0 0\n",          // torn: fewer entries than counted
-            "0\n1\n0 0\n5 9\n",     // more than counted
-            "0\n2\n3 10\n2 20\n",   // epochs going back
-            "0\n2\n1 10\n2 10\n",   // offsets not increasing
+            "0\n2\n0 0\n",        // torn: fewer entries than counted
+            "0\n1\n0 0\n5 9\n",   // more than counted
+            "0\n2\n3 10\n2 20\n", // epochs going back
+            "0\n2\n1 10\n2 10\n", // offsets not increasing
             "0\n1\n1 x\n",
             "0\n99999999999\n",
         ] {

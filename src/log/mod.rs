@@ -26,6 +26,6 @@ mod walker;
 
 pub use appender::Appended;
 pub use disk::Faults;
-pub use replica::{AppendedReplica, MAX_REPLICA_BATCH_BYTES};
 pub use partition::{Chunk, LogConfig, Partition, ReadResult, TailCache};
+pub use replica::{AppendedReplica, MAX_REPLICA_BATCH_BYTES};
 pub use segment::Segment;

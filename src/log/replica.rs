@@ -125,7 +125,9 @@ fn validate_replicated(records: &[u8], log_end: i64) -> Result<Vec<ReplicaBatch>
                 prefix.last_offset_delta as i64 + 1
             )));
         }
-        let Some(next) = prefix.base_offset.checked_add(prefix.last_offset_delta as i64 + 1)
+        let Some(next) = prefix
+            .base_offset
+            .checked_add(prefix.last_offset_delta as i64 + 1)
         else {
             return Err(corrupt("replicated batch overflows the offsets".into()));
         };
