@@ -281,8 +281,11 @@ impl Partition {
         if cache.is_none() {
             cache = Some(self.epochs_from_log(start).await?);
         }
-        *self.epochs.borrow_mut() = cache.expect("set above");
-        if changed {
+        let cache = cache.expect("set above");
+        // A new partition (no file, no epochs) needs no file yet: the first append writes it.
+        let nothing_to_say = text.is_none() && end == start;
+        *self.epochs.borrow_mut() = cache;
+        if changed && !nothing_to_say {
             self.persist_epochs().await?;
         }
         Ok(())

@@ -334,7 +334,7 @@ impl Partition {
 
     /// The cut proper, in an order that a crash at any step leaves a log recovery makes
     /// consistent: the epoch checkpoint, the producer snapshots past the cut, the later
-    /// segments newest first (never a hole), the cut segment, then the directory synced.
+    /// segments newest first (never a hole), the directory synced, then the cut segment.
     async fn cut(&self, seg: &Rc<Segment>, offset: i64, position: u64) -> Result<(), KafkaError> {
         if self.epochs.borrow_mut().truncate_from_end(offset) {
             self.persist_epochs().await?;
@@ -355,7 +355,6 @@ impl Partition {
             let st = self.st.borrow();
             st.segments
                 .range(offset + 1..)
-                .filter(|(base, _)| **base > seg.base_offset)
                 .map(|(_, s)| s.clone())
                 .collect()
         };
@@ -376,15 +375,20 @@ impl Partition {
                 remove_file(path).await?;
             }
         }
+        // The removals are durable before the cut: a later segment coming back after a
+        // crash behind a shorter cut segment would leave a hole in the offsets.
+        sync_dir(&self.dir).await?;
         let writer = self.open_writer(seg).await?;
         writer.truncate(position).await.map_err(io_err)?;
         writer.fdatasync().await.map_err(io_err)?;
         seg.allocated_bytes.set(position);
-        sync_dir(&self.dir).await?;
         let validated_from = seg
             .truncate_to(position, offset, self.cfg.index_interval_bytes)
             .await?;
         {
+            // The shard's budget keeps counting the dropped entries until their turn to be
+            // evicted comes (then it pops nothing of this partition's): the cache runs a little
+            // under budget for a while, it never serves a cut batch.
             let mut cache = self.cache.borrow_mut();
             while cache.back().is_some_and(|e| e.base_offset >= offset) {
                 cache.pop_back();
