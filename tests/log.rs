@@ -1159,3 +1159,42 @@ fn bytes_len_below(log: &[u8], o: i64) -> usize {
     }
     at
 }
+
+#[test]
+fn truncate_waits_for_writes_still_queued_and_interleaves_with_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let mut c = cfg(16 * 1024);
+        c.flush = FlushPolicy::IntervalMs(1000);
+        let p = open(&d, c.clone(), 1 << 20).await;
+        let mut targets = Vec::new();
+        for i in 0..40 {
+            let bytes = Bytes::from(make_batch(1, i, &[i as u8; 900]));
+            let infos = validate_produce(&bytes, 1 << 20).unwrap();
+            targets.push(p.append(&bytes, &infos).await.unwrap().durable_target);
+        }
+        // Not waited for: the cut drains the queue (writes and segment seals) first.
+        p.truncate_to(25).await.unwrap();
+        assert_eq!((p.log_end_offset(), p.durable_offset()), (25, 25));
+        let kept = read_all(&p, 0).await;
+        assert_eq!(kept.len(), 25);
+        assert!(kept
+            .iter()
+            .enumerate()
+            .all(|(i, (o, b))| *o == i as i64 && b[..900] == [i as u8; 900]));
+        // Appends after the cut land at it, also before anything of them is durable.
+        let bytes = Bytes::from(make_batch(1, 99, b"after"));
+        let infos = validate_produce(&bytes, 1 << 20).unwrap();
+        let a = p.append(&bytes, &infos).await.unwrap();
+        assert_eq!(a.base_offset, 25);
+        p.truncate_to(26).await.unwrap(); // at the end: only drains
+        assert_eq!(p.durable_offset(), 26);
+        p.close().await.unwrap();
+        drop(p);
+        let p = open(&d, c, 0).await;
+        assert_eq!(p.log_end_offset(), 26);
+        assert_eq!(read_all(&p, 25).await, vec![(25, b"after\0".to_vec())]);
+        p.close().await.unwrap();
+    });
+}
