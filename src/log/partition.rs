@@ -11,9 +11,9 @@
 //!
 //! Invariants: offsets are contiguous from `log_start_offset` to `next_offset` (no compaction
 //! yet); `durable_offset <= next_offset` and the durable offset only grows (asserted in the
-//! appender) except when `truncate_to` cuts the log; `log_start_offset` may pass the durable offset when retention deletes up to a
-//! segment rolled but not yet written; a failed write takes the partition offline and no later
-//! append is acknowledged.
+//! appender) except when `truncate_to` cuts the log; `log_start_offset` may pass the durable
+//! offset when retention deletes up to a segment rolled but not yet written; a failed write
+//! takes the partition offline and no later append is acknowledged.
 
 use super::appender::{Job, WriteBuf};
 use super::disk::{Faults, LogFile};
