@@ -490,3 +490,711 @@ fn full_disk_refuses_appends_without_taking_the_partition_offline() {
         p.close().await.unwrap();
     });
 }
+
+// ---- Follower primitives: replicated appends, truncation, the leader-epoch cache. ----
+
+/// Every stored byte of `p` from `offset` to its high watermark: whole batches back to back.
+async fn log_bytes(p: &Partition, mut offset: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let r = p.read(offset, 64 * 1024).await.unwrap();
+        if r.chunks.is_empty() {
+            return out;
+        }
+        for c in r.chunks {
+            match c {
+                Chunk::Mem(b) => out.extend_from_slice(&b),
+                Chunk::File { seg, pos, len } => {
+                    let f = seg.reader().await.unwrap();
+                    out.extend_from_slice(&f.read_at(pos, len).await.unwrap());
+                }
+            }
+        }
+        offset = r.next_offset;
+    }
+}
+
+/// Copies `leader`'s log past `follower`'s end into it, as a fetcher would: sets of at most
+/// `fetch_bytes` (whole batches), each appended as it came.
+async fn replicate(leader: &Partition, follower: &Partition, fetch_bytes: usize) {
+    loop {
+        let from = follower.log_end_offset();
+        let r = leader.read(from, fetch_bytes).await.unwrap();
+        if r.chunks.is_empty() {
+            return;
+        }
+        let mut set = Vec::new();
+        for c in r.chunks {
+            match c {
+                Chunk::Mem(b) => set.extend_from_slice(&b),
+                Chunk::File { seg, pos, len } => {
+                    let f = seg.reader().await.unwrap();
+                    set.extend_from_slice(&f.read_at(pos, len).await.unwrap());
+                }
+            }
+        }
+        let a = follower.append_replicated(Bytes::from(set)).await.unwrap();
+        assert_eq!(a.base_offset, from);
+        assert_eq!(a.log_end_offset, r.next_offset);
+        assert_eq!(
+            follower.durable_offset(),
+            a.log_end_offset,
+            "durable when answered"
+        );
+    }
+}
+
+/// `make_batch` of producer `pid`/`epoch` starting at sequence `seq`, transactional or not.
+fn producer_batch(
+    n: i32,
+    ts: i64,
+    body: &[u8],
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+    txn: bool,
+) -> Bytes {
+    let mut b = make_batch(n, ts, body);
+    b[batch::OFF_PRODUCER_ID..batch::OFF_PRODUCER_ID + 8].copy_from_slice(&pid.to_be_bytes());
+    b[batch::OFF_PRODUCER_EPOCH..batch::OFF_PRODUCER_EPOCH + 2]
+        .copy_from_slice(&epoch.to_be_bytes());
+    b[batch::OFF_BASE_SEQUENCE..batch::OFF_BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
+    if txn {
+        b[batch::OFF_ATTRIBUTES..batch::OFF_ATTRIBUTES + 2]
+            .copy_from_slice(&batch::ATTR_TRANSACTIONAL.to_be_bytes());
+    }
+    batch::restamp_crc(&mut b);
+    Bytes::from(b)
+}
+
+/// Produces `bytes` (one batch) as a client would; the appended base offset or the error.
+async fn produce(p: &Partition, bytes: &Bytes) -> Result<i64, KafkaError> {
+    let infos = validate_produce(bytes, 1 << 20).unwrap();
+    let a = p.append(bytes, &infos).await?;
+    p.wait_durable(a.durable_target).await?;
+    Ok(a.base_offset)
+}
+
+/// What a client can see of a partition's producer state: the answer to a retried batch, the
+/// answer to a batch out of sequence, the last stable offset and the aborted transactions.
+async fn producer_view(p: &Partition, probes: &[Bytes]) -> Vec<String> {
+    let mut out = Vec::new();
+    for probe in probes {
+        let infos = validate_produce(probe, 1 << 20).unwrap();
+        // Only duplicates and refusals are probed: neither writes anything.
+        out.push(match p.append(probe, &infos).await {
+            Ok(a) => format!("duplicate at {}", a.base_offset),
+            Err(e) if e.code == ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER => "out of order".into(),
+            Err(e) => format!("{e}"),
+        });
+    }
+    let r = p.read_isolated(0, 1 << 20, true).await.unwrap();
+    out.push(format!(
+        "lso {} aborted {:?}",
+        p.last_stable_offset(),
+        r.aborted
+    ));
+    out
+}
+
+/// A leader's log with what a follower must reproduce: plain batches over several leader
+/// epochs, an idempotent producer, a committed, an aborted and an open transaction, segment
+/// rolls. LogAppendTime, so the leader rewrote timestamps and CRCs.
+async fn leader_log(p: &Partition) {
+    p.set_leader_epoch(1);
+    for i in 0..10 {
+        append(p, 2, 100 + i, &[1u8; 300]).await;
+    }
+    p.set_leader_epoch(3);
+    for seq in 0..6 {
+        produce(
+            p,
+            &producer_batch(2, 200, &[2u8; 200], 7, 0, seq * 2, false),
+        )
+        .await
+        .unwrap();
+    }
+    produce(p, &producer_batch(1, 300, b"t9", 9, 0, 0, true))
+        .await
+        .unwrap();
+    produce(p, &producer_batch(1, 300, b"t8", 8, 0, 0, true))
+        .await
+        .unwrap();
+    let t = p.append_marker(9, 0, false, 1).await.unwrap();
+    p.wait_durable(t).await.unwrap();
+    let t = p.append_marker(8, 0, true, 1).await.unwrap();
+    p.wait_durable(t).await.unwrap();
+    p.set_leader_epoch(4);
+    for i in 0..10 {
+        append(p, 1, 400 + i, &[4u8; 500]).await;
+    }
+    produce(p, &producer_batch(1, 500, b"open", 10, 0, 0, true))
+        .await
+        .unwrap();
+    append(p, 1, 600, b"last").await;
+}
+
+fn lat_cfg(segment_bytes: u64) -> LogConfig {
+    let mut c = cfg(segment_bytes);
+    c.timestamp_type = TimestampType::LogAppendTime;
+    c
+}
+
+/// Probes of producer 7's state: a retry of its last batch, one of a batch gone from the
+/// last five, one past the next sequence.
+fn probes() -> Vec<Bytes> {
+    vec![
+        producer_batch(2, 200, &[2u8; 200], 7, 0, 10, false),
+        producer_batch(2, 200, &[2u8; 200], 7, 0, 0, false),
+        producer_batch(2, 200, &[2u8; 200], 7, 0, 14, false),
+        producer_batch(1, 0, b"z", 10, 0, 5, true),
+    ]
+}
+
+#[test]
+fn replicated_append_keeps_the_leaders_bytes_offsets_and_producer_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let leader = open(&d.join("leader"), lat_cfg(8 * 1024), 1 << 20).await;
+        leader_log(&leader).await;
+        // A follower with different settings: other segment size, no tail cache, and
+        // LogAppendTime too (it must not rewrite the leader's times).
+        let fd = d.join("follower");
+        let follower = open(&fd, lat_cfg(5 * 1024), 0).await;
+        replicate(&leader, &follower, 3000).await;
+        let want = log_bytes(&leader, 0).await;
+        assert_eq!(log_bytes(&follower, 0).await, want, "byte for byte");
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        assert_eq!(read_all(&follower, 0).await, read_all(&leader, 0).await);
+        assert!(follower.segment_count() > 1, "rolled");
+        assert_eq!(
+            follower.leader_epoch_entries(),
+            leader.leader_epoch_entries()
+        );
+        assert_eq!(
+            leader.leader_epoch_entries(),
+            vec![(1, 0), (3, 20), (4, 36)]
+        );
+        // Producer state: a follower that becomes leader answers producers as the leader.
+        let expect = producer_view(&leader, &probes()).await;
+        assert_eq!(expect[0], "duplicate at 30");
+        assert_eq!(expect[2], "out of order");
+        assert_eq!(producer_view(&follower, &probes()).await, expect);
+        // And so after a restart, from its own files.
+        follower.close().await.unwrap();
+        drop(follower);
+        let follower = open(&fd, lat_cfg(5 * 1024), 0).await;
+        assert_eq!(log_bytes(&follower, 0).await, want);
+        assert_eq!(producer_view(&follower, &probes()).await, expect);
+        assert_eq!(
+            follower.leader_epoch_entries(),
+            leader.leader_epoch_entries()
+        );
+        // Taking over: it appends as a leader from where the leader was.
+        follower.set_leader_epoch(5);
+        let end = leader.log_end_offset();
+        assert_eq!(append(&follower, 1, 700, b"new leader").await, end);
+        assert_eq!(follower.end_offset_for_epoch(4), (4, end));
+        follower.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}
+
+#[test]
+fn replicated_gap_overlap_or_damage_is_refused_with_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let leader = open(&d.join("leader"), cfg(1 << 20), 0).await;
+        for i in 0..6 {
+            append(&leader, 2, i, &[5u8; 100]).await;
+        }
+        let follower = open(&d.join("follower"), cfg(1 << 20), 1 << 20).await;
+        let all = log_bytes(&leader, 0).await;
+        let one = make_batch(2, 0, &[5u8; 100]).len();
+        // The first two batches replicate.
+        follower
+            .append_replicated(Bytes::copy_from_slice(&all[..2 * one]))
+            .await
+            .unwrap();
+        assert_eq!(follower.log_end_offset(), 4);
+        let before = log_bytes(&follower, 0).await;
+        let batch_at = |k: usize| all[k * one..(k + 1) * one].to_vec();
+        let cases: Vec<(&str, Vec<u8>, ErrorCode)> = vec![
+            ("gap", batch_at(3), ErrorCode::OFFSET_OUT_OF_RANGE),
+            ("overlap", batch_at(1), ErrorCode::OFFSET_OUT_OF_RANGE),
+            (
+                "gap inside the set",
+                [batch_at(2), batch_at(4)].concat(),
+                ErrorCode::CORRUPT_MESSAGE,
+            ),
+            (
+                "overlap inside the set",
+                [batch_at(2), batch_at(2)].concat(),
+                ErrorCode::CORRUPT_MESSAGE,
+            ),
+            (
+                "a cut last batch",
+                all[2 * one..4 * one - 1].to_vec(),
+                ErrorCode::CORRUPT_MESSAGE,
+            ),
+            (
+                "a bad CRC in the second batch",
+                {
+                    let mut b = [batch_at(2), batch_at(3)].concat();
+                    b[one + batch::HEADER_BYTES + 3] ^= 0x40;
+                    b
+                },
+                ErrorCode::CORRUPT_MESSAGE,
+            ),
+            (
+                "magic 1",
+                {
+                    let mut b = batch_at(2);
+                    b[batch::OFF_MAGIC] = 1;
+                    b
+                },
+                ErrorCode::CORRUPT_MESSAGE,
+            ),
+        ];
+        for (what, set, code) in cases {
+            let e = follower
+                .append_replicated(Bytes::from(set))
+                .await
+                .err()
+                .unwrap_or_else(|| panic!("{what}: accepted"));
+            assert_eq!(e.code, code, "{what}: {e}");
+            assert_eq!(follower.log_end_offset(), 4, "{what}");
+            assert_eq!(follower.durable_offset(), 4, "{what}");
+            assert_eq!(log_bytes(&follower, 0).await, before, "{what}");
+            assert!(
+                follower.failure().is_none(),
+                "{what}: a refusal, not a failure"
+            );
+        }
+        // An empty set appends nothing; the rest of the log still follows.
+        let a = follower.append_replicated(Bytes::new()).await.unwrap();
+        assert_eq!((a.base_offset, a.log_end_offset), (4, 4));
+        replicate(&leader, &follower, 1 << 20).await;
+        assert_eq!(log_bytes(&follower, 0).await, all);
+        follower.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}
+
+#[test]
+fn truncate_mid_segment_and_across_segments_then_append_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let leader = open(&d.join("leader"), cfg(8 * 1024), 0).await;
+        leader_log(&leader).await;
+        let full = log_bytes(&leader, 0).await;
+        let fd = d.join("follower");
+        let follower = open(&fd, cfg(4 * 1024), 1 << 20).await;
+        replicate(&leader, &follower, 2500).await;
+        let segments = follower.segment_count();
+        assert!(segments >= 4, "{segments} segments");
+        // Byte offsets in `full` of each batch start, by base offset.
+        let starts: Vec<(i64, usize)> = {
+            let mut v = Vec::new();
+            let mut at = 0;
+            while at < full.len() {
+                let pre = batch::BatchPrefix::parse(&full[at..]).unwrap();
+                v.push((pre.base_offset, at));
+                at += pre.len;
+            }
+            v
+        };
+        let bytes_below = |o: i64| starts.iter().find(|s| s.0 == o).unwrap().1;
+
+        // Refused: inside a batch, below the log start; nothing changes.
+        let end = follower.log_end_offset();
+        let e = follower.truncate_to(1).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::INVALID_REQUEST, "{e}");
+        let e = follower.truncate_to(-1).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::OFFSET_OUT_OF_RANGE, "{e}");
+        assert_eq!(follower.log_end_offset(), end);
+        assert_eq!(log_bytes(&follower, 0).await, full);
+        // At or past the end: nothing to cut.
+        follower.truncate_to(end + 5).await.unwrap();
+        assert_eq!(follower.log_end_offset(), end);
+
+        // Mid-segment, in the newest segment: after the open transaction (offset 46), which
+        // goes with it.
+        assert_eq!(leader.last_stable_offset(), 46);
+        follower.truncate_to(46).await.unwrap();
+        assert_eq!(
+            (follower.log_end_offset(), follower.durable_offset()),
+            (46, 46)
+        );
+        assert_eq!(log_bytes(&follower, 0).await, full[..bytes_below(46)]);
+        assert_eq!(
+            follower.last_stable_offset(),
+            46,
+            "the open transaction is gone"
+        );
+        assert!(follower.segment_count() <= segments);
+
+        // Into the transactions: producer 8's commit marker (offset 35) cut, its
+        // transaction (from 33) is open again; then producer 9's abort marker (34) too, and
+        // the aborted transaction is no longer one.
+        follower.truncate_to(35).await.unwrap();
+        assert_eq!(follower.last_stable_offset(), 33);
+        let aborted = follower
+            .read_isolated(0, 1 << 20, true)
+            .await
+            .unwrap()
+            .aborted;
+        assert_eq!(aborted, vec![(9, 32)]);
+        follower.truncate_to(34).await.unwrap();
+        assert_eq!(follower.last_stable_offset(), 32);
+        let aborted = follower
+            .read_isolated(0, 1 << 20, true)
+            .await
+            .unwrap()
+            .aborted;
+        assert_eq!(aborted, vec![]);
+
+        // Across segments: both transactions and producer 7's last batch (offset 30, sequence
+        // 10) are gone from the producer state.
+        follower.truncate_to(30).await.unwrap();
+        assert_eq!(
+            (follower.log_end_offset(), follower.durable_offset()),
+            (30, 30)
+        );
+        assert!(follower.segment_count() < segments);
+        assert_eq!(log_bytes(&follower, 0).await, full[..bytes_below(30)]);
+        assert_eq!(follower.last_stable_offset(), 30);
+        // (A probe that would be appended is not sent: sequence 10 is now the next one.)
+        let after_cut = vec![
+            producer_batch(2, 200, &[2u8; 200], 7, 0, 8, false), // the last kept: a retry
+            producer_batch(2, 200, &[2u8; 200], 7, 0, 12, false), // past the next sequence
+        ];
+        let view = producer_view(&follower, &after_cut).await;
+        assert_eq!(
+            view,
+            vec![
+                "duplicate at 28".to_string(),
+                "out of order".into(),
+                "lso 30 aborted []".into(),
+            ]
+        );
+        assert_eq!(follower.leader_epoch_entries(), vec![(1, 0), (3, 20)]);
+        // Files: no segment starts at or past the cut any more, and the epoch checkpoint
+        // says so too.
+        for entry in std::fs::read_dir(fd.join("t-0")).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if let Some(stem) = name.split('.').next().and_then(|s| s.parse::<i64>().ok()) {
+                assert!(stem <= 30, "{name} survived a cut at 30");
+            }
+        }
+        assert_eq!(
+            std::fs::read_to_string(fd.join("t-0/leader-epoch-checkpoint")).unwrap(),
+            "0\n2\n1 0\n3 20\n"
+        );
+
+        // Replication resumes: the follower becomes the leader's copy again.
+        replicate(&leader, &follower, 1500).await;
+        assert_eq!(log_bytes(&follower, 0).await, full);
+        assert_eq!(
+            producer_view(&follower, &probes()).await,
+            producer_view(&leader, &probes()).await
+        );
+
+        // A divergent tail of its own (it led epoch 5 for a moment), cut back to the leader's
+        // end, then a crash: the cut was durable, recovery finds it.
+        follower.set_leader_epoch(5);
+        for i in 0..8 {
+            append(&follower, 1, 900 + i, &[9u8; 700]).await;
+        }
+        assert_eq!(follower.end_offset_for_epoch(4), (4, end));
+        follower.truncate_to(end).await.unwrap();
+        assert_eq!(follower.end_offset_for_epoch(5), (4, end));
+        drop(follower); // no close
+        let follower = open(&fd, cfg(4 * 1024), 0).await;
+        assert_eq!(
+            (follower.log_end_offset(), follower.durable_offset()),
+            (end, end)
+        );
+        assert_eq!(log_bytes(&follower, 0).await, full);
+        assert_eq!(
+            producer_view(&follower, &probes()).await,
+            producer_view(&leader, &probes()).await
+        );
+        assert_eq!(
+            follower.leader_epoch_entries(),
+            leader.leader_epoch_entries()
+        );
+        // Truncate to the very start, append, reopen after a clean close.
+        follower.truncate_to(0).await.unwrap();
+        assert_eq!(follower.segment_count(), 1);
+        assert_eq!(follower.leader_epoch_entries(), vec![]);
+        assert_eq!(follower.last_stable_offset(), 0);
+        replicate(&leader, &follower, 4000).await;
+        follower.close().await.unwrap();
+        drop(follower);
+        let follower = open(&fd, cfg(4 * 1024), 0).await;
+        assert_eq!(log_bytes(&follower, 0).await, full);
+        assert_eq!(
+            producer_view(&follower, &probes()).await,
+            producer_view(&leader, &probes()).await
+        );
+        follower.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}
+
+#[test]
+fn truncate_below_the_log_start_is_refused_and_retention_moves_the_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let mut c = cfg(16 * 1024);
+        c.retention_bytes = 32 * 1024;
+        let p = open(&d, c.clone(), 0).await;
+        p.set_leader_epoch(2);
+        for i in 0..20 {
+            append(&p, 1, i, &[1u8; 3000]).await;
+        }
+        p.set_leader_epoch(6);
+        for i in 20..40 {
+            append(&p, 1, i, &[1u8; 3000]).await;
+        }
+        p.enforce_retention().await.unwrap();
+        let start = p.log_start_offset();
+        assert!(start > 20, "retention passed epoch 2 ({start})");
+        assert_eq!(p.leader_epoch_entries(), vec![(6, start)]);
+        assert_eq!(p.end_offset_for_epoch(2), (-1, -1));
+        let e = p.truncate_to(start - 1).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::OFFSET_OUT_OF_RANGE);
+        p.truncate_to(start).await.unwrap();
+        assert_eq!(p.log_end_offset(), start);
+        assert_eq!(read_all(&p, start).await, vec![]);
+        assert_eq!(append(&p, 1, 99, b"again").await, start);
+        p.close().await.unwrap();
+        drop(p);
+        let p = open(&d, c, 0).await;
+        assert_eq!(p.log_start_offset(), start);
+        assert_eq!(p.log_end_offset(), start + 1);
+        assert_eq!(p.leader_epoch_entries(), vec![(6, start)]);
+        p.close().await.unwrap();
+    });
+}
+
+#[test]
+fn leader_epoch_cache_answers_across_epochs_survives_reopen_and_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let checkpoint = d.join("t-0/leader-epoch-checkpoint");
+    run(move || async move {
+        let p = open(&d, cfg(8 * 1024), 0).await;
+        assert_eq!(p.end_offset_for_epoch(0), (-1, -1), "empty log");
+        p.set_leader_epoch(2);
+        for i in 0..10 {
+            append(&p, 1, i, &[0u8; 500]).await;
+        }
+        p.set_leader_epoch(3); // a term that wrote nothing
+        p.set_leader_epoch(5);
+        for i in 0..15 {
+            append(&p, 1, i, &[0u8; 500]).await;
+        }
+        p.set_leader_epoch(7);
+        for i in 0..5 {
+            append(&p, 1, i, &[0u8; 500]).await;
+        }
+        let answers = |p: &Partition| {
+            (0..10)
+                .map(|e| p.end_offset_for_epoch(e))
+                .collect::<Vec<_>>()
+        };
+        let want = vec![
+            (-1, -1), // older than the earliest
+            (-1, -1),
+            (2, 10),
+            (2, 10), // 3 wrote nothing: its floor is 2
+            (2, 10),
+            (5, 25),
+            (5, 25),
+            (7, 30), // the latest: the log end
+            (7, 30),
+            (7, 30),
+        ];
+        assert_eq!(answers(&p), want);
+        assert_eq!(p.end_offset_for_epoch(-1), (-1, -1));
+        p.close().await.unwrap();
+        drop(p);
+        assert_eq!(
+            std::fs::read_to_string(&checkpoint).unwrap(),
+            "0\n3\n2 0\n5 10\n7 25\n"
+        );
+        // Reopen: from the checkpoint. Missing, corrupt, running past the log (a crash after
+        // a new epoch's entry and before its batch), or behind it: rebuilt from the log.
+        let p = open(&d, cfg(8 * 1024), 0).await;
+        assert_eq!(answers(&p), want);
+        p.close().await.unwrap();
+        drop(p);
+        for damage in [
+            None,
+            Some("0\n3\n2 0\n5 10\n"),
+            Some("0\n9\n2 0\n"),
+            Some("garbage"),
+            Some("0\n4\n2 0\n5 10\n7 25\n8 30\n"),
+            Some("0\n3\n2 0\n4 10\n7 25\n"),
+        ] {
+            match damage {
+                None => std::fs::remove_file(&checkpoint).unwrap(),
+                Some(text) => std::fs::write(&checkpoint, text).unwrap(),
+            }
+            let p = open(&d, cfg(8 * 1024), 0).await;
+            let got = answers(&p);
+            // A checkpoint that agrees with the last batch is trusted as it is (epoch 4 for
+            // 5 above): only what the log can refute is rebuilt.
+            if damage == Some("0\n3\n2 0\n4 10\n7 25\n") {
+                assert_eq!(got[4], (4, 25), "trusted");
+            } else {
+                assert_eq!(got, want, "{damage:?}");
+                assert_eq!(
+                    std::fs::read_to_string(&checkpoint).unwrap(),
+                    "0\n3\n2 0\n5 10\n7 25\n",
+                    "{damage:?}: rewritten"
+                );
+            }
+            p.close().await.unwrap();
+        }
+        // Truncation cuts the cache, in memory and on disk.
+        let p = open(&d, cfg(8 * 1024), 0).await;
+        std::fs::remove_file(&checkpoint).unwrap();
+        drop(p);
+        let p = open(&d, cfg(8 * 1024), 0).await;
+        p.truncate_to(27).await.unwrap();
+        assert_eq!(p.end_offset_for_epoch(7), (7, 27));
+        p.truncate_to(12).await.unwrap();
+        assert_eq!(p.end_offset_for_epoch(7), (5, 12));
+        assert_eq!(p.end_offset_for_epoch(2), (2, 10));
+        assert_eq!(
+            std::fs::read_to_string(&checkpoint).unwrap(),
+            "0\n2\n2 0\n5 10\n"
+        );
+        p.truncate_to(10).await.unwrap();
+        assert_eq!(p.end_offset_for_epoch(7), (2, 10));
+        drop(p);
+        let p = open(&d, cfg(8 * 1024), 0).await;
+        assert_eq!(p.leader_epoch_entries(), vec![(2, 0)]);
+        p.set_leader_epoch(8);
+        append(&p, 1, 0, b"x").await;
+        assert_eq!(p.leader_epoch_entries(), vec![(2, 0), (8, 10)]);
+        p.close().await.unwrap();
+    });
+}
+
+#[test]
+fn torn_replicated_write_recovers_to_a_prefix_and_replication_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let leader = open(&d.join("leader"), cfg(1 << 20), 0).await;
+        leader_log(&leader).await;
+        let full = log_bytes(&leader, 0).await;
+        let fd = d.join("follower");
+        let faults = Arc::new(Faults::default());
+        let follower = open(&fd, faulty(1 << 20, &faults), 0).await;
+        replicate(&leader, &follower, 2000).await;
+        // A full disk refuses the next set without taking the follower offline.
+        follower.truncate_to(20).await.unwrap();
+        faults.fail_allocs_after(0);
+        let r = leader.read(20, 1 << 20).await.unwrap();
+        let mut set = Vec::new();
+        for c in r.chunks {
+            if let Chunk::File { seg, pos, len } = c {
+                set.extend_from_slice(
+                    &seg.reader().await.unwrap().read_at(pos, len).await.unwrap(),
+                );
+            }
+        }
+        // The truncation freed the preallocated space: the next append needs more.
+        let big = Bytes::from(set);
+        match follower.append_replicated(big.clone()).await {
+            Err(e) => assert_eq!(e.code, ErrorCode::KAFKA_STORAGE_ERROR, "{e}"),
+            Ok(a) => panic!("appended on a full disk: {a:?}"),
+        }
+        assert!(follower.failure().is_none());
+        assert_eq!(follower.log_end_offset(), 20);
+        faults.heal();
+        // Now a write torn half-way through the set: the crash.
+        let file_end = bytes_len_below(&full, 20) as u64;
+        faults.tear_at(file_end + 3000, 0);
+        assert!(follower.append_replicated(big).await.is_err());
+        drop(follower);
+        let follower = open(&fd, cfg(1 << 20), 0).await;
+        let kept = follower.log_end_offset();
+        assert!((20..leader.log_end_offset()).contains(&kept), "{kept}");
+        let got = log_bytes(&follower, 0).await;
+        assert_eq!(got, full[..got.len()], "a prefix of the leader's log");
+        replicate(&leader, &follower, 1 << 20).await;
+        assert_eq!(log_bytes(&follower, 0).await, full);
+        assert_eq!(
+            producer_view(&follower, &probes()).await,
+            producer_view(&leader, &probes()).await
+        );
+        assert_eq!(
+            follower.leader_epoch_entries(),
+            leader.leader_epoch_entries()
+        );
+        follower.close().await.unwrap();
+        leader.close().await.unwrap();
+    });
+}
+
+/// Bytes of the whole batches below offset `o` in a log's bytes.
+fn bytes_len_below(log: &[u8], o: i64) -> usize {
+    let mut at = 0;
+    while at < log.len() {
+        let pre = batch::BatchPrefix::parse(&log[at..]).unwrap();
+        if pre.base_offset >= o {
+            break;
+        }
+        at += pre.len;
+    }
+    at
+}
+
+#[test]
+fn truncate_waits_for_writes_still_queued_and_interleaves_with_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let mut c = cfg(16 * 1024);
+        c.flush = FlushPolicy::IntervalMs(1000);
+        let p = open(&d, c.clone(), 1 << 20).await;
+        let mut targets = Vec::new();
+        for i in 0..40 {
+            let bytes = Bytes::from(make_batch(1, i, &[i as u8; 900]));
+            let infos = validate_produce(&bytes, 1 << 20).unwrap();
+            targets.push(p.append(&bytes, &infos).await.unwrap().durable_target);
+        }
+        // Not waited for: the cut drains the queue (writes and segment seals) first.
+        p.truncate_to(25).await.unwrap();
+        assert_eq!((p.log_end_offset(), p.durable_offset()), (25, 25));
+        let kept = read_all(&p, 0).await;
+        assert_eq!(kept.len(), 25);
+        assert!(kept
+            .iter()
+            .enumerate()
+            .all(|(i, (o, b))| *o == i as i64 && b[..900] == [i as u8; 900]));
+        // Appends after the cut land at it, also before anything of them is durable.
+        let bytes = Bytes::from(make_batch(1, 99, b"after"));
+        let infos = validate_produce(&bytes, 1 << 20).unwrap();
+        let a = p.append(&bytes, &infos).await.unwrap();
+        assert_eq!(a.base_offset, 25);
+        p.truncate_to(26).await.unwrap(); // at the end: only drains
+        assert_eq!(p.durable_offset(), 26);
+        p.close().await.unwrap();
+        drop(p);
+        let p = open(&d, c, 0).await;
+        assert_eq!(p.log_end_offset(), 26);
+        assert_eq!(read_all(&p, 25).await, vec![(25, b"after\0".to_vec())]);
+        p.close().await.unwrap();
+    });
+}

@@ -48,6 +48,20 @@ pub(super) enum Job {
     },
 }
 
+/// How `place` writes a batch's broker-owned fields.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Stamp {
+    /// This broker leads: it writes the base offset, its leader epoch, and with
+    /// LogAppendTime the append time (and the CRC again).
+    Leader {
+        leader_epoch: i32,
+        /// -1 with CreateTime.
+        log_append_time: i64,
+    },
+    /// A follower: the leader's bytes go in unchanged.
+    Replica,
+}
+
 /// Where an append went: what the producer is told, and what to wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -162,85 +176,25 @@ impl Partition {
     ) -> Result<Appended, KafkaError> {
         let total: u64 = infos.iter().map(|i| i.len as u64).sum();
         let now = now_ms();
-        let roll = {
-            let st = self.st.borrow();
-            let active = st.active_segment();
-            st.appended_bytes > 0
-                && (st.appended_bytes + total > self.cfg.segment_bytes
-                    || now - active.created_ms >= self.cfg.segment_ms)
-        };
-        if roll {
-            self.roll().await?;
-        }
-        // Disk space first: a full disk refuses this append (retriable) before it has an
-        // offset, and the partition stays healthy for reads and for later appends.
-        self.reserve(total).await?;
-        let me = self.me.upgrade().expect("partition alive while appending");
+        self.make_room(total, now).await?;
         let log_append_time = match self.cfg.timestamp_type {
             TimestampType::LogAppendTime => now,
             TimestampType::CreateTime => -1,
         };
-        let mut st = self.st.borrow_mut();
-        let base_offset = st.next_offset;
         let leader_epoch = self.leader_epoch();
+        let base_offset = self.st.borrow().next_offset;
+        self.note_epoch(leader_epoch, base_offset).await?;
+        let mut st = self.st.borrow_mut();
         for info in infos {
-            let src = &records[info.start..info.start + info.len];
-            let offset = st.next_offset;
-            let position = st.appended_bytes;
-            self.ensure_room(&mut st, info.len);
-            let wb = st.open_buf.as_mut().expect("ensure_room opened a buffer");
-            let dst = &mut wb.buf.as_bytes_mut()[wb.len..wb.len + info.len];
-            dst.copy_from_slice(src);
-            dst[batch::OFF_BASE_OFFSET..batch::OFF_BASE_OFFSET + 8]
-                .copy_from_slice(&offset.to_be_bytes());
-            dst[batch::OFF_LEADER_EPOCH..batch::OFF_LEADER_EPOCH + 4]
-                .copy_from_slice(&leader_epoch.to_be_bytes());
-            let mut max_ts = info.max_timestamp;
-            if log_append_time >= 0 {
-                let attrs = i16::from_be_bytes([
-                    dst[batch::OFF_ATTRIBUTES],
-                    dst[batch::OFF_ATTRIBUTES + 1],
-                ]) | batch::ATTR_LOG_APPEND_TIME;
-                dst[batch::OFF_ATTRIBUTES..batch::OFF_ATTRIBUTES + 2]
-                    .copy_from_slice(&attrs.to_be_bytes());
-                dst[batch::OFF_MAX_TIMESTAMP..batch::OFF_MAX_TIMESTAMP + 8]
-                    .copy_from_slice(&log_append_time.to_be_bytes());
-                batch::restamp_crc(dst);
-                max_ts = log_append_time;
-            }
-            // Paired with the check when the batch is read back by recovery.
-            debug_assert!(batch::crc_ok(dst));
-            let cached = Bytes::copy_from_slice(dst);
-            wb.len += info.len;
-            let next = offset + info.last_offset_delta as i64 + 1;
-            wb.end_offset = next;
-            st.next_offset = next;
-            st.appended_bytes += info.len as u64;
-            let seg = st.active_segment().clone();
-            seg.index_batch(
-                position,
-                offset,
-                max_ts,
-                info.len as u64,
-                self.cfg.index_interval_bytes,
+            self.place(
+                &mut st,
+                &records[info.start..info.start + info.len],
+                info,
+                Stamp::Leader {
+                    leader_epoch,
+                    log_append_time,
+                },
             );
-            self.tail_cache.insert(&me, offset, cached);
-            if info.producer_id >= 0 {
-                self.producers
-                    .borrow_mut()
-                    .touch(info.producer_id, now_ms());
-                self.producers.borrow_mut().record(
-                    info.producer_id,
-                    info.producer_epoch,
-                    BatchSeq {
-                        first_seq: info.base_sequence,
-                        last_seq: producers::last_seq(info.base_sequence, info.last_offset_delta),
-                        base_offset: offset,
-                        last_offset: next - 1,
-                    },
-                    info.transactional,
-                );
-            }
         }
         let target = st.next_offset;
         drop(st);
@@ -252,6 +206,103 @@ impl Partition {
             log_append_time,
             durable_target: target,
         })
+    }
+
+    /// Rolls the active segment when `total` more bytes would overflow it (or it is too old)
+    /// and reserves disk space for them: a full disk refuses the append (retriable) before it
+    /// has an offset, and the partition stays healthy for reads and for later appends.
+    pub(super) async fn make_room(&self, total: u64, now: i64) -> Result<(), KafkaError> {
+        let roll = {
+            let st = self.st.borrow();
+            let active = st.active_segment();
+            st.appended_bytes > 0
+                && (st.appended_bytes + total > self.cfg.segment_bytes
+                    || now - active.created_ms >= self.cfg.segment_ms)
+        };
+        if roll {
+            self.roll().await?;
+        }
+        self.reserve(total).await
+    }
+
+    /// Copies one batch (`src`, described by `info`) into the open write buffer at the log
+    /// end, stamped as `stamp` says, and updates everything an append changes: offsets, the
+    /// indexes, the tail cache, the producer state. Nothing here can fail: the caller made
+    /// room and checked the batch.
+    pub(super) fn place(&self, st: &mut State, src: &[u8], info: &BatchInfo, stamp: Stamp) {
+        let me = self.me.upgrade().expect("partition alive while appending");
+        let offset = st.next_offset;
+        let position = st.appended_bytes;
+        self.ensure_room(st, info.len);
+        let wb = st.open_buf.as_mut().expect("ensure_room opened a buffer");
+        let dst = &mut wb.buf.as_bytes_mut()[wb.len..wb.len + info.len];
+        dst.copy_from_slice(src);
+        let mut max_ts = info.max_timestamp;
+        match stamp {
+            Stamp::Leader {
+                leader_epoch,
+                log_append_time,
+            } => {
+                dst[batch::OFF_BASE_OFFSET..batch::OFF_BASE_OFFSET + 8]
+                    .copy_from_slice(&offset.to_be_bytes());
+                dst[batch::OFF_LEADER_EPOCH..batch::OFF_LEADER_EPOCH + 4]
+                    .copy_from_slice(&leader_epoch.to_be_bytes());
+                if log_append_time >= 0 {
+                    let attrs = i16::from_be_bytes([
+                        dst[batch::OFF_ATTRIBUTES],
+                        dst[batch::OFF_ATTRIBUTES + 1],
+                    ]) | batch::ATTR_LOG_APPEND_TIME;
+                    dst[batch::OFF_ATTRIBUTES..batch::OFF_ATTRIBUTES + 2]
+                        .copy_from_slice(&attrs.to_be_bytes());
+                    dst[batch::OFF_MAX_TIMESTAMP..batch::OFF_MAX_TIMESTAMP + 8]
+                        .copy_from_slice(&log_append_time.to_be_bytes());
+                    batch::restamp_crc(dst);
+                    max_ts = log_append_time;
+                }
+            }
+            Stamp::Replica => {
+                // The leader's bytes as they are; the caller checked they continue the log.
+                assert_eq!(
+                    batch::be_i64(dst, batch::OFF_BASE_OFFSET),
+                    offset,
+                    "{}-{}: replicated batch does not start at the log end",
+                    self.topic,
+                    self.index
+                );
+            }
+        }
+        // Paired with the check when the batch is read back by recovery.
+        debug_assert!(batch::crc_ok(dst));
+        let cached = Bytes::copy_from_slice(dst);
+        wb.len += info.len;
+        let next = offset + info.last_offset_delta as i64 + 1;
+        wb.end_offset = next;
+        st.next_offset = next;
+        st.appended_bytes += info.len as u64;
+        let seg = st.active_segment().clone();
+        seg.index_batch(
+            position,
+            offset,
+            max_ts,
+            info.len as u64,
+            self.cfg.index_interval_bytes,
+        );
+        self.tail_cache.insert(&me, offset, cached);
+        if info.producer_id >= 0 {
+            let mut producers = self.producers.borrow_mut();
+            producers.touch(info.producer_id, now_ms());
+            producers.record(
+                info.producer_id,
+                info.producer_epoch,
+                BatchSeq {
+                    first_seq: info.base_sequence,
+                    last_seq: producers::last_seq(info.base_sequence, info.last_offset_delta),
+                    base_offset: offset,
+                    last_offset: next - 1,
+                },
+                info.transactional,
+            );
+        }
     }
 
     /// Makes sure the open write buffer can take `len` more bytes, sealing a full one.
@@ -293,7 +344,7 @@ impl Partition {
 
     /// Makes sure the active segment has disk space allocated for `total` more bytes,
     /// ahead in PREALLOC_STEP_BYTES steps, or exactly what is needed when a step does not fit.
-    async fn reserve(&self, total: u64) -> Result<(), KafkaError> {
+    pub(super) async fn reserve(&self, total: u64) -> Result<(), KafkaError> {
         let (file, seg, need) = {
             let st = self.st.borrow();
             let seg = st.active_segment().clone();
@@ -324,7 +375,7 @@ impl Partition {
         }
     }
 
-    async fn roll(&self) -> Result<(), KafkaError> {
+    pub(super) async fn roll(&self) -> Result<(), KafkaError> {
         // The new segment's file and first space come first: if the disk is full the roll is
         // refused and the current segment stays active.
         let base = self.st.borrow().next_offset;
@@ -425,7 +476,10 @@ impl Partition {
             if self.st.borrow().failed.is_some() {
                 continue; // drop queued data: nothing after a failed write may be acknowledged
             }
-            if let Err(e) = self.run_job(job).await {
+            self.st.borrow_mut().job_running = true;
+            let done = self.run_job(job).await;
+            self.st.borrow_mut().job_running = false;
+            if let Err(e) = done {
                 self.fail(&e.message);
             }
         }

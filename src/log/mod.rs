@@ -9,14 +9,17 @@
 //! commit), `reader` (fetch reads, tail cache, offset lookups), `recovery` (start-up, producer
 //! snapshots), `retention`, `walker` (the one walk over stored batches), `segment` (one
 //! `.log` with its indexes), `disk` (the system calls, and the simulated disk of the tests),
-//! `producers` (idempotence and transaction state).
+//! `producers` (idempotence and transaction state), `epochs` (the leader-epoch cache), `replica`
+//! (a follower's replicated appends and truncation).
 
 mod appender;
 pub mod disk;
+pub mod epochs;
 pub mod partition;
 pub mod producers;
 mod reader;
 mod recovery;
+mod replica;
 mod retention;
 pub mod segment;
 mod walker;
@@ -24,4 +27,5 @@ mod walker;
 pub use appender::Appended;
 pub use disk::Faults;
 pub use partition::{Chunk, LogConfig, Partition, ReadResult, TailCache};
+pub use replica::{AppendedReplica, MAX_REPLICA_BATCH_BYTES};
 pub use segment::Segment;

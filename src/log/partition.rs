@@ -7,16 +7,17 @@
 //! Two offsets: `log_end_offset` (the next offset to assign; data below it may still be in
 //! write buffers) and `durable_offset` (everything below it is on the device, and with
 //! `FlushPolicy::EveryWrite` fdatasync'ed). `high_watermark` is the durable offset until the
-//! high watermark moves to the partition manager.
+//! high watermark moves to the partition manager. A follower's `truncate_to` moves both back.
 //!
 //! Invariants: offsets are contiguous from `log_start_offset` to `next_offset` (no compaction
 //! yet); `durable_offset <= next_offset` and the durable offset only grows (asserted in the
-//! appender); `log_start_offset` may pass the durable offset when retention deletes up to a
-//! segment rolled but not yet written; a failed write takes the partition offline and no later
-//! append is acknowledged.
+//! appender) except when `truncate_to` cuts the log; `log_start_offset` may pass the durable
+//! offset when retention deletes up to a segment rolled but not yet written; a failed write
+//! takes the partition offline and no later append is acknowledged.
 
 use super::appender::{Job, WriteBuf};
 use super::disk::{Faults, LogFile};
+use super::epochs::LeaderEpochCache;
 use super::producers::{AbortedTxn, ProducerTable};
 use super::reader::CacheEntry;
 use super::recovery::{list_segments, write_durably};
@@ -84,6 +85,8 @@ pub(super) struct State {
     pub(super) buf_capacity: usize,
     pub(super) failed: Option<String>,
     pub(super) unsynced_writes: bool,
+    /// The flusher is running a job it took off the queue (a write or a seal).
+    pub(super) job_running: bool,
 }
 
 impl State {
@@ -121,6 +124,11 @@ pub struct Partition {
     pub(super) snapshots_disabled: Cell<bool>,
     /// Appends in the order they were called (FIFO, unlike glommio's Semaphore).
     pub(super) append_lock: crate::util::FifoLock,
+    /// Held while segments are removed or cut (retention, `truncate_to`), so the two never
+    /// pull segments from under each other. Taken after `append_lock` when both are.
+    pub(super) layout_lock: crate::util::FifoLock,
+    /// The leader epochs of the log and where each starts (`leader-epoch-checkpoint`).
+    pub(super) epochs: RefCell<LeaderEpochCache>,
     /// The leader epoch stamped into every batch appended from now on (each batch's
     /// partitionLeaderEpoch, as Kafka writes it); set by the partition manager from the
     /// metadata image.
@@ -187,6 +195,7 @@ impl Partition {
                 buf_capacity: MIN_WRITE_BUFFER_BYTES,
                 failed: None,
                 unsynced_writes: false,
+                job_running: false,
             }),
             cache: RefCell::new(VecDeque::new()),
             tail_cache,
@@ -194,6 +203,8 @@ impl Partition {
             aborted: RefCell::new(Vec::new()),
             snapshots_disabled: Cell::new(false),
             append_lock: Default::default(),
+            layout_lock: Default::default(),
+            epochs: RefCell::new(LeaderEpochCache::default()),
             leader_epoch: Cell::new(0),
             flush_work: Notify::default(),
             progress: Notify::default(),
@@ -202,6 +213,7 @@ impl Partition {
         });
         let validated_from = p.recover().await?;
         p.rebuild_producers(validated_from).await?;
+        p.recover_epochs().await?;
         let flusher = p.clone();
         glommio::spawn_local(async move { flusher.flusher().await }).detach();
         Ok(p)
@@ -296,15 +308,16 @@ impl Partition {
         self.progress.notify_all();
     }
 
-    /// Flushes everything queued, syncs, and cuts the active file to its data. Called on clean
-    /// shutdown and before a partition is deleted.
-    pub async fn close(&self) -> Result<(), KafkaError> {
-        let _turn = self.append_lock.lock().await;
+    /// Waits until the flusher has written everything queued and finished the job it runs
+    /// (a seal writes snapshots and indexes after the data is durable), so the files are
+    /// still until the next append. The caller holds the append lock, so nothing is queued
+    /// meanwhile. Then everything appended is durable, or the partition failed (the error).
+    pub(super) async fn drain(&self) -> Result<(), KafkaError> {
         loop {
             let idle = self.flusher_idle.wait();
             let busy = {
                 let st = self.st.borrow();
-                !st.queue.is_empty() || st.open_buf.is_some()
+                !st.queue.is_empty() || st.open_buf.is_some() || st.job_running
             };
             if !busy || self.st.borrow().failed.is_some() {
                 break;
@@ -312,6 +325,23 @@ impl Partition {
             self.flush_work.notify_all();
             idle.await;
         }
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        let st = self.st.borrow();
+        assert_eq!(
+            st.durable_offset, st.next_offset,
+            "{}-{}: drained with appends not durable",
+            self.topic, self.index
+        );
+        Ok(())
+    }
+
+    /// Flushes everything queued, syncs, and cuts the active file to its data. Called on clean
+    /// shutdown and before a partition is deleted.
+    pub async fn close(&self) -> Result<(), KafkaError> {
+        let _turn = self.append_lock.lock().await;
+        let _ = self.drain().await;
         if let Some(e) = self.failure() {
             // An offline partition's files stay as the failure left them: no fdatasync,
             // truncate or snapshot that could make bytes never acknowledged look durable.
@@ -322,9 +352,7 @@ impl Partition {
             }
             return Err(e);
         }
-        // The last job may still be running: wait until its write completed.
         let target = self.st.borrow().next_offset;
-        self.wait_durable(target).await?;
         let (file, seg) = {
             let mut st = self.st.borrow_mut();
             // Closed from here on, whatever the steps below do: an append waiting behind this

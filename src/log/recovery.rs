@@ -7,7 +7,8 @@
 //! the newest segment and the durable offset equals it; the batches recovery validated, walked
 //! again by the producer rebuild, are contiguous and end exactly at `next_offset`.
 
-use super::partition::{io_err, Partition, BLOCK_BYTES};
+use super::disk::LogFile;
+use super::partition::{io_err, Partition, BLOCK_BYTES, MIN_WRITE_BUFFER_BYTES};
 use super::producers::{self, AbortedTxn, BatchSeq, ProducerTable};
 use super::segment::{self, Segment};
 use super::walker::{LogWalk, WalkFrom};
@@ -46,22 +47,10 @@ impl Partition {
             }
         };
         let writer = self.open_writer(&seg).await?;
+        self.activate(&seg, writer).await?;
         let end = seg.written_bytes.get();
-        let tail_pos = align_down(end, BLOCK_BYTES);
-        let tail = if end > tail_pos {
-            let r = seg.reader().await?;
-            segment::read_at(&r, tail_pos, (end - tail_pos) as usize).await?
-        } else {
-            Vec::new()
-        };
         let mut st = self.st.borrow_mut();
         st.log_start_offset = st.segments.keys().next().copied().unwrap_or(0);
-        st.next_offset = seg.written_next_offset.get();
-        st.durable_offset = st.next_offset;
-        st.appended_bytes = end;
-        st.tail_pos = tail_pos;
-        st.tail = tail;
-        st.writer = Some(writer);
         // Recovery's scan moves the end only by whole batches, each ending past its base.
         let next = st.next_offset;
         assert!(
@@ -79,6 +68,34 @@ impl Partition {
             st.log_start_offset
         );
         Ok(validated_from)
+    }
+
+    /// Makes `seg`, the newest segment, recovered (or just cut) up to its `written_bytes`,
+    /// the active one: appends continue at its end through `writer`, everything in it counts
+    /// as durable, and its last partial block is kept in memory for the next aligned write.
+    pub(super) async fn activate(
+        &self,
+        seg: &Rc<Segment>,
+        writer: Rc<LogFile>,
+    ) -> Result<(), KafkaError> {
+        let end = seg.written_bytes.get();
+        let tail_pos = align_down(end, BLOCK_BYTES);
+        let tail = if end > tail_pos {
+            let r = seg.reader().await?;
+            segment::read_at(&r, tail_pos, (end - tail_pos) as usize).await?
+        } else {
+            Vec::new()
+        };
+        let mut st = self.st.borrow_mut();
+        st.next_offset = seg.written_next_offset.get();
+        st.durable_offset = st.next_offset;
+        st.appended_bytes = end;
+        st.tail_pos = tail_pos;
+        st.tail = tail;
+        st.writer = Some(writer);
+        st.open_buf = None;
+        st.buf_capacity = MIN_WRITE_BUFFER_BYTES;
+        Ok(())
     }
 
     fn snapshot_path(&self, offset: i64) -> PathBuf {

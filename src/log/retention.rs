@@ -12,6 +12,8 @@ use crate::util::now_ms;
 impl Partition {
     /// Deletes whole old segments past retention (time or size); never the active one.
     pub async fn enforce_retention(&self) -> Result<(), KafkaError> {
+        // Never while `truncate_to` cuts segments.
+        let _layout = self.layout_lock.lock().await;
         let now = now_ms();
         let expired = self
             .producers
@@ -65,6 +67,9 @@ impl Partition {
             self.aborted
                 .borrow_mut()
                 .retain(|a| a.last_offset >= next_base);
+            // In memory only: the checkpoint is written under the append lock, and recovery
+            // cuts its entries below the log start the same way.
+            self.epochs.borrow_mut().truncate_from_start(next_base);
             for path in [
                 oldest.log_path(),
                 oldest.index_path(),

@@ -283,6 +283,42 @@ impl Segment {
         Ok(validated_from)
     }
 
+    /// The segment's file was cut at `position`, where the batch of `offset` started (a
+    /// follower's divergent tail): drops the index entries at or past it and recovers the
+    /// segment as the newest, as after a crash (resume at the last entry kept, validate every
+    /// batch after it). Returns the position validation started from, as `recover` does.
+    ///
+    /// The largest timestamp is the larger of the kept time index's last entry and the
+    /// batches rescanned: what `load_indexes` knows of an old segment too.
+    pub async fn truncate_to(
+        &self,
+        position: u64,
+        offset: i64,
+        interval_bytes: u64,
+    ) -> Result<u64, KafkaError> {
+        self.load_indexes(interval_bytes).await?;
+        let max_kept = {
+            let rel = (offset - self.base_offset) as u32;
+            let mut ix = self.indexes.borrow_mut();
+            ix.offsets.retain(|e| (e.1 as u64) < position);
+            ix.times.retain(|t| t.1 < rel);
+            ix.times.last().map_or(-1, |t| t.0)
+        };
+        self.written_bytes.set(position);
+        self.written_next_offset.set(offset);
+        self.rewrite_indexes().await?;
+        self.max_timestamp.set(max_kept);
+        let validated_from = self.recover(interval_bytes).await?;
+        // Paired with the cut: recovery finds exactly the batches before it.
+        assert_eq!(
+            (self.written_bytes.get(), self.written_next_offset.get()),
+            (position, offset),
+            "segment {} recovered to a different end after a cut at byte {position}",
+            self.base_offset
+        );
+        Ok(validated_from)
+    }
+
     async fn rewrite_indexes(&self) -> Result<(), KafkaError> {
         remove_quietly(&self.index_path()).await;
         remove_quietly(&self.time_index_path()).await;
