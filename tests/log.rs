@@ -966,7 +966,8 @@ fn truncate_below_the_log_start_is_refused_and_retention_moves_the_epochs() {
         let start = p.log_start_offset();
         assert!(start > 20, "retention passed epoch 2 ({start})");
         assert_eq!(p.leader_epoch_entries(), vec![(6, start)]);
-        assert_eq!(p.end_offset_for_epoch(2), (-1, -1));
+        // Older than the earliest epoch left: Kafka's (epoch, earliest start).
+        assert_eq!(p.end_offset_for_epoch(2), (2, start));
         let e = p.truncate_to(start - 1).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::OFFSET_OUT_OF_RANGE);
         p.truncate_to(start).await.unwrap();
@@ -1010,8 +1011,8 @@ fn leader_epoch_cache_answers_across_epochs_survives_reopen_and_is_rebuilt() {
                 .collect::<Vec<_>>()
         };
         let want = vec![
-            (-1, -1), // older than the earliest
-            (-1, -1),
+            (0, 0), // older than the earliest: (epoch, earliest start)
+            (1, 0),
             (2, 10),
             (2, 10), // 3 wrote nothing: its floor is 2
             (2, 10),

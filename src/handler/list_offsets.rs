@@ -12,6 +12,10 @@ use kafka_protocol::messages::list_offsets_request::ListOffsetsRequest;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderEpochRequest;
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
+};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -82,4 +86,72 @@ pub async fn handle(
         })
         .collect();
     Ok(ctx.respond(&ListOffsetsResponse::default().with_topics(topics)))
+}
+
+/// OffsetForLeaderEpoch (KIP-101/320): where each asked-for leader epoch ends in the leader's
+/// log, so a consumer (or, with replication, a follower) finds a divergent tail. The caller's
+/// view of the current epoch is checked first: older is FENCED_LEADER_EPOCH, newer
+/// UNKNOWN_LEADER_EPOCH (both make librdkafka refresh its metadata).
+pub async fn for_leader_epoch(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: OffsetForLeaderEpochRequest = decode(ctx, body)?;
+    let meta = broker.meta();
+    let mut slots: Vec<Vec<EpochEndOffset>> = Vec::with_capacity(req.topics.len());
+    let mut by_owner: BTreeMap<usize, (Vec<(usize, usize)>, Vec<(String, i32, i32)>)> =
+        BTreeMap::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let name = t.topic.0.to_string();
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let out = EpochEndOffset::default()
+                .with_partition(p.partition)
+                .with_leader_epoch(-1)
+                .with_end_offset(-1);
+            let checked = meta.route(&name, p.partition).and_then(|owner| {
+                let current = meta.topics[&name].leader_epoch(p.partition);
+                match p.current_leader_epoch {
+                    e if e >= 0 && e < current => Err(ErrorCode::FENCED_LEADER_EPOCH),
+                    e if e > current => Err(ErrorCode::UNKNOWN_LEADER_EPOCH),
+                    _ => Ok(owner),
+                }
+            });
+            match checked {
+                Ok(owner) => {
+                    let e = by_owner.entry(owner).or_default();
+                    e.0.push((ti, pi));
+                    e.1.push((name.clone(), p.partition, p.leader_epoch));
+                    parts.push(out);
+                }
+                Err(code) => parts.push(out.with_error_code(code.0)),
+            }
+        }
+        slots.push(parts);
+    }
+    for (owner, (places, asks)) in by_owner {
+        let answers = broker.partitions.epoch_end_offsets_on(owner, asks).await;
+        for ((ti, pi), a) in places.into_iter().zip(answers) {
+            let slot = &mut slots[ti][pi];
+            match a {
+                Ok((epoch, end)) => {
+                    slot.leader_epoch = epoch;
+                    slot.end_offset = end;
+                }
+                Err(code) => slot.error_code = code.0,
+            }
+        }
+    }
+    let topics = req
+        .topics
+        .iter()
+        .zip(slots)
+        .map(|(t, parts)| {
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic.clone())
+                .with_partitions(parts)
+        })
+        .collect();
+    Ok(ctx.respond(&OffsetForLeaderEpochResponse::default().with_topics(topics)))
 }

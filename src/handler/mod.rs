@@ -87,6 +87,7 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
         ApiKey::Produce => produce::handle(&broker, &ctx, body).await,
         ApiKey::Fetch => fetch::handle(&broker, &ctx, body).await,
         ApiKey::ListOffsets => list_offsets::handle(&broker, &ctx, body).await,
+        ApiKey::OffsetForLeaderEpoch => list_offsets::for_leader_epoch(&broker, &ctx, body).await,
         ApiKey::CreateTopics => topics::create(&broker, &ctx, body).await,
         ApiKey::DeleteTopics => topics::delete(&broker, &ctx, body).await,
         ApiKey::CreatePartitions => topics::create_partitions(&broker, &ctx, body).await,

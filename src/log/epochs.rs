@@ -115,19 +115,20 @@ impl LeaderEpochCache {
 
     /// OffsetForLeaderEpoch for `epoch` in a log ending at `log_end_offset`: the largest epoch
     /// at or below `epoch` with the start offset of the next newer epoch, or the log end for
-    /// the newest. (-1, -1) when `epoch` is older than every epoch here (or the cache is
-    /// empty, or `epoch` is -1).
+    /// the newest. For an epoch older than every epoch here, Kafka's answer: (`epoch`, the
+    /// earliest epoch's start offset). (-1, -1) for -1 or an empty cache.
     ///
-    /// Kafka differs at the two edges: for an epoch older than the earliest it answers
-    /// (epoch, earliest start offset), and for one newer than the latest it answers
-    /// (-1, -1); here those are (-1, -1) and (latest, log end), as the brief of this API asks.
+    /// One difference from Kafka: an epoch newer than the latest here answers (latest, log
+    /// end), not (-1, -1), because a partition records an epoch at its first append in it, not
+    /// when its leadership starts; a leader asked about its current epoch before appending in
+    /// it answers where its log ends, which is what Kafka's leader answers then too.
     pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> (i32, i64) {
-        if epoch < 0 {
+        if epoch < 0 || self.entries.is_empty() {
             return (UNDEFINED_EPOCH, UNDEFINED_OFFSET);
         }
         let after = self.entries.partition_point(|e| e.epoch <= epoch);
         if after == 0 {
-            return (UNDEFINED_EPOCH, UNDEFINED_OFFSET);
+            return (epoch, self.entries[0].start_offset);
         }
         let floor = self.entries[after - 1].epoch;
         let end = self
@@ -357,8 +358,8 @@ mod tests {
         let c = cache(&[(1, 0), (3, 100), (4, 250)]);
         assert_eq!(
             c.end_offset_for(0, 300),
-            (-1, -1),
-            "older than the earliest"
+            (0, 0),
+            "older than the earliest: Kafka's (epoch, earliest start)"
         );
         assert_eq!(c.end_offset_for(-1, 300), (-1, -1));
         assert_eq!(c.end_offset_for(1, 300), (1, 100));

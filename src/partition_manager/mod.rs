@@ -211,6 +211,42 @@ impl PartitionManager {
         })
     }
 
+    /// OffsetForLeaderEpoch on shard `owner`: for each (topic, partition, epoch), the largest
+    /// epoch at or below it in the log and where that epoch ends (the high watermark bounds
+    /// the newest, so a client is never told of records it could not read).
+    pub async fn epoch_end_offsets_on(
+        &self,
+        owner: usize,
+        parts: Vec<(String, i32, i32)>,
+    ) -> Vec<Result<(i32, i64), ErrorCode>> {
+        let n = parts.len();
+        let r = self
+            .shard
+            .invoke_on(owner, move || async move {
+                let pm = local::<PartitionManager>();
+                parts
+                    .into_iter()
+                    .map(|(t, p, epoch)| {
+                        let r = pm.replica(&t, p).ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
+                        if let Some(e) = r.log.failure() {
+                            return Err(e.code);
+                        }
+                        let (e, end) = r.log.end_offset_for_epoch(epoch);
+                        Ok((
+                            e,
+                            if end < 0 {
+                                end
+                            } else {
+                                end.min(r.high_watermark())
+                            },
+                        ))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        r.unwrap_or_else(|_| vec![Err(ErrorCode::NOT_LEADER_OR_FOLLOWER); n])
+    }
+
     /// Opens partitions on shard `owner` (after the controller placed them there).
     pub async fn open_on(&self, owner: usize, list: Vec<PartitionSpec>) -> Result<(), String> {
         self.shard

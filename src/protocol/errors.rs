@@ -18,6 +18,8 @@ impl ErrorCode {
     pub const PREFERRED_LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(80);
     pub const ELECTION_NOT_NEEDED: ErrorCode = ErrorCode(84);
     pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: ErrorCode = ErrorCode(83);
+    pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode(74);
+    pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode(75);
     pub const INCONSISTENT_CLUSTER_ID: ErrorCode = ErrorCode(104);
     pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
     pub const MESSAGE_TOO_LARGE: ErrorCode = ErrorCode(10);

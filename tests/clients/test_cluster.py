@@ -309,6 +309,60 @@ def test_transactions_span_brokers(cluster_factory):
     group.close()
 
 
+def offset_for_leader_epoch(bootstrap, topic, partition, current_epoch, epoch):
+    """OffsetForLeaderEpoch v2 by hand (no Python client exposes it): (error, epoch, end)."""
+    import socket
+    import struct
+    host, port = bootstrap.split(":")
+    t = topic.encode()
+    body = struct.pack(">i", 1) + struct.pack(">h", len(t)) + t + struct.pack(">i", 1)
+    body += struct.pack(">iii", partition, current_epoch, epoch)
+    head = struct.pack(">hhih", 23, 2, 7, 4) + b"test"
+    frame = head + body
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+        n = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        r = s.recv(n, socket.MSG_WAITALL)
+    corr, _throttle, _nt, tlen = struct.unpack(">iiih", r[:14])
+    assert corr == 7
+    rest = r[14 + tlen:]
+    _np, err, part, ep, end = struct.unpack(">ihiiq", rest[:22])
+    assert part == partition
+    return err, ep, end
+
+
+def test_leader_epochs_follow_leadership_changes(cluster_factory):
+    """Each leadership change bumps the partition's leader epoch; new batches carry it, and
+    OffsetForLeaderEpoch answers where each epoch ends (what librdkafka checks after a
+    leader change, KIP-320), fencing callers with a stale or unknown current epoch."""
+    c = cluster_factory(3).start()
+    from kafka.admin import KafkaAdminClient, NewTopic as KNewTopic
+    k = KafkaAdminClient(bootstrap_servers=c.node(1).bootstrap)
+    k.create_topics([KNewTopic("ep", -1, -1, replica_assignments={0: [2]})])
+    k.close()
+    eventually(lambda: "ep" in c.metadata(1).topics, what="ep")
+    produce(c.bootstrap(), "ep", [f"e0-{i}".encode() for i in range(5)])
+    assert offset_for_leader_epoch(c.node(2).bootstrap, "ep", 0, 0, 0) == (0, 0, 5)
+    # Not the leader: NOT_LEADER_OR_FOLLOWER (6).
+    assert offset_for_leader_epoch(c.node(1).bootstrap, "ep", 0, 0, 0)[0] == 6
+    c.node(2).kill9()
+    eventually(lambda: c.metadata(1).topics["ep"].partitions[0].leader == -1, timeout=20, what="fenced")
+    c.node(2).start()
+    c.wait_live([1, 2, 3])
+    eventually(lambda: c.metadata(1).topics["ep"].partitions[0].leader == 2, what="back")
+    # Fenced (epoch 1), then leading again (epoch 2).
+    produce(c.bootstrap(), "ep", [f"e2-{i}".encode() for i in range(3)])
+    assert offset_for_leader_epoch(c.node(2).bootstrap, "ep", 0, 2, 0) == (0, 0, 5)
+    assert offset_for_leader_epoch(c.node(2).bootstrap, "ep", 0, 2, 1) == (0, 0, 5)
+    assert offset_for_leader_epoch(c.node(2).bootstrap, "ep", 0, 2, 2) == (0, 2, 8)
+    assert offset_for_leader_epoch(c.node(2).bootstrap, "ep", 0, 1, 2)[0] == 74  # FENCED_LEADER_EPOCH
+    assert offset_for_leader_epoch(c.node(2).bootstrap, "ep", 0, 9, 2)[0] == 75  # UNKNOWN_LEADER_EPOCH
+    # A consumer reads both epochs' records through the change.
+    got = consume_all(c.bootstrap(), "ep", 8, "g-ep")
+    assert [v for _, _, v in sorted(got)] == [f"e0-{i}".encode() for i in range(5)] + [
+        f"e2-{i}".encode() for i in range(3)]
+
+
 def test_controller_kill_new_controller_metadata_intact(cluster_factory):
     c = cluster_factory(5).start()
     create(c.node(1).bootstrap, "before", 5)
