@@ -100,8 +100,9 @@ pub async fn for_leader_epoch(
     let req: OffsetForLeaderEpochRequest = decode(ctx, body)?;
     let meta = broker.meta();
     let mut slots: Vec<Vec<EpochEndOffset>> = Vec::with_capacity(req.topics.len());
-    let mut by_owner: BTreeMap<usize, (Vec<(usize, usize)>, Vec<(String, i32, i32)>)> =
-        BTreeMap::new();
+    // Per owning shard: where each answer goes (topic, partition slot) and what is asked.
+    type Asks = (Vec<(usize, usize)>, Vec<(String, i32, i32)>);
+    let mut by_owner: BTreeMap<usize, Asks> = BTreeMap::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let name = t.topic.0.to_string();
         let mut parts = Vec::with_capacity(t.partitions.len());
