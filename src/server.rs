@@ -18,6 +18,11 @@ use std::time::Duration;
 const STOP_POLL_MS: u64 = 50;
 /// How long a listener found on our port may take to go away (a killed broker's).
 const PORT_WAIT_MS: u64 = 5000;
+/// How long the other shards wait for shard 0's controlled shutdown before closing anyway.
+const RELEASE_WAIT: Duration = Duration::from_secs(8);
+/// Set by shard 0 once a stopping cluster node has released its leaderships (one broker per
+/// process, so process-wide is exact).
+static LEADERSHIP_RELEASED: AtomicBool = AtomicBool::new(false);
 /// io_uring buffer memory each executor registers (glommio locks it in RAM).
 const IO_MEMORY_BYTES: usize = 8 << 20;
 
@@ -202,6 +207,14 @@ async fn shard_main(
     }
     if let Some(node) = node {
         node.shutdown().await;
+        LEADERSHIP_RELEASED.store(true, Ordering::Release);
+    } else if broker.config.is_cluster() {
+        // Controlled shutdown: this shard's partitions keep serving until shard 0 has given
+        // up the broker's leaderships, so clients move with retriable errors, not timeouts.
+        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        while !LEADERSHIP_RELEASED.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+        }
     }
     tracing::info!(shard = id, "stopping: flushing partitions");
     broker.partitions.close_all().await;

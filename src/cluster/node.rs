@@ -155,9 +155,12 @@ pub struct ClusterNode {
     /// This broker's epoch: the index of its registration (0 before it registered).
     epoch: Cell<u64>,
     /// Active controller only: when each broker last heartbeated.
-    last_seen: RefCell<HashMap<i32, Instant>>,
+    /// (broker epoch, time) of the last heartbeat of each broker's current registration.
+    last_seen: RefCell<HashMap<i32, (u64, Instant)>>,
     /// Active controller only: since when it leads (None while it does not).
     leading_since: Cell<Option<Instant>>,
+    /// Active controller only: the Raft term it leads in (a new term starts a new session).
+    leading_term: Cell<Option<u64>>,
     /// This node's controller address: quorum connections leave from it.
     source: Option<std::net::IpAddr>,
     /// Active controller: when it last looked for leaders to move back to preferred replicas.
@@ -214,6 +217,7 @@ impl ClusterNode {
             epoch: Cell::new(0),
             last_seen: RefCell::new(HashMap::new()),
             leading_since: Cell::new(None),
+            leading_term: Cell::new(None),
             source,
             last_rebalance: Cell::new(None),
         });
@@ -456,16 +460,21 @@ impl ClusterNode {
         if !self.is_leader() {
             return Err(WriteError::NotLeader(self.leader()));
         }
-        self.last_seen.borrow_mut().insert(id, Instant::now());
-        let fenced = self
+        let known = self
             .sm
             .applied
             .borrow()
             .state
             .brokers
             .get(&id)
-            .is_some_and(|b| b.epoch == epoch && b.fenced);
-        Ok(fenced)
+            .map(|b| (b.epoch, b.fenced));
+        // Only registered brokers are remembered: a stray caller cannot grow the table.
+        if known.is_some_and(|(e, _)| e == epoch) {
+            self.last_seen
+                .borrow_mut()
+                .insert(id, (epoch, Instant::now()));
+        }
+        Ok(known == Some((epoch, true)))
     }
 
     /// The broker side: register (again after each start), then heartbeat to the active
@@ -532,22 +541,24 @@ impl ClusterNode {
         glommio::spawn_local(async move {
             while !stop.load(Ordering::Relaxed) {
                 glommio::timer::sleep(LEADER_TICK).await;
+                let term = {
+                    use openraft::async_runtime::WatchReceiver;
+                    node.raft.metrics().borrow_watched().current_term
+                };
                 if !node.is_leader() {
                     node.leading_since.set(None);
+                    node.leading_term.set(None);
                     continue;
                 }
-                let now = Instant::now();
                 let since = match node.leading_since.get() {
-                    Some(s) => s,
-                    None => {
-                        // A new active controller gives every broker a full session to
-                        // reach it before fencing anyone.
-                        let ids: Vec<i32> = node.state().brokers.keys().copied().collect();
-                        let mut seen = node.last_seen.borrow_mut();
-                        for id in ids {
-                            seen.insert(id, now);
-                        }
+                    Some(s) if node.leading_term.get() == Some(term) => s,
+                    _ => {
+                        // A new term of leadership gives every broker a full session to reach
+                        // this controller before fencing anyone.
+                        node.last_seen.borrow_mut().clear();
+                        let now = Instant::now();
                         node.leading_since.set(Some(now));
+                        node.leading_term.set(Some(term));
                         now
                     }
                 };
@@ -561,25 +572,40 @@ impl ClusterNode {
         let state = self.state();
         if state.cluster_id.is_empty() {
             let cluster_id = image::random_hex(16);
-            if let Err(e) = self.write(Command::InitCluster { cluster_id }).await {
+            if let Err(e) = self.write_local(Command::InitCluster { cluster_id }).await {
                 tracing::warn!("initializing the cluster id: {e}");
             }
             return;
         }
         let timeout = Duration::from_millis(self.config.broker_session_timeout_ms);
         let expired: Vec<(i32, u64)> = {
-            let seen = self.last_seen.borrow();
-            state
-                .brokers
-                .values()
-                .filter(|b| !b.fenced)
-                .filter(|b| seen.get(&b.id).is_none_or(|t| t.elapsed() > timeout))
-                .map(|b| (b.id, b.epoch))
-                .collect()
+            let mut seen = self.last_seen.borrow_mut();
+            let now = Instant::now();
+            let mut out = Vec::new();
+            for b in state.brokers.values().filter(|b| !b.fenced) {
+                match seen.get(&b.id) {
+                    Some(&(epoch, t)) if epoch == b.epoch => {
+                        if t.elapsed() > timeout {
+                            out.push((b.id, b.epoch));
+                        }
+                    }
+                    // A registration this controller has not heard from yet (new, or new
+                    // since it took over): its session starts now.
+                    _ => {
+                        seen.insert(b.id, (b.epoch, now));
+                    }
+                }
+            }
+            out
         };
         for (id, epoch) in expired {
+            // Decided from this term's heartbeats: committed here or not at all (never
+            // forwarded to a newer controller that saw heartbeats this one did not).
+            if !self.is_leader() {
+                return;
+            }
             tracing::warn!(broker = id, "no heartbeat for {timeout:?}: fencing it");
-            if let Err(e) = self.write(Command::FenceBroker { id, epoch }).await {
+            if let Err(e) = self.write_local(Command::FenceBroker { id, epoch }).await {
                 tracing::warn!("fencing broker {id}: {e}");
             }
         }
@@ -618,7 +644,7 @@ impl ClusterNode {
                 max_partitions: crate::metadata::MAX_PARTITIONS,
                 max_topics: crate::metadata::MAX_TOPICS,
             };
-            if let Err(e) = self.write(cmd).await {
+            if let Err(e) = self.write_local(cmd).await {
                 tracing::warn!("creating the internal topics: {e}");
             }
         }
@@ -646,7 +672,7 @@ impl ClusterNode {
             unclean: false,
             partitions,
         };
-        if let Err(e) = self.write(cmd).await {
+        if let Err(e) = self.write_local(cmd).await {
             tracing::warn!("preferred leader election: {e}");
         }
     }

@@ -308,10 +308,21 @@ impl ClusterState {
         max_partitions: usize,
         max_topics: usize,
     ) -> Result<(), (ErrorCode, String)> {
-        if self.topics.contains_key(&t.name) {
+        if let Some(existing) = self.topics.get(&t.name) {
+            // The same proposal applied again (a forwarded write retried after a timeout
+            // that had in fact committed): it succeeded, say so.
+            if existing.id == t.id {
+                return Ok(());
+            }
             return Err((
                 ErrorCode::TOPIC_ALREADY_EXISTS,
                 format!("topic {} already exists", t.name),
+            ));
+        }
+        if t.partitions < 1 {
+            return Err((
+                ErrorCode::INVALID_PARTITIONS,
+                "a topic needs at least one partition".into(),
             ));
         }
         if self.topics.len() >= max_topics {
@@ -414,7 +425,10 @@ impl ClusterState {
                 format!("the cluster holds {total} partitions; {more} more would pass its limit of {max_partitions}"),
             ));
         }
-        let rf = self.topics[topic].partitions[0].replicas.len() as i16;
+        let rf = self.topics[topic]
+            .partitions
+            .first()
+            .map_or(1, |p| p.replicas.len()) as i16;
         let replicas = match assignment {
             Some(a) if a.len() != more => {
                 return Err((
@@ -772,6 +786,24 @@ mod tests {
         assert_eq!(r.results[0].0, ErrorCode::INVALID_REPLICATION_FACTOR.0);
         let r = create(&mut s, &mut i, "t", 1, 1);
         assert_eq!(r.results[0].0, ErrorCode::TOPIC_ALREADY_EXISTS.0);
+        // The same proposal applied twice (a retried forward that had committed): success,
+        // and nothing changes.
+        let again = Command::CreateTopics {
+            topics: vec![NewTopic {
+                name: "t".into(),
+                id: s.topics["t"].id.clone(),
+                partitions: 6,
+                replication_factor: 2,
+                assignment: None,
+                configs: BTreeMap::new(),
+            }],
+            max_partitions: 1000,
+            max_topics: 100,
+        };
+        let before = s.topics["t"].clone();
+        i += 1;
+        assert_eq!(s.apply(i, &again).results, vec![(0, None)]);
+        assert_eq!(s.topics["t"], before);
     }
 
     #[test]

@@ -223,6 +223,11 @@ pub async fn write_markers(
                         here.insert((name.clone(), p));
                         codes.push((name, p, ErrorCode::NONE));
                     }
+                    // Deleted since the transaction wrote to it: no marker is needed (Kafka
+                    // drops them too), and refusing would block the transaction forever.
+                    Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) => {
+                        codes.push((name, p, ErrorCode::NONE))
+                    }
                     Err(code) => codes.push((name, p, code)),
                 }
             }

@@ -366,7 +366,7 @@ def test_leader_epochs_follow_leadership_changes(cluster_factory):
 def test_controller_kill_new_controller_metadata_intact(cluster_factory):
     c = cluster_factory(5).start()
     create(c.node(1).bootstrap, "before", 5)
-    before = c.metadata(2).topics["before"]
+    before = eventually(lambda: c.metadata(2).topics["before"], what="before on node 2")
     old = c.metadata(2).controller_id
     c.node(old).kill9()
     t0 = time.time()
