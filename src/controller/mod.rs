@@ -349,6 +349,7 @@ impl Controller {
             let partitions = spec.partitions_or(self.config.default_partitions);
             let verdict = self.validate(&meta, &spec, partitions);
             if verdict.error.is_ok() && !spec.validate_only {
+                let topic_id = image::random_hex(16);
                 let mut load = meta.load_per_shard(nr_shards);
                 let mut placement = Vec::with_capacity(partitions as usize);
                 for p in 0..partitions {
@@ -357,6 +358,7 @@ impl Controller {
                     placement.push(shard);
                     opens[shard].push(PartitionSpec {
                         topic: spec.name.clone(),
+                        topic_id: topic_id.clone(),
                         partition: p,
                         configs: spec.configs.clone(),
                     });
@@ -364,7 +366,7 @@ impl Controller {
                 meta.topics.insert(
                     spec.name.clone(),
                     TopicMeta {
-                        id: image::random_hex(16),
+                        id: topic_id,
                         leader_epochs: vec![0; placement.len()],
                         placement,
                         configs: spec.configs.clone(),
@@ -631,6 +633,7 @@ impl Controller {
                         }
                         opens[shard].push(PartitionSpec {
                             topic: spec.topic.clone(),
+                            topic_id: t.id.clone(),
                             partition: p,
                             configs: t.configs.clone(),
                         });
@@ -742,6 +745,7 @@ impl Controller {
                 if meta.hosts(name, p) && !had {
                     opens[t.placement[p as usize] % nr].push(PartitionSpec {
                         topic: name.clone(),
+                        topic_id: t.id.clone(),
                         partition: p,
                         configs: t.configs.clone(),
                     });

@@ -62,6 +62,50 @@ impl Replica {
     }
 }
 
+/// The file in a partition directory naming the topic id it belongs to (Kafka's name).
+pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// The topic id a partition directory says it belongs to; None when it says nothing readable
+/// (absent, or torn: then it is adopted, never wiped on a guess).
+fn partition_dir_topic_id(dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)).ok()?;
+    let mut lines = text.lines();
+    (lines.next()? == "version: 0").then_some(())?;
+    let id = lines.next()?.strip_prefix("topic_id: ")?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
+}
+
+/// Before opening: a directory left by a deleted topic of the same name (another id) goes,
+/// so the new topic starts empty instead of serving the old one's records.
+fn claim_partition_dir(dir: &std::path::Path, topic_id: &str) -> std::io::Result<()> {
+    match partition_dir_topic_id(dir) {
+        Some(old) if old != topic_id && !topic_id.is_empty() => {
+            tracing::warn!(
+                dir = %dir.display(),
+                "removing the data of a deleted topic (id {old}) before reusing its name"
+            );
+            std::fs::remove_dir_all(dir)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// After opening: the directory names its topic id (written once, atomically).
+fn mark_partition_dir(dir: &std::path::Path, topic_id: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if topic_id.is_empty() || partition_dir_topic_id(dir).as_deref() == Some(topic_id) {
+        return Ok(());
+    }
+    let tmp = dir.join(format!("{PARTITION_METADATA_FILE}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("version: 0\ntopic_id: {topic_id}\n").as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(PARTITION_METADATA_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Called on the owning shard once a transaction marker is durable in a partition of the
 /// topic it was registered for: (producer id, commit).
 pub type MarkerListener = Box<dyn Fn(i64, bool)>;
@@ -371,6 +415,7 @@ impl PartitionManager {
                 if owner == self.shard.id && meta.hosts(name, p as i32) {
                     list.push(PartitionSpec {
                         topic: name.clone(),
+                        topic_id: t.id.clone(),
                         partition: p as i32,
                         configs: t.configs.clone(),
                     });
@@ -419,14 +464,37 @@ impl PartitionManager {
                 continue;
             }
             let cfg = log_config(&self.config, &spec.configs);
+            let base = self.log_dir_for(&spec.topic, spec.partition).await;
+            let dir = base.join(Partition::dir_name(&spec.topic, spec.partition));
+            let id = spec.topic_id.clone();
+            glommio::executor()
+                .spawn_blocking(move || claim_partition_dir(&dir, &id))
+                .await
+                .map_err(|e| {
+                    KafkaError::new(
+                        ErrorCode::KAFKA_STORAGE_ERROR,
+                        format!("partition directory: {e}"),
+                    )
+                })?;
             let log = Partition::open(
-                &self.log_dir_for(&spec.topic, spec.partition).await,
+                &base,
                 &spec.topic,
                 spec.partition,
                 cfg,
                 self.tail_cache.clone(),
             )
             .await?;
+            let dir = base.join(Partition::dir_name(&spec.topic, spec.partition));
+            let id = spec.topic_id.clone();
+            glommio::executor()
+                .spawn_blocking(move || mark_partition_dir(&dir, &id))
+                .await
+                .map_err(|e| {
+                    KafkaError::new(
+                        ErrorCode::KAFKA_STORAGE_ERROR,
+                        format!("partition directory: {e}"),
+                    )
+                })?;
             let epoch = meta
                 .topics
                 .get(&spec.topic)

@@ -114,6 +114,9 @@ impl ListedOffset {
 /// A partition to open on its owner, with its topic's config overrides.
 pub struct PartitionSpec {
     pub topic: String,
+    /// The topic's id: its partition directories carry it, so a directory left by a deleted
+    /// topic of the same name is never taken for the new one's.
+    pub topic_id: String,
     pub partition: i32,
     pub configs: BTreeMap<String, String>,
 }

@@ -124,3 +124,38 @@ def test_a_panicking_shard_stops_the_broker_and_a_restart_recovers(broker_factor
         time.sleep(0.2)
     else:
         raise AssertionError("the record produced after the restart was not read back")
+
+
+def test_a_deleted_topics_leftover_directory_is_not_taken_for_a_new_topic(broker_factory):
+    """A crash between a delete's metadata write and the removal of its files leaves the old
+    partition directory behind (simulated here by putting it back). A new topic of the same
+    name must start empty: partition directories carry their topic id (partition.metadata),
+    and one of another id is removed before the name is reused."""
+    import shutil
+    b = broker_factory()
+    topic = topic_name("reuse")
+    create_topic(b.bootstrap, topic, 1)
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    for i in range(5):
+        p.produce(topic, value=f"old{i}".encode(), partition=0)
+    assert p.flush(30) == 0
+    part_dir = b.data_dir / f"{topic}-0"
+    assert (part_dir / "partition.metadata").read_text().startswith("version: 0\ntopic_id: ")
+    b.stop()
+    saved = b.data_dir.parent / "saved-partition"
+    shutil.copytree(part_dir, saved)
+    b.start()
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.delete_topics([topic])[topic].result(30)
+    b.stop()
+    assert not part_dir.exists()
+    shutil.copytree(saved, part_dir)  # the leftover a crash would have left
+    b.start()
+    create_topic(b.bootstrap, topic, 1)
+    got = []
+    p = Producer({"bootstrap.servers": b.bootstrap})
+    p.produce(topic, value=b"new", partition=0, on_delivery=lambda e, m: got.append((e, m.offset())))
+    assert p.flush(30) == 0
+    assert got == [(None, 0)], got
+    values = [m.value() for m in read_all(b.bootstrap, topic, 1)[0]]
+    assert values == [b"new"], values
