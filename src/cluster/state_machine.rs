@@ -120,6 +120,18 @@ pub fn recover(dir: &Path, committed_after_snapshot: &[Entry]) -> io::Result<App
         Err(e) if e.kind() == io::ErrorKind::NotFound => Applied::default(),
         Err(e) => return Err(e),
     };
+    let next = applied.last_applied.map_or(0, |l| l.index + 1);
+    if let Some(first) = committed_after_snapshot.first() {
+        if first.log_id.index > next {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the metadata log starts at index {} but the snapshot ends before {next}: {} is missing or older than the log",
+                    first.log_id.index, SNAPSHOT_FILE
+                ),
+            ));
+        }
+    }
     for e in committed_after_snapshot {
         if applied
             .last_applied

@@ -752,7 +752,18 @@ impl Controller {
                 }
             }
         }
-        for (shard, list) in removes.into_iter().enumerate() {
+        // A topic replaced under the same name must close before the new one opens its
+        // directories; a plain deletion waits until no image routes to it any more.
+        let replaced = |name: &str| meta.topics.contains_key(name);
+        let (now, later): (Vec<_>, Vec<_>) = removes
+            .into_iter()
+            .enumerate()
+            .map(|(shard, list)| {
+                let (r, d): (Vec<_>, Vec<_>) = list.into_iter().partition(|(t, _)| replaced(t));
+                ((shard, r), (shard, d))
+            })
+            .unzip();
+        for (shard, list) in now {
             if !list.is_empty() {
                 self.partitions.remove_on(shard, list).await;
             }
@@ -765,6 +776,11 @@ impl Controller {
             }
         }
         self.publish(meta).await;
+        for (shard, list) in later {
+            if !list.is_empty() {
+                self.partitions.remove_on(shard, list).await;
+            }
+        }
     }
 
     /// Hands out producer ids from blocks reserved in the metadata file, so an id is never

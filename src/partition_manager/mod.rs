@@ -457,54 +457,62 @@ impl PartitionManager {
             .expect("at least one data dir")
     }
 
+    /// Opens each partition of `list` not open yet; one that fails does not keep the others
+    /// closed (the first failure is answered, after all were tried).
     async fn local_open(&self, list: Vec<PartitionSpec>) -> Result<(), KafkaError> {
-        let meta = self.image.get();
+        let mut first_err = None;
         for spec in list {
-            if self.replica(&spec.topic, spec.partition).is_some() {
-                continue;
+            let name = format!("{}-{}", spec.topic, spec.partition);
+            if let Err(e) = self.open_one(spec).await {
+                tracing::error!("opening {name}: {e}");
+                first_err.get_or_insert(e);
             }
-            let cfg = log_config(&self.config, &spec.configs);
-            let base = self.log_dir_for(&spec.topic, spec.partition).await;
-            let dir = base.join(Partition::dir_name(&spec.topic, spec.partition));
-            let id = spec.topic_id.clone();
-            glommio::executor()
-                .spawn_blocking(move || claim_partition_dir(&dir, &id))
-                .await
-                .map_err(|e| {
-                    KafkaError::new(
-                        ErrorCode::KAFKA_STORAGE_ERROR,
-                        format!("partition directory: {e}"),
-                    )
-                })?;
-            let log = Partition::open(
-                &base,
-                &spec.topic,
-                spec.partition,
-                cfg,
-                self.tail_cache.clone(),
-            )
-            .await?;
-            let dir = base.join(Partition::dir_name(&spec.topic, spec.partition));
-            let id = spec.topic_id.clone();
-            glommio::executor()
-                .spawn_blocking(move || mark_partition_dir(&dir, &id))
-                .await
-                .map_err(|e| {
-                    KafkaError::new(
-                        ErrorCode::KAFKA_STORAGE_ERROR,
-                        format!("partition directory: {e}"),
-                    )
-                })?;
-            let epoch = meta
-                .topics
-                .get(&spec.topic)
-                .map_or(0, |t| t.leader_epoch(spec.partition));
-            // From the metadata file: a negative (damaged) value is no epoch at all.
-            log.set_leader_epoch(epoch.max(0));
-            self.replicas
-                .borrow_mut()
-                .insert((spec.topic, spec.partition), Rc::new(Replica { log }));
         }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    async fn open_one(&self, spec: PartitionSpec) -> Result<(), KafkaError> {
+        if self.replica(&spec.topic, spec.partition).is_some() {
+            return Ok(());
+        }
+        let meta = self.image.get();
+        let cfg = log_config(&self.config, &spec.configs);
+        let base = self.log_dir_for(&spec.topic, spec.partition).await;
+        let dir = base.join(Partition::dir_name(&spec.topic, spec.partition));
+        let on_dir = |f: fn(&std::path::Path, &str) -> std::io::Result<()>| {
+            let (dir, id) = (dir.clone(), spec.topic_id.clone());
+            let shown = dir.display().to_string();
+            async move {
+                glommio::executor()
+                    .spawn_blocking(move || f(&dir, &id))
+                    .await
+                    .map_err(|e| {
+                        KafkaError::new(
+                            ErrorCode::KAFKA_STORAGE_ERROR,
+                            format!("partition directory {shown}: {e}"),
+                        )
+                    })
+            }
+        };
+        on_dir(claim_partition_dir).await?;
+        let log = Partition::open(
+            &base,
+            &spec.topic,
+            spec.partition,
+            cfg,
+            self.tail_cache.clone(),
+        )
+        .await?;
+        on_dir(mark_partition_dir).await?;
+        let epoch = meta
+            .topics
+            .get(&spec.topic)
+            .map_or(0, |t| t.leader_epoch(spec.partition));
+        // From the metadata file: a negative (damaged) value is no epoch at all.
+        log.set_leader_epoch(epoch.max(0));
+        self.replicas
+            .borrow_mut()
+            .insert((spec.topic, spec.partition), Rc::new(Replica { log }));
         Ok(())
     }
 
