@@ -363,6 +363,30 @@ def test_leader_epochs_follow_leadership_changes(cluster_factory):
         f"e2-{i}".encode() for i in range(3)]
 
 
+def test_delete_and_recreate_across_brokers(cluster_factory):
+    """DeleteTopics through one broker removes the topic everywhere; a new topic of the same
+    name starts empty on every broker (the old partition directories are gone or refused by
+    their topic id)."""
+    from confluent_kafka import TopicPartition
+    c = cluster_factory(3).start()
+    create(c.node(1).bootstrap, "del", 3)
+    produce(c.bootstrap(), "del", [f"old{i}".encode() for i in range(30)])
+    admin = AdminClient({"bootstrap.servers": c.node(2).bootstrap})
+    admin.delete_topics(["del"])["del"].result(30)
+    for i in (1, 2, 3):
+        eventually(lambda: "del" not in c.metadata(i).topics, what=f"del gone on {i}")
+    create(c.node(3).bootstrap, "del", 3)
+    for i in (1, 2, 3):
+        eventually(lambda: "del" in c.metadata(i).topics, what=f"del back on {i}")
+    acked = produce(c.bootstrap(), "del", [f"new{i}".encode() for i in range(6)])
+    by_part = {}
+    for part, off, _ in acked:
+        by_part.setdefault(part, []).append(off)
+    for part, offs in by_part.items():
+        assert sorted(offs) == list(range(len(offs))), f"partition {part} did not start empty: {offs}"
+    check_history(acked, consume_all(c.bootstrap(), "del", 6, "g-del"))
+
+
 def test_controller_kill_new_controller_metadata_intact(cluster_factory):
     c = cluster_factory(5).start()
     create(c.node(1).bootstrap, "before", 5)
