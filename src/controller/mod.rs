@@ -135,11 +135,20 @@ impl Controller {
     /// Creates topics (from any shard: carried out by the controller shard).
     pub async fn create_topics(&self, specs: Vec<CreateSpec>) -> Vec<TopicResult> {
         let n = specs.len();
+        self.change(n, move |c| async move { c.create_local(specs).await })
+            .await
+    }
+
+    /// Runs a metadata change on the controller shard; answers its per-item results once this
+    /// shard's image holds the change (every item fails alike if the shard is unreachable).
+    async fn change<F, Fut>(&self, n: usize, f: F) -> Vec<TopicResult>
+    where
+        F: FnOnce(Rc<Controller>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (Vec<TopicResult>, u64)> + 'static,
+    {
         let r = self
             .shard
-            .invoke_on(CONTROLLER_SHARD, move || async move {
-                local::<Controller>().create_local(specs).await
-            })
+            .invoke_on(CONTROLLER_SHARD, move || f(local::<Controller>()))
             .await;
         match r {
             Ok((results, version)) => {
@@ -153,37 +162,15 @@ impl Controller {
     /// Deletes topics (from any shard). Internal topics are refused (Kafka's rule).
     pub async fn delete_topics(&self, names: Vec<String>) -> Vec<TopicResult> {
         let n = names.len();
-        let r = self
-            .shard
-            .invoke_on(CONTROLLER_SHARD, move || async move {
-                local::<Controller>().delete_local(names).await
-            })
-            .await;
-        match r {
-            Ok((results, version)) => {
-                self.see_version(version).await;
-                results
-            }
-            Err(e) => vec![TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0); n],
-        }
+        self.change(n, move |c| async move { c.delete_local(names).await })
+            .await
     }
 
     /// Grows topics (CreatePartitions, from any shard).
     pub async fn create_partitions(&self, specs: Vec<GrowSpec>) -> Vec<TopicResult> {
         let n = specs.len();
-        let r = self
-            .shard
-            .invoke_on(CONTROLLER_SHARD, move || async move {
-                local::<Controller>().grow_local(specs).await
-            })
-            .await;
-        match r {
-            Ok((results, version)) => {
-                self.see_version(version).await;
-                results
-            }
-            Err(e) => vec![TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0); n],
-        }
+        self.change(n, move |c| async move { c.grow_local(specs).await })
+            .await
     }
 
     /// ElectLeaders (from any shard): one result per partition asked for, or, for None, per
