@@ -180,6 +180,7 @@ impl Controller {
         unclean: bool,
         partitions: Option<Vec<(String, i32)>>,
     ) -> Vec<((String, i32), TopicResult)> {
+        let asked = partitions.clone().unwrap_or_default();
         let r = self
             .shard
             .invoke_on(CONTROLLER_SHARD, move || async move {
@@ -191,10 +192,14 @@ impl Controller {
                 self.see_version(version).await;
                 results
             }
-            Err(e) => {
-                tracing::error!("elect leaders: {}", e.0);
-                Vec::new()
-            }
+            // Every partition asked about gets the failure (none is left out of the answer).
+            Err(e) => asked
+                .into_iter()
+                .map(|tp| {
+                    let r = TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0.clone());
+                    (tp, r)
+                })
+                .collect(),
         }
     }
 
