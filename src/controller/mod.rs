@@ -376,15 +376,8 @@ impl Controller {
         if !self.persist_or_fail(&mut meta, &mut results).await {
             return (results, 0);
         }
-        for (shard, list) in opens.into_iter().enumerate() {
-            if list.is_empty() {
-                continue;
-            }
-            if let Err(m) = self.partitions.open_on(shard, list).await {
-                tracing::error!("opening partitions on shard {shard}: {m}");
-            }
-        }
         let version = meta.version;
+        self.open_all(opens).await;
         self.publish(meta).await;
         (results, version)
     }
@@ -641,14 +634,8 @@ impl Controller {
         if !self.persist_or_fail(&mut meta, &mut results).await {
             return (results, 0);
         }
-        for (shard, list) in opens.into_iter().enumerate() {
-            if !list.is_empty() {
-                if let Err(m) = self.partitions.open_on(shard, list).await {
-                    tracing::error!("opening partitions on shard {shard}: {m}");
-                }
-            }
-        }
         let version = meta.version;
+        self.open_all(opens).await;
         self.publish(meta).await;
         (results, version)
     }
@@ -760,13 +747,7 @@ impl Controller {
                 self.partitions.remove_on(shard, list).await;
             }
         }
-        for (shard, list) in opens.into_iter().enumerate() {
-            if !list.is_empty() {
-                if let Err(m) = self.partitions.open_on(shard, list).await {
-                    tracing::error!("opening partitions on shard {shard}: {m}");
-                }
-            }
-        }
+        self.open_all(opens).await;
         self.publish(meta).await;
         for (shard, list) in later {
             if !list.is_empty() {
@@ -839,6 +820,18 @@ impl Controller {
         glommio::executor()
             .spawn_blocking(move || m.save(&dir))
             .await
+    }
+
+    /// Opens the listed partitions on each shard (before an image routes to them); a failure
+    /// is logged and leaves the others open.
+    async fn open_all(&self, opens: Vec<Vec<PartitionSpec>>) {
+        for (shard, list) in opens.into_iter().enumerate() {
+            if !list.is_empty() {
+                if let Err(m) = self.partitions.open_on(shard, list).await {
+                    tracing::error!("opening partitions on shard {shard}: {m}");
+                }
+            }
+        }
     }
 
     /// Gives every shard the new image.
