@@ -110,8 +110,15 @@ pub async fn read_frame<T: DeserializeOwned>(s: &mut TcpStream) -> std::io::Resu
             format!("controller frame of {n} bytes is larger than {MAX_FRAME}"),
         ));
     }
-    let mut body = vec![0u8; n];
-    s.read_exact(&mut body).await?;
+    // Grown as bytes arrive: a length prefix alone never allocates the frame.
+    let mut body = Vec::new();
+    (&mut *s).take(n as u64).read_to_end(&mut body).await?;
+    if body.len() != n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "controller connection closed inside a frame",
+        ));
+    }
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))

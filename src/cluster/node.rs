@@ -32,6 +32,9 @@ const IDENTITY_FILE: &str = "identity.json";
 const WRITE_DEADLINE: Duration = Duration::from_secs(15);
 /// Deadline of one forwarded call.
 const CALL_TTL: Duration = Duration::from_secs(5);
+/// Connections `controller_listen` holds at once (voters, observers and brokers' calls: a
+/// handful each); more are closed at once, so a flood cannot exhaust descriptors or memory.
+const MAX_CONTROLLER_CONNECTIONS: usize = 1024;
 /// The active controller's housekeeping period (fencing, internal topics).
 const LEADER_TICK: Duration = Duration::from_millis(100);
 /// How long a new active controller waits for every voter to register before it creates
@@ -163,6 +166,8 @@ pub struct ClusterNode {
     leading_term: Cell<Option<u64>>,
     /// This node's controller address: quorum connections leave from it.
     source: Option<std::net::IpAddr>,
+    /// Open connections on `controller_listen`.
+    connections: Cell<usize>,
     /// Active controller: when it last looked for leaders to move back to preferred replicas.
     last_rebalance: Cell<Option<Instant>>,
 }
@@ -220,13 +225,26 @@ impl ClusterNode {
             leading_term: Cell::new(None),
             source,
             last_rebalance: Cell::new(None),
+            connections: Cell::new(0),
         });
         let server = node.clone();
         glommio::spawn_local(async move {
             loop {
                 match listener.accept().await {
+                    Ok(stream) if server.connections.get() >= MAX_CONTROLLER_CONNECTIONS => {
+                        tracing::warn!(
+                            "refusing a controller connection: {MAX_CONTROLLER_CONNECTIONS} open"
+                        );
+                        drop(stream);
+                    }
                     Ok(stream) => {
-                        glommio::spawn_local(server.clone().serve(stream)).detach();
+                        server.connections.set(server.connections.get() + 1);
+                        let s = server.clone();
+                        glommio::spawn_local(async move {
+                            s.clone().serve(stream).await;
+                            s.connections.set(s.connections.get() - 1);
+                        })
+                        .detach();
                     }
                     Err(e) => {
                         tracing::warn!("controller accept: {e}");

@@ -87,9 +87,14 @@ impl StateMachineStore {
         self.applied.borrow().state.clone()
     }
 
-    fn save_snapshot(&self, s: &StoredSnapshot) -> io::Result<()> {
+    /// Writes the snapshot durably, off the shard thread (its fsyncs must not stall Raft's
+    /// heartbeats or the shard's clients).
+    async fn save_snapshot(&self, s: &StoredSnapshot) -> io::Result<()> {
         let bytes = serde_json::to_vec(s).map_err(io::Error::other)?;
-        write_atomic(&self.dir, SNAPSHOT_FILE, &bytes)
+        let dir = self.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || write_atomic(&dir, SNAPSHOT_FILE, &bytes))
+            .await
     }
 }
 
@@ -160,7 +165,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Rc<StateMachineStore> {
             meta: meta.clone(),
             data: data.clone(),
         };
-        self.save_snapshot(&stored)?;
+        self.save_snapshot(&stored).await?;
         *self.snapshot.borrow_mut() = Some(stored);
         Ok(Snapshot {
             meta,
@@ -211,7 +216,7 @@ impl RaftStateMachine<TypeConfig> for Rc<StateMachineStore> {
             meta: meta.clone(),
             data,
         };
-        self.save_snapshot(&stored)?;
+        self.save_snapshot(&stored).await?;
         let index = applied.state.applied_index;
         *self.applied.borrow_mut() = applied;
         *self.snapshot.borrow_mut() = Some(stored);

@@ -507,8 +507,14 @@ def test_observer_broker_grows_the_cluster(cluster_factory):
     md = eventually(lambda: (m := c.metadata(1)) and "wide" in m.topics and m, what="wide")
     assert set(md.brokers) == {1, 2, 3, 4}
     assert md.controller_id in (1, 2, 3)
-    led = sorted(p.leader for p in md.topics["wide"].partitions.values())
-    assert led == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert {p.leader for p in md.topics["wide"].partitions.values()} == {1, 2, 3, 4}
+    # Leaders spread evenly over every partition of the cluster (the internal topics may have
+    # been placed before the observer registered, so "wide" alone need not be even).
+    leads = {}
+    for t in md.topics.values():
+        for p in t.partitions.values():
+            leads[p.leader] = leads.get(p.leader, 0) + 1
+    assert max(leads.values()) - min(leads.values()) <= 1, leads
     acked = produce(c.node(4).bootstrap, "wide", [f"w{i}".encode() for i in range(400)])
     c.node(4).kill9()
     c.wait_live([1, 2, 3], via=1, timeout=SESSION_MS / 1000 + 20)
