@@ -179,6 +179,16 @@ def consume_all(bootstrap, topic, expected, group, timeout=60):
     return got
 
 
+def assert_leaders_balanced(md):
+    """Leaders spread evenly over the live brokers, counting every partition of the cluster
+    (which topics were placed while which brokers had registered varies from run to run)."""
+    leads = {b: 0 for b in md.brokers}
+    for t in md.topics.values():
+        for p in t.partitions.values():
+            leads[p.leader] = leads.get(p.leader, 0) + 1
+    assert max(leads.values()) - min(leads.values()) <= 1, leads
+
+
 def check_history(acked, consumed):
     """Every acknowledged record read back exactly once at its offset, and offsets within a
     partition increase in acknowledgement order."""
@@ -202,8 +212,8 @@ def test_three_brokers_one_cluster_clients_follow_leaders(cluster_factory):
         assert md.brokers[2].host == "127.0.0.2"
         assert md.controller_id == views[0].controller_id
         assert "spread" in md.topics and "three" in md.topics
-    leaders = sorted(p.leader for p in views[0].topics["spread"].partitions.values())
-    assert leaders == [1, 1, 2, 2, 3, 3], "leaders spread evenly over the brokers"
+    assert {p.leader for p in views[0].topics["spread"].partitions.values()} == {1, 2, 3}
+    assert_leaders_balanced(views[0])
     for p in views[0].topics["three"].partitions.values():
         assert sorted(p.replicas) == [1, 2, 3]
         assert p.leader == p.replicas[0]
@@ -256,8 +266,9 @@ def test_kafkajs_across_brokers(cluster_factory):
     r = subprocess.run(["node", str(js / "roundtrip.js"), c.node(2).bootstrap, "js-cluster"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("OK 500"), r.stdout + r.stderr
-    leaders = sorted(p.leader for p in c.metadata(1).topics["js-cluster"].partitions.values())
-    assert leaders == [1, 2, 3], leaders
+    md = c.metadata(1)
+    assert len({p.leader for p in md.topics["js-cluster"].partitions.values()}) > 1
+    assert_leaders_balanced(md)
 
 
 def test_transactions_span_brokers(cluster_factory):
@@ -508,13 +519,9 @@ def test_observer_broker_grows_the_cluster(cluster_factory):
     assert set(md.brokers) == {1, 2, 3, 4}
     assert md.controller_id in (1, 2, 3)
     assert {p.leader for p in md.topics["wide"].partitions.values()} == {1, 2, 3, 4}
-    # Leaders spread evenly over every partition of the cluster (the internal topics may have
-    # been placed before the observer registered, so "wide" alone need not be even).
-    leads = {}
-    for t in md.topics.values():
-        for p in t.partitions.values():
-            leads[p.leader] = leads.get(p.leader, 0) + 1
-    assert max(leads.values()) - min(leads.values()) <= 1, leads
+    # The internal topics may have been placed before the observer registered, so "wide"
+    # alone need not be even; the cluster as a whole is.
+    assert_leaders_balanced(md)
     acked = produce(c.node(4).bootstrap, "wide", [f"w{i}".encode() for i in range(400)])
     c.node(4).kill9()
     c.wait_live([1, 2, 3], via=1, timeout=SESSION_MS / 1000 + 20)
