@@ -373,13 +373,7 @@ impl Controller {
         if !changed {
             return (results, 0);
         }
-        if !self.persist_or_fail(&mut meta, &mut results).await {
-            return (results, 0);
-        }
-        let version = meta.version;
-        self.open_all(opens).await;
-        self.publish(meta).await;
-        (results, version)
+        self.commit_local(meta, opens, results).await
     }
 
     /// Cluster mode: validate here, then commit through the quorum, which places the
@@ -631,13 +625,7 @@ impl Controller {
         if node.is_some() || opens.iter().all(Vec::is_empty) {
             return (results, version);
         }
-        if !self.persist_or_fail(&mut meta, &mut results).await {
-            return (results, 0);
-        }
-        let version = meta.version;
-        self.open_all(opens).await;
-        self.publish(meta).await;
-        (results, version)
+        self.commit_local(meta, opens, results).await
     }
 
     async fn elect_local(
@@ -820,6 +808,23 @@ impl Controller {
         glommio::executor()
             .spawn_blocking(move || m.save(&dir))
             .await
+    }
+
+    /// Single node: saves the next version of the metadata, opens the new partitions, then
+    /// publishes the image; answers the results and the version (0 when nothing was saved).
+    async fn commit_local(
+        &self,
+        mut meta: ClusterMeta,
+        opens: Vec<Vec<PartitionSpec>>,
+        mut results: Vec<TopicResult>,
+    ) -> (Vec<TopicResult>, u64) {
+        if !self.persist_or_fail(&mut meta, &mut results).await {
+            return (results, 0);
+        }
+        let version = meta.version;
+        self.open_all(opens).await;
+        self.publish(meta).await;
+        (results, version)
     }
 
     /// Opens the listed partitions on each shard (before an image routes to them); a failure
