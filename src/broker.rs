@@ -6,6 +6,7 @@ use crate::controller::Controller;
 use crate::coordinator::{GroupCoordinator, TxnCoordinator};
 use crate::metadata::{ClusterMeta, MetadataImage, OFFSETS_TOPIC, TXN_TOPIC};
 use crate::partition_manager::PartitionManager;
+use crate::replication::Replication;
 use crate::shard::{self, Shard};
 use crate::util::{Clock, SystemClock};
 use std::rc::Rc;
@@ -25,6 +26,7 @@ pub struct Broker {
     pub controller: Rc<Controller>,
     pub groups: Rc<GroupCoordinator>,
     pub txns: Rc<TxnCoordinator>,
+    pub replication: Rc<Replication>,
     /// `request_memory_bytes`: permits are bytes of request frames read or being handled.
     pub request_memory: Rc<glommio::sync::Semaphore>,
     pub metrics: crate::metrics::ShardMetrics,
@@ -67,6 +69,12 @@ impl Broker {
             controller.clone(),
             clock,
         );
+        let replication = Replication::new(
+            config.clone(),
+            image.clone(),
+            partitions.clone(),
+            controller.clone(),
+        );
         shard::register(image.clone());
         shard::register(partitions.clone());
         shard::register(controller.clone());
@@ -83,6 +91,7 @@ impl Broker {
             controller,
             groups,
             txns,
+            replication,
             request_memory,
             metrics: Default::default(),
         })
@@ -151,6 +160,28 @@ impl Broker {
                 glommio::timer::sleep(Duration::from_millis(5)).await;
             }
         }
+        if self.config.is_cluster() {
+            // The coordinators move with the leadership of their internal partitions.
+            let groups = self.groups.clone();
+            self.partitions.on_leadership(
+                OFFSETS_TOPIC,
+                Box::new(move |p, leads| {
+                    let g = groups.clone();
+                    glommio::spawn_local(async move { g.leadership_changed(p, leads).await })
+                        .detach();
+                }),
+            );
+            let txns = self.txns.clone();
+            self.partitions.on_leadership(
+                TXN_TOPIC,
+                Box::new(move |p, leads| {
+                    let t = txns.clone();
+                    glommio::spawn_local(async move { t.leadership_changed(p, leads).await })
+                        .detach();
+                }),
+            );
+        }
+        self.replication.start(stop.clone());
         self.txns.start(stop.clone());
         self.groups.start(stop.clone());
         self.partitions.spawn_background(stop);

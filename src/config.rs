@@ -141,6 +141,27 @@ pub struct Config {
     pub auto_leader_rebalance_enable: bool,
     /// How often it looks (Kafka: leader.imbalance.check.interval.seconds, 300 s).
     pub leader_imbalance_check_interval_ms: u64,
+    /// A follower that has not caught up to its leader's log end for this long leaves the
+    /// ISR (Kafka: replica.lag.time.max.ms).
+    pub replica_lag_time_max_ms: u64,
+    /// Fewest in-sync replicas an acks=all write needs, unless the topic says otherwise
+    /// (Kafka: min.insync.replicas).
+    pub min_insync_replicas: i32,
+    /// A partition whose in-sync replicas are all gone may be led by an out-of-sync one,
+    /// losing what only the ISR held, unless the topic says otherwise (Kafka:
+    /// unclean.leader.election.enable).
+    pub unclean_leader_election_enable: bool,
+    /// Longest a follower's fetch waits at the leader for new data (Kafka:
+    /// replica.fetch.wait.max.ms).
+    pub replica_fetch_wait_max_ms: u64,
+    /// Bytes a follower's fetch asks for per partition (Kafka: replica.fetch.max.bytes).
+    pub replica_fetch_max_bytes: i32,
+    /// Replicas of each `__consumer_offsets` partition; 0: min(3, live brokers) when the
+    /// topic is created (Kafka: offsets.topic.replication.factor).
+    pub offsets_topic_replication_factor: i16,
+    /// Replicas of each `__transaction_state` partition; 0: min(3, live brokers) (Kafka:
+    /// transaction.state.log.replication.factor).
+    pub transaction_state_replication_factor: i16,
 }
 
 /// A member of the metadata quorum.
@@ -199,6 +220,13 @@ impl Default for Config {
             broker_heartbeat_interval_ms: 2000,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
+            replica_lag_time_max_ms: 30_000,
+            min_insync_replicas: 1,
+            unclean_leader_election_enable: false,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1 << 20,
+            offsets_topic_replication_factor: 0,
+            transaction_state_replication_factor: 0,
         }
     }
 }
@@ -293,6 +321,23 @@ impl Config {
         anyhow::ensure!(
             self.default_replication_factor >= 1,
             "default_replication_factor must be >= 1"
+        );
+        anyhow::ensure!(
+            self.min_insync_replicas >= 1,
+            "min_insync_replicas must be >= 1"
+        );
+        anyhow::ensure!(
+            self.replica_lag_time_max_ms >= 10 && self.replica_fetch_wait_max_ms >= 1,
+            "replica_lag_time_max_ms must be >= 10 and replica_fetch_wait_max_ms >= 1"
+        );
+        anyhow::ensure!(
+            self.replica_fetch_max_bytes >= 1024,
+            "replica_fetch_max_bytes must be >= 1024"
+        );
+        anyhow::ensure!(
+            self.offsets_topic_replication_factor >= 0
+                && self.transaction_state_replication_factor >= 0,
+            "offsets_topic_replication_factor and transaction_state_replication_factor must be >= 0 (0: min(3, brokers))"
         );
         Ok(())
     }

@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! Drawn from the imports, the layers read top-down with no circle:
-//! net → handler → coordinator → controller → cluster → partition_manager → metadata → shard →
-//! log → protocol.
+//! net → handler → coordinator / replication → controller → cluster → partition_manager →
+//! metadata → shard → log → protocol.
 //! - `server`    process start-up and shutdown: one pinned glommio executor per shard; a
 //!   panic anywhere stops the whole process (a bug is never a partial outage).
 //! - `broker`    one shard's services, wired at start-up: what connections and handlers see.
@@ -12,13 +12,17 @@
 //! - `coordinator` the group coordinator (`group`: membership and committed offsets in
 //!   `__consumer_offsets`) and the transaction coordinator (`txn`, `__transaction_state`), side
 //!   by side; one instance per shard for the keys whose internal partition it owns.
+//! - `replication` per shard, one fetcher per remote leader for the partitions it follows
+//!   (Fetch with a replica id, OffsetForLeaderEpoch truncation), and the leaders' ISR changes
+//!   committed through the controller.
 //! - `controller` the one writer of the metadata (shard 0): topics, placement, producer ids;
 //!   in a cluster it commits through the quorum and installs each new image on every shard.
 //! - `cluster`   the metadata quorum (shard 0): openraft on glommio (`rt`), the Raft log and
 //!   vote on disk (`log_store`), the metadata and its deterministic apply (`state`),
 //!   snapshots (`state_machine`), RPCs (`network`), membership and fencing (`node`).
 //! - `partition_manager` the only way to a partition: typed calls that run on the owning shard
-//!   (locally or over the mesh); owns the high watermark and the leader epoch.
+//!   (locally or over the mesh); owns each replica's role, the high watermark over the ISR,
+//!   acks=all and min.insync.replicas, and the leader epoch.
 //! - `metadata`  the immutable metadata image every shard holds, internal topic names, topic
 //!   configs.
 //! - `shard`     the executor and the mesh only: `invoke_on(shard, closure)` and the per-shard
@@ -48,6 +52,7 @@ pub mod metrics;
 pub mod net;
 pub mod partition_manager;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod shard;
 pub mod tune;

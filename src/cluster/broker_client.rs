@@ -95,3 +95,60 @@ pub async fn write_txn_markers(
     }
     Ok(())
 }
+
+/// A connection to another broker kept across calls (a follower's fetcher calls its leader
+/// several times a second). A failed or timed-out call leaves it unusable: drop it.
+pub struct BrokerConnection {
+    pub addr: String,
+    stream: glommio::net::TcpStream,
+    correlation: i32,
+    client_id: String,
+}
+
+impl BrokerConnection {
+    /// Connects from `source` (this broker's address, so a firewall rule on addresses cuts
+    /// this link as it cuts the others).
+    pub async fn connect(
+        addr: &str,
+        source: Option<std::net::IpAddr>,
+        me: i32,
+    ) -> anyhow::Result<BrokerConnection> {
+        let stream = super::deadline(CALL_TIMEOUT, connect_from(addr, source))
+            .await
+            .and_then(|r| r)
+            .map_err(|e| anyhow::anyhow!("connecting to broker {addr}: {e}"))?;
+        Ok(BrokerConnection {
+            addr: addr.to_string(),
+            stream,
+            correlation: 0,
+            client_id: format!("flumen-broker-{me}"),
+        })
+    }
+
+    /// Sends `req` and reads its answer within `timeout`.
+    pub async fn call<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> anyhow::Result<R::Response> {
+        self.correlation = self.correlation.wrapping_add(1);
+        let correlation = self.correlation;
+        let frame = client::encode_request(req, version, correlation, &self.client_id)?;
+        let s = &mut self.stream;
+        let body = super::deadline(timeout, async {
+            s.write_all(&frame).await?;
+            s.flush().await?;
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).await?;
+            let n = client::response_len(len).map_err(std::io::Error::other)?;
+            let mut body = vec![0u8; n];
+            s.read_exact(&mut body).await?;
+            Ok::<_, std::io::Error>(body)
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| anyhow::anyhow!("calling broker {}: {e}", self.addr))?;
+        client::decode_response::<R>(Bytes::from(body), version, correlation)
+    }
+}

@@ -628,6 +628,7 @@ impl ClusterNode {
             }
         }
         self.rebalance_leaders(&state).await;
+        self.unclean_elections(&state).await;
         let missing: Vec<&str> = [OFFSETS_TOPIC, TXN_TOPIC]
             .into_iter()
             .filter(|t| !state.topics.contains_key(*t))
@@ -651,8 +652,18 @@ impl ClusterNode {
                     } else {
                         self.config.transaction_state_partitions
                     },
-                    // Until followers replicate, one replica: a second one would hold nothing.
-                    replication_factor: 1,
+                    replication_factor: {
+                        let configured = if name == OFFSETS_TOPIC {
+                            self.config.offsets_topic_replication_factor
+                        } else {
+                            self.config.transaction_state_replication_factor
+                        };
+                        if configured > 0 {
+                            configured
+                        } else {
+                            registered.min(3) as i16
+                        }
+                    },
                     assignment: None,
                     configs: crate::metadata::internal_topic_configs(),
                 })
@@ -665,6 +676,43 @@ impl ClusterNode {
             if let Err(e) = self.write_local(cmd).await {
                 tracing::warn!("creating the internal topics: {e}");
             }
+        }
+    }
+
+    /// Partitions without a leader whose in-sync replicas are all fenced, where unclean
+    /// election is allowed (the topic's `unclean.leader.election.enable`, else the broker's
+    /// `unclean_leader_election_enable`) and an out-of-sync replica is live: that replica
+    /// leads, and what only the old ISR held is lost (Kafka's unclean election).
+    async fn unclean_elections(&self, state: &ClusterState) {
+        let live: std::collections::BTreeSet<i32> = state.live_brokers().map(|b| b.id).collect();
+        let mut partitions = Vec::new();
+        for (name, t) in &state.topics {
+            let allowed = t
+                .configs
+                .get("unclean.leader.election.enable")
+                .map_or(self.config.unclean_leader_election_enable, |v| v == "true");
+            if !allowed {
+                continue;
+            }
+            for (i, p) in t.partitions.iter().enumerate() {
+                if p.leader == -1 && p.replicas.iter().any(|r| live.contains(r)) {
+                    partitions.push((name.clone(), i as i32));
+                }
+            }
+        }
+        if partitions.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            ?partitions,
+            "unclean leader election: out-of-sync replicas lead; records only the old ISR held are lost"
+        );
+        let cmd = Command::ElectLeaders {
+            unclean: true,
+            partitions,
+        };
+        if let Err(e) = self.write_local(cmd).await {
+            tracing::warn!("unclean leader election: {e}");
         }
     }
 

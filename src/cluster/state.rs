@@ -38,8 +38,9 @@ pub struct PartitionRecord {
     /// -1: no leader (every in-sync replica is fenced).
     pub leader: i32,
     pub leader_epoch: i32,
-    /// In-sync replicas. Until followers replicate the data, only the leader is in sync, so a
-    /// leader is only ever elected from a replica that holds every acknowledged record.
+    /// In-sync replicas: each has every record below the leader's high watermark, so a leader
+    /// elected from them loses nothing acknowledged. Changed by the leader (AlterPartition)
+    /// and by fencing.
     pub isr: Vec<i32>,
     /// Bumped by every change to this record.
     pub partition_epoch: i32,
@@ -115,6 +116,17 @@ pub enum Command {
         unclean: bool,
         partitions: Vec<(String, i32)>,
     },
+    /// A leader's new ISR for one of its partitions (Kafka's AlterPartition): applied only
+    /// while `broker` still leads at `leader_epoch` and the record is at `partition_epoch`,
+    /// so a deposed leader or a stale view changes nothing.
+    AlterPartition {
+        broker: i32,
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
     /// Grows a topic to `count` partitions (placed as new ones are, or as assigned).
     CreatePartitions {
         topic: String,
@@ -148,6 +160,13 @@ impl std::fmt::Display for Command {
                 let kind = if *unclean { "unclean" } else { "preferred" };
                 write!(f, "elect {kind} leaders of {} partitions", partitions.len())
             }
+            Command::AlterPartition {
+                broker,
+                topic,
+                partition,
+                isr,
+                ..
+            } => write!(f, "broker {broker}: ISR of {topic}-{partition} = {isr:?}"),
             Command::CreatePartitions { topic, count, .. } => {
                 write!(f, "grow {topic} to {count} partitions")
             }
@@ -197,6 +216,12 @@ impl ClusterState {
                 rack,
                 shards,
             } => {
+                if self.brokers.get(id).is_some_and(|b| !b.fenced) {
+                    // Restarted before its session ran out: what it led and its place in
+                    // every ISR go first, as for a fenced broker; it returns to an ISR by
+                    // catching up, like any follower.
+                    self.move_leadership_off(*id);
+                }
                 self.brokers.insert(
                     *id,
                     BrokerRecord {
@@ -272,6 +297,27 @@ impl ClusterState {
                     .collect(),
                 value: 0,
             },
+            Command::AlterPartition {
+                broker,
+                topic,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let r = self.alter_partition(
+                    *broker,
+                    topic,
+                    *partition,
+                    (*leader_epoch, *partition_epoch),
+                    isr,
+                );
+                let value = r.as_ref().map_or(0, |e| *e as i64);
+                Reply {
+                    results: vec![outcome(r.map(|_| ()))],
+                    value,
+                }
+            }
             Command::CreatePartitions {
                 topic,
                 count,
@@ -358,7 +404,7 @@ impl ClusterState {
     }
 
     /// Partition records for new partitions with these replicas: spread over each broker's
-    /// shards, led by the first live replica, which is their only in-sync replica.
+    /// shards, led by the first live replica, every live replica in sync.
     fn new_partitions(&self, replicas: Vec<Vec<i32>>) -> Vec<PartitionRecord> {
         let mut load = self.shard_load();
         replicas
@@ -379,12 +425,12 @@ impl ClusterState {
                     .copied()
                     .find(|&b| self.is_live(b))
                     .unwrap_or(-1);
+                // A new partition is empty everywhere, so every live replica is in sync
+                // from the start (KRaft does the same): no ISR expansion storm after a
+                // large CreateTopics.
+                let isr: Vec<i32> = reps.iter().copied().filter(|&b| self.is_live(b)).collect();
                 PartitionRecord {
-                    isr: if leader >= 0 {
-                        vec![leader]
-                    } else {
-                        Vec::new()
-                    },
+                    isr,
                     replicas: reps,
                     shards,
                     leader,
@@ -567,22 +613,93 @@ impl ClusterState {
         load
     }
 
-    /// A fenced broker leads nothing: each of its partitions gets the next live in-sync
-    /// replica, or no leader when there is none (the broker stays in the ISR, so it leads
-    /// again when it comes back: nothing acknowledged is lost).
+    /// A fenced broker leads nothing and is in no ISR: each partition it led gets the next
+    /// live in-sync replica, or no leader when there is none; it leaves every ISR it shares
+    /// with another member (Kafka's KRaft does the same), so the high watermark does not wait
+    /// for it. The last member of an ISR stays: that replica holds every acknowledged record,
+    /// so the partition waits for it (or for an unclean election).
     fn move_leadership_off(&mut self, id: i32) {
-        let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+        let live: BTreeSet<i32> = self
+            .live_brokers()
+            .map(|b| b.id)
+            .filter(|b| *b != id)
+            .collect();
         for t in self.topics.values_mut() {
-            for p in t.partitions.iter_mut().filter(|p| p.leader == id) {
-                let next = p.isr.iter().copied().find(|r| *r != id && live.contains(r));
-                p.leader = next.unwrap_or(-1);
-                if let Some(n) = next {
-                    p.isr.retain(|r| *r != id || *r == n);
+            for p in t.partitions.iter_mut() {
+                let in_isr = p.isr.contains(&id);
+                if p.leader == id {
+                    let next = p.isr.iter().copied().find(|r| live.contains(r));
+                    p.leader = next.unwrap_or(-1);
+                    p.leader_epoch += 1;
+                    p.partition_epoch += 1;
                 }
-                p.leader_epoch += 1;
-                p.partition_epoch += 1;
+                if in_isr && p.isr.len() > 1 {
+                    p.isr.retain(|r| *r != id);
+                    p.partition_epoch += 1;
+                }
             }
         }
+    }
+
+    /// AlterPartition: the leader's new ISR, checked against the record as it is now.
+    /// Returns the new partition epoch.
+    fn alter_partition(
+        &mut self,
+        broker: i32,
+        topic: &str,
+        p: i32,
+        (leader_epoch, partition_epoch): (i32, i32),
+        isr: &[i32],
+    ) -> Result<i32, (ErrorCode, String)> {
+        let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+        let part = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(p).ok()?))
+            .ok_or((
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("{topic}-{p} does not exist"),
+            ))?;
+        if part.leader != broker || part.leader_epoch != leader_epoch {
+            return Err((
+                ErrorCode::FENCED_LEADER_EPOCH,
+                format!(
+                    "{topic}-{p} is led by {} at epoch {}, not by {broker} at {leader_epoch}",
+                    part.leader, part.leader_epoch
+                ),
+            ));
+        }
+        if part.partition_epoch != partition_epoch {
+            return Err((
+                ErrorCode::INVALID_UPDATE_VERSION,
+                format!(
+                    "{topic}-{p} is at partition epoch {}, not {partition_epoch}",
+                    part.partition_epoch
+                ),
+            ));
+        }
+        let unique: BTreeSet<i32> = isr.iter().copied().collect();
+        if !isr.contains(&broker)
+            || unique.len() != isr.len()
+            || isr.iter().any(|r| !part.replicas.contains(r))
+        {
+            return Err((
+                ErrorCode::INVALID_REQUEST,
+                format!("ISR {isr:?} must hold the leader and only replicas of {topic}-{p}"),
+            ));
+        }
+        if let Some(r) = isr
+            .iter()
+            .find(|r| !part.isr.contains(r) && !live.contains(r))
+        {
+            return Err((
+                ErrorCode::INELIGIBLE_REPLICA,
+                format!("broker {r} is fenced and cannot join the ISR of {topic}-{p}"),
+            ));
+        }
+        part.isr = isr.to_vec();
+        part.partition_epoch += 1;
+        Ok(part.partition_epoch)
     }
 
     /// A broker back in service leads the partitions that have no leader and list it in sync.
@@ -692,6 +809,7 @@ impl ClusterState {
                     replicas: t.partitions.iter().map(|p| p.replicas.clone()).collect(),
                     leaders: t.partitions.iter().map(|p| p.leader).collect(),
                     isr: t.partitions.iter().map(|p| p.isr.clone()).collect(),
+                    partition_epochs: t.partitions.iter().map(|p| p.partition_epoch).collect(),
                 };
                 (name.clone(), meta)
             })
@@ -775,7 +893,7 @@ mod tests {
                 .map(|r| s.brokers[r].rack.clone())
                 .collect();
             assert_eq!(racks.len(), 2, "replicas on different racks: {p:?}");
-            assert_eq!(p.isr, vec![p.leader]);
+            assert_eq!(p.isr, p.replicas, "a new partition is in sync everywhere");
         }
         assert_eq!(leads.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
         let load = s.shard_load();
@@ -806,19 +924,44 @@ mod tests {
         assert_eq!(s.topics["t"], before);
     }
 
+    /// The partition of "t" (2 partitions, RF 2 on brokers 1 and 2) that broker 1 leads.
+    fn led_by_1(s: &ClusterState) -> usize {
+        let led: Vec<usize> = (0..2)
+            .filter(|&p| s.topics["t"].partitions[p].leader == 1)
+            .collect();
+        assert_eq!(led.len(), 1);
+        led[0]
+    }
+
+    fn alter(s: &mut ClusterState, i: &mut u64, p: usize, broker: i32, isr: Vec<i32>) -> Reply {
+        let part = &s.topics["t"].partitions[p];
+        let cmd = Command::AlterPartition {
+            broker,
+            topic: "t".into(),
+            partition: p as i32,
+            leader_epoch: part.leader_epoch,
+            partition_epoch: part.partition_epoch,
+            isr,
+        };
+        *i += 1;
+        s.apply(*i, &cmd)
+    }
+
     #[test]
-    fn fencing_moves_nothing_out_of_sync_and_unfencing_restores() {
+    fn fencing_moves_leadership_within_the_isr_and_never_out_of_it() {
         let mut s = ClusterState::default();
         let mut i = 0;
         register(&mut s, &mut i, 1, None);
         register(&mut s, &mut i, 2, None);
         create(&mut s, &mut i, "t", 2, 2);
-        let led_by_1: Vec<usize> = (0..2)
-            .filter(|&p| s.topics["t"].partitions[p].leader == 1)
-            .collect();
-        assert_eq!(led_by_1.len(), 1);
-        let p = led_by_1[0];
+        let p = led_by_1(&s);
+        assert_eq!(s.topics["t"].partitions[p].isr.len(), 2);
         let epoch = s.brokers[&1].epoch;
+        // Broker 2 fell behind: the leader drops it from the ISR.
+        assert_eq!(
+            alter(&mut s, &mut i, p, 1, vec![1]).results,
+            vec![(0, None)]
+        );
         i += 1;
         s.apply(i, &Command::FenceBroker { id: 1, epoch });
         // Only broker 1 is in sync: no leader rather than a replica without the data.
@@ -840,24 +983,36 @@ mod tests {
         let part = &s.topics["t"].partitions[p];
         assert_eq!(part.leader, 1);
         assert_eq!(part.leader_epoch, 2);
-        // With a second in-sync replica, fencing moves the leadership to it.
-        s.topics.get_mut("t").unwrap().partitions[p].isr = vec![1, 2];
+        // Broker 2 caught up and joined; fencing 1 now moves the leadership to 2 and takes 1
+        // out of the ISR.
+        assert_eq!(
+            alter(&mut s, &mut i, p, 1, vec![1, 2]).results,
+            vec![(0, None)]
+        );
         i += 1;
         s.apply(i, &Command::FenceBroker { id: 1, epoch });
         assert_eq!(s.topics["t"].partitions[p].leader, 2);
+        assert_eq!(s.topics["t"].partitions[p].isr, vec![2]);
+        // The other partition (led by 2, followed by 1) lost 1 from its ISR too.
+        assert_eq!(s.topics["t"].partitions[1 - p].isr, vec![2]);
         i += 1;
         s.apply(i, &Command::UnfenceBroker { id: 1, epoch });
-        i += 1;
-        // Back in service and in sync: the preferred replica can lead again.
-        s.topics.get_mut("t").unwrap().partitions[p].isr = vec![2, 1];
+        // Back in service, it rejoins by catching up (the leader asks), then the preferred
+        // replica can lead again.
+        assert!(s.preferred_imbalance().is_empty());
+        assert_eq!(
+            alter(&mut s, &mut i, p, 2, vec![2, 1]).results,
+            vec![(0, None)]
+        );
         assert_eq!(s.preferred_imbalance(), vec![("t".to_string(), p as i32)]);
         let r = s.apply(
-            i,
+            i + 1,
             &Command::ElectLeaders {
                 unclean: false,
                 partitions: vec![("t".into(), p as i32)],
             },
         );
+        i += 1;
         assert_eq!(r.results[0].0, 0);
         assert_eq!(s.topics["t"].partitions[p].leader, 1);
         assert!(s.preferred_imbalance().is_empty());
@@ -871,9 +1026,13 @@ mod tests {
             },
         );
         assert_eq!(r.results[0].0, ErrorCode::ELECTION_NOT_NEEDED.0);
+        assert_eq!(
+            alter(&mut s, &mut i, p, 1, vec![1]).results,
+            vec![(0, None)]
+        );
         i += 1;
         s.apply(i, &Command::FenceBroker { id: 1, epoch });
-        s.topics.get_mut("t").unwrap().partitions[p].leader = -1;
+        assert_eq!(s.topics["t"].partitions[p].leader, -1);
         i += 1;
         let r = s.apply(
             i,
@@ -885,6 +1044,81 @@ mod tests {
         assert_eq!(r.results[0].0, 0);
         assert_eq!(s.topics["t"].partitions[p].leader, 2);
         assert_eq!(s.topics["t"].partitions[p].isr, vec![2]);
+    }
+
+    #[test]
+    fn alter_partition_checks_leader_epochs_and_members() {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        register(&mut s, &mut i, 1, None);
+        register(&mut s, &mut i, 2, None);
+        register(&mut s, &mut i, 3, None);
+        create(&mut s, &mut i, "t", 2, 2);
+        let p = led_by_1(&s);
+        let follower = s.topics["t"].partitions[p].replicas[1];
+        let code = |r: Reply| r.results[0].0;
+        // Only the leader, at its epochs, with itself in the ISR and only replicas.
+        assert_eq!(
+            code(alter(&mut s, &mut i, p, follower, vec![follower])),
+            ErrorCode::FENCED_LEADER_EPOCH.0
+        );
+        assert_eq!(
+            code(alter(&mut s, &mut i, p, 1, vec![follower])),
+            ErrorCode::INVALID_REQUEST.0
+        );
+        let outsider = (1..=3)
+            .find(|b| !s.topics["t"].partitions[p].replicas.contains(b))
+            .unwrap();
+        assert_eq!(
+            code(alter(&mut s, &mut i, p, 1, vec![1, outsider])),
+            ErrorCode::INVALID_REQUEST.0
+        );
+        let before = s.topics["t"].partitions[p].partition_epoch;
+        let r = alter(&mut s, &mut i, p, 1, vec![1]);
+        assert_eq!(r.results, vec![(0, None)]);
+        assert_eq!(r.value, (before + 1) as i64);
+        // A change computed from an older record is refused.
+        let stale = Command::AlterPartition {
+            broker: 1,
+            topic: "t".into(),
+            partition: p as i32,
+            leader_epoch: s.topics["t"].partitions[p].leader_epoch,
+            partition_epoch: before,
+            isr: vec![1, follower],
+        };
+        i += 1;
+        assert_eq!(
+            code(s.apply(i, &stale)),
+            ErrorCode::INVALID_UPDATE_VERSION.0
+        );
+        // A fenced broker cannot join.
+        let fepoch = s.brokers[&follower].epoch;
+        i += 1;
+        s.apply(
+            i,
+            &Command::FenceBroker {
+                id: follower,
+                epoch: fepoch,
+            },
+        );
+        assert_eq!(
+            code(alter(&mut s, &mut i, p, 1, vec![1, follower])),
+            ErrorCode::INELIGIBLE_REPLICA.0
+        );
+        // A broker restarted within its session (a new registration while unfenced) leaves
+        // every ISR and leadership first, like a fenced one.
+        i += 1;
+        s.apply(
+            i,
+            &Command::UnfenceBroker {
+                id: follower,
+                epoch: fepoch,
+            },
+        );
+        assert_eq!(code(alter(&mut s, &mut i, p, 1, vec![1, follower])), 0);
+        register(&mut s, &mut i, follower, None);
+        assert_eq!(s.topics["t"].partitions[p].isr, vec![1]);
+        assert_eq!(s.topics["t"].partitions[p].leader, 1);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::metadata::{
     self, image, internal_topic_configs, ClusterMeta, MetadataImage, TopicMeta, MAX_PARTITIONS,
     MAX_TOPICS,
 };
-use crate::partition_manager::{PartitionManager, PartitionSpec};
+use crate::partition_manager::{IsrChange, PartitionManager, PartitionSpec};
 use crate::protocol::errors::ErrorCode;
 use crate::shard::{local, Shard};
 use std::cell::{Cell, RefCell};
@@ -201,6 +201,34 @@ impl Controller {
                 })
                 .collect(),
         }
+    }
+
+    /// Commits a leader's ISR change (from any shard); Err says why it was not.
+    pub async fn alter_partition(&self, change: IsrChange) -> Result<(), String> {
+        self.shard
+            .invoke_on(CONTROLLER_SHARD, move || async move {
+                let c = local::<Controller>();
+                let node = c.cluster().ok_or("not in a cluster")?;
+                let cmd = ClusterCommand::AlterPartition {
+                    broker: c.image.get().node_id,
+                    topic: change.topic,
+                    partition: change.partition,
+                    leader_epoch: change.leader_epoch,
+                    partition_epoch: change.partition_epoch,
+                    isr: change.isr,
+                };
+                let (_, reply) = node.write(cmd).await.map_err(|e| e.to_string())?;
+                match reply.results.first() {
+                    Some((0, _)) => Ok(()),
+                    Some((code, m)) => Err(format!(
+                        "error {code}: {}",
+                        m.as_deref().unwrap_or_default()
+                    )),
+                    None => Err("no answer".into()),
+                }
+            })
+            .await
+            .map_err(|e| e.0)?
     }
 
     /// A new producer id, never handed out before (from any shard).

@@ -286,6 +286,26 @@ impl Coordinator {
         Ok(n)
     }
 
+    /// This broker started (or stopped) leading `__transaction_state` partition `p`: its
+    /// transactional ids are forgotten and, when it leads, loaded again from the log; the
+    /// tick then finishes the transactions that were decided but not completed.
+    pub async fn leadership_changed(&self, p: i32, leads: bool) {
+        let Some(n) = self.image.partition_count(TXN_TOPIC) else {
+            return;
+        };
+        self.txns
+            .borrow_mut()
+            .retain(|id, _| crate::metadata::key_partition(id, n) != p);
+        if leads {
+            match self.load(p).await {
+                Ok(n) => {
+                    tracing::info!(partition = p, records = n, "transaction coordinator loaded")
+                }
+                Err(e) => tracing::error!(partition = p, "loading transaction states: {e}"),
+            }
+        }
+    }
+
     /// Start-up on this shard, after `load_owned`: the timer that aborts timed-out
     /// transactions and finishes decided ones.
     pub fn start(self: &Rc<Self>, stop: Arc<AtomicBool>) {

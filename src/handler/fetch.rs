@@ -25,6 +25,7 @@ struct Slot {
     topic: usize,
     partition: i32,
     offset: i64,
+    current_leader_epoch: i32,
     owner: Result<usize, ErrorCode>,
     out: Option<FetchOut>,
 }
@@ -57,6 +58,7 @@ pub async fn handle(
                 topic: ti,
                 partition: p.partition,
                 offset: p.fetch_offset,
+                current_leader_epoch: p.current_leader_epoch,
                 owner: meta.route(&topic_names[ti], p.partition),
                 out: None,
             });
@@ -66,6 +68,12 @@ pub async fn handle(
     let max_bytes = req.max_bytes as usize;
     // isolation_level 1: READ_COMMITTED.
     let committed = req.isolation_level == 1;
+    // A follower broker's fetch (Kafka's replica id; -1 for consumers).
+    let replica_id = if req.replica_id.0 >= 0 {
+        req.replica_id.0
+    } else {
+        -1
+    };
     let min_bytes = req.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP_MS));
     let deadline = Instant::now() + max_wait;
@@ -77,7 +85,7 @@ pub async fn handle(
             &mut slots,
             &part_max,
             max_bytes,
-            committed,
+            (committed, replica_id),
         )
         .await;
         let total: usize = slots
@@ -91,7 +99,7 @@ pub async fn handle(
         if total >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
             break;
         }
-        wait_for_data(broker, &topic_names, &slots, deadline).await;
+        wait_for_data(broker, &topic_names, &slots, deadline, replica_id >= 0).await;
     }
 
     // Kafka's response limit: whole partitions in order, the first non-empty one always.
@@ -163,7 +171,7 @@ async fn read_round(
     slots: &mut [Slot],
     part_max: &[usize],
     max_bytes: usize,
-    committed: bool,
+    (committed, replica_id): (bool, i32),
 ) {
     let mut by_owner: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
     for (i, s) in slots.iter_mut().enumerate() {
@@ -178,6 +186,8 @@ async fn read_round(
                     offset: s.offset,
                     max_bytes: part_max[i],
                     committed,
+                    current_leader_epoch: s.current_leader_epoch,
+                    replica_id,
                 });
             }
         }
@@ -200,20 +210,31 @@ async fn read_round(
 }
 
 /// Waits until any owner reports new data for one of the partitions, or the deadline.
-async fn wait_for_data(broker: &Rc<Broker>, names: &[String], slots: &[Slot], deadline: Instant) {
+async fn wait_for_data(
+    broker: &Rc<Broker>,
+    names: &[String],
+    slots: &[Slot],
+    deadline: Instant,
+    follower: bool,
+) {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let mut by_owner: BTreeMap<usize, Vec<PartitionOffset>> = BTreeMap::new();
     for s in slots {
         if let Ok(o) = s.owner {
-            // Wake on data past what this round already saw, not past the fetch offset.
-            let seen = s
-                .out
-                .as_ref()
-                .map_or(s.offset, |o| o.high_watermark.max(s.offset));
+            // Wake on data past what this round already saw, not past the fetch offset (a
+            // follower sees everything durable, so its fetch offset is what it saw).
+            let seen = if follower {
+                s.offset
+            } else {
+                s.out
+                    .as_ref()
+                    .map_or(s.offset, |o| o.high_watermark.max(s.offset))
+            };
             by_owner.entry(o).or_default().push(PartitionOffset {
                 topic: names[s.topic].clone(),
                 partition: s.partition,
                 offset: seen,
+                follower,
             });
         }
     }

@@ -43,6 +43,7 @@ pub async fn handle(
                     topic: name.clone(),
                     partition: p.partition_index,
                     offset: p.timestamp,
+                    follower: false,
                 });
             }
         }
@@ -132,7 +133,11 @@ pub async fn for_leader_epoch(
         slots.push(parts);
     }
     for (owner, (places, asks)) in by_owner {
-        let answers = broker.partitions.epoch_end_offsets_on(owner, asks).await;
+        let follower = req.replica_id.0 >= 0;
+        let answers = broker
+            .partitions
+            .epoch_end_offsets_on(owner, asks, follower)
+            .await;
         for ((ti, pi), a) in places.into_iter().zip(answers) {
             let slot = &mut slots[ti][pi];
             match a {

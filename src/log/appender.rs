@@ -421,15 +421,17 @@ impl Partition {
     }
 
     /// Validates a batch the broker built itself (coordinator records), appends it and waits
-    /// until it is durable. A batch that fails validation is a bug: UNKNOWN_SERVER_ERROR.
-    pub async fn append_durable(&self, batch: &Bytes) -> Result<(), KafkaError> {
+    /// until it is durable; returns the offset after it. A batch that fails validation is a
+    /// bug: UNKNOWN_SERVER_ERROR.
+    pub async fn append_durable(&self, batch: &Bytes) -> Result<i64, KafkaError> {
         let infos = batch::validate_produce(batch, usize::MAX).map_err(|e| {
             tracing::error!(topic = %self.topic, partition = self.index,
                 "built an invalid batch: {e}");
             KafkaError::new(ErrorCode::UNKNOWN_SERVER_ERROR, e.message)
         })?;
         let target = self.append(batch, &infos).await?.durable_target;
-        self.wait_durable(target).await
+        self.wait_durable(target).await?;
+        Ok(target)
     }
 
     /// Waits until everything below `target` is durable under the flush policy.

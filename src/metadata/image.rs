@@ -34,6 +34,10 @@ pub struct TopicMeta {
     /// In a cluster: each partition's in-sync replicas.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub isr: Vec<Vec<i32>>,
+    /// In a cluster: each partition record's epoch (bumped by every change to it, ISR
+    /// changes included); a leader's AlterPartition names the one it saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_epochs: Vec<i32>,
 }
 
 impl TopicMeta {
@@ -64,6 +68,14 @@ impl TopicMeta {
     /// Partition `p`'s in-sync replicas; `[me]` on a single node.
     pub fn isr_of(&self, p: i32, me: i32) -> Vec<i32> {
         self.pick(&self.isr, p).unwrap_or_else(|| vec![me])
+    }
+
+    /// Partition `p`'s record epoch (0 on a single node).
+    pub fn partition_epoch(&self, p: i32) -> i32 {
+        usize::try_from(p)
+            .ok()
+            .and_then(|i| self.partition_epochs.get(i).copied())
+            .unwrap_or(0)
     }
 
     fn pick(&self, v: &[Vec<i32>], p: i32) -> Option<Vec<i32>> {

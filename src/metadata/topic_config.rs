@@ -32,6 +32,14 @@ pub fn log_config(cfg: &Config, overrides: &BTreeMap<String, String>) -> LogConf
     }
 }
 
+/// The topic's `min.insync.replicas`, else the broker's.
+pub fn min_insync_replicas(cfg: &Config, overrides: &BTreeMap<String, String>) -> usize {
+    overrides
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(cfg.min_insync_replicas.max(1) as usize)
+}
+
 /// Checks a topic config override: known key and a value Flumen honours.
 pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
     let int = |min: i64| match value.parse::<i64>() {
@@ -49,9 +57,10 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
         }),
         "segment.ms" => int(1),
         "index.interval.bytes" => int(1),
-        "min.insync.replicas" => match value {
-            "1" => Ok(()),
-            _ => Err("min.insync.replicas must be 1 on a single broker".into()),
+        "min.insync.replicas" => int(1),
+        "unclean.leader.election.enable" => match value {
+            "true" | "false" => Ok(()),
+            _ => Err(format!("{key} must be true or false, got {value:?}")),
         },
         "message.timestamp.type" => match value {
             "CreateTime" | "LogAppendTime" => Ok(()),
@@ -110,7 +119,7 @@ pub fn describe_topic(cfg: &Config, overrides: &BTreeMap<String, String>) -> Vec
         crate::config::TimestampType::CreateTime => "CreateTime",
         crate::config::TimestampType::LogAppendTime => "LogAppendTime",
     };
-    let table: [(&'static str, String, bool, ConfigType, &'static str); 10] = [
+    let table: [(&'static str, String, bool, ConfigType, &'static str); 11] = [
         (
             "cleanup.policy",
             "delete".into(),
@@ -148,10 +157,10 @@ pub fn describe_topic(cfg: &Config, overrides: &BTreeMap<String, String>) -> Vec
         ),
         (
             "min.insync.replicas",
-            "1".into(),
+            cfg.min_insync_replicas.to_string(),
             false,
             ConfigType::Int,
-            "replicas that must have a record before acks=all answers",
+            "fewest in-sync replicas an acks=all write needs (NOT_ENOUGH_REPLICAS below)",
         ),
         (
             "retention.bytes",
@@ -180,6 +189,13 @@ pub fn describe_topic(cfg: &Config, overrides: &BTreeMap<String, String>) -> Vec
             false,
             ConfigType::Long,
             "segment roll by age",
+        ),
+        (
+            "unclean.leader.election.enable",
+            cfg.unclean_leader_election_enable.to_string(),
+            false,
+            ConfigType::Boolean,
+            "an out-of-sync replica may lead when no in-sync one is left, losing what only the ISR held",
         ),
     ];
     table

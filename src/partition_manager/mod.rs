@@ -13,14 +13,16 @@
 //! what every in-sync replica has) and each partition's **leader epoch** (from the metadata
 //! image).
 
+mod replica;
 pub mod types;
 
+pub use replica::{IsrChange, Replica, Role};
 pub use types::*;
 
 use crate::config::Config;
 use crate::log::{Chunk, Partition, TailCache};
-use crate::metadata::topic_config::log_config;
-use crate::metadata::MetadataImage;
+use crate::metadata::topic_config::{log_config, min_insync_replicas};
+use crate::metadata::{ClusterMeta, MetadataImage};
 use crate::protocol::errors::{ErrorCode, KafkaError};
 use crate::shard::{local, Shard};
 use crate::util::{with_timeout, AnyOf};
@@ -32,7 +34,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Open file handles a shard keeps for serving other shards' segment ranges.
 const FILE_HANDLE_CACHE: usize = 512;
@@ -41,26 +43,6 @@ const FILE_HANDLE_CACHE: usize = 512;
 /// to the topic it names panics the owning shard as a bug would. Unset (the default), it
 /// costs one comparison with None per produce request.
 pub const DEBUG_PANIC_TOPIC_ENV: &str = "FLUMEN_DEBUG_PANIC_TOPIC";
-
-/// A partition as its owning shard keeps it: the log, and what leadership adds to it.
-pub struct Replica {
-    pub log: Rc<Partition>,
-}
-
-impl Replica {
-    /// What consumers may read up to: the offset every in-sync replica has. With one replica
-    /// (today) that is everything durable under the flush policy; replication makes it the
-    /// smallest log end offset over the ISR, and nothing else here changes.
-    pub fn high_watermark(&self) -> i64 {
-        self.log.durable_offset()
-    }
-
-    /// The leader epoch of this partition's current leadership (the log stamps its batches
-    /// with it).
-    pub fn leader_epoch(&self) -> i32 {
-        self.log.leader_epoch()
-    }
-}
 
 /// The file in a partition directory naming the topic id it belongs to (Kafka's name).
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
@@ -110,6 +92,66 @@ fn mark_partition_dir(dir: &std::path::Path, topic_id: &str) -> std::io::Result<
 /// topic it was registered for: (producer id, commit).
 pub type MarkerListener = Box<dyn Fn(i64, bool)>;
 
+/// Called on the owning shard when this broker starts (true) or stops (false) leading a
+/// partition of the topic it was registered for: (partition, leads).
+pub type LeadershipListener = Box<dyn Fn(i32, bool)>;
+
+/// Called on the owning shard with an ISR change a leader wants committed.
+pub type IsrListener = Box<dyn Fn(IsrChange)>;
+
+/// Longest an internal write (coordinator records, transaction markers) waits for the ISR.
+const INTERNAL_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// This broker's role in a partition as `meta` gives it (on a single node: leader, alone).
+pub fn role_in(meta: &ClusterMeta, topic: &str, p: i32) -> Role {
+    let me = meta.node_id;
+    match meta.topics.get(topic) {
+        Some(t) => Role {
+            me,
+            leader: t.leader(p, me),
+            leader_epoch: t.leader_epoch(p),
+            partition_epoch: t.partition_epoch(p),
+            isr: t.isr_of(p, me),
+            replicas: t.replicas_of(p, me),
+        },
+        // Not in this image yet (a cluster opens a new partition before publishing the
+        // image that names it): nobody leads it until the image says so.
+        None if meta.is_cluster() => Role {
+            me,
+            leader: -1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            isr: Vec::new(),
+            replicas: Vec::new(),
+        },
+        None => Role {
+            me,
+            leader: me,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            isr: vec![me],
+            replicas: vec![me],
+        },
+    }
+}
+
+/// A partition this shard follows: whom to fetch from, at which leader epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Followed {
+    pub topic: String,
+    pub partition: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
+
+/// A follower's view of its log, for the fetcher: (log end, log start, newest leader epoch).
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerLog {
+    pub log_end_offset: i64,
+    pub log_start_offset: i64,
+    pub latest_epoch: Option<i32>,
+}
+
 pub struct PartitionManager {
     shard: Rc<Shard>,
     config: Rc<Config>,
@@ -118,6 +160,10 @@ pub struct PartitionManager {
     tail_cache: Rc<TailCache>,
     files: RefCell<HashMap<PathBuf, Rc<BufferedFile>>>,
     marker_listeners: RefCell<Vec<(String, MarkerListener)>>,
+    leadership_listeners: RefCell<Vec<(String, LeadershipListener)>>,
+    isr_listener: RefCell<Option<IsrListener>>,
+    /// Roles changed (a new image): the fetchers look again.
+    pub roles_changed: crate::util::Notify,
     /// `FLUMEN_DEBUG_PANIC_TOPIC`, read once at start-up.
     debug_panic_topic: Option<String>,
 }
@@ -133,6 +179,9 @@ impl PartitionManager {
             tail_cache,
             files: RefCell::new(HashMap::new()),
             marker_listeners: RefCell::new(Vec::new()),
+            leadership_listeners: RefCell::new(Vec::new()),
+            isr_listener: RefCell::new(None),
+            roles_changed: Default::default(),
             debug_panic_topic: std::env::var(DEBUG_PANIC_TOPIC_ENV)
                 .ok()
                 .filter(|t| !t.is_empty()),
@@ -169,6 +218,195 @@ impl PartitionManager {
         self.marker_listeners
             .borrow_mut()
             .push((topic.to_string(), listener));
+    }
+
+    /// `listener` hears when this broker starts or stops leading a partition of `topic` on
+    /// this shard (the coordinators load and drop their state with it).
+    pub fn on_leadership(&self, topic: &str, listener: LeadershipListener) {
+        self.leadership_listeners
+            .borrow_mut()
+            .push((topic.to_string(), listener));
+    }
+
+    /// `listener` hears of the ISR changes this shard's leaders want (the replication
+    /// service commits them through the controller).
+    pub fn on_isr_change(&self, listener: IsrListener) {
+        *self.isr_listener.borrow_mut() = Some(listener);
+    }
+
+    fn ask_isr_change(&self, change: Option<IsrChange>) {
+        if let (Some(c), Some(l)) = (change, self.isr_listener.borrow().as_ref()) {
+            tracing::info!(topic = %c.topic, partition = c.partition, isr = ?c.isr, "asking for an ISR change");
+            l(c);
+        }
+    }
+
+    /// An ISR change was refused or could not be committed: it may be asked again.
+    pub fn local_isr_change_failed(&self, topic: &str, partition: i32) {
+        if let Some(r) = self.replica(topic, partition) {
+            r.isr_change_failed();
+        }
+    }
+
+    /// Leaders of this shard drop followers that have not caught up for `lag` from their ISR
+    /// (through the listener).
+    pub fn local_shrink_isrs(&self, lag: Duration) {
+        for r in self.all() {
+            let change = r.lagging(lag);
+            self.ask_isr_change(change);
+        }
+    }
+
+    /// The partitions this shard follows (it holds a replica, another live broker leads).
+    pub fn local_followed(&self) -> Vec<Followed> {
+        let mut out: Vec<Followed> = self
+            .replicas
+            .borrow()
+            .iter()
+            .filter_map(|((t, p), r)| {
+                let role = r.role();
+                (role.leader >= 0 && !role.leads()).then(|| Followed {
+                    topic: t.clone(),
+                    partition: *p,
+                    leader: role.leader,
+                    leader_epoch: role.leader_epoch,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        out
+    }
+
+    /// A followed partition's log as the fetcher needs it; None when it is not followed at
+    /// `leader_epoch` any more.
+    pub fn local_follower_log(
+        &self,
+        topic: &str,
+        p: i32,
+        leader_epoch: i32,
+    ) -> Option<FollowerLog> {
+        let r = self.following(topic, p, leader_epoch)?;
+        Some(FollowerLog {
+            log_end_offset: r.log.log_end_offset(),
+            log_start_offset: r.log.log_start_offset(),
+            latest_epoch: r.log.leader_epoch_entries().last().map(|e| e.0),
+        })
+    }
+
+    fn following(&self, topic: &str, p: i32, leader_epoch: i32) -> Option<Rc<Replica>> {
+        let r = self.replica(topic, p)?;
+        let role = r.role();
+        (!role.leads() && role.leader >= 0 && role.leader_epoch == leader_epoch).then_some(r)
+    }
+
+    /// (largest epoch <= `epoch` in the local log, where it ends): the follower's side of
+    /// the truncation rule.
+    pub fn local_end_offset_for_epoch(
+        &self,
+        topic: &str,
+        p: i32,
+        epoch: i32,
+    ) -> Option<(i32, i64)> {
+        self.replica(topic, p)
+            .map(|r| r.log.end_offset_for_epoch(epoch))
+    }
+
+    /// Cuts a followed partition's divergent tail at `offset`.
+    pub async fn local_truncate(
+        &self,
+        topic: &str,
+        p: i32,
+        leader_epoch: i32,
+        offset: i64,
+    ) -> Result<(), KafkaError> {
+        let r = self
+            .following(topic, p, leader_epoch)
+            .ok_or_else(|| not_here(topic, p))?;
+        r.log.truncate_to(offset).await?;
+        r.clamp_hw();
+        Ok(())
+    }
+
+    /// Appends what the leader sent to a followed partition, and learns its high watermark.
+    /// Returns the new log end offset.
+    pub async fn local_append_replicated(
+        &self,
+        topic: &str,
+        p: i32,
+        leader_epoch: i32,
+        records: Bytes,
+        leader_hw: i64,
+    ) -> Result<i64, KafkaError> {
+        let r = self
+            .following(topic, p, leader_epoch)
+            .ok_or_else(|| not_here(topic, p))?;
+        let end = if records.is_empty() {
+            r.log.log_end_offset()
+        } else {
+            r.log.append_replicated(records).await?.log_end_offset
+        };
+        r.set_follower_hw(leader_hw);
+        Ok(end)
+    }
+
+    /// Waits until everything below `target` is in every in-sync replica (the high
+    /// watermark), while this broker leads; then checks the ISR still meets the topic's
+    /// `min.insync.replicas` (Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    async fn wait_replicated(
+        &self,
+        r: &Replica,
+        target: i64,
+        deadline: Instant,
+    ) -> Result<(), KafkaError> {
+        loop {
+            let wait = r.log.progress.wait();
+            if let Some(e) = r.log.failure() {
+                return Err(e);
+            }
+            if !r.leads() {
+                return Err(KafkaError::new(
+                    ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                    "leadership moved before the write reached the in-sync replicas",
+                ));
+            }
+            if r.high_watermark() >= target {
+                let isr = r.role().isr.len();
+                if isr < r.min_isr {
+                    return Err(KafkaError::new(
+                        ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                        format!(
+                            "written, but the ISR shrank to {isr}, below min.insync.replicas {}",
+                            r.min_isr
+                        ),
+                    ));
+                }
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(KafkaError::new(
+                    ErrorCode::REQUEST_TIMED_OUT,
+                    "the in-sync replicas did not all have the write within the request timeout",
+                ));
+            }
+            with_timeout(deadline - now, wait).await;
+        }
+    }
+
+    /// Fewer in-sync replicas than the topic's `min.insync.replicas`: acks=all writes are
+    /// refused before anything is appended (Kafka's NOT_ENOUGH_REPLICAS).
+    fn check_min_isr(r: &Replica) -> Result<(), KafkaError> {
+        let isr = r.role().isr.len();
+        if isr < r.min_isr {
+            return Err(KafkaError::new(
+                ErrorCode::NOT_ENOUGH_REPLICAS,
+                format!(
+                    "{} in-sync replicas, min.insync.replicas is {}",
+                    isr, r.min_isr
+                ),
+            ));
+        }
+        Ok(())
     }
 
     // ---- calls routed to the owning shard ----
@@ -262,6 +500,7 @@ impl PartitionManager {
         &self,
         owner: usize,
         parts: Vec<(String, i32, i32)>,
+        follower: bool,
     ) -> Vec<Result<(i32, i64), ErrorCode>> {
         let n = parts.len();
         let r = self
@@ -276,14 +515,14 @@ impl PartitionManager {
                             return Err(e.code);
                         }
                         let (e, end) = r.log.end_offset_for_epoch(epoch);
-                        Ok((
-                            e,
-                            if end < 0 {
-                                end
-                            } else {
-                                end.min(r.high_watermark())
-                            },
-                        ))
+                        // A follower truncating to it may keep what is durable here; a
+                        // client is told only of what it could read.
+                        let bound = if follower {
+                            r.log.durable_offset()
+                        } else {
+                            r.high_watermark()
+                        };
+                        Ok((e, if end < 0 { end } else { end.min(bound) }))
                     })
                     .collect::<Vec<_>>()
             })
@@ -375,7 +614,14 @@ impl PartitionManager {
         let r = self
             .replica(topic, partition)
             .ok_or_else(|| not_here(topic, partition))?;
-        r.log.append_durable(batch).await
+        if !r.leads() {
+            return Err(not_here(topic, partition));
+        }
+        let target = r.log.append_durable(batch).await?;
+        // Coordinator state is written as acks=all writes are: a record the coordinator acts
+        // on survives the loss of its leader.
+        self.wait_replicated(&r, target, Instant::now() + INTERNAL_WRITE_TIMEOUT)
+            .await
     }
 
     /// Calls `f` with every record batch of a partition of this shard, oldest first.
@@ -391,18 +637,35 @@ impl PartitionManager {
         r.log.scan(f).await
     }
 
-    /// After a new image: each local partition takes its leader epoch from it (a leadership
-    /// change bumps the epoch that new batches are stamped with).
+    /// After a new image: each local partition takes its role (leader, epochs, ISR) and its
+    /// leader epoch from it (a leadership change bumps the epoch that new batches are
+    /// stamped with); the leadership listeners hear of every partition this broker started
+    /// or stopped leading, and the fetchers look again.
     pub fn follow_image(&self) {
         let meta = self.image.get();
+        let mut changed = Vec::new();
         for ((topic, p), r) in self.replicas.borrow().iter() {
-            if let Some(t) = meta.topics.get(topic) {
-                let epoch = t.leader_epoch(*p);
-                if epoch > r.log.leader_epoch() {
-                    r.log.set_leader_epoch(epoch);
+            if !meta.topics.contains_key(topic) {
+                continue;
+            }
+            let role = role_in(&meta, topic, *p);
+            let epoch = role.leader_epoch;
+            let led = r.leads();
+            if epoch > r.log.leader_epoch() {
+                r.log.set_leader_epoch(epoch);
+            }
+            if r.set_role(role) || led != r.leads() {
+                changed.push((topic.clone(), *p, r.leads()));
+            }
+        }
+        for (topic, p, leads) in changed {
+            for (t, listener) in self.leadership_listeners.borrow().iter() {
+                if *t == topic {
+                    listener(p, leads);
                 }
             }
         }
+        self.roles_changed.notify_all();
     }
 
     /// Opens the partitions the current metadata places on this shard (of those this broker
@@ -510,9 +773,13 @@ impl PartitionManager {
             .map_or(0, |t| t.leader_epoch(spec.partition));
         // From the metadata file: a negative (damaged) value is no epoch at all.
         log.set_leader_epoch(epoch.max(0));
+        let role = role_in(&meta, &spec.topic, spec.partition);
+        let min_isr = min_insync_replicas(&self.config, &spec.configs);
+        let r = Rc::new(Replica::new(log, role, min_isr));
         self.replicas
             .borrow_mut()
-            .insert((spec.topic, spec.partition), Rc::new(Replica { log }));
+            .insert((spec.topic, spec.partition), r);
+        self.roles_changed.notify_all();
         Ok(())
     }
 
@@ -536,17 +803,29 @@ impl PartitionManager {
             if self.debug_panic_topic.as_deref() == Some(part.topic.as_str()) {
                 panic!("{DEBUG_PANIC_TOPIC_ENV}: produce to {}", part.topic);
             }
-            let Some(r) = self.replica(&part.topic, part.partition) else {
+            let Some(r) = self
+                .replica(&part.topic, part.partition)
+                .filter(|r| r.leads())
+            else {
                 out.push(ProduceOut::failed(
                     ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                    "partition is not on this shard".into(),
+                    "this broker does not lead the partition (or it is not on this shard)".into(),
                 ));
                 continue;
             };
+            if req.acks == -1 {
+                if let Err(e) = Self::check_min_isr(&r) {
+                    out.push(ProduceOut {
+                        error: Some(e),
+                        ..ProduceOut::failed(ErrorCode::NONE, String::new())
+                    });
+                    continue;
+                }
+            }
             let p = &r.log;
             match p.append(&part.records, &part.infos).await {
                 Ok(a) => {
-                    waits.push((out.len(), p.clone(), a.durable_target));
+                    waits.push((out.len(), r.clone(), a.durable_target));
                     out.push(ProduceOut {
                         error: None,
                         base_offset: a.base_offset,
@@ -562,19 +841,21 @@ impl PartitionManager {
         }
         if req.acks != 0 {
             // All appends are queued; their group commits complete together.
-            for (i, p, target) in waits {
-                let waited = with_timeout(
-                    Duration::from_millis(req.timeout_ms.max(1)),
-                    p.wait_durable(target),
-                )
-                .await;
-                let err = match waited {
-                    Some(Ok(())) => None,
-                    Some(Err(e)) => Some(e),
-                    None => Some(KafkaError::new(
-                        ErrorCode::REQUEST_TIMED_OUT,
-                        "write did not complete within the request timeout",
-                    )),
+            let timeout = Duration::from_millis(req.timeout_ms.max(1));
+            let deadline = Instant::now() + timeout;
+            for (i, r, target) in waits {
+                let err = if req.acks == -1 {
+                    // acks=all: every in-sync replica has it.
+                    self.wait_replicated(&r, target, deadline).await.err()
+                } else {
+                    match with_timeout(timeout, r.log.wait_durable(target)).await {
+                        Some(Ok(())) => None,
+                        Some(Err(e)) => Some(e),
+                        None => Some(KafkaError::new(
+                            ErrorCode::REQUEST_TIMED_OUT,
+                            "write did not complete within the request timeout",
+                        )),
+                    }
                 };
                 if err.is_some() {
                     out[i].error = err;
@@ -589,11 +870,45 @@ impl PartitionManager {
         let mut out = Vec::with_capacity(parts.len());
         let mut budget = max_bytes;
         for part in parts {
-            let Some(r) = self.replica(&part.topic, part.partition) else {
+            let Some(r) = self
+                .replica(&part.topic, part.partition)
+                .filter(|r| r.leads())
+            else {
                 out.push(FetchOut::error(ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1));
                 continue;
             };
             let p = &r.log;
+            // Kafka's fencing of a stale or a future leader epoch (KIP-320).
+            let epoch = r.role().leader_epoch;
+            if part.current_leader_epoch >= 0 && part.current_leader_epoch != epoch {
+                let code = if part.current_leader_epoch < epoch {
+                    ErrorCode::FENCED_LEADER_EPOCH
+                } else {
+                    ErrorCode::UNKNOWN_LEADER_EPOCH
+                };
+                out.push(FetchOut::error(code, -1, -1));
+                continue;
+            }
+            let follower = part.replica_id >= 0;
+            if follower {
+                if part.offset > p.log_end_offset() {
+                    out.push(FetchOut::error(
+                        ErrorCode::OFFSET_OUT_OF_RANGE,
+                        r.high_watermark(),
+                        p.log_start_offset(),
+                    ));
+                    continue;
+                }
+                let change = r.follower_fetched(part.replica_id, part.offset);
+                self.ask_isr_change(change);
+            }
+            // A follower reads everything durable here; a consumer only below the high
+            // watermark.
+            let visible = if follower {
+                i64::MAX
+            } else {
+                r.high_watermark()
+            };
             // The first partition with data may exceed the budget (Kafka's rule), later ones not.
             let limit = if budget == 0 {
                 0
@@ -614,18 +929,19 @@ impl PartitionManager {
                 p.read_bounded(
                     part.offset,
                     limit.max(1),
-                    part.committed,
-                    r.high_watermark(),
+                    part.committed && !follower,
+                    visible,
                 )
                 .await
             };
             match result {
                 Ok(rr) => {
                     budget = budget.saturating_sub(rr.bytes);
+                    let hw = r.high_watermark();
                     out.push(FetchOut {
                         error: ErrorCode::NONE,
-                        high_watermark: rr.high_watermark,
-                        last_stable_offset: rr.last_stable_offset,
+                        high_watermark: hw,
+                        last_stable_offset: rr.last_stable_offset.min(hw),
                         aborted: rr.aborted,
                         log_start_offset: rr.log_start_offset,
                         chunks: rr
@@ -654,16 +970,25 @@ impl PartitionManager {
     }
 
     async fn local_watch(&self, parts: Vec<PartitionOffset>, max_wait_ms: u64) {
-        let list: Vec<(Rc<Replica>, i64)> = parts
+        // A follower (offset flagged by `follower`) waits for data past its offset that is
+        // durable here; a consumer for the high watermark to pass it.
+        let list: Vec<(Rc<Replica>, i64, bool)> = parts
             .iter()
-            .filter_map(|p| self.replica(&p.topic, p.partition).map(|r| (r, p.offset)))
+            .filter_map(|p| {
+                self.replica(&p.topic, p.partition)
+                    .map(|r| (r, p.offset, p.follower))
+            })
             .collect();
         let deadline = std::time::Instant::now() + Duration::from_millis(max_wait_ms);
         loop {
-            if list
-                .iter()
-                .any(|(r, o)| r.high_watermark() > *o || r.log.failure().is_some())
-            {
+            if list.iter().any(|(r, o, follower)| {
+                let end = if *follower {
+                    r.log.durable_offset()
+                } else {
+                    r.high_watermark()
+                };
+                end > *o || r.log.failure().is_some() || !r.leads()
+            }) {
                 return;
             }
             let now = std::time::Instant::now();
@@ -673,7 +998,7 @@ impl PartitionManager {
                 }
                 return;
             }
-            let wakers: Vec<_> = list.iter().map(|(r, _)| r.log.progress.wait()).collect();
+            let wakers: Vec<_> = list.iter().map(|(r, _, _)| r.log.progress.wait()).collect();
             let any = AnyOf(wakers.into_iter().map(|f| Box::pin(f) as _).collect());
             with_timeout(deadline - now, any).await;
         }
@@ -728,6 +1053,9 @@ impl PartitionManager {
         for (t, i) in &parts {
             let r = match self.replica(t, *i) {
                 None => Err(None), // deleted meanwhile: nothing to mark
+                Some(r) if !r.leads() => Err(Some(format!(
+                    "{t}-{i}: this broker does not lead it any more"
+                ))),
                 Some(r) => match r.log.append_marker(producer_id, epoch, commit, 0).await {
                     Ok(target) => Ok((r, target)),
                     Err(e) => Err(Some(format!("{t}-{i}: {e}"))),
@@ -740,7 +1068,10 @@ impl PartitionManager {
             out.push(match r {
                 Err(None) => Ok(()),
                 Err(Some(m)) => Err(m),
-                Ok((r, target)) => match r.log.wait_durable(target).await {
+                Ok((r, target)) => match self
+                    .wait_replicated(&r, target, Instant::now() + INTERNAL_WRITE_TIMEOUT)
+                    .await
+                {
                     Ok(()) => {
                         for (topic, listener) in self.marker_listeners.borrow().iter() {
                             if topic == t {

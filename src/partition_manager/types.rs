@@ -49,6 +49,11 @@ pub struct FetchPart {
     pub max_bytes: usize,
     /// read_committed: stop at the last stable offset.
     pub committed: bool,
+    /// The leader epoch the fetcher believes current, -1 when it does not say (KIP-320).
+    pub current_leader_epoch: i32,
+    /// A follower's broker id (it reads past the high watermark and reports its log end by
+    /// the offset it asks for); -1 for a consumer.
+    pub replica_id: i32,
 }
 
 /// Record bytes that can cross shards: memory, or a file range the receiver opens itself.
@@ -90,6 +95,9 @@ pub struct PartitionOffset {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// A follower's long poll: data durable past `offset` counts, not only past the high
+    /// watermark.
+    pub follower: bool,
 }
 
 /// A ListOffsets answer for one partition.

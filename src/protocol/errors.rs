@@ -21,6 +21,10 @@ impl ErrorCode {
     pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode(74);
     pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode(75);
     pub const INCONSISTENT_CLUSTER_ID: ErrorCode = ErrorCode(104);
+    pub const NOT_ENOUGH_REPLICAS: ErrorCode = ErrorCode(19);
+    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: ErrorCode = ErrorCode(20);
+    pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
+    pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode(108);
     pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
     pub const MESSAGE_TOO_LARGE: ErrorCode = ErrorCode(10);
     pub const OFFSET_METADATA_TOO_LARGE: ErrorCode = ErrorCode(12);

@@ -798,6 +798,20 @@ impl Membership {
 
     /// DeleteGroups, once the group's offsets are gone: the group is Dead (calls still
     /// waiting on it wake up) and forgotten.
+    /// Drops every group `mine` names (their coordinator moved): waiters wake to a dead
+    /// group and the members rejoin wherever the coordinator is now.
+    pub(super) fn drop_groups(&self, mine: &dyn Fn(&str) -> bool) {
+        self.groups.borrow_mut().retain(|gid, g| {
+            if mine(gid) {
+                g.state = GroupState::Dead;
+                g.notify.notify_all();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     pub(super) fn remove(&self, gid: &str) {
         if let Some(g) = self.groups.borrow_mut().get_mut(gid) {
             g.state = GroupState::Dead;

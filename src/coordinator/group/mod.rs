@@ -253,6 +253,24 @@ impl Coordinator {
         self.offsets.load_owned().await
     }
 
+    /// This broker started (or stopped) leading `__consumer_offsets` partition `p`: the
+    /// groups it holds are forgotten and, when it leads, loaded again from the log (which
+    /// another coordinator wrote meanwhile, replicated here).
+    pub async fn leadership_changed(&self, p: i32, leads: bool) {
+        let Some(n) = self.image.partition_count(OFFSETS_TOPIC) else {
+            return;
+        };
+        let mine = |g: &str| crate::metadata::key_partition(g, n) == p;
+        self.members.drop_groups(&mine);
+        self.offsets.drop_groups(&mine);
+        if leads {
+            match self.offsets.load(p).await {
+                Ok(n) => tracing::info!(partition = p, records = n, "group coordinator loaded"),
+                Err(e) => tracing::error!(partition = p, "loading committed offsets: {e}"),
+            }
+        }
+    }
+
     /// The commit or abort marker of producer `pid`'s transaction is in the offsets log.
     pub fn complete_txn(&self, pid: i64, commit: bool) {
         self.offsets.complete_txn(pid, commit);

@@ -71,6 +71,14 @@ impl OffsetStore {
         Ok(n)
     }
 
+    /// Forgets the committed and pending offsets of every group `mine` names.
+    pub(super) fn drop_groups(&self, mine: &dyn Fn(&str) -> bool) {
+        self.offsets.borrow_mut().retain(|g, _| !mine(g));
+        for entries in self.pending_txn.borrow_mut().values_mut() {
+            entries.retain(|(k, _)| !mine(&k.0));
+        }
+    }
+
     /// Replays the commits stored in one `__consumer_offsets` partition this shard owns:
     /// plain commits apply at once, transactional ones when their commit marker comes.
     pub(super) async fn load(&self, partition: i32) -> Result<usize, String> {
