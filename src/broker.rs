@@ -165,20 +165,12 @@ impl Broker {
             let groups = self.groups.clone();
             self.partitions.on_leadership(
                 OFFSETS_TOPIC,
-                Box::new(move |p, leads| {
-                    let g = groups.clone();
-                    glommio::spawn_local(async move { g.leadership_changed(p, leads).await })
-                        .detach();
-                }),
+                Box::new(move |p, leads| groups.leadership_changed(p, leads)),
             );
             let txns = self.txns.clone();
             self.partitions.on_leadership(
                 TXN_TOPIC,
-                Box::new(move |p, leads| {
-                    let t = txns.clone();
-                    glommio::spawn_local(async move { t.leadership_changed(p, leads).await })
-                        .detach();
-                }),
+                Box::new(move |p, leads| txns.leadership_changed(p, leads)),
             );
         }
         self.replication.start(stop.clone());

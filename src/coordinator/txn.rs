@@ -184,6 +184,9 @@ pub struct Coordinator {
     txns: RefCell<HashMap<String, TxnMeta>>,
     /// One operation at a time per transactional id (they span several writes).
     locks: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
+    /// `__transaction_state` partitions being loaded: their ids answer
+    /// COORDINATOR_LOAD_IN_PROGRESS meanwhile.
+    loading: RefCell<BTreeSet<i32>>,
 }
 
 impl Coordinator {
@@ -204,6 +207,7 @@ impl Coordinator {
             clock,
             txns: RefCell::new(HashMap::new()),
             locks: RefCell::new(HashMap::new()),
+            loading: RefCell::new(BTreeSet::new()),
         })
     }
 
@@ -225,9 +229,13 @@ impl Coordinator {
         super::on_owner(&self.shard, owner, |c: Rc<Coordinator>| async move {
             let lock = c.lock(&txn_id);
             let _turn = lock.acquire_permit(1).await.ok();
-            f(c, txn_id).await
+            if c.is_loading(&txn_id) {
+                return Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS);
+            }
+            Ok(f(c, txn_id).await)
         })
         .await
+        .and_then(|r| r)
     }
 
     /// InitProducerId for a transactional id: the id's producer id with its epoch bumped
@@ -289,21 +297,38 @@ impl Coordinator {
     /// This broker started (or stopped) leading `__transaction_state` partition `p`: its
     /// transactional ids are forgotten and, when it leads, loaded again from the log; the
     /// tick then finishes the transactions that were decided but not completed.
-    pub async fn leadership_changed(&self, p: i32, leads: bool) {
+    /// Requests for its ids answer COORDINATOR_LOAD_IN_PROGRESS until it is loaded.
+    pub fn leadership_changed(self: &Rc<Self>, p: i32, leads: bool) {
         let Some(n) = self.image.partition_count(TXN_TOPIC) else {
             return;
         };
         self.txns
             .borrow_mut()
             .retain(|id, _| crate::metadata::key_partition(id, n) != p);
-        if leads {
-            match self.load(p).await {
+        if !leads {
+            return;
+        }
+        self.loading.borrow_mut().insert(p);
+        let c = self.clone();
+        glommio::spawn_local(async move {
+            match c.load(p).await {
                 Ok(n) => {
                     tracing::info!(partition = p, records = n, "transaction coordinator loaded")
                 }
                 Err(e) => tracing::error!(partition = p, "loading transaction states: {e}"),
             }
-        }
+            c.loading.borrow_mut().remove(&p);
+        })
+        .detach();
+    }
+
+    fn is_loading(&self, txn_id: &str) -> bool {
+        let loading = self.loading.borrow();
+        !loading.is_empty()
+            && self
+                .image
+                .partition_count(TXN_TOPIC)
+                .is_some_and(|n| loading.contains(&crate::metadata::key_partition(txn_id, n)))
     }
 
     /// Start-up on this shard, after `load_owned`: the timer that aborts timed-out

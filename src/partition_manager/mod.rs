@@ -195,14 +195,15 @@ impl PartitionManager {
             .cloned()
     }
 
-    /// Partitions of `topic` this shard owns (the coordinators load theirs at start-up).
+    /// Partitions of `topic` this shard owns and this broker leads (the coordinators load
+    /// theirs at start-up; a followed one is loaded when its leadership arrives).
     pub fn local_partitions_of(&self, topic: &str) -> Vec<i32> {
         let mut v: Vec<i32> = self
             .replicas
             .borrow()
-            .keys()
-            .filter(|(t, _)| t == topic)
-            .map(|(_, i)| *i)
+            .iter()
+            .filter(|((t, _), r)| t == topic && r.leads())
+            .map(|((_, i), _)| *i)
             .collect();
         v.sort_unstable();
         v

@@ -28,6 +28,7 @@ impl ErrorCode {
     pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
     pub const MESSAGE_TOO_LARGE: ErrorCode = ErrorCode(10);
     pub const OFFSET_METADATA_TOO_LARGE: ErrorCode = ErrorCode(12);
+    pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode = ErrorCode(14);
     pub const COORDINATOR_NOT_AVAILABLE: ErrorCode = ErrorCode(15);
     pub const NOT_COORDINATOR: ErrorCode = ErrorCode(16);
     pub const INVALID_TOPIC_EXCEPTION: ErrorCode = ErrorCode(17);

@@ -61,9 +61,11 @@ def produce_v3(topic: str, partition: int, records: bytes, corr=2, acks=-1, vers
     return frame(header(0, version, corr) + body)
 
 
-def connect(bootstrap):
+def connect(bootstrap, source=None):
+    """`source`: the local address to talk from (reaches a node cut off by test_cluster.cut_off)."""
     host, port = bootstrap.rsplit(":", 1)
-    s = socket.create_connection((host, int(port)), timeout=10)
+    s = socket.create_connection((host, int(port)), timeout=10,
+                                 source_address=(source, 0) if source else None)
     return s
 
 
@@ -205,9 +207,9 @@ def parse_batches(data):
     return out
 
 
-def fetch_once(bootstrap, topic, partition, offset, max_wait_ms=0, corr=9):
+def fetch_once(bootstrap, topic, partition, offset, max_wait_ms=0, corr=9, source=None):
     """One Fetch v4 on a fresh connection: (error_code, high_watermark, records bytes)."""
-    s = connect(bootstrap)
+    s = connect(bootstrap, source)
     try:
         s.sendall(fetch_v4(topic, partition, offset, corr=corr, max_wait_ms=max_wait_ms))
         data = read_frame(s)

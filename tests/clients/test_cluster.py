@@ -1,6 +1,7 @@
 """Several real brokers under one metadata quorum on this machine: node k listens on 127.0.0.k
 (every 127.0.0.x address binds with no setup), one shard each. Faults are real: kill -9,
 SIGTERM (controlled shutdown), and an nftables partition of one node."""
+import contextlib
 import shutil
 import subprocess
 import threading
@@ -121,9 +122,35 @@ def eventually(check, timeout=10, what="condition"):
         time.sleep(0.1)
 
 
-def create(bootstrap, name, partitions, rf=1):
+@contextlib.contextmanager
+def cut_off(node_id):
+    """An nftables partition of node `node_id` while the block runs: every packet between
+    127.0.0.<node_id> and another address is dropped silently, both ways. Clients talk from
+    127.0.0.1 (the kernel's source for every 127.x address), so node 1 cannot be cut off this
+    way without cutting the test off too, and a client reaches a cut-off node only from a
+    socket bound to the node's own address."""
+    table = "flumen_partition_test"
+    a = f"127.0.0.{node_id}"
+    rules = (f"table ip {table} {{\n chain out {{\n type filter hook output priority 0;\n"
+             f" ip saddr {a} ip daddr != {a} drop\n"
+             f" ip daddr {a} ip saddr != {a} drop\n }}\n}}\n")
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "ip", table], check=True)
+
+
+def create(bootstrap, name, partitions, rf=1, config=None, assignment=None):
+    """`config`: topic configs; `assignment`: the replicas of each partition, leader first
+    (then it gives the partition count and the replication factor)."""
     a = AdminClient({"bootstrap.servers": bootstrap})
-    for _, f in a.create_topics([NewTopic(name, partitions, rf)], operation_timeout=20).items():
+    if assignment:
+        assert len(assignment) == partitions, assignment
+        topic = NewTopic(name, partitions, replica_assignment=assignment, config=config or {})
+    else:
+        topic = NewTopic(name, partitions, rf, config=config or {})
+    for _, f in a.create_topics([topic], operation_timeout=20).items():
         f.result(timeout=30)
 
 
@@ -578,39 +605,38 @@ def test_elect_leaders_preferred_and_unclean(cluster_factory):
     err = elect(ElectionType.PREFERRED)
     assert err is not None and err.code() == KafkaError.ELECTION_NOT_NEEDED, err
     acked = produce(c.node(3).bootstrap, "two", [b"before"])
+    assert acked
+    eventually(lambda: sorted(c.metadata(3).topics["two"].partitions[0].isrs) == [1, 2], what="ISR 1, 2")
     c.node(2).kill9()
-    eventually(lambda: c.metadata(3).topics["two"].partitions[0].leader == -1, timeout=20, what="leaderless")
-    # Unclean: the live replica (which never received the data) leads; what only broker 2
-    # held is not on it, which is what an unclean election means.
-    assert elect(ElectionType.UNCLEAN) is None
+    # Broker 1 is in sync: it leads, with every acknowledged record; nothing unclean to do.
     part = eventually(lambda: (p := c.metadata(3).topics["two"].partitions[0]) and p.leader == 1 and p,
-                      what="broker 1 leading")
+                      timeout=20, what="broker 1 leading")
     assert part.isrs == [1]
-    assert acked and len(produce(c.node(3).bootstrap, "two", [b"after"])) == 1
-    # Broker 2 back: not in sync, so the preferred election is refused.
+    err = elect(ElectionType.UNCLEAN)
+    assert err is not None and err.code() == KafkaError.ELECTION_NOT_NEEDED, err
+    assert len(produce(c.node(3).bootstrap, "two", [b"after"])) == 1
+    # Broker 2 back: not in sync yet, so a preferred election is refused until it caught up.
     c.node(2).start()
     c.wait_live([1, 2, 3])
-    err = elect(ElectionType.PREFERRED)
-    assert err is not None and err.code() == KafkaError.PREFERRED_LEADER_NOT_AVAILABLE, err
+    eventually(lambda: sorted(c.metadata(3).topics["two"].partitions[0].isrs) == [1, 2],
+               timeout=30, what="broker 2 back in sync")
+    assert elect(ElectionType.PREFERRED) is None
+    part = eventually(lambda: (p := c.metadata(3).topics["two"].partitions[0]) and p.leader == 2 and p,
+                      what="broker 2 leading again")
+    got = consume_all(c.node(2).bootstrap, "two", 2, group="elect")
+    assert got == [(0, 0, b"before"), (0, 1, b"after")], got
 
 
 @pytest.mark.skipif(shutil.which("nft") is None, reason="nftables is installed by .ci/run")
 def test_partitioned_node_is_fenced_minority_changes_nothing(cluster_factory):
     c = cluster_factory(3).start()
     create(c.node(1).bootstrap, "t", 3)
-    table = "flumen_partition_test"
-    rules = (f"table ip {table} {{\n chain out {{\n type filter hook output priority 0;\n"
-             f" ip saddr 127.0.0.3 ip daddr != 127.0.0.3 drop\n"
-             f" ip daddr 127.0.0.3 ip saddr != 127.0.0.3 drop\n }}\n}}\n")
-    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
-    try:
+    with cut_off(3):
         # The majority fences node 3 and keeps changing metadata without it.
         c.wait_live([1, 2], via=1, timeout=30)
         create(c.node(2).bootstrap, "during", 2)
         eventually(lambda: "during" in c.metadata(1).topics, what="during on 1")
         time.sleep(1)
-    finally:
-        subprocess.run(["nft", "delete", "table", "ip", table], check=True)
     # Healed: node 3 is back, with the majority's metadata (it committed nothing alone).
     c.wait_live([1, 2, 3], timeout=30)
     eventually(lambda: "during" in c.metadata(3).topics, what="node 3 catching up")

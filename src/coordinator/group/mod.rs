@@ -60,6 +60,9 @@ pub struct Coordinator {
     image: Rc<MetadataImage>,
     members: Membership,
     offsets: OffsetStore,
+    /// `__consumer_offsets` partitions whose state is being loaded: their groups answer
+    /// COORDINATOR_LOAD_IN_PROGRESS meanwhile.
+    loading: std::cell::RefCell<std::collections::BTreeSet<i32>>,
 }
 
 impl Coordinator {
@@ -75,6 +78,7 @@ impl Coordinator {
             members: Membership::new(config.clone(), clock.clone()),
             offsets: OffsetStore::new(config, image.clone(), partitions, clock),
             image,
+            loading: Default::default(),
         })
     }
 
@@ -119,7 +123,28 @@ impl Coordinator {
         F: FnOnce(Rc<Coordinator>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
-        super::on_owner(&self.shard, self.coordinator_shard(group), f).await
+        let g = group.to_string();
+        super::on_owner(
+            &self.shard,
+            self.coordinator_shard(group),
+            move |c: Rc<Coordinator>| async move {
+                if c.is_loading(&g) {
+                    return Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS);
+                }
+                Ok(f(c).await)
+            },
+        )
+        .await
+        .and_then(|r| r)
+    }
+
+    fn is_loading(&self, group: &str) -> bool {
+        let loading = self.loading.borrow();
+        !loading.is_empty()
+            && self
+                .image
+                .partition_count(OFFSETS_TOPIC)
+                .is_some_and(|n| loading.contains(&crate::metadata::key_partition(group, n)))
     }
 
     /// JoinGroup: answers once the rebalance it joined completes (or at once with an error).
@@ -256,19 +281,27 @@ impl Coordinator {
     /// This broker started (or stopped) leading `__consumer_offsets` partition `p`: the
     /// groups it holds are forgotten and, when it leads, loaded again from the log (which
     /// another coordinator wrote meanwhile, replicated here).
-    pub async fn leadership_changed(&self, p: i32, leads: bool) {
+    /// Requests for its groups answer COORDINATOR_LOAD_IN_PROGRESS until it is loaded.
+    pub fn leadership_changed(self: &Rc<Self>, p: i32, leads: bool) {
         let Some(n) = self.image.partition_count(OFFSETS_TOPIC) else {
             return;
         };
-        let mine = |g: &str| crate::metadata::key_partition(g, n) == p;
+        let mine = move |g: &str| crate::metadata::key_partition(g, n) == p;
         self.members.drop_groups(&mine);
         self.offsets.drop_groups(&mine);
-        if leads {
-            match self.offsets.load(p).await {
+        if !leads {
+            return;
+        }
+        self.loading.borrow_mut().insert(p);
+        let c = self.clone();
+        glommio::spawn_local(async move {
+            match c.offsets.load(p).await {
                 Ok(n) => tracing::info!(partition = p, records = n, "group coordinator loaded"),
                 Err(e) => tracing::error!(partition = p, "loading committed offsets: {e}"),
             }
-        }
+            c.loading.borrow_mut().remove(&p);
+        })
+        .detach();
     }
 
     /// The commit or abort marker of producer `pid`'s transaction is in the offsets log.
