@@ -1,5 +1,5 @@
-//! `flumen groups ...`: consumer-group administration over the Kafka protocol, so it works
-//! against Flumen or any Kafka broker. A small blocking client: this runs in the CLI process,
+//! `flumen groups ...` and `flumen topics ...`: consumer-group and partition-reassignment
+//! administration over the Kafka protocol, so it works against Flumen or any Kafka broker. A small blocking client: this runs in the CLI process,
 //! never on a shard.
 
 use crate::protocol::client;
@@ -309,6 +309,120 @@ pub fn reset_offsets(bootstrap: &str, group: &str, topic: &str, to: ResetTo) -> 
     }
     for ((t, p), o) in targets {
         println!("{group} {t}-{p} -> {o}");
+    }
+    Ok(())
+}
+
+/// `flumen topics reassign`: moves partitions of `topic` (all, or `partitions`) to the
+/// brokers `replicas` (leader first), or cancels their reassignment; with `wait`, returns
+/// once no listed partition is being reassigned any more.
+pub fn reassign(
+    bootstrap: &str,
+    topic: &str,
+    partitions: &[i32],
+    replicas: Option<&[i32]>,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    let parts: Vec<i32> = if partitions.is_empty() {
+        topic_partitions(&mut c, topic)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    } else {
+        partitions.to_vec()
+    };
+    let target = replicas.map(|r| r.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>());
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![
+            alter_partition_reassignments_request::ReassignableTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|p| {
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(*p)
+                                .with_replicas(target.clone())
+                        })
+                        .collect(),
+                ),
+        ]);
+    let r = c.send(&req, 0)?;
+    err(r.error_code, "AlterPartitionReassignments")?;
+    for t in &r.responses {
+        for p in &t.partitions {
+            let what = format!("{}-{}", t.name.0.as_str(), p.partition_index);
+            if p.error_code != 0 {
+                let m = p.error_message.as_ref().map_or("", |m| m.as_str());
+                bail!("{what}: Kafka error code {} {m}", p.error_code);
+            }
+            match replicas {
+                Some(r) => println!("{what}: moving to {r:?}"),
+                None => println!("{what}: reassignment cancelled"),
+            }
+        }
+    }
+    if !wait {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3600);
+    loop {
+        let left = ongoing(&mut c, Some((topic, &parts)))?;
+        if left.is_empty() {
+            println!("done");
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{} partitions still moving after an hour", left.len());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Reassignments in progress: (topic, partition, replicas, adding, removing).
+type Ongoing = Vec<(String, i32, Vec<i32>, Vec<i32>, Vec<i32>)>;
+
+fn ongoing(c: &mut Client, only: Option<(&str, &[i32])>) -> anyhow::Result<Ongoing> {
+    let req = ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(only.map(|(t, ps)| {
+            vec![
+                list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                    .with_name(TopicName(s(t)))
+                    .with_partition_indexes(ps.to_vec()),
+            ]
+        }));
+    let r = c.send(&req, 0)?;
+    err(r.error_code, "ListPartitionReassignments")?;
+    let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<i32>>();
+    Ok(r.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    ids(&p.replicas),
+                    ids(&p.adding_replicas),
+                    ids(&p.removing_replicas),
+                )
+            })
+        })
+        .collect())
+}
+
+/// `flumen topics reassignments`: what is being moved.
+pub fn list_reassignments(bootstrap: &str) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    println!(
+        "{:<40} {:>9}  {:<16} {:<12} REMOVING",
+        "TOPIC", "PARTITION", "REPLICAS", "ADDING"
+    );
+    for (t, p, r, a, d) in ongoing(&mut c, None)? {
+        let (r, a) = (format!("{r:?}"), format!("{a:?}"));
+        println!("{t:<40} {p:>9}  {r:<16} {a:<12} {d:?}");
     }
     Ok(())
 }

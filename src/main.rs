@@ -70,6 +70,39 @@ enum Command {
         #[command(subcommand)]
         action: GroupAction,
     },
+    /// Topic administration: moving partitions between brokers (works against any
+    /// Kafka-protocol broker).
+    Topics {
+        /// Broker to talk to
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        #[command(subcommand)]
+        action: TopicAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicAction {
+    /// Move partitions to other brokers (AlterPartitionReassignments): the new replicas copy
+    /// the data, join the ISR, then the old ones are removed
+    Reassign {
+        #[arg(long)]
+        topic: String,
+        /// Partitions to move (default: all), comma-separated
+        #[arg(long, value_delimiter = ',')]
+        partitions: Vec<i32>,
+        /// The new replicas, preferred leader first, comma-separated broker ids
+        #[arg(long, value_delimiter = ',', required_unless_present = "cancel")]
+        replicas: Vec<i32>,
+        /// Cancel the reassignment in progress instead
+        #[arg(long, conflicts_with = "replicas")]
+        cancel: bool,
+        /// Return only once the move is complete
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Reassignments in progress (ListPartitionReassignments)
+    Reassignments,
 }
 
 #[derive(Subcommand)]
@@ -391,6 +424,22 @@ fn main() {
                 flumen::tune::list();
                 Ok(())
             }
+        },
+        Command::Topics { bootstrap, action } => match action {
+            TopicAction::Reassign {
+                topic,
+                partitions,
+                replicas,
+                cancel,
+                wait,
+            } => flumen::admin::reassign(
+                &bootstrap,
+                &topic,
+                &partitions,
+                (!cancel).then_some(replicas.as_slice()),
+                wait,
+            ),
+            TopicAction::Reassignments => flumen::admin::list_reassignments(&bootstrap),
         },
         Command::Groups { bootstrap, action } => match action {
             GroupAction::List => flumen::admin::list(&bootstrap),

@@ -44,6 +44,28 @@ pub struct PartitionRecord {
     pub isr: Vec<i32>,
     /// Bumped by every change to this record.
     pub partition_epoch: i32,
+    /// A reassignment in progress (KIP-455): replicas being added (not yet caught up) and
+    /// replicas to remove once every target replica is in sync. The target is `replicas`
+    /// without `removing`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
+}
+
+impl PartitionRecord {
+    /// The replicas a reassignment moves to (all of them when none is in progress).
+    pub fn target(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
+    }
+
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -127,6 +149,12 @@ pub enum Command {
         partition_epoch: i32,
         isr: Vec<i32>,
     },
+    /// Moves partitions to new replica sets (KIP-455: AlterPartitionReassignments): the new
+    /// replicas are added and catch up; once all of the target is in sync the others go.
+    /// None cancels a reassignment in progress.
+    AlterReassignments {
+        moves: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
     /// Grows a topic to `count` partitions (placed as new ones are, or as assigned).
     CreatePartitions {
         topic: String,
@@ -167,6 +195,7 @@ impl std::fmt::Display for Command {
                 isr,
                 ..
             } => write!(f, "broker {broker}: ISR of {topic}-{partition} = {isr:?}"),
+            Command::AlterReassignments { moves } => write!(f, "reassign {moves:?}"),
             Command::CreatePartitions { topic, count, .. } => {
                 write!(f, "grow {topic} to {count} partitions")
             }
@@ -318,6 +347,13 @@ impl ClusterState {
                     value,
                 }
             }
+            Command::AlterReassignments { moves } => Reply {
+                results: moves
+                    .iter()
+                    .map(|(t, p, target)| outcome(self.reassign(t, *p, target.as_deref())))
+                    .collect(),
+                value: 0,
+            },
             Command::CreatePartitions {
                 topic,
                 count,
@@ -436,6 +472,8 @@ impl ClusterState {
                     leader,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 }
             })
             .collect()
@@ -699,7 +737,129 @@ impl ClusterState {
         }
         part.isr = isr.to_vec();
         part.partition_epoch += 1;
+        Self::complete_reassignment(part, &live);
         Ok(part.partition_epoch)
+    }
+
+    /// AlterPartitionReassignments for one partition: start (or replace) a move to `target`,
+    /// or cancel the one in progress (None).
+    fn reassign(
+        &mut self,
+        topic: &str,
+        p: i32,
+        target: Option<&[i32]>,
+    ) -> Result<(), (ErrorCode, String)> {
+        let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
+        if let Some(t) = target {
+            self.check_assignment(&[t.to_vec()])?;
+        }
+        let mut load = self.shard_load();
+        let brokers = self.brokers.clone();
+        let part = self
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(p).ok()?))
+            .ok_or((
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("{topic}-{p} does not exist"),
+            ))?;
+        // Back to the replicas before any reassignment (the ones being added go).
+        let original: Vec<(i32, u32)> = part
+            .replicas
+            .iter()
+            .zip(&part.shards)
+            .filter(|(r, _)| !part.adding.contains(r))
+            .map(|(r, s)| (*r, *s))
+            .collect();
+        let Some(target) = target else {
+            if !part.reassigning() {
+                return Err((
+                    ErrorCode::NO_REASSIGNMENT_IN_PROGRESS,
+                    format!("no reassignment of {topic}-{p} is in progress"),
+                ));
+            }
+            part.replicas = original.iter().map(|x| x.0).collect();
+            part.shards = original.iter().map(|x| x.1).collect();
+            part.isr.retain(|r| part.replicas.contains(r));
+            part.adding.clear();
+            part.removing.clear();
+            part.partition_epoch += 1;
+            return Ok(());
+        };
+        let kept: Vec<i32> = original.iter().map(|x| x.0).collect();
+        let mut replicas = Vec::new();
+        let mut shards = Vec::new();
+        for &r in target {
+            replicas.push(r);
+            shards.push(match original.iter().find(|x| x.0 == r) {
+                Some(x) => x.1,
+                None => {
+                    // A new replica goes to its broker's least loaded shard.
+                    let n = brokers.get(&r).map_or(1, |b| b.shards.max(1));
+                    let l = load.entry(r).or_insert_with(|| vec![0; n as usize]);
+                    let s = (0..l.len()).min_by_key(|&s| (l[s], s)).unwrap_or(0);
+                    l[s] += 1;
+                    s as u32
+                }
+            });
+        }
+        for &(r, sh) in original.iter().filter(|x| !target.contains(&x.0)) {
+            replicas.push(r);
+            shards.push(sh);
+        }
+        part.adding = target
+            .iter()
+            .copied()
+            .filter(|r| !kept.contains(r))
+            .collect();
+        part.removing = kept
+            .iter()
+            .copied()
+            .filter(|r| !target.contains(r))
+            .collect();
+        part.replicas = replicas;
+        part.shards = shards;
+        part.isr.retain(|r| kept.contains(r));
+        part.partition_epoch += 1;
+        Self::complete_reassignment(part, &live);
+        Ok(())
+    }
+
+    /// A reassignment whose target is all in sync completes: the removed replicas go (and
+    /// the leadership, if it was one of them, moves to the first live in-sync target).
+    fn complete_reassignment(part: &mut PartitionRecord, live: &BTreeSet<i32>) {
+        if !part.reassigning() {
+            return;
+        }
+        let target = part.target();
+        if !target.iter().all(|r| part.isr.contains(r)) {
+            return;
+        }
+        let shards: Vec<u32> = target
+            .iter()
+            .map(|r| {
+                let i = part
+                    .replicas
+                    .iter()
+                    .position(|x| x == r)
+                    .expect("target ⊆ replicas");
+                part.shards[i]
+            })
+            .collect();
+        part.replicas = target.clone();
+        part.shards = shards;
+        part.isr.retain(|r| target.contains(r));
+        part.adding.clear();
+        part.removing.clear();
+        if !target.contains(&part.leader) {
+            part.leader = target
+                .iter()
+                .copied()
+                .find(|r| live.contains(r) && part.isr.contains(r))
+                .unwrap_or(-1);
+            part.leader_epoch += 1;
+        }
+        part.partition_epoch += 1;
     }
 
     /// A broker back in service leads the partitions that have no leader and list it in sync.
@@ -1119,6 +1279,86 @@ mod tests {
         register(&mut s, &mut i, follower, None);
         assert_eq!(s.topics["t"].partitions[p].isr, vec![1]);
         assert_eq!(s.topics["t"].partitions[p].leader, 1);
+    }
+
+    #[test]
+    fn reassignment_adds_catches_up_then_removes() {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        for b in 1..=4 {
+            register(&mut s, &mut i, b, None);
+        }
+        let cmd = Command::CreateTopics {
+            topics: vec![NewTopic {
+                name: "t".into(),
+                id: "00".repeat(16),
+                partitions: 1,
+                replication_factor: 2,
+                assignment: Some(vec![vec![1, 2]]),
+                configs: BTreeMap::new(),
+            }],
+            max_partitions: 100,
+            max_topics: 100,
+        };
+        i += 1;
+        s.apply(i, &cmd);
+        let mv = |s: &mut ClusterState, i: &mut u64, target: Option<Vec<i32>>| {
+            *i += 1;
+            s.apply(
+                *i,
+                &Command::AlterReassignments {
+                    moves: vec![("t".into(), 0, target)],
+                },
+            )
+            .results[0]
+                .0
+        };
+        assert_eq!(
+            mv(&mut s, &mut i, None),
+            ErrorCode::NO_REASSIGNMENT_IN_PROGRESS.0
+        );
+        assert_eq!(
+            mv(&mut s, &mut i, Some(vec![9])),
+            ErrorCode::INVALID_REPLICA_ASSIGNMENT.0
+        );
+        assert_eq!(mv(&mut s, &mut i, Some(vec![3, 2])), 0);
+        let p = &s.topics["t"].partitions[0];
+        assert_eq!(p.replicas, vec![3, 2, 1]);
+        assert_eq!((p.adding.clone(), p.removing.clone()), (vec![3], vec![1]));
+        assert_eq!(p.leader, 1, "the leader stays until the target is in sync");
+        assert_eq!(p.shards.len(), 3);
+        // Cancelled: back on the brokers it was on (in the order of the move, as Kafka's
+        // cancellation leaves them: the replicas without the ones being added).
+        assert_eq!(mv(&mut s, &mut i, None), 0);
+        assert_eq!(s.topics["t"].partitions[0].replicas, vec![2, 1]);
+        assert!(!s.topics["t"].partitions[0].reassigning());
+        // Again, and this time broker 3 catches up: the leader adds it, which completes the
+        // move, and the leadership leaves the removed broker 1.
+        assert_eq!(mv(&mut s, &mut i, Some(vec![3, 2])), 0);
+        let epoch = s.topics["t"].partitions[0].leader_epoch;
+        let p = &s.topics["t"].partitions[0];
+        let cmd = Command::AlterPartition {
+            broker: 1,
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2, 3],
+        };
+        i += 1;
+        assert_eq!(s.apply(i, &cmd).results, vec![(0, None)]);
+        let p = &s.topics["t"].partitions[0];
+        assert_eq!(p.replicas, vec![3, 2]);
+        assert_eq!(p.isr, vec![2, 3]);
+        assert!(!p.reassigning());
+        assert_eq!(p.leader, 3);
+        assert_eq!(p.leader_epoch, epoch + 1);
+        let img = s.image_for(1, 1, 1);
+        assert_eq!(img.topics["t"].replicas[0], vec![3, 2]);
+        // A move within the ISR completes at once.
+        assert_eq!(mv(&mut s, &mut i, Some(vec![2])), 0);
+        assert_eq!(s.topics["t"].partitions[0].replicas, vec![2]);
+        assert_eq!(s.topics["t"].partitions[0].leader, 2);
     }
 
     #[test]

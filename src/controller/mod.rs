@@ -79,6 +79,18 @@ impl TopicResult {
     }
 }
 
+/// A reassignment in progress (ListPartitionReassignments).
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+/// A requested move: (topic, partition, new replicas, or None to cancel).
+pub type Move = (String, i32, Option<Vec<i32>>);
+
 pub struct Controller {
     shard: Rc<Shard>,
     config: Rc<Config>,
@@ -201,6 +213,80 @@ impl Controller {
                 })
                 .collect(),
         }
+    }
+
+    /// AlterPartitionReassignments (from any shard): one result per move.
+    pub async fn alter_reassignments(&self, moves: Vec<Move>) -> Vec<TopicResult> {
+        let n = moves.len();
+        self.change(n, move |c| async move { c.reassign_local(moves).await })
+            .await
+    }
+
+    async fn reassign_local(&self, moves: Vec<Move>) -> (Vec<TopicResult>, u64) {
+        let Some(node) = self.cluster() else {
+            // One broker holds every partition: it can only stay there.
+            let meta = self.image.get();
+            let results = moves
+                .iter()
+                .map(|(t, p, target)| match (meta.owner(t, *p), target) {
+                    (None, _) => TopicResult::err(
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("{t}-{p} does not exist"),
+                    ),
+                    (Some(_), None) => TopicResult::err(
+                        ErrorCode::NO_REASSIGNMENT_IN_PROGRESS,
+                        format!("no reassignment of {t}-{p} is in progress"),
+                    ),
+                    (Some(_), Some(r)) if r == &vec![meta.node_id] => TopicResult::ok(),
+                    (Some(_), Some(r)) => TopicResult::err(
+                        ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                        format!(
+                            "{r:?}: a single broker (id {}) holds every partition",
+                            meta.node_id
+                        ),
+                    ),
+                })
+                .collect();
+            return (results, 0);
+        };
+        let mut results = vec![TopicResult::ok(); moves.len()];
+        let slots: Vec<usize> = (0..moves.len()).collect();
+        let cmd = ClusterCommand::AlterReassignments { moves };
+        let version = self.commit(&node, cmd, &slots, &mut results).await;
+        (results, version)
+    }
+
+    /// ListPartitionReassignments (from any shard): the reassignments in progress, of the
+    /// listed partitions only when `only` is given.
+    pub async fn list_reassignments(&self, only: Option<Vec<(String, i32)>>) -> Vec<Reassignment> {
+        let r = self
+            .shard
+            .invoke_on(CONTROLLER_SHARD, move || async move {
+                let Some(node) = local::<Controller>().cluster() else {
+                    return Vec::new();
+                };
+                let state = node.state();
+                let mut out = Vec::new();
+                for (name, t) in &state.topics {
+                    for (i, p) in t.partitions.iter().enumerate() {
+                        let wanted = only
+                            .as_ref()
+                            .is_none_or(|o| o.iter().any(|(n, q)| n == name && *q == i as i32));
+                        if p.reassigning() && wanted {
+                            out.push(Reassignment {
+                                topic: name.clone(),
+                                partition: i as i32,
+                                replicas: p.replicas.clone(),
+                                adding: p.adding.clone(),
+                                removing: p.removing.clone(),
+                            });
+                        }
+                    }
+                }
+                out
+            })
+            .await;
+        r.unwrap_or_default()
     }
 
     /// Commits a leader's ISR change (from any shard); Err says why it was not.

@@ -92,6 +92,10 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
         ApiKey::DeleteTopics => topics::delete(&broker, &ctx, body).await,
         ApiKey::CreatePartitions => topics::create_partitions(&broker, &ctx, body).await,
         ApiKey::ElectLeaders => topics::elect_leaders(&broker, &ctx, body).await,
+        ApiKey::AlterPartitionReassignments => {
+            topics::alter_reassignments(&broker, &ctx, body).await
+        }
+        ApiKey::ListPartitionReassignments => topics::list_reassignments(&broker, &ctx, body).await,
         ApiKey::FindCoordinator => group::find_coordinator(&broker, &ctx, body).await,
         ApiKey::JoinGroup => group::join(&broker, &ctx, body, &peer).await,
         ApiKey::SyncGroup => group::sync(&broker, &ctx, body).await,

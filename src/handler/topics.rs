@@ -7,6 +7,10 @@ use crate::controller::{CreateSpec, GrowSpec};
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
 use bytes::Bytes;
+use kafka_protocol::messages::alter_partition_reassignments_request::AlterPartitionReassignmentsRequest;
+use kafka_protocol::messages::alter_partition_reassignments_response::{
+    AlterPartitionReassignmentsResponse, ReassignablePartitionResponse, ReassignableTopicResponse,
+};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsRequest;
 use kafka_protocol::messages::create_partitions_response::{
     CreatePartitionsResponse, CreatePartitionsTopicResult,
@@ -23,7 +27,11 @@ use kafka_protocol::messages::elect_leaders_request::ElectLeadersRequest;
 use kafka_protocol::messages::elect_leaders_response::{
     ElectLeadersResponse, PartitionResult, ReplicaElectionResult,
 };
-use kafka_protocol::messages::TopicName;
+use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsRequest;
+use kafka_protocol::messages::list_partition_reassignments_response::{
+    ListPartitionReassignmentsResponse, OngoingPartitionReassignment, OngoingTopicReassignment,
+};
+use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -240,4 +248,92 @@ pub async fn elect_leaders(
         })
         .collect();
     Ok(ctx.respond(&ElectLeadersResponse::default().with_replica_election_results(results)))
+}
+
+/// AlterPartitionReassignments (KIP-455): move partitions to new replica sets, or cancel
+/// (null replicas); committed by the controller, completed once the new replicas are in sync.
+pub async fn alter_reassignments(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: AlterPartitionReassignmentsRequest = decode(ctx, body)?;
+    let moves: Vec<crate::controller::Move> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                let target = p
+                    .replicas
+                    .as_ref()
+                    .map(|r| r.iter().map(|b| b.0).collect::<Vec<i32>>());
+                (t.name.0.to_string(), p.partition_index, target)
+            })
+        })
+        .collect();
+    let mut results = broker
+        .controller
+        .alter_reassignments(moves)
+        .await
+        .into_iter();
+    let responses = req
+        .topics
+        .iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let r = results.next().expect("one result per partition");
+                    ReassignablePartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(r.error.0)
+                        .with_error_message(r.message.map(StrBytes::from_string))
+                })
+                .collect();
+            ReassignableTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts)
+        })
+        .collect();
+    Ok(ctx.respond(&AlterPartitionReassignmentsResponse::default().with_responses(responses)))
+}
+
+/// ListPartitionReassignments: the reassignments in progress (all, or of the partitions
+/// asked about).
+pub async fn list_reassignments(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: ListPartitionReassignmentsRequest = decode(ctx, body)?;
+    let only = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .flat_map(|t| {
+                t.partition_indexes
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), *p))
+            })
+            .collect::<Vec<_>>()
+    });
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
+    let mut by_topic: BTreeMap<String, Vec<OngoingPartitionReassignment>> = BTreeMap::new();
+    for r in broker.controller.list_reassignments(only).await {
+        by_topic.entry(r.topic).or_default().push(
+            OngoingPartitionReassignment::default()
+                .with_partition_index(r.partition)
+                .with_replicas(ids(r.replicas))
+                .with_adding_replicas(ids(r.adding))
+                .with_removing_replicas(ids(r.removing)),
+        );
+    }
+    let topics = by_topic
+        .into_iter()
+        .map(|(t, parts)| {
+            OngoingTopicReassignment::default()
+                .with_name(TopicName(StrBytes::from_string(t)))
+                .with_partitions(parts)
+        })
+        .collect();
+    Ok(ctx.respond(&ListPartitionReassignmentsResponse::default().with_topics(topics)))
 }

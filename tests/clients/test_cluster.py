@@ -559,6 +559,44 @@ def test_observer_broker_grows_the_cluster(cluster_factory):
     check_history(acked, consume_all(c.node(4).bootstrap, "wide", len(acked), "g-wide"))
 
 
+def test_reassign_partitions_onto_a_new_broker(cluster_factory):
+    """Growing the cluster: `flumen topics reassign` moves partitions from brokers 1 and 2 to
+    a broker that joined later (an observer, 4) and to 3. The new replicas copy the data
+    from the leader, join the ISR, then the old replicas go (their directories too) and the
+    leadership moves; nothing acknowledged is lost and clients follow."""
+    c = cluster_factory(3, observers=1).start()
+    boot = c.node(1).bootstrap
+    create(boot, "mv", 2, assignment=[[1, 2], [2, 1]])
+    acked = produce(boot, "mv", [f"m{i}".encode() for i in range(3000)])
+
+    def flumen(*args):
+        r = subprocess.run([flumen_bin(), "topics", "--bootstrap", boot, *args],
+                           capture_output=True, text=True, timeout=120)
+        return r.returncode, r.stdout + r.stderr
+
+    rc, out = flumen("reassign", "--topic", "mv", "--cancel")
+    assert rc != 0 and "85" in out, out  # NO_REASSIGNMENT_IN_PROGRESS
+    rc, out = flumen("reassign", "--topic", "mv", "--replicas", "4,9")
+    assert rc != 0 and "39" in out, out  # INVALID_REPLICA_ASSIGNMENT: no broker 9
+    rc, out = flumen("reassign", "--topic", "mv", "--replicas", "4,3", "--wait")
+    assert rc == 0 and "done" in out, out
+    rc, out = flumen("reassignments")
+    assert rc == 0 and "mv" not in out, out
+    md = eventually(lambda: (m := c.metadata(1)) and all(
+        p.replicas == [4, 3] and p.leader == 4 and sorted(p.isrs) == [3, 4]
+        for p in m.topics["mv"].partitions.values()) and m, timeout=30, what="mv on 4 and 3")
+    assert len(md.topics["mv"].partitions) == 2
+    # The old replicas' data is gone from brokers 1 and 2.
+    for n in (1, 2):
+        data = c.node(n).data_dir
+        eventually(lambda: not [d for d in data.glob("mv-*") if d.is_dir()], timeout=20,
+                   what=f"mv gone from broker {n}: {list(data.glob('mv-*'))}")
+    assert [d for d in c.node(4).data_dir.glob("mv-*") if d.is_dir()], "broker 4 holds mv"
+    more = produce(c.node(3).bootstrap, "mv", [f"n{i}".encode() for i in range(200)])
+    got = consume_all(c.node(4).bootstrap, "mv", len(acked) + len(more), "g-mv")
+    check_history(acked + more, got)
+
+
 def test_create_partitions_on_a_single_node_and_a_cluster(broker_factory, cluster_factory):
     from confluent_kafka.admin import NewPartitions
     single = broker_factory()
