@@ -35,6 +35,12 @@ const CALL_TTL: Duration = Duration::from_secs(5);
 /// Connections `controller_listen` holds at once (voters, observers and brokers' calls: a
 /// handful each); more are closed at once, so a flood cannot exhaust descriptors or memory.
 const MAX_CONTROLLER_CONNECTIONS: usize = 1024;
+/// Controlled shutdown: how long to wait for an active controller to be known, and for it
+/// to commit this broker's fencing. A healthy cluster commits in milliseconds; a cluster
+/// without a quorum never does, and the broker stops anyway.
+const SHUTDOWN_LEADER_WAIT: Duration = Duration::from_secs(1);
+const SHUTDOWN_FENCE_DEADLINE: Duration = Duration::from_secs(3);
+
 /// The active controller's housekeeping period (fencing, internal topics).
 const LEADER_TICK: Duration = Duration::from_millis(100);
 /// How long a new active controller waits for every voter to register before it creates
@@ -796,7 +802,22 @@ impl ClusterNode {
                 id: self.config.node_id,
                 epoch,
             };
-            match super::deadline(Duration::from_secs(5), self.write(cmd)).await {
+            // With no active controller in sight (the rest of the cluster is down or
+            // unreachable) nothing can be committed: do not wait for it.
+            let seen = Instant::now();
+            while self.leader().is_none() && seen.elapsed() < SHUTDOWN_LEADER_WAIT {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            if self.leader().is_none() {
+                tracing::warn!(
+                    "controlled shutdown: no active controller, leaderships not released"
+                );
+                if let Err(e) = self.raft.shutdown().await {
+                    tracing::warn!("stopping the quorum member: {e}");
+                }
+                return;
+            }
+            match super::deadline(SHUTDOWN_FENCE_DEADLINE, self.write(cmd)).await {
                 Ok(Ok(_)) => tracing::info!("controlled shutdown: leaderships released"),
                 Ok(Err(e)) => tracing::warn!("controlled shutdown: {e}"),
                 Err(e) => tracing::warn!("controlled shutdown: {e}"),

@@ -618,6 +618,7 @@ impl PartitionManager {
         if !r.leads() {
             return Err(not_here(topic, partition));
         }
+        Self::check_min_isr(&r)?;
         let target = r.log.append_durable(batch).await?;
         // Coordinator state is written as acks=all writes are: a record the coordinator acts
         // on survives the loss of its leader.
@@ -1027,7 +1028,7 @@ impl PartitionManager {
         };
         match ts {
             -2 => found(p.log_start_offset(), -1),
-            -1 if committed => found(p.last_stable_offset(), -1),
+            -1 if committed => found(p.last_stable_offset().min(r.high_watermark()), -1),
             -1 => found(r.high_watermark(), -1),
             t if t < 0 => ListedOffset::error(ErrorCode::INVALID_REQUEST),
             t => match p.offset_for_timestamp(t).await {

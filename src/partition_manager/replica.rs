@@ -77,6 +77,10 @@ pub struct Replica {
     lead_start: Cell<i64>,
     /// An ISR change asked for and not yet seen in an image, and when it was asked.
     isr_asked: Cell<Option<Instant>>,
+    /// The ISR asked for (KIP-497's "maximal ISR"): until the image shows the outcome, the
+    /// high watermark waits for the members of both the current and the asked ISR, so a
+    /// follower whose joining was committed is never behind it.
+    isr_wanted: RefCell<Vec<i32>>,
 }
 
 impl Replica {
@@ -90,6 +94,7 @@ impl Replica {
             followers: RefCell::new(BTreeMap::new()),
             lead_start: Cell::new(leo),
             isr_asked: Cell::new(None),
+            isr_wanted: RefCell::new(Vec::new()),
         };
         r.start_leadership(&role);
         r
@@ -111,7 +116,7 @@ impl Replica {
             return false;
         }
         if old.isr != role.isr || old.partition_epoch != role.partition_epoch {
-            self.isr_asked.set(None);
+            self.isr_change_failed();
         }
         let new_term = old.leader != role.leader || old.leader_epoch != role.leader_epoch;
         if new_term {
@@ -124,7 +129,7 @@ impl Replica {
 
     fn start_leadership(&self, role: &Role) {
         self.followers.borrow_mut().clear();
-        self.isr_asked.set(None);
+        self.isr_change_failed();
         if role.leads() {
             let now = Instant::now();
             let leo = self.log.log_end_offset();
@@ -153,9 +158,11 @@ impl Replica {
         let durable = self.log.durable_offset();
         let hw = if role.leads() {
             let f = self.followers.borrow();
+            let wanted = self.isr_wanted.borrow();
             let min = role
                 .isr
                 .iter()
+                .chain(wanted.iter())
                 .filter(|r| **r != role.me)
                 .map(|r| f.get(r).map_or(-1, |x| x.leo))
                 .fold(durable, i64::min);
@@ -259,6 +266,7 @@ impl Replica {
             return None;
         }
         self.isr_asked.set(Some(Instant::now()));
+        *self.isr_wanted.borrow_mut() = isr.clone();
         Some(IsrChange {
             topic: self.log.topic.clone(),
             partition: self.log.index,
@@ -268,8 +276,10 @@ impl Replica {
         })
     }
 
-    /// An ISR change was refused or failed: it may be asked for again at once.
+    /// An ISR change was refused or failed (or the image settled it): it may be asked for
+    /// again at once, and only the image's ISR counts.
     pub fn isr_change_failed(&self) {
         self.isr_asked.set(None);
+        self.isr_wanted.borrow_mut().clear();
     }
 }
