@@ -112,7 +112,7 @@ def topic_bytes(addr, topic):
 def bench(flumen, mode, bootstrap, topic, *args, popen=False):
     cmd = [flumen, "bench", mode, "--bootstrap", bootstrap, "--topic", topic, "--json", *args]
     if popen:
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stderr[-3000:]}")
@@ -158,14 +158,15 @@ def run_case(c, args, case, topic, metrics):
     consumed = 0
     for proc in consumers:
         try:
-            out, _ = proc.communicate(timeout=args.seconds + 60)
+            out, err = proc.communicate(timeout=args.seconds + 60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, _ = proc.communicate()
+            out, err = proc.communicate()
         try:
             consumed += json.loads(out.strip().splitlines()[-1])["bytes"]
         except (ValueError, IndexError, KeyError):
-            print(f"  a consumer printed no summary (exit {proc.returncode})", file=sys.stderr)
+            print(f"  a consumer printed no summary (exit {proc.returncode}): {err.strip()[-300:]}",
+                  file=sys.stderr)
     time.sleep(METRICS_SETTLE_S)
     lo1 = loopback_rx_bytes()
     tb = {k: topic_bytes(metrics[k], topic) for k in BROKERS}
@@ -189,7 +190,8 @@ def run_case(c, args, case, topic, metrics):
     }
     if case == "rf3_all" and isr != [(1, 2, 3)]:
         print(f"  warning: the ISR shrank during the run: {isr}", file=sys.stderr)
-    for _, f in AdminClient({"bootstrap.servers": b1}).delete_topics([topic], operation_timeout=30).items():
+    admin = AdminClient({"bootstrap.servers": b1})  # kept alive until the futures resolve
+    for _, f in admin.delete_topics([topic], operation_timeout=30).items():
         f.result(30)
     return res
 

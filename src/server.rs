@@ -53,7 +53,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // from its metadata file.
     let (meta, mut recovered) = if config.is_cluster() {
         let rec = crate::cluster::node::recover(&config)?;
-        let meta = rec.applied.state.image_for(config.node_id, -1, nr);
+        // Until this process's own registration is in its image, its recorded leaderships
+        // are stale (others may lead since): it leads nothing.
+        let meta = rec
+            .applied
+            .state
+            .image_for(config.node_id, -1, nr)
+            .without_own_leadership();
         (meta, Some(rec))
     } else {
         let meta = ClusterMeta::load(&config.meta_dir(), nr)?;

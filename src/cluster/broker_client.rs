@@ -20,7 +20,8 @@ const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// A call to another broker gives up after this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sends `req` to the broker at `addr` and reads its answer, within `CALL_TIMEOUT`.
+/// Sends `req` to the broker at `addr` on a connection of its own and reads its answer,
+/// within `CALL_TIMEOUT`.
 pub async fn call<R: Request>(
     addr: &str,
     source: Option<std::net::IpAddr>,
@@ -28,22 +29,8 @@ pub async fn call<R: Request>(
     version: i16,
     client_id: &str,
 ) -> anyhow::Result<R::Response> {
-    let frame = client::encode_request(req, version, 1, client_id)?;
-    let body = super::deadline(CALL_TIMEOUT, async {
-        let mut s = connect_from(addr, source).await?;
-        s.write_all(&frame).await?;
-        s.flush().await?;
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).await?;
-        let n = client::response_len(len).map_err(std::io::Error::other)?;
-        let mut body = vec![0u8; n];
-        s.read_exact(&mut body).await?;
-        Ok::<_, std::io::Error>(body)
-    })
-    .await
-    .and_then(|r| r)
-    .map_err(|e| anyhow::anyhow!("calling broker {addr}: {e}"))?;
-    client::decode_response::<R>(Bytes::from(body), version, 1)
+    let mut c = BrokerConnection::connect(addr, source, client_id).await?;
+    c.call(req, version, CALL_TIMEOUT).await
 }
 
 /// Writes the commit or abort marker of producer `pid` (at `epoch`) into `partitions`, all
@@ -111,7 +98,7 @@ impl BrokerConnection {
     pub async fn connect(
         addr: &str,
         source: Option<std::net::IpAddr>,
-        me: i32,
+        client_id: &str,
     ) -> anyhow::Result<BrokerConnection> {
         let stream = super::deadline(CALL_TIMEOUT, connect_from(addr, source))
             .await
@@ -121,7 +108,7 @@ impl BrokerConnection {
             addr: addr.to_string(),
             stream,
             correlation: 0,
-            client_id: format!("flumen-broker-{me}"),
+            client_id: client_id.to_string(),
         })
     }
 

@@ -298,13 +298,38 @@ impl ClusterNode {
     }
 
     /// The image this broker serves from now.
+    /// This broker's image of the committed state. Before the state holds this process's
+    /// own registration (a restarted broker catching up with the metadata log), the
+    /// leaderships it records for this broker are stale and left out: it serves nothing as a
+    /// leader from a view older than its return.
     pub fn image(&self) -> ClusterMeta {
         let controller = self.leader().map_or(-1, |l| l as i32);
-        self.sm
-            .applied
-            .borrow()
-            .state
-            .image_for(self.config.node_id, controller, self.nr_shards)
+        let meta = self.sm.applied.borrow().state.image_for(
+            self.config.node_id,
+            controller,
+            self.nr_shards,
+        );
+        if self.registered() {
+            meta
+        } else {
+            meta.without_own_leadership()
+        }
+    }
+
+    /// Whether the applied state holds this process's own registration.
+    fn registered(&self) -> bool {
+        let epoch = self.epoch.get();
+        let me = self.config.node_id;
+        epoch > 0
+            && self
+                .sm
+                .applied
+                .borrow()
+                .state
+                .brokers
+                .get(&me)
+                .map(|b| b.epoch)
+                == Some(epoch)
     }
 
     /// Commits `cmd` on the active controller, here or forwarded, retrying while there is
@@ -759,11 +784,11 @@ impl ClusterNode {
         let node = self.clone();
         glommio::spawn_local(async move {
             let mut changes = node.sm.subscribe();
-            let mut last: Option<(u64, i32)> = None;
+            let mut last: Option<(u64, i32, bool)> = None;
             let mut identity_written = read_identity(&node.dir).ok().flatten().is_some();
             while !stop.load(Ordering::Relaxed) {
                 let meta = node.image();
-                let now = (meta.version, meta.controller_id);
+                let now = (meta.version, meta.controller_id, node.registered());
                 if last != Some(now) {
                     if !identity_written && !meta.cluster_id.is_empty() {
                         identity_written = node.write_identity(&meta.cluster_id);

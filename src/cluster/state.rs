@@ -679,6 +679,20 @@ impl ClusterState {
         }
     }
 
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        p: i32,
+    ) -> Result<&mut PartitionRecord, (ErrorCode, String)> {
+        self.topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(p).ok()?))
+            .ok_or((
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("{topic}-{p} does not exist"),
+            ))
+    }
+
     /// AlterPartition: the leader's new ISR, checked against the record as it is now.
     /// Returns the new partition epoch.
     fn alter_partition(
@@ -690,14 +704,7 @@ impl ClusterState {
         isr: &[i32],
     ) -> Result<i32, (ErrorCode, String)> {
         let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
-        let part = self
-            .topics
-            .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(usize::try_from(p).ok()?))
-            .ok_or((
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                format!("{topic}-{p} does not exist"),
-            ))?;
+        let part = self.partition_mut(topic, p)?;
         if part.leader != broker || part.leader_epoch != leader_epoch {
             return Err((
                 ErrorCode::FENCED_LEADER_EPOCH,
@@ -755,14 +762,7 @@ impl ClusterState {
         }
         let mut load = self.shard_load();
         let brokers = self.brokers.clone();
-        let part = self
-            .topics
-            .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(usize::try_from(p).ok()?))
-            .ok_or((
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                format!("{topic}-{p} does not exist"),
-            ))?;
+        let part = self.partition_mut(topic, p)?;
         // Back to the replicas before any reassignment (the ones being added go).
         let original: Vec<(i32, u32)> = part
             .replicas
@@ -882,14 +882,7 @@ impl ClusterState {
 
     fn elect(&mut self, topic: &str, p: i32, unclean: bool) -> Result<(), (ErrorCode, String)> {
         let live: BTreeSet<i32> = self.live_brokers().map(|b| b.id).collect();
-        let part = self
-            .topics
-            .get_mut(topic)
-            .and_then(|t| t.partitions.get_mut(usize::try_from(p).ok()?))
-            .ok_or((
-                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                format!("{topic}-{p} does not exist"),
-            ))?;
+        let part = self.partition_mut(topic, p)?;
         let next = if unclean {
             if part.leader >= 0 {
                 return Err((

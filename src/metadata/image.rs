@@ -208,6 +208,18 @@ impl ClusterMeta {
         Ok(owner)
     }
 
+    /// This image with this broker leading nothing (what it led shows no leader): the view
+    /// of a restarted broker until its new registration is in the metadata it has.
+    pub fn without_own_leadership(mut self) -> ClusterMeta {
+        let me = self.node_id;
+        for t in self.topics.values_mut() {
+            for l in t.leaders.iter_mut().filter(|l| **l == me) {
+                *l = -1;
+            }
+        }
+        self
+    }
+
     /// A live broker's endpoint.
     pub fn broker(&self, id: i32) -> Option<&BrokerInfo> {
         self.brokers.iter().find(|b| b.id == id)

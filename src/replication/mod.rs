@@ -188,6 +188,7 @@ impl Replication {
 impl Fetcher {
     async fn run(self: Rc<Self>, svc: &Rc<Replication>, stop: &Arc<AtomicBool>) {
         let me = svc.image.get().node_id;
+        let client_id = format!("flumen-broker-{me}");
         let mut conn: Option<BrokerConnection> = None;
         let mut failures = 0u32;
         while !self.stopped.get() && !stop.load(Ordering::Relaxed) {
@@ -198,7 +199,7 @@ impl Fetcher {
             };
             let addr = format!("{}:{}", b.host, b.port);
             if conn.as_ref().is_none_or(|c| c.addr != addr) {
-                match BrokerConnection::connect(&addr, svc.source, me).await {
+                match BrokerConnection::connect(&addr, svc.source, &client_id).await {
                     Ok(c) => conn = Some(c),
                     Err(e) => {
                         failures += 1;
