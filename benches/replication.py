@@ -8,6 +8,8 @@ a measurable thing. In alternating order each round (so the machine's drift favo
 
   rf3_all        RF 3 (replicas 1, 2, 3), min.insync.replicas 2, acks=all
   rf1_one        RF 1 (replica 1), acks=1
+  rf3_one        RF 3, acks=1: the followers' fetches without acks=all's waiting, so the
+                 leader's follower-serving cost compares with rf1_consumers' directly
   rf1_consumers  RF 1, acks=1, with --consumers tailing consumers (`flumen bench consume
                  --from-latest`) on broker 1 reading every byte as it is written: the cost to
                  the leader of the same number of readers as RF 3 has followers, for comparison
@@ -60,7 +62,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "clients"))
 
-CASES = ("rf3_all", "rf1_one", "rf1_consumers")
+CASES = ("rf3_all", "rf1_one", "rf3_one", "rf1_consumers")
 BROKERS = (1, 2, 3)
 # Metrics are published by each shard once a second: wait this long after a run before
 # reading them, so every append of the run (and the followers' last fetches) is counted.
@@ -137,6 +139,8 @@ def run_case(c, args, case, topic, metrics):
     b1 = c.node(1).bootstrap
     if case == "rf3_all":
         replicas, acks, config = [1, 2, 3], "-1", {"min.insync.replicas": "2"}
+    elif case == "rf3_one":
+        replicas, acks, config = [1, 2, 3], "1", {}
     else:
         replicas, acks, config = [1], "1", {}
     create(b1, topic, p, assignment=[replicas] * p, config=config)
@@ -233,6 +237,12 @@ def report(args, results, idle, placement):
     lines.append(f"- leader's extra CPU for replication (rf3_all - rf1_one, broker 1): "
                  f"**{extra:.2f} CPU s/GB** produced")
     lines.append(f"- a follower's CPU: **{followers:.2f} CPU s/GB** (brokers 2 and 3 in rf3_all)")
+    if results["rf3_one"]:
+        o = results["rf3_one"]
+        fol = median([x["cpu_s_per_gb"][1] - y["cpu_s_per_gb"][1] for x, y in zip(o, b)])
+        lines.append(f"- leader's extra CPU for followers without acks=all (rf3_one - rf1_one, "
+                     f"broker 1): **{fol:.2f} CPU s/GB** produced; acks=all's own share "
+                     f"(rf3_all - rf3_one): **{extra - fol:.2f}**")
     if results["rf1_consumers"]:
         cc = results["rf1_consumers"]
         cons = median([x["cpu_s_per_gb"][1] - y["cpu_s_per_gb"][1] for x, y in zip(cc, b)])
