@@ -7,6 +7,7 @@ SIGSTOP (a follower that stops fetching) and an nftables partition.
 The checker: the producer records every acknowledged (partition, offset, value); the log read
 back at the end must hold exactly those records at those offsets, in acknowledgement order,
 each once (docs/guarantees.md)."""
+import collections
 import os
 import shutil
 import signal
@@ -184,11 +185,17 @@ class GroupReader(threading.Thread):
         super().__init__(daemon=True)
         self.bootstrap, self.topic, self.group = bootstrap, topic, group
         self.seen, self.fatal = [], None
+        # The last non-fatal errors it was handed (for a failure message: what a stalled
+        # member kept seeing).
+        self.errors = collections.deque(maxlen=20)
         self.stopping = threading.Event()
 
     def run(self):
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
-                      "auto.offset.reset": "earliest", "auto.commit.interval.ms": 500})
+        conf = {"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                "auto.offset.reset": "earliest", "auto.commit.interval.ms": 500}
+        if os.environ.get("GROUP_DEBUG"):
+            conf.update({"debug": "cgrp,fetch,topic,consumer", "log_level": 7})
+        c = Consumer(conf)
         c.subscribe([self.topic])
         while not self.stopping.is_set():
             m = c.poll(0.2)
@@ -198,6 +205,7 @@ class GroupReader(threading.Thread):
                 if m.error().fatal():
                     self.fatal = m.error()
                     break
+                self.errors.append((round(time.time(), 1), str(m.error())))
                 continue  # transport errors and the like while brokers die: librdkafka recovers
             self.seen.append((m.partition(), m.offset(), m.value()))
         c.close()
@@ -283,7 +291,8 @@ def test_leader_kill_loop(cluster_factory):
     unseen = [(p, o) for p, o, v in acked if v not in seen]
     assert not unseen, (f"the group never read {len(unseen)} acknowledged records, first {unseen[:5]}, "
                         f"last {unseen[-5:]}; it read up to offsets "
-                        f"{ {p: max((o for q, o, _ in group.seen if q == p), default=None) for p in (0, 1)} }")
+                        f"{ {p: max((o for q, o, _ in group.seen if q == p), default=None) for p in (0, 1)} }; "
+                        f"its last errors: {list(group.errors)}")
     at = {(p, o): v for p, o, v in log}
     wrong = [s for s in group.seen if at.get(s[:2]) != s[2]]
     assert not wrong, f"the group was handed {len(wrong)} records that are not in the log: {wrong[:5]}"
