@@ -44,7 +44,16 @@ generator and brokers share the machine, as in the campaign.
 Needs a built flumen (FLUMEN_BIN, default target/release/flumen; this script never builds)
 and confluent-kafka.
 
+At full speed the leader's core is saturated and followers that fall more than the tail cache
+behind read cold from the segment files while tailing consumers stay hot: per GB served that
+compares a cold reader with a hot one. `--rate N` (records/s, every case the same) keeps every
+reader at the tail, so rf3_one and rf1_consumers compare like for like. `--perf DIR` records the
+leader with `perf record --call-graph dwarf` during each producer run (DIR/<topic>.data), and
+`--cases` picks a subset.
+
     python3 benches/replication.py --rounds 3
+    python3 benches/replication.py --rounds 3 --rate 150000
+    python3 benches/replication.py --rounds 1 --cases rf1_one,rf3_one --perf /tmp/perf
     python3 benches/replication.py --rounds 1 --seconds 5 --partitions 8 --out /tmp/repl.json
 """
 import argparse
@@ -153,12 +162,24 @@ def run_case(c, args, case, topic, metrics):
                      for _ in range(args.consumers)]
         time.sleep(2.0)  # connected and waiting at the log end
     pids = {k: c.node(k).proc.pid for k in BROKERS}
+    perf = None
+    if args.perf:
+        # Software clock (this VM has no hardware counters); DWARF stacks for Rust frames.
+        perf = subprocess.Popen(
+            ["perf", "record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384",
+             "-p", str(pids[1]), "-o", os.path.join(args.perf, f"{topic}.data")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
     lo0 = loopback_rx_bytes()
     cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
     r = bench(args.flumen, "produce", b1, topic, "--partitions", str(p),
               "--record-size", str(args.record_size), "--batch-records", str(args.batch_records),
-              "--acks", acks, "--duration", str(args.seconds))
+              "--acks", acks, "--duration", str(args.seconds),
+              *(["--rate", str(args.rate)] if args.rate else []))
     cpu1 = {k: cpu_seconds(pid) for k, pid in pids.items()}
+    if perf:
+        perf.send_signal(2)  # SIGINT: perf writes its file and exits
+        perf.wait(60)
     consumed = 0
     for proc in consumers:
         try:
@@ -230,27 +251,37 @@ def report(args, results, idle, placement):
             f"{app_s} | {median([r['loopback_per_produced'] for r in rs]):.2f} | {per_round} |")
     lines.append("")
     a, b = results["rf3_all"], results["rf1_one"]
-    ratio = median([x["mb_per_sec"] / y["mb_per_sec"] for x, y in zip(a, b)])
-    extra = median([x["cpu_s_per_gb"][1] - y["cpu_s_per_gb"][1] for x, y in zip(a, b)])
-    followers = median([x["cpu_s_per_gb"][k] for x in a for k in (2, 3)])
-    lines.append(f"- throughput rf3_all / rf1_one: **{100 * ratio:.0f}%** (median of per-round ratios)")
-    lines.append(f"- leader's extra CPU for replication (rf3_all - rf1_one, broker 1): "
-                 f"**{extra:.2f} CPU s/GB** produced")
-    lines.append(f"- a follower's CPU: **{followers:.2f} CPU s/GB** (brokers 2 and 3 in rf3_all)")
+    if not b:
+        lines.append("- (no rf1_one runs: the differences against RF 1 need that case)")
+        return "\n".join(lines)
+    extra = None
+    if a:
+        ratio = median([x["mb_per_sec"] / y["mb_per_sec"] for x, y in zip(a, b)])
+        extra = median([x["cpu_s_per_gb"][1] - y["cpu_s_per_gb"][1] for x, y in zip(a, b)])
+        followers = median([x["cpu_s_per_gb"][k] for x in a for k in (2, 3)])
+        lines.append(f"- throughput rf3_all / rf1_one: **{100 * ratio:.0f}%** (median of per-round ratios)")
+        lines.append(f"- leader's extra CPU for replication (rf3_all - rf1_one, broker 1): "
+                     f"**{extra:.2f} CPU s/GB** produced")
+        lines.append(f"- a follower's CPU: **{followers:.2f} CPU s/GB** (brokers 2 and 3 in rf3_all)")
     if results["rf3_one"]:
         o = results["rf3_one"]
         fol = median([x["cpu_s_per_gb"][1] - y["cpu_s_per_gb"][1] for x, y in zip(o, b)])
+        served = median([x["leader_read_per_produced"] for x in o])
+        per_served = fol / served if served > 0 else float("nan")
+        own = "" if extra is None else f"; acks=all's own share (rf3_all - rf3_one): **{extra - fol:.2f}**"
         lines.append(f"- leader's extra CPU for followers without acks=all (rf3_one - rf1_one, "
-                     f"broker 1): **{fol:.2f} CPU s/GB** produced; acks=all's own share "
-                     f"(rf3_all - rf3_one): **{extra - fol:.2f}**")
+                     f"broker 1): **{fol:.2f} CPU s/GB** produced, **{per_served:.2f} per GB "
+                     f"served** to followers ({served:.2f} bytes read per byte produced){own}")
     if results["rf1_consumers"]:
         cc = results["rf1_consumers"]
         cons = median([x["cpu_s_per_gb"][1] - y["cpu_s_per_gb"][1] for x, y in zip(cc, b)])
         read = median([x["leader_read_per_produced"] for x in cc])
-        share = "–" if cons <= 0 else f"{100 * extra / cons:.0f}%"
+        per_read = cons / read if read > 0 else float("nan")
+        share = "–" if cons <= 0 or extra is None else f"{100 * extra / cons:.0f}%"
         lines.append(f"- leader's extra CPU for {args.consumers} tailing consumers (rf1_consumers - "
-                     f"rf1_one, broker 1): **{cons:.2f} CPU s/GB** produced (they read "
-                     f"{read:.2f} bytes per byte produced); replication / consumers: {share}")
+                     f"rf1_one, broker 1): **{cons:.2f} CPU s/GB** produced, **{per_read:.2f} per "
+                     f"GB served** (they read {read:.2f} bytes per byte produced); replication / "
+                     f"consumers: {share}")
     return "\n".join(lines)
 
 
@@ -270,6 +301,14 @@ def main():
     ap.add_argument("--data-dir", default=None, help="where the brokers' data dirs go (default: TMPDIR)")
     ap.add_argument("--no-pin", action="store_true", help="leave the brokers where glommio put them")
     ap.add_argument("--out", default=None, help="write every round's figures here as JSON")
+    ap.add_argument("--rate", type=int, default=None,
+                    help="records/s for every case (open loop): below the leader's limit every "
+                         "reader keeps up, so per-GB costs compare like for like")
+    ap.add_argument("--cases", default=",".join(CASES),
+                    help=f"comma-separated subset of {','.join(CASES)}")
+    ap.add_argument("--perf", default=None, metavar="DIR",
+                    help="record the leader (broker 1) with `perf record --call-graph dwarf` "
+                         "during each producer run, into DIR/<case>-<round>.data")
     args = ap.parse_args()
     if not os.access(args.flumen, os.X_OK):
         sys.exit(f"no flumen binary at {args.flumen} (build it, or set FLUMEN_BIN / --flumen)")
@@ -278,7 +317,13 @@ def main():
     from conftest import free_port
     from test_cluster import Cluster
 
-    cases = [k for k in CASES if k != "rf1_consumers" or args.consumers > 0]
+    wanted = [k.strip() for k in args.cases.split(",") if k.strip()]
+    unknown = [k for k in wanted if k not in CASES]
+    if unknown:
+        sys.exit(f"unknown case(s) {unknown}: choose from {', '.join(CASES)}")
+    cases = [k for k in CASES if k in wanted and (k != "rf1_consumers" or args.consumers > 0)]
+    if args.perf:
+        os.makedirs(args.perf, exist_ok=True)
     results = {k: [] for k in CASES}
     extra = {"broker_session_timeout_ms": 9000,  # a loaded 2-core host must not fence anyone
              "max_partitions_per_topic": max(args.partitions, 1000)}
