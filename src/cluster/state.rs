@@ -162,6 +162,14 @@ pub enum Command {
         assignment: Option<Vec<Vec<i32>>>,
         max_partitions: usize,
     },
+    /// A topic's config overrides become `after` (AlterConfigs, IncrementalAlterConfigs),
+    /// if they are still `before`: two changes computed from the same overrides cannot
+    /// both apply, so neither is lost silently.
+    AlterTopicConfigs {
+        topic: String,
+        before: BTreeMap<String, String>,
+        after: BTreeMap<String, String>,
+    },
 }
 
 impl std::fmt::Display for Command {
@@ -198,6 +206,9 @@ impl std::fmt::Display for Command {
             Command::AlterReassignments { moves } => write!(f, "reassign {moves:?}"),
             Command::CreatePartitions { topic, count, .. } => {
                 write!(f, "grow {topic} to {count} partitions")
+            }
+            Command::AlterTopicConfigs { topic, after, .. } => {
+                write!(f, "set the configs of {topic} to {after:?}")
             }
         }
     }
@@ -368,6 +379,30 @@ impl ClusterState {
                 ))],
                 value: 0,
             },
+            Command::AlterTopicConfigs {
+                topic,
+                before,
+                after,
+            } => {
+                let r = match self.topics.get_mut(topic) {
+                    None => Err((
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("topic {topic} does not exist"),
+                    )),
+                    Some(t) if t.configs != *before => Err((
+                        ErrorCode::INVALID_UPDATE_VERSION,
+                        format!("the configs of {topic} changed meanwhile"),
+                    )),
+                    Some(t) => {
+                        t.configs = after.clone();
+                        Ok(())
+                    }
+                };
+                Reply {
+                    results: vec![outcome(r)],
+                    value: 0,
+                }
+            }
         }
     }
 
@@ -1022,6 +1057,41 @@ mod tests {
                 max_topics: 100,
             },
         )
+    }
+
+    #[test]
+    fn topic_configs_change_only_from_the_overrides_they_were_computed_from() {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        register(&mut s, &mut i, 1, None);
+        create(&mut s, &mut i, "t", 1, 1);
+        let set = |before: &[(&str, &str)], after: &[(&str, &str)]| Command::AlterTopicConfigs {
+            topic: "t".into(),
+            before: before
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            after: after
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let r = s.apply(10, &set(&[], &[("retention.ms", "5")]));
+        assert_eq!(r.results, vec![(0, None)]);
+        assert_eq!(s.topics["t"].configs["retention.ms"], "5");
+        // Computed from the overrides before that change: refused, nothing lost.
+        let r = s.apply(11, &set(&[], &[("segment.ms", "9")]));
+        assert_eq!(r.results[0].0, ErrorCode::INVALID_UPDATE_VERSION.0);
+        assert_eq!(s.topics["t"].configs.len(), 1);
+        let r = s.apply(12, &set(&[("retention.ms", "5")], &[]));
+        assert_eq!(r.results, vec![(0, None)]);
+        assert!(s.topics["t"].configs.is_empty());
+        let mut gone = set(&[], &[]);
+        if let Command::AlterTopicConfigs { topic, .. } = &mut gone {
+            *topic = "nope".into();
+        }
+        let r = s.apply(13, &gone);
+        assert_eq!(r.results[0].0, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0);
     }
 
     #[test]

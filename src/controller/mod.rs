@@ -9,7 +9,9 @@
 use crate::cluster::node::ClusterNode;
 use crate::cluster::state::{Command as ClusterCommand, NewTopic};
 use crate::config::Config;
-use crate::metadata::topic_config::check_topic_config;
+use crate::metadata::topic_config::{
+    altered_configs, check_topic_config, topic_defaults, ConfigOp,
+};
 use crate::metadata::{
     self, image, internal_topic_configs, ClusterMeta, MetadataImage, TopicMeta, MAX_PARTITIONS,
     MAX_TOPICS,
@@ -57,6 +59,21 @@ pub struct GrowSpec {
     pub validate_only: bool,
 }
 
+/// An AlterConfigs or IncrementalAlterConfigs entry for one topic.
+pub struct ConfigChange {
+    pub topic: String,
+    /// In order; AlterConfigs' entries are all `Set`.
+    pub ops: Vec<(String, ConfigOp)>,
+    /// AlterConfigs: the entries replace every override (those not named go back to the
+    /// broker's values). IncrementalAlterConfigs: only the named configs change.
+    pub replace: bool,
+    pub validate_only: bool,
+}
+
+/// How often a config change computed from overrides that changed meanwhile is computed
+/// again before the client is told.
+const CONFIG_CHANGE_TRIES: usize = 5;
+
 /// The outcome for one topic of a CreateTopics or DeleteTopics.
 #[derive(Clone, Debug)]
 pub struct TopicResult {
@@ -65,13 +82,13 @@ pub struct TopicResult {
 }
 
 impl TopicResult {
-    fn ok() -> TopicResult {
+    pub fn ok() -> TopicResult {
         TopicResult {
             error: ErrorCode::NONE,
             message: None,
         }
     }
-    fn err(error: ErrorCode, message: String) -> TopicResult {
+    pub fn err(error: ErrorCode, message: String) -> TopicResult {
         TopicResult {
             error,
             message: Some(message),
@@ -183,6 +200,17 @@ impl Controller {
         let n = specs.len();
         self.change(n, move |c| async move { c.grow_local(specs).await })
             .await
+    }
+
+    /// Alters topic configs (from any shard): committed, persisted, and in force on every
+    /// replica from the image that carries them.
+    pub async fn alter_topic_configs(&self, changes: Vec<ConfigChange>) -> Vec<TopicResult> {
+        let n = changes.len();
+        self.change(
+            n,
+            move |c| async move { c.alter_configs_local(changes).await },
+        )
+        .await
     }
 
     /// ElectLeaders (from any shard): one result per partition asked for, or, for None, per
@@ -740,6 +768,73 @@ impl Controller {
             return (results, version);
         }
         self.commit_local(meta, opens, results).await
+    }
+
+    async fn alter_configs_local(&self, changes: Vec<ConfigChange>) -> (Vec<TopicResult>, u64) {
+        let node = self.cluster();
+        let _turn = self.control_lock.lock().await;
+        let defaults = topic_defaults(&self.config);
+        let mut meta = (*self.image.get()).clone();
+        let mut results = Vec::with_capacity(changes.len());
+        let (mut version, mut changed) = (0, false);
+        for ch in changes {
+            let mut tries = 0;
+            let verdict = loop {
+                tries += 1;
+                // In a cluster, the overrides as this node's copy of the state has them (the
+                // image may trail it); a stale copy is caught when the change applies.
+                let current = match &node {
+                    Some(node) => node
+                        .state()
+                        .topics
+                        .get(&ch.topic)
+                        .map(|t| t.configs.clone()),
+                    None => meta.topics.get(&ch.topic).map(|t| t.configs.clone()),
+                };
+                let Some(before) = current else {
+                    break TopicResult::err(
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("topic {} does not exist", ch.topic),
+                    );
+                };
+                let after = match altered_configs(&before, &ch.ops, ch.replace, &defaults) {
+                    Ok(a) => a,
+                    Err(m) => break TopicResult::err(ErrorCode::INVALID_CONFIG, m),
+                };
+                if ch.validate_only || after == before {
+                    break TopicResult::ok();
+                }
+                let Some(node) = &node else {
+                    if let Some(t) = meta.topics.get_mut(&ch.topic) {
+                        t.configs = after;
+                    }
+                    changed = true;
+                    break TopicResult::ok();
+                };
+                let cmd = ClusterCommand::AlterTopicConfigs {
+                    topic: ch.topic.clone(),
+                    before,
+                    after,
+                };
+                let mut one = [TopicResult::ok()];
+                version = version.max(self.commit(node, cmd, &[0], &mut one).await);
+                let [r] = one;
+                if r.error != ErrorCode::INVALID_UPDATE_VERSION || tries >= CONFIG_CHANGE_TRIES {
+                    break r;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+            };
+            if verdict.error.is_ok() && !ch.validate_only {
+                tracing::info!(topic = %ch.topic, "altered topic configs");
+            }
+            results.push(verdict);
+        }
+        if node.is_some() || !changed {
+            return (results, version);
+        }
+        let nr = self.shard.nr_shards;
+        self.commit_local(meta, (0..nr).map(|_| Vec::new()).collect(), results)
+            .await
     }
 
     async fn elect_local(

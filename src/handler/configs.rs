@@ -1,18 +1,30 @@
 //! DescribeConfigs: every topic config Flumen honours (the topic's override or the broker's
 //! value, with Kafka's source, read-only and type codes) and the broker's own configs.
+//! AlterConfigs and IncrementalAlterConfigs: a topic's overrides, committed through the
+//! controller and in force without a restart; broker configs are static (INVALID_REQUEST).
 
 use super::{decode, Ctx};
 use crate::broker::Broker;
-use crate::metadata::topic_config::{describe_broker, describe_topic, DescribedConfig};
+use crate::controller::{ConfigChange, TopicResult};
+use crate::metadata::topic_config::{describe_broker, describe_topic, ConfigOp, DescribedConfig};
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
 use bytes::Bytes;
+use kafka_protocol::messages::alter_configs_request::AlterConfigsRequest;
+use kafka_protocol::messages::alter_configs_response::{
+    AlterConfigsResourceResponse, AlterConfigsResponse,
+};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsRequest;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
     DescribeConfigsSynonym,
 };
+use kafka_protocol::messages::incremental_alter_configs_request::IncrementalAlterConfigsRequest;
+use kafka_protocol::messages::incremental_alter_configs_response::{
+    AlterConfigsResourceResponse as IncrementalResult, IncrementalAlterConfigsResponse,
+};
 use kafka_protocol::protocol::StrBytes;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 const TOPIC: i8 = 2;
@@ -93,4 +105,186 @@ fn entry(c: DescribedConfig, synonyms: bool, docs: bool) -> DescribeConfigsResou
             .with_source(c.source as i8)]);
     }
     e
+}
+
+/// One resource of an AlterConfigs or IncrementalAlterConfigs request: (type, name, and
+/// per config its name, Kafka's operation code and value).
+type Resource = (i8, String, Vec<(String, i8, Option<String>)>);
+
+/// AlterConfigs (v0-2): each topic's overrides become exactly the configs given.
+pub async fn alter(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<Response, Response> {
+    let req: AlterConfigsRequest = decode(ctx, body)?;
+    let resources = req
+        .resources
+        .iter()
+        .map(|r| {
+            let configs = r.configs.iter().map(|c| {
+                let v = c.value.as_ref().map(|v| v.to_string());
+                (c.name.to_string(), OP_SET, v)
+            });
+            (
+                r.resource_type,
+                r.resource_name.to_string(),
+                configs.collect(),
+            )
+        })
+        .collect();
+    let results = apply(broker, resources, true, req.validate_only).await;
+    let responses = results.into_iter().map(|((kind, name), r)| {
+        AlterConfigsResourceResponse::default()
+            .with_resource_type(kind)
+            .with_resource_name(s(name))
+            .with_error_code(r.error.0)
+            .with_error_message(r.message.map(s))
+    });
+    Ok(ctx.respond(&AlterConfigsResponse::default().with_responses(responses.collect())))
+}
+
+/// IncrementalAlterConfigs (v0-1): SET, DELETE, APPEND and SUBTRACT on the named configs.
+pub async fn incremental_alter(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+) -> Result<Response, Response> {
+    let req: IncrementalAlterConfigsRequest = decode(ctx, body)?;
+    let resources = req
+        .resources
+        .iter()
+        .map(|r| {
+            let configs = r.configs.iter().map(|c| {
+                let v = c.value.as_ref().map(|v| v.to_string());
+                (c.name.to_string(), c.config_operation, v)
+            });
+            (
+                r.resource_type,
+                r.resource_name.to_string(),
+                configs.collect(),
+            )
+        })
+        .collect();
+    let results = apply(broker, resources, false, req.validate_only).await;
+    let responses = results.into_iter().map(|((kind, name), r)| {
+        IncrementalResult::default()
+            .with_resource_type(kind)
+            .with_resource_name(s(name))
+            .with_error_code(r.error.0)
+            .with_error_message(r.message.map(s))
+    });
+    let resp = IncrementalAlterConfigsResponse::default().with_responses(responses.collect());
+    Ok(ctx.respond(&resp))
+}
+
+/// Kafka's AlterConfigOp codes.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// Checks each resource, hands the topics' changes to the controller, and answers one result
+/// per resource, in order.
+async fn apply(
+    broker: &Rc<Broker>,
+    resources: Vec<Resource>,
+    replace: bool,
+    validate_only: bool,
+) -> Vec<((i8, String), TopicResult)> {
+    let node_id = broker.meta().node_id.to_string();
+    let mut seen = BTreeSet::new();
+    let twice: BTreeSet<(i8, String)> = resources
+        .iter()
+        .filter(|(k, n, _)| !seen.insert((*k, n.clone())))
+        .map(|(k, n, _)| (*k, n.clone()))
+        .collect();
+    let mut out: Vec<((i8, String), Option<TopicResult>)> = Vec::new();
+    let mut changes = Vec::new();
+    let mut slots = Vec::new();
+    for (kind, name, configs) in resources {
+        let verdict =
+            if twice.contains(&(kind, name.clone())) {
+                Err((
+                    ErrorCode::INVALID_REQUEST,
+                    format!("{name} is named twice in the request"),
+                ))
+            } else {
+                match kind {
+                    TOPIC => ops(&configs, replace).map(|ops| {
+                        slots.push(out.len());
+                        changes.push(ConfigChange {
+                            topic: name.clone(),
+                            ops,
+                            replace,
+                            validate_only,
+                        });
+                    }),
+                    BROKER if name.is_empty() || name == node_id => {
+                        Err((
+                            ErrorCode::INVALID_REQUEST,
+                            format!(
+                        "broker configs are static in Flumen: set {} in the broker's config \
+                         file and restart it",
+                        configs.iter().map(|c| c.0.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                        ))
+                    }
+                    BROKER => Err((
+                        ErrorCode::INVALID_REQUEST,
+                        format!("this is broker {node_id}; ask broker {name} for its configs"),
+                    )),
+                    other => Err((
+                        ErrorCode::INVALID_REQUEST,
+                        format!("resource type {other} has no configs here"),
+                    )),
+                }
+            };
+        let r = verdict.err().map(|(code, m)| TopicResult::err(code, m));
+        out.push(((kind, name), r));
+    }
+    if !changes.is_empty() {
+        let done = broker.controller.alter_topic_configs(changes).await;
+        for (slot, r) in slots.into_iter().zip(done) {
+            out[slot].1 = Some(r);
+        }
+    }
+    out.into_iter()
+        .map(|(k, r)| (k, r.unwrap_or_else(TopicResult::ok)))
+        .collect()
+}
+
+/// A resource's configs as operations: each config named once, a known operation, a value
+/// where the operation needs one.
+fn ops(
+    configs: &[(String, i8, Option<String>)],
+    replace: bool,
+) -> Result<Vec<(String, ConfigOp)>, (ErrorCode, String)> {
+    let mut names = BTreeSet::new();
+    let mut out = Vec::with_capacity(configs.len());
+    for (name, op, value) in configs {
+        if !names.insert(name.as_str()) {
+            return Err((ErrorCode::INVALID_REQUEST, format!("{name} is named twice")));
+        }
+        let need = |v: &Option<String>| {
+            v.clone().ok_or_else(|| {
+                (
+                    ErrorCode::INVALID_CONFIG,
+                    format!("{name}: a null value for operation {op}"),
+                )
+            })
+        };
+        let op = match (*op, replace) {
+            // AlterConfigs: a null value leaves the config at the broker's value.
+            (OP_SET, true) if value.is_none() => continue,
+            (OP_SET, _) => ConfigOp::Set(need(value)?),
+            (OP_DELETE, false) => ConfigOp::Delete,
+            (OP_APPEND, false) => ConfigOp::Append(need(value)?),
+            (OP_SUBTRACT, false) => ConfigOp::Subtract(need(value)?),
+            (other, _) => {
+                return Err((
+                    ErrorCode::INVALID_REQUEST,
+                    format!("{name}: unknown config operation {other}"),
+                ))
+            }
+        };
+        out.push((name.clone(), op));
+    }
+    Ok(out)
 }

@@ -84,6 +84,8 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
         ApiKey::Metadata => metadata::handle(&broker, &ctx, body).await,
         ApiKey::DescribeCluster => metadata::describe_cluster(&broker, &ctx, body).await,
         ApiKey::DescribeConfigs => configs::describe(&broker, &ctx, body).await,
+        ApiKey::AlterConfigs => configs::alter(&broker, &ctx, body).await,
+        ApiKey::IncrementalAlterConfigs => configs::incremental_alter(&broker, &ctx, body).await,
         ApiKey::Produce => produce::handle(&broker, &ctx, body).await,
         ApiKey::Fetch => fetch::handle(&broker, &ctx, body).await,
         ApiKey::ListOffsets => list_offsets::handle(&broker, &ctx, body).await,

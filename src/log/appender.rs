@@ -177,7 +177,7 @@ impl Partition {
         let total: u64 = infos.iter().map(|i| i.len as u64).sum();
         let now = now_ms();
         self.make_room(total, now).await?;
-        let log_append_time = match self.cfg.timestamp_type {
+        let log_append_time = match self.cfg().timestamp_type {
             TimestampType::LogAppendTime => now,
             TimestampType::CreateTime => -1,
         };
@@ -216,8 +216,8 @@ impl Partition {
             let st = self.st.borrow();
             let active = st.active_segment();
             st.appended_bytes > 0
-                && (st.appended_bytes + total > self.cfg.segment_bytes
-                    || now - active.created_ms >= self.cfg.segment_ms)
+                && (st.appended_bytes + total > self.cfg().segment_bytes
+                    || now - active.created_ms >= self.cfg().segment_ms)
         };
         if roll {
             self.roll().await?;
@@ -285,7 +285,7 @@ impl Partition {
             offset,
             max_ts,
             info.len as u64,
-            self.cfg.index_interval_bytes,
+            self.cfg().index_interval_bytes,
         );
         self.tail_cache.insert(&me, offset, cached);
         if info.producer_id >= 0 {
@@ -311,8 +311,8 @@ impl Partition {
             if wb.len + len <= wb.buf.len() {
                 return;
             }
-            st.buf_capacity =
-                (st.buf_capacity * 2).min(self.cfg.write_buffer_bytes.max(MIN_WRITE_BUFFER_BYTES));
+            st.buf_capacity = (st.buf_capacity * 2)
+                .min(self.cfg().write_buffer_bytes.max(MIN_WRITE_BUFFER_BYTES));
             Self::seal_open(st);
         }
         let file = st.writer.clone().expect("active writer");
@@ -354,7 +354,7 @@ impl Partition {
         if need <= seg.allocated_bytes.get() {
             return Ok(());
         }
-        let step = align_up(need, PREALLOC_STEP_BYTES).min(self.cfg.segment_bytes.max(need));
+        let step = align_up(need, PREALLOC_STEP_BYTES).min(self.cfg().segment_bytes.max(need));
         if file.pre_allocate(step).await.is_ok() {
             seg.allocated_bytes.set(step);
             return Ok(());
@@ -382,7 +382,7 @@ impl Partition {
         let seg = Rc::new(Segment::new(&self.dir, base, now_ms()));
         seg.indexes_loaded.set(true);
         let writer = self.open_writer(&seg).await?;
-        let first = PREALLOC_STEP_BYTES.min(self.cfg.segment_bytes);
+        let first = PREALLOC_STEP_BYTES.min(self.cfg().segment_bytes);
         if let Err(e) = writer.pre_allocate(first).await {
             if let Ok(w) = Rc::try_unwrap(writer) {
                 let _ = w.close().await;
@@ -508,7 +508,7 @@ impl Partition {
                     // Allocate ahead in steps so most writes land in allocated space (no
                     // metadata for fdatasync) without reserving a whole segment per partition.
                     let target =
-                        align_up(end, PREALLOC_STEP_BYTES).min(self.cfg.segment_bytes.max(end));
+                        align_up(end, PREALLOC_STEP_BYTES).min(self.cfg().segment_bytes.max(end));
                     wb.file.pre_allocate(target).await.map_err(io_err)?;
                     wb.seg.allocated_bytes.set(target);
                 }
@@ -522,7 +522,7 @@ impl Partition {
                 if n != write_len {
                     return Err(io_err(format!("short write: {n} of {write_len} bytes")));
                 }
-                if self.cfg.flush == FlushPolicy::EveryWrite {
+                if self.cfg().flush == FlushPolicy::EveryWrite {
                     wb.file.fdatasync().await.map_err(io_err)?;
                 } else {
                     self.st.borrow_mut().unsynced_writes = true;

@@ -301,7 +301,7 @@ impl Partition {
         let mut walk = LogWalk::new(
             self.segments_from(end - 1),
             WalkFrom::Offset(end - 1),
-            self.cfg.index_interval_bytes,
+            self.cfg().index_interval_bytes,
         );
         while let Some((_, mut batches)) = walk.next_segment().await? {
             while let Some(b) = batches.next().await? {
@@ -321,7 +321,7 @@ impl Partition {
         let mut walk = LogWalk::new(
             self.segments_from(start),
             WalkFrom::Offset(start),
-            self.cfg.index_interval_bytes,
+            self.cfg().index_interval_bytes,
         );
         while let Some((_, mut batches)) = walk.next_segment().await? {
             while let Some(b) = batches.next().await? {

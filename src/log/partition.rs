@@ -107,8 +107,9 @@ pub struct Partition {
     pub index: i32,
     /// `<data>/<topic>-<index>`.
     pub dir: PathBuf,
-    /// Settings, fixed while the partition is open.
-    pub cfg: LogConfig,
+    /// Settings: the topic's configs over the broker's; a topic config altered at run time
+    /// replaces them (`set_config`), and each use reads the current ones.
+    cfg: RefCell<Rc<LogConfig>>,
     pub(super) me: Weak<Partition>,
     pub(super) st: RefCell<State>,
     pub(super) cache: RefCell<VecDeque<CacheEntry>>,
@@ -146,6 +147,20 @@ pub(super) fn io_err(e: impl std::fmt::Display) -> KafkaError {
 }
 
 impl Partition {
+    /// The settings in force now.
+    pub fn cfg(&self) -> Rc<LogConfig> {
+        self.cfg.borrow().clone()
+    }
+
+    /// Takes new settings (a topic config altered at run time): the next append, roll,
+    /// retention pass and read use them. What the broker and not the topic decides (the
+    /// simulated disk's faults) is kept.
+    pub fn set_config(&self, mut cfg: LogConfig) {
+        let old = self.cfg();
+        cfg.faults = old.faults.clone();
+        *self.cfg.borrow_mut() = Rc::new(cfg);
+    }
+
     /// The partition's directory name under the data directory: `<topic>-<index>`.
     pub fn dir_name(topic: &str, index: i32) -> String {
         format!("{topic}-{index}")
@@ -179,7 +194,7 @@ impl Partition {
             topic: topic.to_string(),
             index,
             dir: dir.clone(),
-            cfg,
+            cfg: RefCell::new(Rc::new(cfg)),
             me: me.clone(),
             st: RefCell::new(State {
                 segments,
@@ -227,7 +242,7 @@ impl Partition {
             .dma_open(seg.log_path())
             .await
             .map_err(io_err)?;
-        let f = LogFile::new(f, self.cfg.faults.clone());
+        let f = LogFile::new(f, self.cfg().faults.clone());
         seg.allocated_bytes
             .set(f.file_size().await.map_err(io_err)?);
         Ok(Rc::new(f))

@@ -244,7 +244,7 @@ impl Partition {
         let mut walk = LogWalk::new(
             self.segments_from(offset),
             WalkFrom::Offset(offset),
-            self.cfg.index_interval_bytes,
+            self.cfg().index_interval_bytes,
         );
         while let Some((seg, mut batches)) = walk.next_segment().await? {
             let mut range: Option<(u64, u64)> = None;
@@ -320,7 +320,11 @@ impl Partition {
                 st.durable_offset,
             )
         };
-        let mut walk = LogWalk::new(segs, WalkFrom::Timestamp(ts), self.cfg.index_interval_bytes);
+        let mut walk = LogWalk::new(
+            segs,
+            WalkFrom::Timestamp(ts),
+            self.cfg().index_interval_bytes,
+        );
         while let Some((_, mut batches)) = walk.next_segment().await? {
             while let Some(b) = batches.next().await? {
                 if b.prefix.base_offset >= hw {

@@ -27,7 +27,7 @@ impl Partition {
         let mut validated_from = 0;
         let seg = match newest {
             Some(seg) => {
-                validated_from = seg.recover(self.cfg.index_interval_bytes).await?;
+                validated_from = seg.recover(self.cfg().index_interval_bytes).await?;
                 tracing::debug!(topic = %self.topic, partition = self.index,
                     end = seg.written_bytes.get(), next = seg.written_next_offset.get(), "recovered");
                 seg
@@ -194,7 +194,7 @@ impl Partition {
         let mut walk = LogWalk::new(
             self.segments_from(from),
             WalkFrom::Offset(from),
-            self.cfg.index_interval_bytes,
+            self.cfg().index_interval_bytes,
         );
         while let Some((seg, mut batches)) = walk.next_segment().await? {
             // Paired with recovery's validation: the newest segment's batches from

@@ -304,7 +304,7 @@ impl Partition {
         let mut walk = LogWalk::new(
             vec![seg.clone()],
             WalkFrom::Offset(offset),
-            self.cfg.index_interval_bytes,
+            self.cfg().index_interval_bytes,
         );
         if let Some((_, mut batches)) = walk.next_segment().await? {
             while let Some(b) = batches.next().await? {
@@ -383,7 +383,7 @@ impl Partition {
         writer.fdatasync().await.map_err(io_err)?;
         seg.allocated_bytes.set(position);
         let validated_from = seg
-            .truncate_to(position, offset, self.cfg.index_interval_bytes)
+            .truncate_to(position, offset, self.cfg().index_interval_bytes)
             .await?;
         {
             // The shard's budget keeps counting the dropped entries until their turn to be

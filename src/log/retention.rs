@@ -18,7 +18,7 @@ impl Partition {
         let expired = self
             .producers
             .borrow_mut()
-            .expire(now, self.cfg.producer_id_expiration_ms);
+            .expire(now, self.cfg().producer_id_expiration_ms);
         if expired > 0 {
             tracing::debug!(topic = %self.topic, partition = self.index, expired,
                 "forgot idle producer ids");
@@ -42,16 +42,16 @@ impl Partition {
             if count <= 1 {
                 return Ok(());
             }
-            oldest.load_indexes(self.cfg.index_interval_bytes).await?;
+            oldest.load_indexes(self.cfg().index_interval_bytes).await?;
             let newest_ts = if oldest.max_timestamp.get() >= 0 {
                 oldest.max_timestamp.get()
             } else {
                 oldest.created_ms
             };
-            let by_time = self.cfg.retention_ms >= 0 && now - newest_ts > self.cfg.retention_ms;
-            let by_size = self.cfg.retention_bytes >= 0
+            let by_time = self.cfg().retention_ms >= 0 && now - newest_ts > self.cfg().retention_ms;
+            let by_size = self.cfg().retention_bytes >= 0
                 && total.saturating_sub(oldest.written_bytes.get())
-                    >= self.cfg.retention_bytes as u64;
+                    >= self.cfg().retention_bytes as u64;
             if !(by_time || by_size) {
                 return Ok(());
             }

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::log::LogConfig;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Maps a topic's config overrides onto the broker defaults.
@@ -80,6 +81,96 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
         },
         _ => Err(format!("unknown or unsupported topic config {key}")),
     }
+}
+
+/// One change to a topic's config overrides: IncrementalAlterConfigs' operations (SET,
+/// DELETE, APPEND, SUBTRACT); AlterConfigs is a SET of each key it names over no overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ConfigOp {
+    Set(String),
+    /// Back to the broker's value.
+    Delete,
+    /// Adds items to a list config (cleanup.policy).
+    Append(String),
+    /// Removes items from a list config.
+    Subtract(String),
+}
+
+/// Topic configs whose value is a comma-separated list (APPEND and SUBTRACT apply).
+fn is_list(key: &str) -> bool {
+    key == "cleanup.policy"
+}
+
+/// The overrides after `ops` (applied in order to `current`, or to no overrides when
+/// `replace`, as AlterConfigs does), every resulting value checked; Err names the config
+/// and why (Kafka's INVALID_CONFIG).
+pub fn altered_configs(
+    current: &BTreeMap<String, String>,
+    ops: &[(String, ConfigOp)],
+    replace: bool,
+    defaults: &BTreeMap<&'static str, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut out = if replace {
+        BTreeMap::new()
+    } else {
+        current.clone()
+    };
+    for (key, op) in ops {
+        if !defaults.contains_key(key.as_str()) {
+            return Err(format!("unknown or unsupported topic config {key}"));
+        }
+        let items = |out: &BTreeMap<String, String>| -> Vec<String> {
+            let v = out.get(key).or(defaults.get(key.as_str()));
+            v.map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        match op {
+            ConfigOp::Set(v) => {
+                check_topic_config(key, v)?;
+                out.insert(key.clone(), v.clone());
+            }
+            ConfigOp::Delete => {
+                out.remove(key);
+            }
+            ConfigOp::Append(v) | ConfigOp::Subtract(v) => {
+                if !is_list(key) {
+                    return Err(format!(
+                        "{key} is not a list: APPEND and SUBTRACT apply to list configs only"
+                    ));
+                }
+                let mut list = items(&out);
+                for x in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+                    if matches!(op, ConfigOp::Append(_)) {
+                        if !list.iter().any(|y| y == x) {
+                            list.push(x.to_string());
+                        }
+                    } else {
+                        list.retain(|y| y != x);
+                    }
+                }
+                let joined = list.join(",");
+                check_topic_config(key, &joined)?;
+                out.insert(key.clone(), joined);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every topic config Flumen honours, with the broker's value for it (what a topic without
+/// an override gets).
+pub fn topic_defaults(cfg: &Config) -> BTreeMap<&'static str, String> {
+    describe_topic(cfg, &BTreeMap::new())
+        .into_iter()
+        .filter(|c| !c.read_only)
+        .map(|c| (c.name, c.value))
+        .collect()
 }
 
 /// Where a described config's value comes from (Kafka's ConfigSource codes).
@@ -314,4 +405,61 @@ pub fn describe_broker(cfg: &Config) -> Vec<DescribedConfig> {
             "largest request frame",
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn config_operations_set_delete_append_subtract_and_replace() {
+        let defaults = topic_defaults(&Config::default());
+        let cur = map(&[("retention.ms", "5"), ("segment.ms", "60000")]);
+        let set = |k: &str, v: &str| (k.to_string(), ConfigOp::Set(v.to_string()));
+        let after = altered_configs(
+            &cur,
+            &[
+                set("retention.ms", "7"),
+                ("segment.ms".into(), ConfigOp::Delete),
+            ],
+            false,
+            &defaults,
+        )
+        .unwrap();
+        assert_eq!(after, map(&[("retention.ms", "7")]));
+        // AlterConfigs: what is not named goes back to the broker's value.
+        let after = altered_configs(&cur, &[set("retention.bytes", "1024")], true, &defaults);
+        assert_eq!(after.unwrap(), map(&[("retention.bytes", "1024")]));
+        // A list config: APPEND of what is there already changes nothing, SUBTRACT of the only
+        // supported policy leaves an empty (refused) list.
+        let append = (
+            "cleanup.policy".to_string(),
+            ConfigOp::Append("delete".into()),
+        );
+        let after = altered_configs(&cur, &[append], false, &defaults).unwrap();
+        assert_eq!(after["cleanup.policy"], "delete");
+        let sub = (
+            "cleanup.policy".to_string(),
+            ConfigOp::Subtract("delete".into()),
+        );
+        assert!(altered_configs(&cur, &[sub], false, &defaults).is_err());
+        // Refused, each naming its config: unknown, bad value, APPEND to a non-list.
+        for (op, name) in [
+            (set("no.such", "1"), "no.such"),
+            (set("retention.ms", "x"), "retention.ms"),
+            (
+                ("retention.ms".to_string(), ConfigOp::Append("1".into())),
+                "retention.ms",
+            ),
+        ] {
+            let e = altered_configs(&cur, &[op], false, &defaults).unwrap_err();
+            assert!(e.contains(name), "{e}");
+        }
+    }
 }

@@ -372,12 +372,12 @@ impl PartitionManager {
             }
             if r.high_watermark() >= target {
                 let isr = r.role().isr.len();
-                if isr < r.min_isr {
+                if isr < r.min_isr() {
                     return Err(KafkaError::new(
                         ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
                         format!(
                             "written, but the ISR shrank to {isr}, below min.insync.replicas {}",
-                            r.min_isr
+                            r.min_isr()
                         ),
                     ));
                 }
@@ -398,12 +398,13 @@ impl PartitionManager {
     /// refused before anything is appended (Kafka's NOT_ENOUGH_REPLICAS).
     fn check_min_isr(r: &Replica) -> Result<(), KafkaError> {
         let isr = r.role().isr.len();
-        if isr < r.min_isr {
+        if isr < r.min_isr() {
             return Err(KafkaError::new(
                 ErrorCode::NOT_ENOUGH_REPLICAS,
                 format!(
                     "{} in-sync replicas, min.insync.replicas is {}",
-                    isr, r.min_isr
+                    isr,
+                    r.min_isr()
                 ),
             ));
         }
@@ -516,12 +517,16 @@ impl PartitionManager {
                             return Err(e.code);
                         }
                         let (e, end) = r.log.end_offset_for_epoch(epoch);
-                        // A follower truncating to it may keep what is durable here; a
-                        // client is told only of what it could read.
+                        // A follower truncating to it keeps only what is durable here. A
+                        // client gets the epoch's end as Kafka answers it (the log end for
+                        // the current epoch), not the high watermark: a new leader's high
+                        // watermark can trail the old leader's for a moment, and a consumer
+                        // whose position is past it would take that for a truncated log
+                        // and reset its offset (librdkafka's offset validation, KIP-320).
                         let bound = if follower {
                             r.log.durable_offset()
                         } else {
-                            r.high_watermark()
+                            r.log.log_end_offset()
                         };
                         Ok((e, if end < 0 { end } else { end.min(bound) }))
                     })
@@ -647,8 +652,16 @@ impl PartitionManager {
         let meta = self.image.get();
         let mut changed = Vec::new();
         for ((topic, p), r) in self.replicas.borrow().iter() {
-            if !meta.topics.contains_key(topic) {
+            let Some(t) = meta.topics.get(topic) else {
                 continue;
+            };
+            // A topic config altered at run time (AlterConfigs): in force from this image on.
+            if !r.configs_are(&t.configs) {
+                r.set_configs(
+                    t.configs.clone(),
+                    log_config(&self.config, &t.configs),
+                    min_insync_replicas(&self.config, &t.configs),
+                );
             }
             let role = role_in(&meta, topic, *p);
             let epoch = role.leader_epoch;
@@ -777,7 +790,7 @@ impl PartitionManager {
         log.set_leader_epoch(epoch.max(0));
         let role = role_in(&meta, &spec.topic, spec.partition);
         let min_isr = min_insync_replicas(&self.config, &spec.configs);
-        let r = Rc::new(Replica::new(log, role, min_isr));
+        let r = Rc::new(Replica::new(log, role, min_isr, spec.configs));
         self.replicas
             .borrow_mut()
             .insert((spec.topic, spec.partition), r);

@@ -14,7 +14,7 @@
 //! On a single node the role is "lead, ISR = me", so the high watermark is the durable
 //! offset, as before replication.
 
-use crate::log::Partition;
+use crate::log::{LogConfig, Partition};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -68,7 +68,9 @@ const ISR_CHANGE_RETRY: Duration = Duration::from_secs(3);
 pub struct Replica {
     pub log: Rc<Partition>,
     /// The topic's `min.insync.replicas`.
-    pub min_isr: usize,
+    min_isr: Cell<usize>,
+    /// The topic config overrides the log's settings and `min_isr` were made from.
+    configs: RefCell<BTreeMap<String, String>>,
     role: RefCell<Role>,
     /// The high watermark as last computed (leader) or learned from the leader (follower).
     hw: Cell<i64>,
@@ -84,12 +86,18 @@ pub struct Replica {
 }
 
 impl Replica {
-    pub fn new(log: Rc<Partition>, role: Role, min_isr: usize) -> Replica {
+    pub fn new(
+        log: Rc<Partition>,
+        role: Role,
+        min_isr: usize,
+        configs: BTreeMap<String, String>,
+    ) -> Replica {
         let leo = log.log_end_offset();
         let r = Replica {
             hw: Cell::new(log.log_start_offset()),
             log,
-            min_isr: min_isr.max(1),
+            min_isr: Cell::new(min_isr.max(1)),
+            configs: RefCell::new(configs),
             role: RefCell::new(role.clone()),
             followers: RefCell::new(BTreeMap::new()),
             lead_start: Cell::new(leo),
@@ -98,6 +106,25 @@ impl Replica {
         };
         r.start_leadership(&role);
         r
+    }
+
+    /// The topic's `min.insync.replicas` now.
+    pub fn min_isr(&self) -> usize {
+        self.min_isr.get()
+    }
+
+    /// The topic configs this replica's settings were made from.
+    pub fn configs_are(&self, configs: &BTreeMap<String, String>) -> bool {
+        *self.configs.borrow() == *configs
+    }
+
+    /// Takes a topic's altered configs: the log's new settings and `min.insync.replicas`.
+    /// Waiters look again (an acks=all write may now have enough in-sync replicas).
+    pub fn set_configs(&self, configs: BTreeMap<String, String>, log: LogConfig, min_isr: usize) {
+        self.log.set_config(log);
+        self.min_isr.set(min_isr.max(1));
+        *self.configs.borrow_mut() = configs;
+        self.log.progress.notify_all();
     }
 
     pub fn role(&self) -> Role {

@@ -24,7 +24,7 @@ impl ErrorCode {
     pub const NOT_ENOUGH_REPLICAS: ErrorCode = ErrorCode(19);
     pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: ErrorCode = ErrorCode(20);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
-    pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode(108);
+    pub const INVALID_UPDATE_VERSION: ErrorCode = ErrorCode(95);
     pub const NO_REASSIGNMENT_IN_PROGRESS: ErrorCode = ErrorCode(85);
     pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
     pub const MESSAGE_TOO_LARGE: ErrorCode = ErrorCode(10);

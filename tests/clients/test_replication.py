@@ -17,11 +17,12 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, ElectionType, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 import rawkafka
 from test_cluster import check_history, cluster_factory, create, cut_off, eventually, produce  # noqa: F401
-from util import read_all
+from test_cluster import offset_for_leader_epoch
+from util import read_all, watermarks
 
 ALL = [1, 2, 3]
 
@@ -388,18 +389,61 @@ def test_slow_follower_leaves_and_rejoins_isr(cluster_factory):
     check_exact(acked, read_log(c.bootstrap(), "slow", 1))
 
 
+def test_consumer_epoch_end_is_the_log_end_not_the_high_watermark(cluster_factory):
+    """OffsetForLeaderEpoch from a client answers the current epoch's end as Kafka does (the
+    leader's log end), not the high watermark: librdkafka compares it with its position after
+    every leadership change, and an answer below the position reads as a truncated log (it
+    resets the offset). A stopped follower holds the high watermark while acks=1 writes move
+    the log end; the answer is the log end, a follower (replica id set) may ask the same."""
+    c = cluster_factory(3, extra={"replica_lag_time_max_ms": 60000,
+                                  "broker_session_timeout_ms": 60000}).start()
+    create(c.node(1).bootstrap, "ep-end", 1, rf=3)
+    lead = wait_isr(c, 1, "ep-end", ALL)[0].leader
+    acked = produce(c.bootstrap(), "ep-end", [b"in-sync-%d" % i for i in range(5)])
+    assert [o for _, o, _ in acked] == list(range(5))
+    slow = neither(lead, c.metadata(lead).controller_id)
+    stop_process(c.node(slow))
+    try:
+        p = Producer({"bootstrap.servers": c.bootstrap(exclude=(slow,)), "acks": "1"})
+        for i in range(7):
+            p.produce("ep-end", b"ahead-%d" % i, partition=0)
+        assert p.flush(30) == 0
+        lo, hw = watermarks(c.node(lead).bootstrap, "ep-end", 0)
+        assert hw == 5, f"the stopped follower holds the high watermark at 5, got {hw}"
+        assert offset_for_leader_epoch(c.node(lead).bootstrap, "ep-end", 0, -1, 0) == (0, 0, 12)
+    finally:
+        continue_process(c.node(slow))
+    wait_isr(c, lead, "ep-end", ALL, timeout=30)
+    assert eventually(lambda: watermarks(c.node(lead).bootstrap, "ep-end", 0)[1] == 12, 30)
+
+
 def test_min_insync_replicas_refuses_writes(cluster_factory):
-    """RF 3, min.insync.replicas 3, one follower killed: acks=all is refused with
-    NOT_ENOUGH_REPLICAS before anything is appended (retriable: a retrying client times out),
-    acks=1 is still taken; with the follower back in sync acks=all is taken again."""
+    """RF 3, min.insync.replicas 2, one follower killed: acks=all is taken with two in sync;
+    min.insync.replicas raised to 3 at run time (IncrementalAlterConfigs through another
+    broker): acks=all is refused with NOT_ENOUGH_REPLICAS before anything is appended
+    (retriable: a retrying client times out), acks=1 is still taken; with the follower back in
+    sync acks=all is taken again."""
     c = cluster_factory(3).start()
-    create(c.node(1).bootstrap, "mi", 1, rf=3, config={"min.insync.replicas": "3"})
+    create(c.node(1).bootstrap, "mi", 1, rf=3, config={"min.insync.replicas": "2"})
     lead = wait_isr(c, 1, "mi", ALL)[0].leader
     gone = neither(lead, c.metadata(lead).controller_id)
     rest = [i for i in ALL if i != gone]
-    acked = produce(c.bootstrap(), "mi", [b"full-%d" % i for i in range(10)])
+    acked = produce(c.bootstrap(), "mi", [b"full-%d" % i for i in range(9)])
     c.node(gone).kill9()
     wait_isr(c, lead, "mi", rest, timeout=20)
+    # min.insync.replicas 2: two in sync take acks=all.
+    acked += produce(c.bootstrap(exclude=(gone,)), "mi", [b"two-in-sync"])
+    # Raised to 3 at run time (IncrementalAlterConfigs through the broker that is neither the
+    # leader nor down): in force on the leader once its image has it, without a restart.
+    other = neither(lead, gone)
+    admin = AdminClient({"bootstrap.servers": c.node(other).bootstrap})
+    res = ConfigResource(ResourceType.TOPIC, "mi", incremental_configs=[
+        ConfigEntry("min.insync.replicas", "3", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(30)
+    lead_admin = AdminClient({"bootstrap.servers": c.node(lead).bootstrap})
+    shown = ConfigResource(ResourceType.TOPIC, "mi")
+    eventually(lambda: lead_admin.describe_configs([shown])[shown].result(10)["min.insync.replicas"].value == "3",
+               10, "the leader's image to carry min.insync.replicas 3")
     # By hand: the broker's answer itself.
     s = rawkafka.connect(c.node(lead).bootstrap)
     s.sendall(rawkafka.produce_v3("mi", 0, rawkafka.record_batch([b"refused-raw"]), acks=-1))
