@@ -59,6 +59,7 @@ fn log_config() -> LogConfig {
         write_buffer_bytes: 4 << 20,
         producer_id_expiration_ms: 86_400_000,
         faults: None,
+        ..LogConfig::unlimited()
     }
 }
 

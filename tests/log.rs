@@ -24,6 +24,7 @@ fn cfg(segment_bytes: u64) -> LogConfig {
         write_buffer_bytes: 1 << 20,
         producer_id_expiration_ms: 86_400_000,
         faults: None,
+        ..LogConfig::unlimited()
     }
 }
 
@@ -449,6 +450,43 @@ fn failed_background_fdatasync_takes_the_partition_offline() {
         let p = open(&d, cfg(1 << 20), 0).await;
         assert_eq!(read_all(&p, 0).await.len(), 1);
         p.close().await.unwrap();
+    });
+}
+
+#[test]
+fn flush_messages_syncs_once_that_many_records_wait() {
+    // flush.messages 5 under an interval policy that never fires: the append that brings the
+    // unsynced records to 5 fdatasyncs before it is acknowledged. A failing sync shows when.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let faults = Arc::new(Faults::default());
+        let mut c = faulty(1 << 20, &faults);
+        c.flush = FlushPolicy::IntervalMs(u64::MAX / 4);
+        c.flush_messages = Some(5);
+        let p = open(&d, c, 0).await;
+        faults.fail_syncs_after(0);
+        assert_eq!(append(&p, 2, 0, b"two").await, 0);
+        assert_eq!(append(&p, 2, 0, b"four").await, 2);
+        assert!(p.failure().is_none(), "4 records wait: no sync yet");
+        assert_storage_error(
+            try_append(&p, 1, 0, b"fifth").await,
+            "the fifth record's sync",
+        );
+        drop(p);
+        // Without flush.messages the same appends never sync.
+        let d2 = d.join("plain");
+        std::fs::create_dir_all(&d2).unwrap();
+        let faults = Arc::new(Faults::default());
+        let mut c = faulty(1 << 20, &faults);
+        c.flush = FlushPolicy::IntervalMs(u64::MAX / 4);
+        let p = open(&d2, c, 0).await;
+        faults.fail_syncs_after(0);
+        for i in 0..5 {
+            assert_eq!(append(&p, 1, 0, b"r").await, i);
+        }
+        assert!(p.failure().is_none());
+        let _ = p.close().await;
     });
 }
 

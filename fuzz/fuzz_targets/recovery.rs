@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
         write_buffer_bytes: 1 << 20,
         producer_id_expiration_ms: 86_400_000,
         faults: None,
+        ..LogConfig::unlimited()
     };
     EX.with(|ex| {
         ex.run(async {

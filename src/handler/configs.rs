@@ -97,7 +97,7 @@ fn entry(c: DescribedConfig, synonyms: bool, docs: bool) -> DescribeConfigsResou
         .with_read_only(c.read_only)
         .with_config_source(c.source as i8)
         .with_config_type(c.kind as i8)
-        .with_documentation(docs.then(|| s(c.doc)));
+        .with_documentation(docs.then(|| s(c.doc.clone())));
     if synonyms {
         e = e.with_synonyms(vec![DescribeConfigsSynonym::default()
             .with_name(s(c.name))

@@ -84,6 +84,7 @@ impl Partition {
         if let Some(e) = self.failure() {
             return Err(e);
         }
+        self.check_topic_limits(infos, now_ms())?;
         let idempotent = infos
             .iter()
             .any(|i| i.producer_id >= 0 && i.base_sequence >= 0);
@@ -168,6 +169,48 @@ impl Partition {
         Ok(target)
     }
 
+    /// The topic's limits on what a producer writes: max.message.bytes, and with CreateTime
+    /// the message.timestamp.before/after.max.ms bounds (on each batch's first and largest
+    /// timestamps, which its header carries; Kafka also looks at every record's).
+    fn check_topic_limits(&self, infos: &[BatchInfo], now: i64) -> Result<(), KafkaError> {
+        let cfg = self.cfg();
+        for i in infos {
+            if i.len > cfg.max_message_bytes {
+                return Err(KafkaError::new(
+                    ErrorCode::MESSAGE_TOO_LARGE,
+                    format!(
+                        "batch of {} bytes exceeds the topic's max.message.bytes {}",
+                        i.len, cfg.max_message_bytes
+                    ),
+                ));
+            }
+            if cfg.timestamp_type != TimestampType::CreateTime {
+                continue;
+            }
+            for ts in [i.base_timestamp, i.max_timestamp] {
+                let (before, after) = (now.saturating_sub(ts), ts.saturating_sub(now));
+                if before > cfg.timestamp_before_max_ms || after > cfg.timestamp_after_max_ms {
+                    return Err(KafkaError::new(
+                        ErrorCode::INVALID_TIMESTAMP,
+                        format!(
+                            "timestamp {ts} is {} ms {} the broker's clock, past the topic's \
+                             message.timestamp.{}.max.ms {}",
+                            before.max(after),
+                            if before > 0 { "before" } else { "after" },
+                            if before > 0 { "before" } else { "after" },
+                            if before > 0 {
+                                cfg.timestamp_before_max_ms
+                            } else {
+                                cfg.timestamp_after_max_ms
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The append proper; the caller holds the append lock and has checked the producer.
     async fn append_locked(
         &self,
@@ -213,11 +256,14 @@ impl Partition {
     /// has an offset, and the partition stays healthy for reads and for later appends.
     pub(super) async fn make_room(&self, total: u64, now: i64) -> Result<(), KafkaError> {
         let roll = {
+            let cfg = self.cfg();
             let st = self.st.borrow();
             let active = st.active_segment();
+            let max_age =
+                cfg.segment_ms - segment_jitter(active.base_offset, cfg.segment_jitter_ms);
             st.appended_bytes > 0
-                && (st.appended_bytes + total > self.cfg().segment_bytes
-                    || now - active.created_ms >= self.cfg().segment_ms)
+                && (st.appended_bytes + total > cfg.segment_bytes
+                    || now - active.created_ms >= max_age)
         };
         if roll {
             self.roll().await?;
@@ -522,10 +568,21 @@ impl Partition {
                 if n != write_len {
                     return Err(io_err(format!("short write: {n} of {write_len} bytes")));
                 }
-                if self.cfg().flush == FlushPolicy::EveryWrite {
+                let cfg = self.cfg();
+                let synced = self.st.borrow().synced_offset;
+                let by_count = cfg
+                    .flush_messages
+                    .is_some_and(|n| (wb.end_offset - synced).max(0) as u64 >= n);
+                if cfg.flush == FlushPolicy::EveryWrite || by_count {
                     wb.file.fdatasync().await.map_err(io_err)?;
+                    let mut st = self.st.borrow_mut();
+                    st.synced_offset = st.synced_offset.max(wb.end_offset);
                 } else {
-                    self.st.borrow_mut().unsynced_writes = true;
+                    let mut st = self.st.borrow_mut();
+                    if !st.unsynced_writes {
+                        st.unsynced_writes = true;
+                        st.dirty_since = Some(std::time::Instant::now());
+                    }
                 }
                 wb.seg.written_bytes.set(wb.file_pos + wb.len as u64);
                 wb.seg.written_next_offset.set(wb.end_offset);
@@ -611,6 +668,11 @@ impl Partition {
 
     /// fdatasync of the active segment if anything was written since the last one (the
     /// background half of `FlushPolicy::IntervalMs`).
+    /// How long the oldest write not yet fdatasync'ed has waited (None: nothing to sync).
+    pub fn unsynced_for(&self) -> Option<std::time::Duration> {
+        self.st.borrow().dirty_since.map(|t| t.elapsed())
+    }
+
     pub async fn sync_if_dirty(&self) {
         let file = {
             let mut st = self.st.borrow_mut();
@@ -618,6 +680,8 @@ impl Partition {
                 return;
             }
             st.unsynced_writes = false;
+            st.dirty_since = None;
+            st.synced_offset = st.durable_offset;
             st.writer.clone()
         };
         if let Some(f) = file {
@@ -626,4 +690,15 @@ impl Partition {
             }
         }
     }
+}
+
+/// How much earlier than segment.ms the segment based at `base` rolls: a spread in
+/// [0, jitter_ms) derived from the base offset (stable across restarts, different between
+/// segments and partitions that started together at different offsets).
+fn segment_jitter(base: i64, jitter_ms: i64) -> i64 {
+    if jitter_ms <= 0 {
+        return 0;
+    }
+    let h = (base as u64 ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    ((h >> 33) % jitter_ms as u64) as i64
 }

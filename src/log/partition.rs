@@ -64,6 +64,42 @@ pub struct LogConfig {
     /// The simulated disk of the tests: faults injected into the segment writes. None in
     /// the broker.
     pub faults: Option<std::sync::Arc<Faults>>,
+    /// Each segment rolls up to this much before `segment_ms` (a spread derived from its
+    /// base offset), so partitions created together do not roll together.
+    pub segment_jitter_ms: i64,
+    /// With an interval flush policy: fdatasync before acknowledging once this many records
+    /// are written and not synced (Kafka's flush.messages). None: the interval only.
+    pub flush_messages: Option<u64>,
+    /// With CreateTime: a batch whose first or largest timestamp is more than this before
+    /// (after) the broker's clock is refused with INVALID_TIMESTAMP.
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    /// Largest batch a producer may append (MESSAGE_TOO_LARGE past it).
+    pub max_message_bytes: usize,
+}
+
+impl LogConfig {
+    /// The limits that are off unless a topic sets them: no jitter, no flush by count, any
+    /// timestamp, any batch size. For struct update syntax in tests and benches.
+    pub fn unlimited() -> LogConfig {
+        LogConfig {
+            segment_bytes: u32::MAX as u64,
+            segment_ms: i64::MAX / 2,
+            retention_ms: -1,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            flush: FlushPolicy::EveryWrite,
+            timestamp_type: TimestampType::CreateTime,
+            write_buffer_bytes: 1 << 20,
+            producer_id_expiration_ms: 86_400_000,
+            faults: None,
+            segment_jitter_ms: 0,
+            flush_messages: None,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
+            max_message_bytes: usize::MAX,
+        }
+    }
 }
 
 pub(super) struct State {
@@ -85,6 +121,10 @@ pub(super) struct State {
     pub(super) buf_capacity: usize,
     pub(super) failed: Option<String>,
     pub(super) unsynced_writes: bool,
+    /// Since when a written batch has waited for fdatasync (with `unsynced_writes`).
+    pub(super) dirty_since: Option<std::time::Instant>,
+    /// Everything below this has been fdatasync'ed (flush.messages counts from it).
+    pub(super) synced_offset: i64,
     /// The flusher is running a job it took off the queue (a write or a seal).
     pub(super) job_running: bool,
 }
@@ -210,6 +250,8 @@ impl Partition {
                 buf_capacity: MIN_WRITE_BUFFER_BYTES,
                 failed: None,
                 unsynced_writes: false,
+                dirty_since: None,
+                synced_offset: 0,
                 job_running: false,
             }),
             cache: RefCell::new(VecDeque::new()),

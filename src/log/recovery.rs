@@ -89,6 +89,7 @@ impl Partition {
         let mut st = self.st.borrow_mut();
         st.next_offset = seg.written_next_offset.get();
         st.durable_offset = st.next_offset;
+        st.synced_offset = st.next_offset;
         st.appended_bytes = end;
         st.tail_pos = tail_pos;
         st.tail = tail;

@@ -395,7 +395,12 @@ impl Partition {
             }
         }
         self.activate(seg, writer).await?;
-        self.st.borrow_mut().unsynced_writes = false;
+        {
+            let mut st = self.st.borrow_mut();
+            st.unsynced_writes = false;
+            st.dirty_since = None;
+            st.synced_offset = st.synced_offset.min(offset);
+        }
         assert_eq!(
             (self.log_end_offset(), self.durable_offset()),
             (offset, offset),

@@ -1,10 +1,346 @@
 //! Topic configs: which Kafka topic configs Flumen honours, and how a topic's overrides map
 //! onto the broker defaults to give its log's settings.
 
-use crate::config::Config;
+use crate::config::{Config, FlushPolicy};
 use crate::log::LogConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// What a topic config does in Flumen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Honoured: the log, the produce path or the controller uses it.
+    Honoured,
+    /// Accepted and kept (tools set it, and describe shows it) without effect here; the text
+    /// says why.
+    NoOp(&'static str),
+}
+
+/// The values a topic config may take.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// An integer in [min, max].
+    Int(i64, i64),
+    /// A number in [min, max].
+    Double(f64, f64),
+    Bool,
+    /// One of these (with the reason others are refused, if they are Kafka values).
+    OneOf(&'static [&'static str], &'static str),
+    /// A comma-separated list of these.
+    ListOf(&'static [&'static str], &'static str),
+}
+
+/// One topic config as Kafka documents it (3.9), and what Flumen makes of it.
+struct Spec {
+    name: &'static str,
+    kind: ConfigType,
+    check: Check,
+    effect: Effect,
+    doc: &'static str,
+}
+
+const LONG_MAX: i64 = i64::MAX;
+const INT_MAX: i64 = i32::MAX as i64;
+const NOT_COMPACTED: &str =
+    "used by log compaction (cleanup.policy=compact), which Flumen does not have yet";
+
+/// Every topic config Kafka documents, in name order.
+const SPECS: &[Spec] = &[
+    Spec {
+        name: "cleanup.policy",
+        kind: ConfigType::List,
+        check: Check::ListOf(&["delete"], "log compaction is not built yet (only delete)"),
+        effect: Effect::Honoured,
+        doc: "delete: whole segments past retention go",
+    },
+    Spec {
+        name: "compression.type",
+        kind: ConfigType::String,
+        check: Check::OneOf(
+            &["producer"],
+            "batches are stored as produced (only 'producer'; recompression is not built)",
+        ),
+        effect: Effect::Honoured,
+        doc: "batches are stored as produced",
+    },
+    Spec {
+        name: "delete.retention.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(0, LONG_MAX),
+        effect: Effect::NoOp(NOT_COMPACTED),
+        doc: "how long tombstones stay in a compacted topic",
+    },
+    Spec {
+        name: "file.delete.delay.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(0, LONG_MAX),
+        effect: Effect::NoOp("a segment past retention is deleted at once"),
+        doc: "wait before a deleted segment's file goes",
+    },
+    Spec {
+        name: "flush.messages",
+        kind: ConfigType::Long,
+        check: Check::Int(1, LONG_MAX),
+        effect: Effect::Honoured,
+        doc: "fdatasync once this many records are written and not yet synced (1: before \
+              every acknowledgement)",
+    },
+    Spec {
+        name: "flush.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(0, LONG_MAX),
+        effect: Effect::Honoured,
+        doc: "fdatasync at most this long after a write (0: before every acknowledgement)",
+    },
+    Spec {
+        name: "follower.replication.throttled.replicas",
+        kind: ConfigType::List,
+        check: Check::ListOf(&[], "replication throttling is not built"),
+        effect: Effect::NoOp("only the empty list: replication throttling is not built"),
+        doc: "replicas whose follower fetches are throttled",
+    },
+    Spec {
+        name: "index.interval.bytes",
+        kind: ConfigType::Int,
+        check: Check::Int(1, INT_MAX),
+        effect: Effect::Honoured,
+        doc: "one offset-index entry per this many log bytes",
+    },
+    Spec {
+        name: "leader.replication.throttled.replicas",
+        kind: ConfigType::List,
+        check: Check::ListOf(&[], "replication throttling is not built"),
+        effect: Effect::NoOp("only the empty list: replication throttling is not built"),
+        doc: "replicas whose leader-side replication is throttled",
+    },
+    Spec {
+        name: "local.retention.bytes",
+        kind: ConfigType::Long,
+        check: Check::Int(-2, LONG_MAX),
+        effect: Effect::NoOp("tiered storage only (Flumen keeps every segment local)"),
+        doc: "local part of a tiered topic by size",
+    },
+    Spec {
+        name: "local.retention.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(-2, LONG_MAX),
+        effect: Effect::NoOp("tiered storage only (Flumen keeps every segment local)"),
+        doc: "local part of a tiered topic by age",
+    },
+    Spec {
+        name: "max.compaction.lag.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(1, LONG_MAX),
+        effect: Effect::NoOp(NOT_COMPACTED),
+        doc: "longest a record stays uncompacted",
+    },
+    Spec {
+        name: "max.message.bytes",
+        kind: ConfigType::Int,
+        check: Check::Int(0, INT_MAX),
+        effect: Effect::Honoured,
+        doc: "largest record batch a producer may write (MESSAGE_TOO_LARGE past it)",
+    },
+    Spec {
+        name: "message.downconversion.enable",
+        kind: ConfigType::Boolean,
+        check: Check::Bool,
+        effect: Effect::NoOp("Flumen stores and serves record batch v2 only: nothing to convert"),
+        doc: "down-conversion for old fetch versions",
+    },
+    Spec {
+        name: "message.format.version",
+        kind: ConfigType::String,
+        check: Check::OneOf(
+            &["3.0", "3.0-IV1", "3.9", "3.9-IV0"],
+            "Flumen writes record batch v2 (message format 3.0 and later) only",
+        ),
+        effect: Effect::NoOp("deprecated in Kafka 3.0; batches are always v2"),
+        doc: "on-disk message format",
+    },
+    Spec {
+        name: "message.timestamp.after.max.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(0, LONG_MAX),
+        effect: Effect::Honoured,
+        doc: "with CreateTime: a batch timestamped more than this after the broker's clock is \
+              refused (INVALID_TIMESTAMP; the batch's first and largest timestamps are checked)",
+    },
+    Spec {
+        name: "message.timestamp.before.max.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(0, LONG_MAX),
+        effect: Effect::Honoured,
+        doc: "with CreateTime: a batch timestamped more than this before the broker's clock is \
+              refused (INVALID_TIMESTAMP; the batch's first and largest timestamps are checked)",
+    },
+    Spec {
+        name: "message.timestamp.difference.max.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(0, LONG_MAX),
+        effect: Effect::Honoured,
+        doc: "deprecated: both of the two above at once, where they are not set",
+    },
+    Spec {
+        name: "message.timestamp.type",
+        kind: ConfigType::String,
+        check: Check::OneOf(&["CreateTime", "LogAppendTime"], ""),
+        effect: Effect::Honoured,
+        doc: "CreateTime or LogAppendTime",
+    },
+    Spec {
+        name: "min.cleanable.dirty.ratio",
+        kind: ConfigType::Double,
+        check: Check::Double(0.0, 1.0),
+        effect: Effect::NoOp(NOT_COMPACTED),
+        doc: "share of a compacted log that must be dirty before it is cleaned",
+    },
+    Spec {
+        name: "min.compaction.lag.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(0, LONG_MAX),
+        effect: Effect::NoOp(NOT_COMPACTED),
+        doc: "shortest a record stays uncompacted",
+    },
+    Spec {
+        name: "min.insync.replicas",
+        kind: ConfigType::Int,
+        check: Check::Int(1, INT_MAX),
+        effect: Effect::Honoured,
+        doc: "fewest in-sync replicas an acks=all write needs (NOT_ENOUGH_REPLICAS below)",
+    },
+    Spec {
+        name: "preallocate",
+        kind: ConfigType::Boolean,
+        check: Check::Bool,
+        effect: Effect::NoOp("segments are always preallocated, in steps, as they fill"),
+        doc: "preallocate segment files",
+    },
+    Spec {
+        name: "remote.log.copy.disable",
+        kind: ConfigType::Boolean,
+        check: Check::Bool,
+        effect: Effect::NoOp("tiered storage only"),
+        doc: "stop copying segments to remote storage",
+    },
+    Spec {
+        name: "remote.log.delete.on.disable",
+        kind: ConfigType::Boolean,
+        check: Check::Bool,
+        effect: Effect::NoOp("tiered storage only"),
+        doc: "delete remote segments when tiered storage is turned off",
+    },
+    Spec {
+        name: "remote.storage.enable",
+        kind: ConfigType::Boolean,
+        check: Check::OneOf(&["false"], "tiered storage is not part of Flumen"),
+        effect: Effect::NoOp("only false: tiered storage is not part of Flumen"),
+        doc: "tiered storage for this topic",
+    },
+    Spec {
+        name: "retention.bytes",
+        kind: ConfigType::Long,
+        check: Check::Int(-1, LONG_MAX),
+        effect: Effect::Honoured,
+        doc: "oldest segments go while the partition is larger; -1 keeps all",
+    },
+    Spec {
+        name: "retention.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(-1, LONG_MAX),
+        effect: Effect::Honoured,
+        doc: "segments older than this go; -1 keeps forever",
+    },
+    Spec {
+        name: "segment.bytes",
+        kind: ConfigType::Int,
+        check: Check::Int(64 * 1024, INT_MAX),
+        effect: Effect::Honoured,
+        doc: "segment roll by size",
+    },
+    Spec {
+        name: "segment.index.bytes",
+        kind: ConfigType::Int,
+        check: Check::Int(4, INT_MAX),
+        effect: Effect::NoOp("Flumen's indexes grow with their segment; segment.bytes bounds both"),
+        doc: "largest offset index of a segment",
+    },
+    Spec {
+        name: "segment.jitter.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(0, LONG_MAX),
+        effect: Effect::Honoured,
+        doc: "each segment rolls up to this much before segment.ms (spread per segment), so \
+              partitions created together do not all roll at once",
+    },
+    Spec {
+        name: "segment.ms",
+        kind: ConfigType::Long,
+        check: Check::Int(1, LONG_MAX),
+        effect: Effect::Honoured,
+        doc: "segment roll by age",
+    },
+    Spec {
+        name: "unclean.leader.election.enable",
+        kind: ConfigType::Boolean,
+        check: Check::Bool,
+        effect: Effect::Honoured,
+        doc: "an out-of-sync replica may lead when no in-sync one is left, losing what only \
+              the ISR held",
+    },
+];
+
+fn spec(name: &str) -> Option<&'static Spec> {
+    SPECS.iter().find(|s| s.name == name)
+}
+
+/// What the broker gives a topic that does not set `name` (Kafka's defaults where Flumen
+/// has no broker setting of its own).
+fn broker_value(cfg: &Config, name: &str) -> String {
+    let ts = match cfg.message_timestamp_type {
+        crate::config::TimestampType::CreateTime => "CreateTime",
+        crate::config::TimestampType::LogAppendTime => "LogAppendTime",
+    };
+    match name {
+        "cleanup.policy" => "delete".into(),
+        "compression.type" => "producer".into(),
+        "delete.retention.ms" => "86400000".into(),
+        "file.delete.delay.ms" => "60000".into(),
+        "flush.messages" => LONG_MAX.to_string(),
+        "flush.ms" => match cfg.flush_policy() {
+            crate::config::FlushPolicy::EveryWrite => "0".into(),
+            crate::config::FlushPolicy::IntervalMs(ms) => ms.to_string(),
+        },
+        "follower.replication.throttled.replicas" | "leader.replication.throttled.replicas" => {
+            String::new()
+        }
+        "index.interval.bytes" => cfg.index_interval_bytes.to_string(),
+        "local.retention.bytes" | "local.retention.ms" => "-2".into(),
+        "max.compaction.lag.ms" => LONG_MAX.to_string(),
+        "max.message.bytes" => cfg.max_batch_bytes.to_string(),
+        "message.downconversion.enable" => "true".into(),
+        "message.format.version" => "3.0-IV1".into(),
+        "message.timestamp.after.max.ms"
+        | "message.timestamp.before.max.ms"
+        | "message.timestamp.difference.max.ms" => LONG_MAX.to_string(),
+        "message.timestamp.type" => ts.into(),
+        "min.cleanable.dirty.ratio" => "0.5".into(),
+        "min.compaction.lag.ms" => "0".into(),
+        "min.insync.replicas" => cfg.min_insync_replicas.to_string(),
+        "preallocate" => "false".into(),
+        "remote.log.copy.disable" | "remote.log.delete.on.disable" | "remote.storage.enable" => {
+            "false".into()
+        }
+        "retention.bytes" => cfg.retention_bytes.to_string(),
+        "retention.ms" => cfg.retention_ms.to_string(),
+        "segment.bytes" => cfg.segment_bytes.to_string(),
+        "segment.index.bytes" => "10485760".into(),
+        "segment.jitter.ms" => "0".into(),
+        "segment.ms" => cfg.segment_ms.to_string(),
+        "unclean.leader.election.enable" => cfg.unclean_leader_election_enable.to_string(),
+        _ => String::new(),
+    }
+}
 
 /// Maps a topic's config overrides onto the broker defaults.
 pub fn log_config(cfg: &Config, overrides: &BTreeMap<String, String>) -> LogConfig {
@@ -14,19 +350,40 @@ pub fn log_config(cfg: &Config, overrides: &BTreeMap<String, String>) -> LogConf
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(d)
     };
+    // flush.ms 0 or flush.messages 1: fdatasync before every acknowledgement; else the
+    // topic's interval, or the broker's.
+    let flush_ms = overrides
+        .get("flush.ms")
+        .and_then(|v| v.parse::<u64>().ok());
+    let flush_messages = num("flush.messages", LONG_MAX);
+    let flush = match flush_ms {
+        _ if flush_messages == 1 => FlushPolicy::EveryWrite,
+        Some(0) => FlushPolicy::EveryWrite,
+        Some(ms) => FlushPolicy::IntervalMs(ms),
+        None => cfg.flush_policy(),
+    };
+    // message.timestamp.difference.max.ms stands for both bounds where they are not set.
+    let diff = num("message.timestamp.difference.max.ms", LONG_MAX);
     LogConfig {
         segment_bytes: num("segment.bytes", cfg.segment_bytes as i64).max(64 * 1024) as u64,
         segment_ms: num("segment.ms", cfg.segment_ms),
+        segment_jitter_ms: num("segment.jitter.ms", 0).max(0),
         retention_ms: num("retention.ms", cfg.retention_ms),
         retention_bytes: num("retention.bytes", cfg.retention_bytes),
         index_interval_bytes: num("index.interval.bytes", cfg.index_interval_bytes as i64).max(1)
             as u64,
-        flush: cfg.flush_policy(),
+        flush,
+        flush_messages: (flush_messages > 1 && flush_messages < LONG_MAX)
+            .then_some(flush_messages as u64),
         timestamp_type: match overrides.get("message.timestamp.type").map(String::as_str) {
             Some("LogAppendTime") => crate::config::TimestampType::LogAppendTime,
             Some("CreateTime") => crate::config::TimestampType::CreateTime,
             _ => cfg.message_timestamp_type,
         },
+        timestamp_before_max_ms: num("message.timestamp.before.max.ms", diff),
+        timestamp_after_max_ms: num("message.timestamp.after.max.ms", diff),
+        max_message_bytes: num("max.message.bytes", cfg.max_batch_bytes as i64)
+            .clamp(0, cfg.max_batch_bytes as i64) as usize,
         write_buffer_bytes: cfg.write_buffer_bytes,
         producer_id_expiration_ms: cfg.producer_id_expiration_ms,
         faults: None,
@@ -41,45 +398,58 @@ pub fn min_insync_replicas(cfg: &Config, overrides: &BTreeMap<String, String>) -
         .unwrap_or(cfg.min_insync_replicas.max(1) as usize)
 }
 
-/// Checks a topic config override: known key and a value Flumen honours.
+/// Checks a topic config override: a config Kafka documents, with a value Flumen accepts.
+/// Err says why (the config's name first).
 pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
-    let int = |min: i64| match value.parse::<i64>() {
-        Ok(v) if v >= min => Ok(()),
-        _ => Err(format!("{key} must be an integer >= {min}, got {value:?}")),
+    let Some(sp) = spec(key) else {
+        return Err(format!("unknown topic config {key}"));
     };
-    match key {
-        "retention.ms" | "retention.bytes" => int(-1),
-        "segment.bytes" => int(64 * 1024).and_then(|_| {
-            if value.parse::<u64>().unwrap_or(u64::MAX) > u32::MAX as u64 {
-                Err("segment.bytes must be below 4 GiB".into())
-            } else {
-                Ok(())
+    match sp.check {
+        Check::Int(min, max) => match value.trim().parse::<i64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(()),
+            _ if max == LONG_MAX => {
+                Err(format!("{key} must be an integer >= {min}, got {value:?}"))
             }
-        }),
-        "segment.ms" => int(1),
-        "index.interval.bytes" => int(1),
-        "min.insync.replicas" => int(1),
-        "unclean.leader.election.enable" => match value {
+            _ => Err(format!(
+                "{key} must be an integer in [{min}, {max}], got {value:?}"
+            )),
+        },
+        Check::Double(min, max) => match value.trim().parse::<f64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(()),
+            _ => Err(format!(
+                "{key} must be a number in [{min}, {max}], got {value:?}"
+            )),
+        },
+        Check::Bool => match value {
             "true" | "false" => Ok(()),
             _ => Err(format!("{key} must be true or false, got {value:?}")),
         },
-        "message.timestamp.type" => match value {
-            "CreateTime" | "LogAppendTime" => Ok(()),
-            _ => Err(format!(
-                "message.timestamp.type {value:?} is not CreateTime or LogAppendTime"
-            )),
-        },
-        "cleanup.policy" => match value {
-            "delete" => Ok(()),
-            _ => Err(format!(
-                "cleanup.policy={value} is not supported yet (only delete)"
-            )),
-        },
-        "compression.type" => match value {
-            "producer" => Ok(()),
-            _ => Err("compression.type: batches are stored as produced (only 'producer')".into()),
-        },
-        _ => Err(format!("unknown or unsupported topic config {key}")),
+        Check::OneOf(allowed, why) => {
+            if allowed.contains(&value) {
+                Ok(())
+            } else if why.is_empty() {
+                Err(format!("{key} must be one of {allowed:?}, got {value:?}"))
+            } else {
+                Err(format!("{key}={value}: {why}"))
+            }
+        }
+        Check::ListOf(allowed, why) => {
+            let items: Vec<&str> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .collect();
+            if allowed.is_empty() && items.is_empty() {
+                return Ok(());
+            }
+            if items.is_empty() {
+                return Err(format!("{key} must name at least one of {allowed:?}"));
+            }
+            match items.iter().find(|x| !allowed.contains(x)) {
+                None => Ok(()),
+                Some(x) => Err(format!("{key}={x}: {why}")),
+            }
+        }
     }
 }
 
@@ -98,7 +468,7 @@ pub enum ConfigOp {
 
 /// Topic configs whose value is a comma-separated list (APPEND and SUBTRACT apply).
 fn is_list(key: &str) -> bool {
-    key == "cleanup.policy"
+    spec(key).is_some_and(|s| s.kind == ConfigType::List)
 }
 
 /// The overrides after `ops` (applied in order to `current`, or to no overrides when
@@ -163,13 +533,12 @@ pub fn altered_configs(
     Ok(out)
 }
 
-/// Every topic config Flumen honours, with the broker's value for it (what a topic without
-/// an override gets).
+/// Every topic config, with the broker's value for it (what a topic without an override
+/// gets).
 pub fn topic_defaults(cfg: &Config) -> BTreeMap<&'static str, String> {
-    describe_topic(cfg, &BTreeMap::new())
-        .into_iter()
-        .filter(|c| !c.read_only)
-        .map(|c| (c.name, c.value))
+    SPECS
+        .iter()
+        .map(|s| (s.name, broker_value(cfg, s.name)))
         .collect()
 }
 
@@ -190,6 +559,7 @@ pub enum ConfigType {
     Int = 3,
     Short = 4,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -201,107 +571,29 @@ pub struct DescribedConfig {
     pub source: ConfigSource,
     pub read_only: bool,
     pub kind: ConfigType,
-    pub doc: &'static str,
+    pub doc: String,
 }
 
-/// Every topic config Flumen honours, with the topic's value (its override, else the broker's).
+/// Every topic config, with the topic's value (its override, else the broker's); the
+/// documentation says when Flumen accepts a config without acting on it.
 pub fn describe_topic(cfg: &Config, overrides: &BTreeMap<String, String>) -> Vec<DescribedConfig> {
-    let ts = match cfg.message_timestamp_type {
-        crate::config::TimestampType::CreateTime => "CreateTime",
-        crate::config::TimestampType::LogAppendTime => "LogAppendTime",
-    };
-    let table: [(&'static str, String, bool, ConfigType, &'static str); 11] = [
-        (
-            "cleanup.policy",
-            "delete".into(),
-            false,
-            ConfigType::List,
-            "delete: whole segments past retention go (compaction is not built yet)",
-        ),
-        (
-            "compression.type",
-            "producer".into(),
-            false,
-            ConfigType::String,
-            "batches are stored as produced",
-        ),
-        (
-            "index.interval.bytes",
-            cfg.index_interval_bytes.to_string(),
-            false,
-            ConfigType::Int,
-            "one offset-index entry per this many log bytes",
-        ),
-        (
-            "max.message.bytes",
-            cfg.max_batch_bytes.to_string(),
-            true,
-            ConfigType::Int,
-            "largest record batch (the broker's max_batch_bytes)",
-        ),
-        (
-            "message.timestamp.type",
-            ts.into(),
-            false,
-            ConfigType::String,
-            "CreateTime or LogAppendTime",
-        ),
-        (
-            "min.insync.replicas",
-            cfg.min_insync_replicas.to_string(),
-            false,
-            ConfigType::Int,
-            "fewest in-sync replicas an acks=all write needs (NOT_ENOUGH_REPLICAS below)",
-        ),
-        (
-            "retention.bytes",
-            cfg.retention_bytes.to_string(),
-            false,
-            ConfigType::Long,
-            "oldest segments go while the partition is larger; -1 keeps all",
-        ),
-        (
-            "retention.ms",
-            cfg.retention_ms.to_string(),
-            false,
-            ConfigType::Long,
-            "segments older than this go; -1 keeps forever",
-        ),
-        (
-            "segment.bytes",
-            cfg.segment_bytes.to_string(),
-            false,
-            ConfigType::Int,
-            "segment roll by size",
-        ),
-        (
-            "segment.ms",
-            cfg.segment_ms.to_string(),
-            false,
-            ConfigType::Long,
-            "segment roll by age",
-        ),
-        (
-            "unclean.leader.election.enable",
-            cfg.unclean_leader_election_enable.to_string(),
-            false,
-            ConfigType::Boolean,
-            "an out-of-sync replica may lead when no in-sync one is left, losing what only the ISR held",
-        ),
-    ];
-    table
-        .into_iter()
-        .map(|(name, default, read_only, kind, doc)| {
-            let (value, source) = match overrides.get(name) {
-                Some(v) if !read_only => (v.clone(), ConfigSource::DynamicTopic),
-                _ => (default, ConfigSource::StaticBroker),
+    SPECS
+        .iter()
+        .map(|sp| {
+            let (value, source) = match overrides.get(sp.name) {
+                Some(v) => (v.clone(), ConfigSource::DynamicTopic),
+                None => (broker_value(cfg, sp.name), ConfigSource::StaticBroker),
+            };
+            let doc = match sp.effect {
+                Effect::Honoured => sp.doc.to_string(),
+                Effect::NoOp(why) => format!("{} (accepted, no effect here: {why})", sp.doc),
             };
             DescribedConfig {
-                name,
+                name: sp.name,
                 value,
                 source,
-                read_only,
-                kind,
+                read_only: false,
+                kind: sp.kind,
                 doc,
             }
         })
@@ -311,13 +603,13 @@ pub fn describe_topic(cfg: &Config, overrides: &BTreeMap<String, String>) -> Vec
 /// The broker's configs under Kafka's names (all read-only: Flumen has no dynamic broker
 /// configs yet; they change with a restart).
 pub fn describe_broker(cfg: &Config) -> Vec<DescribedConfig> {
-    let entry = |name, value: String, kind, doc| DescribedConfig {
+    let entry = |name, value: String, kind, doc: &str| DescribedConfig {
         name,
         value,
         source: ConfigSource::StaticBroker,
         read_only: true,
         kind,
-        doc,
+        doc: doc.to_string(),
     };
     vec![
         entry(
@@ -415,6 +707,46 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn every_config_is_described_and_no_ops_say_so() {
+        let cfg = Config::default();
+        let all = describe_topic(&cfg, &BTreeMap::new());
+        assert_eq!(all.len(), SPECS.len());
+        for c in &all {
+            assert!(
+                check_topic_config(c.name, &c.value).is_ok(),
+                "{}={}",
+                c.name,
+                c.value
+            );
+        }
+        let doc = |n: &str| all.iter().find(|c| c.name == n).unwrap().doc.clone();
+        assert!(doc("preallocate").contains("no effect here"));
+        assert!(!doc("retention.ms").contains("no effect"));
+        // flush.ms 0 and flush.messages 1 both mean fdatasync before every acknowledgement.
+        for kv in [("flush.ms", "0"), ("flush.messages", "1")] {
+            let c = log_config(&cfg, &map(&[kv]));
+            assert_eq!(c.flush, FlushPolicy::EveryWrite, "{kv:?}");
+        }
+        let c = log_config(&cfg, &map(&[("flush.ms", "50"), ("flush.messages", "100")]));
+        assert_eq!(
+            (c.flush, c.flush_messages),
+            (FlushPolicy::IntervalMs(50), Some(100))
+        );
+        // The deprecated difference bound stands in for both where they are not set.
+        let c = log_config(
+            &cfg,
+            &map(&[
+                ("message.timestamp.difference.max.ms", "10"),
+                ("message.timestamp.after.max.ms", "20"),
+            ]),
+        );
+        assert_eq!(
+            (c.timestamp_before_max_ms, c.timestamp_after_max_ms),
+            (10, 20)
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 
 /// Open file handles a shard keeps for serving other shards' segment ranges.
 const FILE_HANDLE_CACHE: usize = 512;
+/// Bounds of the interval-flush timer's tick (a quarter of the shortest flush interval).
+const MIN_FLUSH_TICK_MS: u64 = 5;
+const MAX_FLUSH_TICK_MS: u64 = 250;
 
 /// Environment switch for tests of the crash-on-bug rule (README, "Crash on bugs"): a produce
 /// to the topic it names panics the owning shard as a bug would. Unset (the default), it
@@ -1141,18 +1144,33 @@ impl PartitionManager {
             }
         })
         .detach();
-        if let crate::config::FlushPolicy::IntervalMs(ms) = self.config.flush_policy() {
-            let pm = self.clone();
-            glommio::spawn_local(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    glommio::timer::sleep(Duration::from_millis(ms)).await;
-                    for r in pm.all() {
+        // The interval flush policy (the broker's, or a topic's flush.ms): a partition is
+        // fdatasync'ed at the last tick before its oldest unsynced write would have waited
+        // its interval, so no write waits longer. The tick is a quarter of the shortest
+        // interval in force (within [MIN, MAX]_FLUSH_TICK_MS).
+        let pm = self.clone();
+        glommio::spawn_local(async move {
+            let mut tick = MAX_FLUSH_TICK_MS;
+            while !stop.load(Ordering::Relaxed) {
+                glommio::timer::sleep(Duration::from_millis(tick)).await;
+                let mut shortest = match pm.config.flush_policy() {
+                    crate::config::FlushPolicy::IntervalMs(ms) => ms,
+                    crate::config::FlushPolicy::EveryWrite => MAX_FLUSH_TICK_MS * 4,
+                };
+                for r in pm.all() {
+                    let crate::config::FlushPolicy::IntervalMs(ms) = r.log.cfg().flush else {
+                        continue;
+                    };
+                    shortest = shortest.min(ms);
+                    let waited = r.log.unsynced_for().map(|d| d.as_millis() as u64);
+                    if waited.is_some_and(|w| w + 2 * tick >= ms) {
                         r.log.sync_if_dirty().await;
                     }
                 }
-            })
-            .detach();
-        }
+                tick = (shortest / 4).clamp(MIN_FLUSH_TICK_MS, MAX_FLUSH_TICK_MS);
+            }
+        })
+        .detach();
     }
 
     fn all(&self) -> Vec<Rc<Replica>> {

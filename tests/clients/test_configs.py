@@ -17,7 +17,7 @@ def test_describe_topic_and_broker_configs(broker_factory):
     assert entries["retention.bytes"].value == "-1"
     assert entries["retention.bytes"].source == ConfigSource.STATIC_BROKER_CONFIG.value
     assert entries["cleanup.policy"].value == "delete"
-    assert entries["max.message.bytes"].is_read_only
+    assert not entries["max.message.bytes"].is_read_only
     # A broker's own configs under Kafka's names.
     br = ConfigResource(ResourceType.BROKER, "0")
     entries = admin.describe_configs([br])[br].result(30)
@@ -148,3 +148,70 @@ def test_alter_configs_take_effect_at_once_and_persist(broker_factory):
     e = describe(admin, "alt")
     assert e["segment.ms"].value == "3600000", r
     assert e["retention.ms"].value == "7200000", r
+
+
+# Every topic config Kafka 3.9 documents, at Kafka's default value (what tools such as Kafka
+# Connect and MirrorMaker write when they create topics).
+KAFKA_TOPIC_DEFAULTS = {
+    "cleanup.policy": "delete", "compression.type": "producer", "delete.retention.ms": "86400000",
+    "file.delete.delay.ms": "60000", "flush.messages": "9223372036854775807",
+    "flush.ms": "9223372036854775807", "follower.replication.throttled.replicas": "",
+    "index.interval.bytes": "4096", "leader.replication.throttled.replicas": "",
+    "local.retention.bytes": "-2", "local.retention.ms": "-2",
+    "max.compaction.lag.ms": "9223372036854775807", "max.message.bytes": "1048588",
+    "message.downconversion.enable": "true", "message.format.version": "3.0-IV1",
+    "message.timestamp.after.max.ms": "9223372036854775807",
+    "message.timestamp.before.max.ms": "9223372036854775807",
+    "message.timestamp.difference.max.ms": "9223372036854775807",
+    "message.timestamp.type": "CreateTime", "min.cleanable.dirty.ratio": "0.5",
+    "min.compaction.lag.ms": "0", "min.insync.replicas": "1", "preallocate": "false",
+    "remote.storage.enable": "false", "retention.bytes": "-1", "retention.ms": "604800000",
+    "segment.bytes": "1073741824", "segment.index.bytes": "10485760", "segment.jitter.ms": "0",
+    "segment.ms": "604800000", "unclean.leader.election.enable": "false",
+}
+
+
+def test_every_kafka_topic_config_is_accepted_or_refused_with_the_reason(broker_factory):
+    """CreateTopics with every topic config Kafka documents, at Kafka's defaults: accepted
+    (honoured, or kept as a documented no-op). Values Flumen cannot honour are refused with
+    INVALID_CONFIG saying why; max.message.bytes and message.timestamp.before.max.ms are
+    enforced on produce (MESSAGE_TOO_LARGE, INVALID_TIMESTAMP) and the rest of the topic works."""
+    import time
+    from confluent_kafka import KafkaError, Producer
+    b = broker_factory()
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.create_topics([NewTopic("all-cfg", 1, 1, config=KAFKA_TOPIC_DEFAULTS)])["all-cfg"].result(30)
+    e = describe(admin, "all-cfg")
+    assert {k: e[k].value for k in KAFKA_TOPIC_DEFAULTS} == KAFKA_TOPIC_DEFAULTS
+    for name, value, why in [("cleanup.policy", "compact", "compaction"),
+                             ("remote.storage.enable", "true", "tiered storage"),
+                             ("compression.type", "zstd", "as produced"),
+                             ("leader.replication.throttled.replicas", "0:1", "throttling"),
+                             ("message.format.version", "2.8", "v2"),
+                             ("min.cleanable.dirty.ratio", "1.5", "[0, 1]"),
+                             ("retention.bytes", "-5", ">= -1")]:
+        t = "bad-" + name.replace(".", "-")
+        with pytest.raises(Exception) as err:
+            admin.create_topics([NewTopic(t, 1, 1, config={name: value})])[t].result(30)
+        text = str(err.value)
+        assert "INVALID_CONFIG" in text and name in text and why in text, text
+
+    admin.create_topics([NewTopic("limits", 1, 1, config={
+        "max.message.bytes": "2000", "message.timestamp.before.max.ms": "3600000"})])["limits"].result(30)
+    outcome = {}
+
+    def deliver(value, **kw):
+        p = Producer({"bootstrap.servers": b.bootstrap, "acks": "all", "retries": 0,
+                      "message.max.bytes": 100000})
+        p.produce("limits", value, partition=0, on_delivery=lambda err, m: outcome.update(err=err), **kw)
+        p.flush(30)
+        return outcome["err"]
+
+    err = deliver(b"x" * 5000)
+    assert err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE, err
+    err = deliver(b"old", timestamp=int(time.time() * 1000) - 2 * 86400 * 1000)
+    assert err is not None and err.code() == KafkaError.INVALID_TIMESTAMP, err
+    assert deliver(b"y" * 1000) is None
+    # Raised at run time: the large batch goes in.
+    incremental(admin, "limits", [("max.message.bytes", "set", "10000")])
+    assert deliver(b"x" * 5000) is None
