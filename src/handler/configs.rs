@@ -6,8 +6,11 @@
 use super::{decode, Ctx};
 use crate::broker::Broker;
 use crate::controller::{ConfigChange, TopicResult};
-use crate::metadata::topic_config::{describe_broker, describe_topic, ConfigOp, DescribedConfig};
+use crate::metadata::topic_config::{
+    describe_broker, describe_topic, ConfigOp, ConfigSource, DescribedConfig,
+};
 use crate::protocol::errors::ErrorCode;
+use crate::protocol::legacy;
 use crate::protocol::Response;
 use bytes::Bytes;
 use kafka_protocol::messages::alter_configs_request::AlterConfigsRequest;
@@ -39,7 +42,11 @@ pub async fn describe(
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
-    let req: DescribeConfigsRequest = decode(ctx, body)?;
+    let req: DescribeConfigsRequest = if ctx.version == 0 {
+        legacy::describe_configs(body).map_err(|e| ctx.malformed(e))?
+    } else {
+        decode(ctx, body)?
+    };
     let meta = broker.meta();
     let results = req
         .resources
@@ -86,7 +93,30 @@ pub async fn describe(
                 ),
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    if ctx.version == 0 {
+        // v0: is_default where later versions give the source.
+        let v0 = results
+            .into_iter()
+            .map(|r| legacy::ResourceV0 {
+                error_code: r.error_code,
+                error_message: r.error_message.map(|m| m.to_string()),
+                resource_type: r.resource_type,
+                resource_name: r.resource_name.to_string(),
+                configs: r
+                    .configs
+                    .into_iter()
+                    .map(|c| legacy::ConfigV0 {
+                        name: c.name.to_string(),
+                        value: c.value.map(|v| v.to_string()).unwrap_or_default(),
+                        read_only: c.read_only,
+                        is_default: c.config_source != ConfigSource::DynamicTopic as i8,
+                    })
+                    .collect(),
+            })
+            .collect::<Vec<_>>();
+        return Ok(ctx.respond_raw(legacy::describe_configs_response(&v0)));
+    }
     Ok(ctx.respond(&DescribeConfigsResponse::default().with_results(results)))
 }
 

@@ -267,7 +267,11 @@ pub async fn offset_commit(
     ctx: &Ctx,
     body: &mut Bytes,
 ) -> Result<Response, Response> {
-    let req: OffsetCommitRequest = decode(ctx, body)?;
+    let req: OffsetCommitRequest = if ctx.version < 2 {
+        crate::protocol::legacy::offset_commit(ctx.version, body).map_err(|e| ctx.malformed(e))?
+    } else {
+        decode(ctx, body)?
+    };
     let entries = req
         .topics
         .iter()
@@ -294,6 +298,20 @@ pub async fn offset_commit(
     )
     .await;
     let mut it = codes.into_iter();
+    if ctx.version < 2 {
+        let topics: Vec<_> = req
+            .topics
+            .iter()
+            .map(|t| {
+                let parts = t.partitions.iter().map(|p| {
+                    let code = it.next().unwrap_or(ErrorCode::UNKNOWN_SERVER_ERROR);
+                    (p.partition_index, code.0)
+                });
+                (t.name.0.clone(), parts.collect())
+            })
+            .collect();
+        return Ok(ctx.respond_raw(crate::protocol::legacy::offset_commit_response(&topics)));
+    }
     let topics = req
         .topics
         .iter()

@@ -43,17 +43,30 @@ impl Ctx {
             )),
         }
     }
+
+    /// A whole response frame around a body encoded by hand (protocol::legacy's versions,
+    /// all with the v0 response header).
+    pub fn respond_raw(&self, body: bytes::BytesMut) -> Response {
+        let mut b = bytes::BytesMut::with_capacity(8 + body.len());
+        bytes::BufMut::put_i32(&mut b, (4 + body.len()) as i32);
+        bytes::BufMut::put_i32(&mut b, self.correlation_id);
+        b.extend_from_slice(&body);
+        Response::Frame(vec![Piece::Bytes(b.freeze())])
+    }
+
+    /// A request that could not be read: the connection closes.
+    pub fn malformed(&self, why: String) -> Response {
+        Response::Close(format!(
+            "malformed {:?} v{} request from {:?}: {why}",
+            self.api_key, self.version, self.client_id
+        ))
+    }
 }
 
 /// Decodes the body of a request of type `R` or closes the connection (Kafka does the same with
 /// an unparseable request: the client cannot match a response to it).
 pub fn decode<R: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<R, Response> {
-    R::decode(body, ctx.version).map_err(|e| {
-        Response::Close(format!(
-            "malformed {:?} v{} request from {:?}: {e}",
-            ctx.api_key, ctx.version, ctx.client_id
-        ))
-    })
+    R::decode(body, ctx.version).map_err(|e| ctx.malformed(e.to_string()))
 }
 
 /// Runs one request frame (without its size prefix) and produces its response.
