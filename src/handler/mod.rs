@@ -10,6 +10,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 pub mod producer;
+pub mod records;
 pub mod topics;
 pub mod txn;
 
@@ -106,6 +107,7 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
         ApiKey::CreateTopics => topics::create(&broker, &ctx, body).await,
         ApiKey::DeleteTopics => topics::delete(&broker, &ctx, body).await,
         ApiKey::CreatePartitions => topics::create_partitions(&broker, &ctx, body).await,
+        ApiKey::DeleteRecords => records::delete_records(&broker, &ctx, body).await,
         ApiKey::ElectLeaders => topics::elect_leaders(&broker, &ctx, body).await,
         ApiKey::AlterPartitionReassignments => {
             topics::alter_reassignments(&broker, &ctx, body).await

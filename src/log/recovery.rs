@@ -49,8 +49,18 @@ impl Partition {
         let writer = self.open_writer(&seg).await?;
         self.activate(&seg, writer).await?;
         let end = seg.written_bytes.get();
+        let first = self
+            .st
+            .borrow()
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(0);
+        let next = self.st.borrow().next_offset;
+        let start = self.saved_log_start(first, next).await;
         let mut st = self.st.borrow_mut();
-        st.log_start_offset = st.segments.keys().next().copied().unwrap_or(0);
+        st.log_start_offset = start;
         // Recovery's scan moves the end only by whole batches, each ending past its base.
         let next = st.next_offset;
         assert!(

@@ -340,6 +340,7 @@ impl PartitionManager {
         leader_epoch: i32,
         records: Bytes,
         leader_hw: i64,
+        leader_log_start: i64,
     ) -> Result<i64, KafkaError> {
         let r = self
             .following(topic, p, leader_epoch)
@@ -350,6 +351,13 @@ impl PartitionManager {
             r.log.append_replicated(records).await?.log_end_offset
         };
         r.set_follower_hw(leader_hw);
+        // The leader's DeleteRecords (or retention, which only ever moves it to a segment
+        // base the follower's own retention reaches too): follow it, within what is here.
+        if leader_log_start > r.log.log_start_offset() {
+            r.log
+                .delete_records_before(leader_log_start.min(r.log.durable_offset()))
+                .await?;
+        }
         Ok(end)
     }
 
@@ -431,6 +439,60 @@ impl PartitionManager {
                 .map(|_| ProduceOut::failed(ErrorCode::NOT_LEADER_OR_FOLLOWER, e.to_string()))
                 .collect()
         })
+    }
+
+    /// DeleteRecords on shard `owner`: per (topic, partition, offset; -1 for the high
+    /// watermark), the new log start, or the error.
+    pub async fn delete_records_on(
+        &self,
+        owner: usize,
+        parts: Vec<(String, i32, i64)>,
+    ) -> Vec<Result<i64, KafkaError>> {
+        let n = parts.len();
+        let r = self
+            .shard
+            .invoke_on(owner, move || async move {
+                let pm = local::<PartitionManager>();
+                let mut out = Vec::with_capacity(parts.len());
+                for (topic, p, offset) in parts {
+                    out.push(pm.local_delete_records(&topic, p, offset).await);
+                }
+                out
+            })
+            .await;
+        r.unwrap_or_else(|e| {
+            (0..n)
+                .map(|_| {
+                    Err(KafkaError::new(
+                        ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                        e.to_string(),
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    /// Moves a led partition's log start to `offset` (at most the high watermark: what a
+    /// consumer could have read). Followers follow it from the leader's fetch answers.
+    async fn local_delete_records(
+        &self,
+        topic: &str,
+        p: i32,
+        offset: i64,
+    ) -> Result<i64, KafkaError> {
+        let r = self
+            .replica(topic, p)
+            .filter(|r| r.leads())
+            .ok_or_else(|| not_here(topic, p))?;
+        let hw = r.high_watermark();
+        let offset = if offset == -1 { hw } else { offset };
+        if offset < 0 || offset > hw {
+            return Err(KafkaError::new(
+                ErrorCode::OFFSET_OUT_OF_RANGE,
+                format!("offset {offset} is not within [0, the high watermark {hw}]"),
+            ));
+        }
+        r.log.delete_records_before(offset).await
     }
 
     /// Reads `parts` on shard `owner` under a shared byte budget.

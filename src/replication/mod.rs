@@ -448,6 +448,7 @@ impl Fetcher {
                         epoch,
                         records,
                         p.high_watermark,
+                        p.log_start_offset,
                     )
                     .await;
                 if let Err(e) = r {
