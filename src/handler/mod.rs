@@ -7,6 +7,7 @@ pub mod configs;
 pub mod fetch;
 pub mod group;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 pub mod producer;
@@ -108,6 +109,7 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
         ApiKey::DeleteTopics => topics::delete(&broker, &ctx, body).await,
         ApiKey::CreatePartitions => topics::create_partitions(&broker, &ctx, body).await,
         ApiKey::DeleteRecords => records::delete_records(&broker, &ctx, body).await,
+        ApiKey::DescribeLogDirs => log_dirs::describe(&broker, &ctx, body).await,
         ApiKey::ElectLeaders => topics::elect_leaders(&broker, &ctx, body).await,
         ApiKey::AlterPartitionReassignments => {
             topics::alter_reassignments(&broker, &ctx, body).await

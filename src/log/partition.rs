@@ -460,6 +460,19 @@ impl Partition {
             .map_err(io_err)
     }
 
+    /// Bytes of the partition's segments (the active one as far as appended).
+    pub fn size_bytes(&self) -> u64 {
+        let st = self.st.borrow();
+        let n = st.segments.len();
+        let sealed: u64 = st
+            .segments
+            .values()
+            .take(n.saturating_sub(1))
+            .map(|s| s.written_bytes.get())
+            .sum();
+        sealed + st.appended_bytes
+    }
+
     /// Number of segments, the active one included.
     pub fn segment_count(&self) -> usize {
         self.st.borrow().segments.len()

@@ -441,6 +441,27 @@ impl PartitionManager {
         })
     }
 
+    /// Every partition shard `owner` holds a replica of: (its data directory, topic,
+    /// partition, bytes), for DescribeLogDirs.
+    pub async fn log_dir_usage_on(&self, owner: usize) -> Vec<(PathBuf, String, i32, u64)> {
+        self.shard
+            .invoke_on(owner, move || async move {
+                let pm = local::<PartitionManager>();
+                let usage = pm
+                    .replicas
+                    .borrow()
+                    .iter()
+                    .map(|((t, p), r)| {
+                        let base = r.log.dir.parent().map(PathBuf::from).unwrap_or_default();
+                        (base, t.clone(), *p, r.log.size_bytes())
+                    })
+                    .collect::<Vec<_>>();
+                usage
+            })
+            .await
+            .unwrap_or_default()
+    }
+
     /// DeleteRecords on shard `owner`: per (topic, partition, offset; -1 for the high
     /// watermark), the new log start, or the error.
     pub async fn delete_records_on(

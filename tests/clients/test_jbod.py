@@ -117,3 +117,33 @@ def test_a_dead_disk_takes_only_its_partitions_offline(broker_factory, two_disks
     for p in on[0]:
         assert watermarks(b.bootstrap, topic, p)[1] == 200
     assert "partition offline" in b.log()
+
+
+def test_describe_log_dirs_shows_each_disk_and_its_partitions(broker_factory, tmp_path):
+    """DescribeLogDirs (kafka-python's admin client): both data dirs, each with exactly the
+    partitions whose directories are on it, sizes that grow with what was written, and the
+    filesystem's capacity."""
+    from kafka.admin import KafkaAdminClient
+    dirs = [tmp_path / "disk1", tmp_path / "disk2"]
+    b = broker_factory(shards=2, data_dirs=dirs)
+    topic = create_topic(b.bootstrap, topic_name("logdirs"), 4)
+    acked, failed = produce(b.bootstrap, topic, range(4), 100, b"b" * 1000)
+    assert not any(failed.values())
+    admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    try:
+        [answer] = admin.describe_log_dirs()
+    finally:
+        admin.close()
+    text = str(answer)
+    by_dir = {r["log_dir"]: r for r in answer["log_dirs"]}
+    assert set(by_dir) == {str(d) for d in dirs}, text
+    total = 0
+    for d in dirs:
+        r = by_dir[str(d)]
+        assert r["error_code"] == 0, r
+        held = {p["partition_index"] for t in r["topics"] if t["name"] == topic for p in t["partitions"]}
+        assert held == partition_dirs(d, topic), (d, r)
+        total += sum(p["partition_size"] for t in r["topics"] if t["name"] == topic for p in t["partitions"])
+        assert r["total_bytes"] > 0 and 0 <= r["usable_bytes"] <= r["total_bytes"], r
+    # 400 records of 1000 bytes each, plus batch and record headers.
+    assert 400_000 <= total < 600_000, total
