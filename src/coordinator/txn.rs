@@ -21,7 +21,7 @@ use crate::metadata::MetadataImage;
 use crate::partition_manager::PartitionManager;
 use crate::protocol::batch::encode_records;
 use crate::protocol::errors::ErrorCode;
-use crate::shard::Shard;
+use crate::shard::{local, Shard};
 use crate::util::Clock;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::cell::RefCell;
@@ -51,6 +51,28 @@ pub enum TxnState {
 }
 
 impl TxnState {
+    /// The state's name as ListTransactions and DescribeTransactions give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+
+    /// Every state's name (what a ListTransactions state filter may name).
+    pub const NAMES: [&'static str; 6] = [
+        "Empty",
+        "Ongoing",
+        "PrepareCommit",
+        "PrepareAbort",
+        "CompleteCommit",
+        "CompleteAbort",
+    ];
+
     fn from_i8(v: i8) -> Option<TxnState> {
         Some(match v {
             0 => TxnState::Empty,
@@ -233,6 +255,61 @@ impl Coordinator {
                 return Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS);
             }
             Ok(f(c, txn_id).await)
+        })
+        .await
+        .and_then(|r| r)
+    }
+
+    /// ListTransactions: the transactions every shard of this broker coordinates (ids of
+    /// partitions still loading are left out), those in `states` (any, when empty), of
+    /// `producer_ids` (any, when empty), open at least `min_duration_ms` (-1: any).
+    pub async fn list(
+        &self,
+        states: Vec<String>,
+        producer_ids: Vec<i64>,
+        min_duration_ms: i64,
+    ) -> Vec<(String, i64, &'static str)> {
+        let mut out = Vec::new();
+        for shard in 0..self.shard.nr_shards {
+            let (states, pids) = (states.clone(), producer_ids.clone());
+            let r = self
+                .shard
+                .invoke_on(shard, move || async move {
+                    let c = local::<Coordinator>();
+                    let now = c.clock.now_ms();
+                    let txns = c.txns.borrow();
+                    txns.iter()
+                        .filter(|(id, m)| {
+                            !c.is_loading(id)
+                                && (states.is_empty() || states.iter().any(|s| s == m.state.name()))
+                                && (pids.is_empty() || pids.contains(&m.producer_id))
+                                && (min_duration_ms < 0
+                                    || (m.state == TxnState::Ongoing
+                                        && now - m.start_ms >= min_duration_ms))
+                        })
+                        .map(|(id, m)| (id.clone(), m.producer_id, m.state.name()))
+                        .collect::<Vec<_>>()
+                })
+                .await;
+            out.extend(r.unwrap_or_default());
+        }
+        out.sort();
+        out
+    }
+
+    /// DescribeTransactions of one id, on its coordinator: NOT_COORDINATOR when this broker
+    /// does not coordinate it, TRANSACTIONAL_ID_NOT_FOUND when it has no state.
+    pub async fn describe(&self, txn_id: String) -> Result<TxnMeta, ErrorCode> {
+        let owner = self.coordinator_shard(&txn_id);
+        super::on_owner(&self.shard, owner, move |c: Rc<Coordinator>| async move {
+            if c.is_loading(&txn_id) {
+                return Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS);
+            }
+            c.txns
+                .borrow()
+                .get(&txn_id)
+                .cloned()
+                .ok_or(ErrorCode::TRANSACTIONAL_ID_NOT_FOUND)
         })
         .await
         .and_then(|r| r)

@@ -14,6 +14,7 @@ pub mod producer;
 pub mod records;
 pub mod topics;
 pub mod txn;
+pub mod txn_admin;
 
 use crate::broker::Broker;
 use crate::controller::CreateSpec;
@@ -132,6 +133,9 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
         ApiKey::EndTxn => txn::end(&broker, &ctx, body).await,
         ApiKey::TxnOffsetCommit => txn::offset_commit(&broker, &ctx, body).await,
         ApiKey::WriteTxnMarkers => txn::write_markers(&broker, &ctx, body).await,
+        ApiKey::ListTransactions => txn_admin::list(&broker, &ctx, body).await,
+        ApiKey::DescribeTransactions => txn_admin::describe(&broker, &ctx, body).await,
+        ApiKey::DescribeProducers => txn_admin::describe_producers(&broker, &ctx, body).await,
         other => Err(Response::Close(format!("API {other:?} is not implemented"))),
     };
     broker.metrics.observe(api_key as i16, started.elapsed());

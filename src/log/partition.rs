@@ -460,6 +460,26 @@ impl Partition {
             .map_err(io_err)
     }
 
+    /// The producers this partition remembers (DescribeProducers): (producer id, epoch, last
+    /// sequence or -1, last write time in ms, first offset of its open transaction or -1).
+    pub fn active_producers(&self) -> Vec<(i64, i16, i32, i64, i64)> {
+        self.producers
+            .borrow()
+            .producers
+            .iter()
+            .map(|(pid, e)| {
+                let last_seq = e.batches.back().map_or(-1, |b| b.last_seq);
+                (
+                    *pid,
+                    e.epoch,
+                    last_seq,
+                    e.last_ms,
+                    e.txn_first.unwrap_or(-1),
+                )
+            })
+            .collect()
+    }
+
     /// Bytes of the partition's segments (the active one as far as appended).
     pub fn size_bytes(&self) -> u64 {
         let st = self.st.borrow();

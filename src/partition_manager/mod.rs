@@ -462,6 +462,30 @@ impl PartitionManager {
             .unwrap_or_default()
     }
 
+    /// DescribeProducers on shard `owner`: per (topic, partition), the producers its log
+    /// remembers (see `Partition::active_producers`), on its leader only.
+    pub async fn producers_on(
+        &self,
+        owner: usize,
+        parts: Vec<(String, i32)>,
+    ) -> Vec<Result<Vec<(i64, i16, i32, i64, i64)>, ErrorCode>> {
+        let n = parts.len();
+        let r = self
+            .shard
+            .invoke_on(owner, move || async move {
+                let pm = local::<PartitionManager>();
+                parts
+                    .iter()
+                    .map(|(t, p)| match pm.replica(t, *p).filter(|r| r.leads()) {
+                        Some(r) => Ok(r.log.active_producers()),
+                        None => Err(ErrorCode::NOT_LEADER_OR_FOLLOWER),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        r.unwrap_or_else(|_| vec![Err(ErrorCode::NOT_LEADER_OR_FOLLOWER); n])
+    }
+
     /// DeleteRecords on shard `owner`: per (topic, partition, offset; -1 for the high
     /// watermark), the new log start, or the error.
     pub async fn delete_records_on(

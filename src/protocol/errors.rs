@@ -32,6 +32,7 @@ impl ErrorCode {
     pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode = ErrorCode(14);
     pub const COORDINATOR_NOT_AVAILABLE: ErrorCode = ErrorCode(15);
     pub const NOT_COORDINATOR: ErrorCode = ErrorCode(16);
+    pub const TRANSACTIONAL_ID_NOT_FOUND: ErrorCode = ErrorCode(105);
     pub const INVALID_TOPIC_EXCEPTION: ErrorCode = ErrorCode(17);
     pub const RECORD_LIST_TOO_LARGE: ErrorCode = ErrorCode(18);
     pub const INVALID_REQUIRED_ACKS: ErrorCode = ErrorCode(21);
