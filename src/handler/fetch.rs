@@ -25,6 +25,8 @@ struct Slot {
     topic: usize,
     partition: i32,
     offset: i64,
+    /// The fetcher's own log start (a follower's: the leader's DeleteRecords waits for it).
+    log_start: i64,
     current_leader_epoch: i32,
     owner: Result<usize, ErrorCode>,
     out: Option<FetchOut>,
@@ -58,6 +60,7 @@ pub async fn handle(
                 topic: ti,
                 partition: p.partition,
                 offset: p.fetch_offset,
+                log_start: p.log_start_offset,
                 current_leader_epoch: p.current_leader_epoch,
                 owner: meta.route(&topic_names[ti], p.partition),
                 out: None,
@@ -188,6 +191,7 @@ async fn read_round(
                     committed,
                     current_leader_epoch: s.current_leader_epoch,
                     replica_id,
+                    log_start: s.log_start,
                 });
             }
         }

@@ -12,6 +12,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// A partition to ask its owner about: its (topic, partition) slot in the request, and
 /// (topic, partition, offset).
@@ -41,7 +42,11 @@ pub async fn delete_records(
     }
     for (owner, list) in by_owner {
         let (slots, parts): (Vec<_>, Vec<_>) = list.into_iter().unzip();
-        let done = broker.partitions.delete_records_on(owner, parts).await;
+        let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+        let done = broker
+            .partitions
+            .delete_records_on(owner, parts, timeout)
+            .await;
         for ((i, j), r) in slots.into_iter().zip(done) {
             answers[i][j] = match r {
                 Ok(low) => (low, ErrorCode::NONE),

@@ -298,6 +298,88 @@ impl Partition {
         Ok(())
     }
 
+    /// A follower whose whole log ends below its leader's log start (retention or
+    /// DeleteRecords ran there while it was away) starts over, empty, at `offset`, as Kafka's
+    /// followers do: every segment, snapshot and epoch entry goes, and the new start is kept
+    /// (`log-start-offset`) before the new empty segment is made. Refused (nothing changed)
+    /// when the log reaches `offset`: then it has nothing to drop.
+    pub async fn reset_to(&self, offset: i64) -> Result<(), KafkaError> {
+        let _turn = self.append_lock.lock().await;
+        let _layout = self.layout_lock.lock().await;
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        self.drain().await?;
+        let end = self.log_end_offset();
+        if end >= offset {
+            return Err(KafkaError::new(
+                ErrorCode::INVALID_REQUEST,
+                format!("cannot restart the log at {offset}: it reaches {end}"),
+            ));
+        }
+        if let Err(e) = self.start_over(offset).await {
+            self.fail(&format!("restarting the log at {offset}: {}", e.message));
+            return Err(e);
+        }
+        tracing::warn!(topic = %self.topic, partition = self.index, from = end, to = offset,
+            "the log ended below the leader's log start: restarted empty there");
+        Ok(())
+    }
+
+    async fn start_over(&self, offset: i64) -> Result<(), KafkaError> {
+        write_durably(
+            self.dir.join(super::retention::LOG_START_FILE),
+            offset.to_string().into_bytes(),
+        )
+        .await?;
+        let old_writer = self.st.borrow_mut().writer.take();
+        if let Some(f) = old_writer.and_then(|f| Rc::try_unwrap(f).ok()) {
+            f.close().await.map_err(io_err)?;
+        }
+        let old: Vec<Rc<Segment>> = std::mem::take(&mut self.st.borrow_mut().segments)
+            .into_values()
+            .collect();
+        for s in &old {
+            for path in [
+                s.log_path(),
+                s.index_path(),
+                s.time_index_path(),
+                s.txn_index_path(),
+            ] {
+                remove_file(path).await?;
+            }
+        }
+        let dir = self.dir.clone();
+        let snapshots = glommio::executor()
+            .spawn_blocking(move || list_snapshots(&dir))
+            .await
+            .map_err(io_err)?;
+        for (_, path) in snapshots {
+            remove_file(path).await?;
+        }
+        if self.epochs.borrow_mut().truncate_from_end(i64::MIN) {
+            self.persist_epochs().await?;
+        }
+        sync_dir(&self.dir).await?;
+        let seg = Rc::new(Segment::new(&self.dir, offset, now_ms()));
+        seg.indexes_loaded.set(true);
+        self.st.borrow_mut().segments.insert(offset, seg.clone());
+        let writer = self.open_writer(&seg).await?;
+        self.activate(&seg, writer).await?;
+        {
+            let mut cache = self.cache.borrow_mut();
+            cache.clear();
+        }
+        let mut st = self.st.borrow_mut();
+        st.log_start_offset = offset;
+        st.unsynced_writes = false;
+        st.dirty_since = None;
+        drop(st);
+        *self.producers.borrow_mut() = Default::default();
+        self.aborted.borrow_mut().clear();
+        Ok(())
+    }
+
     /// File position in `seg` of the batch starting at `offset`; INVALID_REQUEST when
     /// `offset` is inside a batch.
     async fn batch_start(&self, seg: &Rc<Segment>, offset: i64) -> Result<u64, KafkaError> {

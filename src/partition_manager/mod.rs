@@ -303,6 +303,26 @@ impl PartitionManager {
         (!role.leads() && role.leader >= 0 && role.leader_epoch == leader_epoch).then_some(r)
     }
 
+    /// A followed partition whose log ends below its leader's log start restarts, empty, at
+    /// it (Kafka's follower does the same); true when it did.
+    pub async fn local_reset_follower(
+        &self,
+        topic: &str,
+        p: i32,
+        leader_epoch: i32,
+        leader_log_start: i64,
+    ) -> Result<bool, KafkaError> {
+        let r = self
+            .following(topic, p, leader_epoch)
+            .ok_or_else(|| not_here(topic, p))?;
+        if leader_log_start < 0 || r.log.log_end_offset() >= leader_log_start {
+            return Ok(false);
+        }
+        r.log.reset_to(leader_log_start).await?;
+        r.clamp_hw();
+        Ok(true)
+    }
+
     /// (largest epoch <= `epoch` in the local log, where it ends): the follower's side of
     /// the truncation rule.
     pub fn local_end_offset_for_epoch(
@@ -492,15 +512,25 @@ impl PartitionManager {
         &self,
         owner: usize,
         parts: Vec<(String, i32, i64)>,
+        timeout: Duration,
     ) -> Vec<Result<i64, KafkaError>> {
         let n = parts.len();
         let r = self
             .shard
             .invoke_on(owner, move || async move {
-                let pm = local::<PartitionManager>();
-                let mut out = Vec::with_capacity(parts.len());
-                for (topic, p, offset) in parts {
-                    out.push(pm.local_delete_records(&topic, p, offset).await);
+                // Each partition waits for its followers: all at once.
+                let tasks: Vec<_> = parts
+                    .into_iter()
+                    .map(|(topic, p, offset)| {
+                        glommio::spawn_local(async move {
+                            let pm = local::<PartitionManager>();
+                            pm.local_delete_records(&topic, p, offset, timeout).await
+                        })
+                    })
+                    .collect();
+                let mut out = Vec::with_capacity(tasks.len());
+                for t in tasks {
+                    out.push(t.await);
                 }
                 out
             })
@@ -524,6 +554,7 @@ impl PartitionManager {
         topic: &str,
         p: i32,
         offset: i64,
+        timeout: Duration,
     ) -> Result<i64, KafkaError> {
         let r = self
             .replica(topic, p)
@@ -537,7 +568,30 @@ impl PartitionManager {
                 format!("offset {offset} is not within [0, the high watermark {hw}]"),
             ));
         }
-        r.log.delete_records_before(offset).await
+        let low = r.log.delete_records_before(offset).await?;
+        // As Kafka does: answered once every in-sync replica has moved its log start too
+        // (followers learn it from their next fetch), so no election brings the records back.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let wait = r.log.progress.wait();
+            if !r.leads() {
+                return Err(not_here(topic, p));
+            }
+            if r.low_watermark() >= low {
+                return Ok(low);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(KafkaError::new(
+                    ErrorCode::REQUEST_TIMED_OUT,
+                    format!(
+                        "the log start moved to {low} here; the in-sync replicas had not all \
+                         followed within the request timeout"
+                    ),
+                ));
+            }
+            with_timeout(deadline - now, wait).await;
+        }
     }
 
     /// Reads `parts` on shard `owner` under a shared byte budget.
@@ -1024,7 +1078,7 @@ impl PartitionManager {
                     ));
                     continue;
                 }
-                let change = r.follower_fetched(part.replica_id, part.offset);
+                let change = r.follower_fetched(part.replica_id, part.offset, part.log_start);
                 self.ask_isr_change(change);
             }
             // A follower reads everything durable here; a consumer only below the high

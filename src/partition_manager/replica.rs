@@ -50,6 +50,8 @@ struct Follower {
     /// The leader's log end at its previous fetch, and when that was.
     last_fetch_leo: i64,
     last_fetch: Instant,
+    /// Its log start as its last fetch gave it; -1 before.
+    log_start: i64,
 }
 
 /// An ISR change a leader wants committed.
@@ -171,6 +173,7 @@ impl Replica {
                         caught_up: now,
                         last_fetch_leo: leo,
                         last_fetch: now,
+                        log_start: -1,
                     },
                 );
             }
@@ -201,6 +204,18 @@ impl Replica {
         hw
     }
 
+    /// On a leader: the smallest log start over the in-sync replicas (Kafka's low
+    /// watermark), as the followers' fetches last gave theirs.
+    pub fn low_watermark(&self) -> i64 {
+        let role = self.role.borrow();
+        let f = self.followers.borrow();
+        role.isr
+            .iter()
+            .filter(|r| **r != role.me)
+            .map(|r| f.get(r).map_or(-1, |x| x.log_start))
+            .fold(self.log.log_start_offset(), i64::min)
+    }
+
     /// A follower learned the leader's high watermark.
     pub fn set_follower_hw(&self, leader_hw: i64) {
         let hw = leader_hw.min(self.log.durable_offset()).max(self.hw.get());
@@ -221,10 +236,11 @@ impl Replica {
     /// A follower fetched at `offset` (so holds everything below it). Returns an ISR
     /// change to ask for when it now belongs in the ISR, and wakes waiters when the high
     /// watermark moved.
-    pub fn follower_fetched(&self, id: i32, offset: i64) -> Option<IsrChange> {
+    pub fn follower_fetched(&self, id: i32, offset: i64, log_start: i64) -> Option<IsrChange> {
         let before = self.hw.get();
         let now = Instant::now();
         let leo = self.log.log_end_offset();
+        let start_moved;
         {
             let mut fs = self.followers.borrow_mut();
             let f = fs.entry(id).or_insert(Follower {
@@ -232,8 +248,11 @@ impl Replica {
                 caught_up: now,
                 last_fetch_leo: leo,
                 last_fetch: now,
+                log_start: -1,
             });
             f.leo = offset;
+            start_moved = f.log_start != log_start;
+            f.log_start = log_start;
             if offset >= leo {
                 f.caught_up = now;
             } else if offset >= f.last_fetch_leo {
@@ -242,7 +261,7 @@ impl Replica {
             f.last_fetch_leo = leo;
             f.last_fetch = now;
         }
-        if self.high_watermark() != before {
+        if self.high_watermark() != before || start_moved {
             self.log.progress.notify_all();
         }
         let role = self.role.borrow();

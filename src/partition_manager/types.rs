@@ -54,6 +54,8 @@ pub struct FetchPart {
     /// A follower's broker id (it reads past the high watermark and reports its log end by
     /// the offset it asks for); -1 for a consumer.
     pub replica_id: i32,
+    /// A follower's own log start (-1 when not given).
+    pub log_start: i64,
 }
 
 /// Record bytes that can cross shards: memory, or a file range the receiver opens itself.

@@ -429,8 +429,18 @@ impl Fetcher {
                 };
                 let code = ErrorCode(p.error_code);
                 if code == ErrorCode::OFFSET_OUT_OF_RANGE {
-                    // Our log end is past the leader's: find the divergence again.
-                    self.mark(&key, epoch, false);
+                    // Our log ends below the leader's log start (retention or DeleteRecords
+                    // ran there while we were away): start over at it. Else our log end is
+                    // past the leader's: find the divergence again.
+                    let reset = pm
+                        .local_reset_follower(&topic, p.partition_index, epoch, p.log_start_offset)
+                        .await;
+                    match reset {
+                        Ok(true) => continue,
+                        Ok(false) => self.mark(&key, epoch, false),
+                        Err(e) => tracing::warn!(%topic, partition = p.partition_index,
+                            "restarting the log at the leader's log start: {e}"),
+                    }
                     backoff = true;
                     continue;
                 }

@@ -100,3 +100,29 @@ def test_followers_follow_the_log_start(cluster_factory):
     while not moved() and time.time() < deadline:
         time.sleep(0.5)
     assert watermarks(c.bootstrap(exclude=(lead,)), "drc", 0) == (60, 100)
+
+
+def test_follower_below_the_leaders_log_start_starts_over_there(cluster_factory):
+    """A follower away while DeleteRecords moved the leader's log start past its whole log
+    (Kafka's "follower below the leader's log start") restarts its log, empty, at the leader's
+    log start (its directory then holds one segment, based there, and the start is kept),
+    catches up and rejoins the ISR."""
+    c = cluster_factory(3).start()
+    ctrl = c.metadata(1).controller_id
+    create(c.node(1).bootstrap, "drf", 1, rf=3, config={"segment.bytes": "65536"})
+    lead = wait_isr(c, 1, "drf", ALL)[0].leader
+    away = next(i for i in ALL if i not in (lead, ctrl))
+    produce_n(c.bootstrap(), "drf", 50)
+    c.node(away).kill9()
+    rest = [i for i in ALL if i != away]
+    wait_isr(c, lead, "drf", rest, timeout=30)
+    produce_n(c.bootstrap(exclude=(away,)), "drf", 100)
+    admin = AdminClient({"bootstrap.servers": c.node(lead).bootstrap})
+    assert delete_before(admin, "drf", 120) == 120
+    c.node(away).start()
+    wait_isr(c, lead, "drf", ALL, timeout=60)
+    [part_dir] = list(c.node(away).data_dir.glob("drf-0*"))
+    segments = sorted(p.name for p in part_dir.glob("*.log"))
+    assert segments[0] == "%020d.log" % 120, segments
+    assert (part_dir / "log-start-offset").read_text().strip() == "120"
+    assert watermarks(c.bootstrap(), "drf", 0) == (120, 150)
