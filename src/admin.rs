@@ -1,20 +1,26 @@
-//! `flumen groups ...` and `flumen topics ...`: consumer-group and partition-reassignment
-//! administration over the Kafka protocol, so it works against Flumen or any Kafka broker. A small blocking client: this runs in the CLI process,
-//! never on a shard.
+//! `flumen groups ...` and `flumen topics ...`: consumer-group and topic administration
+//! (list, describe, create, delete, configs, partitions, records, reassignments) over the Kafka
+//! protocol, so it works against Flumen or any Kafka broker. A small blocking client: this runs
+//! in the CLI process, never on a shard.
 
 use crate::protocol::client;
 use anyhow::{anyhow, bail, Context};
 use bytes::{Buf, Bytes};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Request, StrBytes};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 pub struct Client {
+    addr: String,
     stream: TcpStream,
     correlation: i32,
+    /// The broker's ApiVersions: key -> (min, max), asked on first need.
+    versions: Option<BTreeMap<i16, (i16, i16)>>,
 }
 
 fn s(v: &str) -> StrBytes {
@@ -26,9 +32,52 @@ impl Client {
         let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(Client {
+            addr: addr.to_string(),
             stream,
             correlation: 0,
+            versions: None,
         })
+    }
+
+    /// The version of `R` to send: the highest of `lo..=hi` that the broker speaks too (its
+    /// ApiVersions, asked once per connection).
+    pub fn version<R: Request>(&mut self, lo: i16, hi: i16) -> anyhow::Result<i16> {
+        if self.versions.is_none() {
+            let r = self.send(&ApiVersionsRequest::default(), 0)?;
+            err(r.error_code, "ApiVersions")?;
+            self.versions = Some(
+                r.api_keys
+                    .iter()
+                    .map(|k| (k.api_key, (k.min_version, k.max_version)))
+                    .collect(),
+            );
+        }
+        let name = ApiKey::try_from(R::KEY)
+            .map(|k| format!("{k:?}"))
+            .unwrap_or_else(|_| format!("API {}", R::KEY));
+        match self.versions.as_ref().and_then(|v| v.get(&R::KEY)) {
+            None => bail!(
+                "the broker at {} does not support {name} (API key {})",
+                self.addr,
+                R::KEY
+            ),
+            Some(&(min, max)) if min > hi || max < lo => bail!(
+                "the broker at {} speaks {name} v{min}-{max}, this client v{lo}-{hi}",
+                self.addr
+            ),
+            Some(&(_, max)) => Ok(max.min(hi)),
+        }
+    }
+
+    /// Sends `req` at the highest version of `lo..=hi` the broker speaks.
+    pub fn request<R: Request>(
+        &mut self,
+        req: &R,
+        lo: i16,
+        hi: i16,
+    ) -> anyhow::Result<(R::Response, i16)> {
+        let v = self.version::<R>(lo, hi)?;
+        Ok((self.send(req, v)?, v))
     }
 
     pub fn send<R: Request>(&mut self, req: &R, version: i16) -> anyhow::Result<R::Response> {
@@ -55,10 +104,80 @@ impl Client {
 }
 
 fn err(code: i16, what: &str) -> anyhow::Result<()> {
-    if code != 0 {
-        bail!("{what}: Kafka error code {code}");
+    match KafkaError::of(code, None) {
+        Some(e) => bail!("{what}: {e}"),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Kafka's name for an error code, as its `Errors` enum spells it: TOPIC_ALREADY_EXISTS for 36.
+pub fn error_name(code: i16) -> String {
+    match ResponseError::try_from_code(code) {
+        None => "NONE".into(),
+        Some(ResponseError::Unknown(_)) => "UNKNOWN".into(),
+        Some(e) => {
+            let mut out = String::new();
+            for (i, ch) in format!("{e:?}").chars().enumerate() {
+                if ch.is_ascii_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(ch.to_ascii_uppercase());
+            }
+            out
+        }
+    }
+}
+
+/// An error a broker answered: its code, Kafka's name for it, and the broker's message if
+/// the response carries one. Displays as `TOPIC_ALREADY_EXISTS (36): Topic 't' already exists`.
+#[derive(Debug, Clone)]
+pub struct KafkaError {
+    pub code: i16,
+    pub message: Option<String>,
+}
+
+impl KafkaError {
+    /// None for code 0.
+    pub fn of(code: i16, message: Option<&StrBytes>) -> Option<KafkaError> {
+        (code != 0).then(|| KafkaError {
+            code,
+            message: message
+                .map(|m| m.to_string())
+                .filter(|m| !m.trim().is_empty()),
+        })
+    }
+
+    pub fn name(&self) -> String {
+        error_name(self.code)
+    }
+}
+
+/// In JSON output: `{"code": 36, "name": "TOPIC_ALREADY_EXISTS", "message": "..."}`.
+impl Serialize for KafkaError {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            code: i16,
+            name: String,
+            message: &'a Option<String>,
+        }
+        Doc {
+            code: self.code,
+            name: self.name(),
+            message: &self.message,
+        }
+        .serialize(ser)
+    }
+}
+
+impl std::fmt::Display for KafkaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.code)?;
+        if let Some(m) = &self.message {
+            write!(f, ": {m}")?;
+        }
+        Ok(())
+    }
 }
 
 pub fn list(bootstrap: &str) -> anyhow::Result<()> {
@@ -354,9 +473,8 @@ pub fn reassign(
     for t in &r.responses {
         for p in &t.partitions {
             let what = format!("{}-{}", t.name.0.as_str(), p.partition_index);
-            if p.error_code != 0 {
-                let m = p.error_message.as_ref().map_or("", |m| m.as_str());
-                bail!("{what}: Kafka error code {} {m}", p.error_code);
+            if let Some(e) = KafkaError::of(p.error_code, p.error_message.as_ref()) {
+                bail!("{what}: {e}");
             }
             match replicas {
                 Some(r) => println!("{what}: moving to {r:?}"),
@@ -425,4 +543,898 @@ pub fn list_reassignments(bootstrap: &str) -> anyhow::Result<()> {
         println!("{t:<40} {p:>9}  {r:<16} {a:<12} {d:?}");
     }
     Ok(())
+}
+
+// `flumen topics list | describe | create | delete | alter | add-partitions | delete-records`:
+// each builds its results once, then prints them as a table or, with `--json`, as one JSON
+// document on stdout (the structs below, fields in order). Whatever the broker refuses is
+// shown in its place (the STATUS column, `"error"` in JSON) and then fails the command
+// (stderr, exit status 1): the output always says what did happen.
+
+/// How long the broker may take over a topic operation before answering REQUEST_TIMED_OUT
+/// (below the client's 30 s read timeout).
+const ADMIN_TIMEOUT_MS: i32 = 20_000;
+/// DescribeConfigs resource type of a topic.
+const RESOURCE_TOPIC: i8 = 2;
+/// DescribeConfigs' config_source of a topic's own override.
+const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+
+/// `key=value` (the value may hold `=` and `,`), for `--config` and `--set`.
+pub fn parse_config(kv: &str) -> Result<(String, String), String> {
+    match kv.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got {kv:?}")),
+    }
+}
+
+/// Rows under their headers, each column as wide as its widest cell, two spaces between
+/// columns, the last one unpadded.
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers);
+    for r in rows {
+        line(&r.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
+fn print_json<T: Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// OK (or what a dry run did), or the broker's refusal: a STATUS cell.
+fn status(e: &Option<KafkaError>, dry_run: bool) -> String {
+    match e {
+        Some(e) => e.to_string(),
+        None if dry_run => "OK (dry run: nothing changed)".into(),
+        None => "OK".into(),
+    }
+}
+
+fn dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// Fails the command with every refusal (`what`: the topic or partition refused), once the
+/// output has shown them in place.
+fn refused<'a>(
+    errors: impl IntoIterator<Item = (String, &'a Option<KafkaError>)>,
+) -> anyhow::Result<()> {
+    let all: Vec<String> = errors
+        .into_iter()
+        .filter_map(|(what, e)| e.as_ref().map(|e| format!("{what}: {e}")))
+        .collect();
+    if all.is_empty() {
+        return Ok(());
+    }
+    bail!("{}", all.join("; "))
+}
+
+fn ids(v: &[BrokerId]) -> Vec<i32> {
+    v.iter().map(|b| b.0).collect()
+}
+
+fn id_list(v: &[i32]) -> String {
+    v.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn topic_name_of(t: &metadata_response::MetadataResponseTopic) -> &str {
+    t.name.as_ref().map_or("", |n| n.0.as_str())
+}
+
+/// Metadata for `topics` (None: all), without creating any.
+fn metadata(c: &mut Client, topics: Option<&[&str]>) -> anyhow::Result<MetadataResponse> {
+    let req = MetadataRequest::default()
+        .with_topics(topics.map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(s(t))))
+                })
+                .collect()
+        }))
+        .with_allow_auto_topic_creation(false);
+    Ok(c.request(&req, 4, 12)?.0)
+}
+
+/// One topic's metadata, its partitions sorted; fails when the broker refuses the topic.
+fn topic_metadata(
+    c: &mut Client,
+    topic: &str,
+) -> anyhow::Result<(MetadataResponse, metadata_response::MetadataResponseTopic)> {
+    let mut md = metadata(c, Some(&[topic]))?;
+    let i = md
+        .topics
+        .iter()
+        .position(|t| topic_name_of(t) == topic)
+        .ok_or_else(|| anyhow!("the broker sent no metadata for topic {topic}"))?;
+    let mut t = md.topics.swap_remove(i);
+    if let Some(e) = KafkaError::of(t.error_code, None) {
+        bail!("topic {topic}: {e}");
+    }
+    t.partitions.sort_by_key(|p| p.partition_index);
+    Ok((md, t))
+}
+
+/// The replication factor: partition 0's replica count (during a reassignment, the union of
+/// old and new replicas, as Kafka shows it).
+fn replication_factor(t: &metadata_response::MetadataResponseTopic) -> usize {
+    t.partitions
+        .iter()
+        .min_by_key(|p| p.partition_index)
+        .map_or(0, |p| p.replica_nodes.len())
+}
+
+/// Connections to the brokers a Metadata response names, opened when first needed: requests
+/// for a partition's leader go to that broker.
+struct Brokers {
+    addrs: BTreeMap<i32, String>,
+    conns: BTreeMap<i32, Client>,
+}
+
+impl Brokers {
+    fn new(md: &MetadataResponse) -> Brokers {
+        let addrs = md
+            .brokers
+            .iter()
+            .map(|b| {
+                let host = b.host.as_str();
+                let addr = if host.contains(':') {
+                    format!("[{host}]:{}", b.port)
+                } else {
+                    format!("{host}:{}", b.port)
+                };
+                (b.node_id.0, addr)
+            })
+            .collect();
+        Brokers {
+            addrs,
+            conns: BTreeMap::new(),
+        }
+    }
+
+    fn get(&mut self, id: i32) -> anyhow::Result<&mut Client> {
+        if !self.conns.contains_key(&id) {
+            let addr = self
+                .addrs
+                .get(&id)
+                .ok_or_else(|| anyhow!("broker {id} is not in the Metadata response"))?;
+            let c = Client::connect(addr).with_context(|| format!("broker {id}"))?;
+            self.conns.insert(id, c);
+        }
+        Ok(self.conns.get_mut(&id).expect("just connected"))
+    }
+}
+
+/// `parts` of a topic by leader; those without one (-1) under -1.
+fn by_leader(
+    t: &metadata_response::MetadataResponseTopic,
+    parts: impl Fn(i32) -> bool,
+) -> BTreeMap<i32, Vec<i32>> {
+    let mut out: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for p in t.partitions.iter().filter(|p| parts(p.partition_index)) {
+        out.entry(p.leader_id.0.max(-1))
+            .or_default()
+            .push(p.partition_index);
+    }
+    out
+}
+
+/// What stands for a broker's answer when there was none to ask for, or none came.
+fn no_leader() -> KafkaError {
+    KafkaError {
+        code: 5, // LEADER_NOT_AVAILABLE
+        message: Some("the partition has no leader in Metadata".into()),
+    }
+}
+
+fn no_answer(leader: i32) -> KafkaError {
+    KafkaError {
+        code: -1,
+        message: Some(format!("broker {leader} did not answer for this partition")),
+    }
+}
+
+/// ListOffsets at `timestamp` (-2 earliest, -1 latest) of `topic`'s `parts`, asked of their
+/// leader `c`: per partition the offset or the broker's refusal.
+fn offsets_at(
+    c: &mut Client,
+    topic: &str,
+    parts: &[i32],
+    timestamp: i64,
+) -> anyhow::Result<BTreeMap<i32, Result<i64, KafkaError>>> {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(
+                parts
+                    .iter()
+                    .map(|p| {
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(*p)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            )]);
+    let (r, _) = c.request(&req, 1, 7)?;
+    let mut out = BTreeMap::new();
+    for t in r.topics.iter().filter(|t| t.name.0.as_str() == topic) {
+        for p in &t.partitions {
+            let v = match KafkaError::of(p.error_code, None) {
+                Some(e) => Err(e),
+                None => Ok(p.offset),
+            };
+            out.insert(p.partition_index, v);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct ListedTopic {
+    name: String,
+    topic_id: String,
+    internal: bool,
+    partitions: usize,
+    replication_factor: usize,
+    error: Option<KafkaError>,
+}
+
+/// `flumen topics list`: name, partitions and replication factor of every topic (internal
+/// ones too with `internal`).
+pub fn topics_list(bootstrap: &str, internal: bool, as_json: bool) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    let md = metadata(&mut c, None)?;
+    let mut topics: Vec<ListedTopic> = md
+        .topics
+        .iter()
+        .filter(|t| internal || !t.is_internal)
+        .map(|t| ListedTopic {
+            name: topic_name_of(t).to_string(),
+            topic_id: t.topic_id.to_string(),
+            internal: t.is_internal,
+            partitions: t.partitions.len(),
+            replication_factor: replication_factor(t),
+            error: KafkaError::of(t.error_code, None),
+        })
+        .collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    if as_json {
+        print_json(&topics)?;
+    } else {
+        let failed = topics.iter().any(|t| t.error.is_some());
+        let mut headers = vec!["NAME", "PARTITIONS", "REPLICAS"];
+        if failed {
+            headers.push("ERROR");
+        }
+        let rows: Vec<Vec<String>> = topics
+            .iter()
+            .map(|t| {
+                let mut r = vec![
+                    t.name.clone(),
+                    t.partitions.to_string(),
+                    t.replication_factor.to_string(),
+                ];
+                if failed {
+                    r.push(t.error.as_ref().map_or_else(String::new, |e| e.to_string()));
+                }
+                r
+            })
+            .collect();
+        print_table(&headers, &rows);
+    }
+    refused(
+        topics
+            .iter()
+            .map(|t| (format!("topic {}", t.name), &t.error)),
+    )
+}
+
+/// Kafka's name for a DescribeConfigs config_source.
+fn config_source_name(source: i8) -> String {
+    match source {
+        1 => "DYNAMIC_TOPIC_CONFIG".into(),
+        2 => "DYNAMIC_BROKER_CONFIG".into(),
+        3 => "DYNAMIC_DEFAULT_BROKER_CONFIG".into(),
+        4 => "STATIC_BROKER_CONFIG".into(),
+        5 => "DEFAULT_CONFIG".into(),
+        6 => "DYNAMIC_BROKER_LOGGER_CONFIG".into(),
+        7 => "CLIENT_METRICS_CONFIG".into(),
+        8 => "GROUP_CONFIG".into(),
+        other => format!("UNKNOWN({other})"),
+    }
+}
+
+#[derive(Serialize)]
+struct DescribedTopic {
+    name: String,
+    topic_id: String,
+    internal: bool,
+    replication_factor: usize,
+    partitions: Vec<DescribedPartition>,
+    /// The overrides, or every config with `--all-configs`.
+    configs: Vec<DescribedConfig>,
+    /// DescribeConfigs refused.
+    configs_error: Option<KafkaError>,
+}
+
+#[derive(Serialize)]
+struct DescribedPartition {
+    partition: i32,
+    /// -1: none
+    leader: i32,
+    leader_epoch: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    offline_replicas: Vec<i32>,
+    /// ListOffsets earliest
+    log_start_offset: Option<i64>,
+    /// ListOffsets latest
+    high_watermark: Option<i64>,
+    error: Option<KafkaError>,
+}
+
+#[derive(Serialize)]
+struct DescribedConfig {
+    name: String,
+    value: Option<String>,
+    source: String,
+    read_only: bool,
+    sensitive: bool,
+}
+
+/// `flumen topics describe`: the topic, per partition its leader, replicas, ISR and offsets
+/// (ListOffsets earliest and latest, asked of the partition's leader), and its config
+/// overrides (every config with `all_configs`).
+pub fn topics_describe(
+    bootstrap: &str,
+    topic: &str,
+    all_configs: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    let (md, t) = topic_metadata(&mut c, topic)?;
+
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(s(topic))
+            .with_configuration_keys(None),
+    ]);
+    let (r, _) = c.request(&req, 1, 4)?;
+    let mut configs = Vec::new();
+    let mut configs_error = None;
+    for res in r.results {
+        configs_error = KafkaError::of(res.error_code, res.error_message.as_ref());
+        configs.extend(
+            res.configs
+                .into_iter()
+                .filter(|c| all_configs || c.config_source == DYNAMIC_TOPIC_CONFIG)
+                .map(|c| DescribedConfig {
+                    name: c.name.to_string(),
+                    value: c.value.map(|v| v.to_string()),
+                    source: config_source_name(c.config_source),
+                    read_only: c.read_only,
+                    sensitive: c.is_sensitive,
+                }),
+        );
+    }
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut brokers = Brokers::new(&md);
+    let mut earliest = BTreeMap::new();
+    let mut latest = BTreeMap::new();
+    for (leader, parts) in by_leader(&t, |_| true) {
+        if leader < 0 {
+            continue;
+        }
+        let conn = brokers.get(leader)?;
+        earliest.extend(offsets_at(conn, topic, &parts, -2)?);
+        latest.extend(offsets_at(conn, topic, &parts, -1)?);
+    }
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let i = p.partition_index;
+            let offset = |m: &BTreeMap<i32, Result<i64, KafkaError>>| match m.get(&i) {
+                Some(r) => r.clone(),
+                None if p.leader_id.0 < 0 => Err(no_leader()),
+                None => Err(no_answer(p.leader_id.0)),
+            };
+            let (lo, hi) = (offset(&earliest), offset(&latest));
+            let error = KafkaError::of(p.error_code, None)
+                .or_else(|| lo.clone().err())
+                .or_else(|| hi.clone().err());
+            DescribedPartition {
+                partition: i,
+                leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+                replicas: ids(&p.replica_nodes),
+                isr: ids(&p.isr_nodes),
+                offline_replicas: ids(&p.offline_replicas),
+                log_start_offset: lo.ok(),
+                high_watermark: hi.ok(),
+                error,
+            }
+        })
+        .collect();
+    let d = DescribedTopic {
+        name: topic.to_string(),
+        topic_id: t.topic_id.to_string(),
+        internal: t.is_internal,
+        replication_factor: replication_factor(&t),
+        partitions,
+        configs,
+        configs_error,
+    };
+    if as_json {
+        print_json(&d)?;
+    } else {
+        print_described(&d, all_configs);
+    }
+    refused(
+        std::iter::once((format!("DescribeConfigs {topic}"), &d.configs_error)).chain(
+            d.partitions
+                .iter()
+                .map(|p| (format!("{topic}-{}", p.partition), &p.error)),
+        ),
+    )
+}
+
+/// `describe` as rpk shows it: summary, configs, partitions.
+fn print_described(d: &DescribedTopic, all_configs: bool) {
+    println!("SUMMARY\n=======");
+    let mut summary = vec![
+        ("NAME", d.name.clone()),
+        ("ID", d.topic_id.clone()),
+        ("PARTITIONS", d.partitions.len().to_string()),
+        ("REPLICAS", d.replication_factor.to_string()),
+    ];
+    if d.internal {
+        summary.push(("INTERNAL", "true".into()));
+    }
+    for (k, v) in summary {
+        println!("{k:<12}{v}");
+    }
+    println!("\nCONFIGS\n=======");
+    if let Some(e) = &d.configs_error {
+        println!("(DescribeConfigs refused: {e})");
+    } else if d.configs.is_empty() && !all_configs {
+        println!("(no overrides; --all-configs shows every config)");
+    } else {
+        let rows: Vec<Vec<String>> = d
+            .configs
+            .iter()
+            .map(|c| {
+                let value = match (&c.value, c.sensitive) {
+                    (_, true) => "(sensitive)".to_string(),
+                    (Some(v), _) => v.clone(),
+                    (None, _) => "(null)".to_string(),
+                };
+                vec![c.name.clone(), value, c.source.clone()]
+            })
+            .collect();
+        print_table(&["KEY", "VALUE", "SOURCE"], &rows);
+    }
+    println!("\nPARTITIONS\n==========");
+    let offline = d.partitions.iter().any(|p| !p.offline_replicas.is_empty());
+    let failed = d.partitions.iter().any(|p| p.error.is_some());
+    let mut headers = vec![
+        "PARTITION",
+        "LEADER",
+        "EPOCH",
+        "REPLICAS",
+        "ISR",
+        "LOG-START-OFFSET",
+        "HIGH-WATERMARK",
+    ];
+    if offline {
+        headers.push("OFFLINE-REPLICAS");
+    }
+    if failed {
+        headers.push("ERROR");
+    }
+    let rows: Vec<Vec<String>> = d
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut r = vec![
+                p.partition.to_string(),
+                dash((p.leader >= 0).then_some(p.leader)),
+                p.leader_epoch.to_string(),
+                id_list(&p.replicas),
+                id_list(&p.isr),
+                dash(p.log_start_offset),
+                dash(p.high_watermark),
+            ];
+            if offline {
+                r.push(id_list(&p.offline_replicas));
+            }
+            if failed {
+                r.push(p.error.as_ref().map_or_else(String::new, |e| e.to_string()));
+            }
+            r
+        })
+        .collect();
+    print_table(&headers, &rows);
+}
+
+/// What `flumen topics create` asks for; -1: the broker's default.
+pub struct NewTopics<'a> {
+    pub names: &'a [String],
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: &'a [(String, String)],
+    pub dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct CreatedTopic {
+    name: String,
+    topic_id: Option<String>,
+    partitions: Option<i32>,
+    replication_factor: Option<i16>,
+    dry_run: bool,
+    error: Option<KafkaError>,
+}
+
+/// `flumen topics create` (CreateTopics).
+pub fn topics_create(bootstrap: &str, new: &NewTopics, as_json: bool) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    let topics = new
+        .names
+        .iter()
+        .map(|name| {
+            create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(s(name)))
+                .with_num_partitions(new.partitions)
+                .with_replication_factor(new.replication_factor)
+                .with_configs(
+                    new.configs
+                        .iter()
+                        .map(|(k, v)| {
+                            create_topics_request::CreatableTopicConfig::default()
+                                .with_name(s(k))
+                                .with_value(Some(s(v)))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let req = CreateTopicsRequest::default()
+        .with_topics(topics)
+        .with_timeout_ms(ADMIN_TIMEOUT_MS)
+        .with_validate_only(new.dry_run);
+    let (r, v) = c.request(&req, 2, 7)?;
+    let created: Vec<CreatedTopic> = r
+        .topics
+        .iter()
+        .map(|t| {
+            let error = KafkaError::of(t.error_code, t.error_message.as_ref());
+            let ok = error.is_none();
+            // v5+ says what the broker made of -1; before it, what was asked.
+            let (partitions, replication_factor) = if v >= 5 {
+                (Some(t.num_partitions), Some(t.replication_factor))
+            } else {
+                (Some(new.partitions), Some(new.replication_factor))
+            };
+            CreatedTopic {
+                name: t.name.0.to_string(),
+                topic_id: (ok && !t.topic_id.is_nil()).then(|| t.topic_id.to_string()),
+                partitions: partitions.filter(|n| ok && *n >= 0),
+                replication_factor: replication_factor.filter(|n| ok && *n >= 0),
+                dry_run: new.dry_run,
+                error,
+            }
+        })
+        .collect();
+    if as_json {
+        print_json(&created)?;
+    } else {
+        let rows: Vec<Vec<String>> = created
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    dash(t.partitions),
+                    dash(t.replication_factor),
+                    status(&t.error, t.dry_run),
+                ]
+            })
+            .collect();
+        print_table(&["TOPIC", "PARTITIONS", "REPLICAS", "STATUS"], &rows);
+    }
+    refused(
+        created
+            .iter()
+            .map(|t| (format!("topic {}", t.name), &t.error)),
+    )
+}
+
+#[derive(Serialize)]
+struct DeletedTopic {
+    name: String,
+    error: Option<KafkaError>,
+}
+
+/// `flumen topics delete` (DeleteTopics).
+pub fn topics_delete(bootstrap: &str, names: &[String], as_json: bool) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    let v = c.version::<DeleteTopicsRequest>(1, 6)?;
+    let mut req = DeleteTopicsRequest::default().with_timeout_ms(ADMIN_TIMEOUT_MS);
+    // v6 names topics in `topics` (by name or id), older versions in `topic_names`.
+    if v >= 6 {
+        req = req.with_topics(
+            names
+                .iter()
+                .map(|n| {
+                    delete_topics_request::DeleteTopicState::default()
+                        .with_name(Some(TopicName(s(n))))
+                })
+                .collect(),
+        );
+    } else {
+        req = req.with_topic_names(names.iter().map(|n| TopicName(s(n))).collect());
+    }
+    let r = c.send(&req, v)?;
+    let deleted: Vec<DeletedTopic> = r
+        .responses
+        .iter()
+        .enumerate()
+        .map(|(i, t)| DeletedTopic {
+            name: t.name.as_ref().map_or_else(
+                || names.get(i).cloned().unwrap_or_default(),
+                |n| n.0.to_string(),
+            ),
+            error: KafkaError::of(t.error_code, t.error_message.as_ref()),
+        })
+        .collect();
+    if as_json {
+        print_json(&deleted)?;
+    } else {
+        let rows: Vec<Vec<String>> = deleted
+            .iter()
+            .map(|t| vec![t.name.clone(), status(&t.error, false)])
+            .collect();
+        print_table(&["TOPIC", "STATUS"], &rows);
+    }
+    refused(
+        deleted
+            .iter()
+            .map(|t| (format!("topic {}", t.name), &t.error)),
+    )
+}
+
+#[derive(Serialize)]
+struct AlteredTopic<'a> {
+    name: &'a str,
+    set: BTreeMap<&'a str, &'a str>,
+    deleted: &'a [String],
+    dry_run: bool,
+    error: Option<KafkaError>,
+}
+
+/// `flumen topics alter`: sets and removes config overrides (IncrementalAlterConfigs; a
+/// removed override falls back to the broker's value).
+pub fn topics_alter(
+    bootstrap: &str,
+    topic: &str,
+    set: &[(String, String)],
+    delete: &[String],
+    dry_run: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if set.is_empty() && delete.is_empty() {
+        bail!("nothing to change: give --set key=value and/or --delete key");
+    }
+    const OP_SET: i8 = 0;
+    const OP_DELETE: i8 = 1;
+    let mut c = Client::connect(bootstrap)?;
+    let configs = set
+        .iter()
+        .map(|(k, v)| (k, OP_SET, Some(s(v))))
+        .chain(delete.iter().map(|k| (k, OP_DELETE, None)))
+        .map(|(k, op, v)| {
+            incremental_alter_configs_request::AlterableConfig::default()
+                .with_name(s(k))
+                .with_config_operation(op)
+                .with_value(v)
+        })
+        .collect();
+    let req = IncrementalAlterConfigsRequest::default()
+        .with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(s(topic))
+                .with_configs(configs),
+        ])
+        .with_validate_only(dry_run);
+    let (r, _) = c.request(&req, 0, 1)?;
+    let res = r
+        .responses
+        .first()
+        .ok_or_else(|| anyhow!("the broker answered IncrementalAlterConfigs for no topic"))?;
+    let altered = AlteredTopic {
+        name: topic,
+        set: set.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        deleted: delete,
+        dry_run,
+        error: KafkaError::of(res.error_code, res.error_message.as_ref()),
+    };
+    if as_json {
+        print_json(&altered)?;
+    } else {
+        let row = vec![topic.to_string(), status(&altered.error, dry_run)];
+        print_table(&["TOPIC", "STATUS"], &[row]);
+    }
+    refused([(format!("topic {topic}"), &altered.error)])
+}
+
+#[derive(Serialize)]
+struct GrownTopic<'a> {
+    name: &'a str,
+    partitions: i32,
+    dry_run: bool,
+    error: Option<KafkaError>,
+}
+
+/// `flumen topics add-partitions`: grows the topic to `count` partitions (CreatePartitions).
+pub fn topics_add_partitions(
+    bootstrap: &str,
+    topic: &str,
+    count: i32,
+    dry_run: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    let req = CreatePartitionsRequest::default()
+        .with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_count(count)
+                .with_assignments(None),
+        ])
+        .with_timeout_ms(ADMIN_TIMEOUT_MS)
+        .with_validate_only(dry_run);
+    let (r, _) = c.request(&req, 0, 3)?;
+    let res = r
+        .results
+        .first()
+        .ok_or_else(|| anyhow!("the broker answered CreatePartitions for no topic"))?;
+    let grown = GrownTopic {
+        name: topic,
+        partitions: count,
+        dry_run,
+        error: KafkaError::of(res.error_code, res.error_message.as_ref()),
+    };
+    if as_json {
+        print_json(&grown)?;
+    } else {
+        let row = vec![
+            topic.to_string(),
+            count.to_string(),
+            status(&grown.error, dry_run),
+        ];
+        print_table(&["TOPIC", "PARTITIONS", "STATUS"], &[row]);
+    }
+    refused([(format!("topic {topic}"), &grown.error)])
+}
+
+#[derive(Serialize)]
+struct TrimmedPartition<'a> {
+    topic: &'a str,
+    partition: i32,
+    low_watermark: Option<i64>,
+    error: Option<KafkaError>,
+}
+
+/// `flumen topics delete-records`: removes the records of `partitions` below `before` (-1:
+/// all, up to the high watermark) by moving their log start (DeleteRecords, sent to each
+/// partition's leader); prints the new low watermarks.
+pub fn topics_delete_records(
+    bootstrap: &str,
+    topic: &str,
+    partitions: &[i32],
+    before: i64,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    let (md, t) = topic_metadata(&mut c, topic)?;
+    if let Some(p) = partitions
+        .iter()
+        .find(|p| !t.partitions.iter().any(|m| m.partition_index == **p))
+    {
+        bail!(
+            "topic {topic} has no partition {p} (it has {})",
+            t.partitions.len()
+        );
+    }
+    let mut results: BTreeMap<i32, Result<i64, KafkaError>> = BTreeMap::new();
+    let mut brokers = Brokers::new(&md);
+    for (leader, parts) in by_leader(&t, |p| partitions.contains(&p)) {
+        if leader < 0 {
+            results.extend(parts.iter().map(|p| (*p, Err(no_leader()))));
+            continue;
+        }
+        let req = DeleteRecordsRequest::default()
+            .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|p| {
+                            delete_records_request::DeleteRecordsPartition::default()
+                                .with_partition_index(*p)
+                                .with_offset(before)
+                        })
+                        .collect(),
+                )])
+            .with_timeout_ms(ADMIN_TIMEOUT_MS);
+        let (r, _) = brokers.get(leader)?.request(&req, 0, 2)?;
+        for rt in r.topics.iter().filter(|rt| rt.name.0.as_str() == topic) {
+            for p in &rt.partitions {
+                let v = match KafkaError::of(p.error_code, None) {
+                    // DeleteRecords carries no message: say what Kafka means by this one.
+                    Some(mut e) if e.code == 1 => {
+                        e.message = Some(format!("--before {before} is above the high watermark"));
+                        Err(e)
+                    }
+                    Some(e) => Err(e),
+                    None => Ok(p.low_watermark),
+                };
+                results.insert(p.partition_index, v);
+            }
+        }
+        for p in parts {
+            results.entry(p).or_insert_with(|| Err(no_answer(leader)));
+        }
+    }
+    let trimmed: Vec<TrimmedPartition> = results
+        .into_iter()
+        .map(|(partition, r)| TrimmedPartition {
+            topic,
+            partition,
+            low_watermark: r.as_ref().ok().copied(),
+            error: r.err(),
+        })
+        .collect();
+    if as_json {
+        print_json(&trimmed)?;
+    } else {
+        let rows: Vec<Vec<String>> = trimmed
+            .iter()
+            .map(|p| {
+                vec![
+                    topic.to_string(),
+                    p.partition.to_string(),
+                    dash(p.low_watermark),
+                    status(&p.error, false),
+                ]
+            })
+            .collect();
+        print_table(&["TOPIC", "PARTITION", "LOW-WATERMARK", "STATUS"], &rows);
+    }
+    refused(
+        trimmed
+            .iter()
+            .map(|p| (format!("{topic}-{}", p.partition), &p.error)),
+    )
 }

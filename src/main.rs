@@ -70,11 +70,12 @@ enum Command {
         #[command(subcommand)]
         action: GroupAction,
     },
-    /// Topic administration: moving partitions between brokers (works against any
-    /// Kafka-protocol broker).
+    /// Topic administration: list, describe, create, delete, alter configs, add partitions,
+    /// delete records, move partitions between brokers (works against any Kafka-protocol
+    /// broker). Tables by default, --json for scripts; exit status 1 when the broker refuses.
     Topics {
-        /// Broker to talk to
-        #[arg(long, default_value = "127.0.0.1:9092")]
+        /// Broker to talk to (before or after the subcommand)
+        #[arg(long, default_value = "127.0.0.1:9092", global = true)]
         bootstrap: String,
         #[command(subcommand)]
         action: TopicAction,
@@ -83,6 +84,99 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TopicAction {
+    /// Topics with their partition count and replication factor (Metadata)
+    List {
+        /// Include internal topics (__consumer_offsets, __transaction_state)
+        #[arg(long, short = 'i')]
+        internal: bool,
+        /// One JSON document on stdout instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// A topic's config overrides and, per partition, leader, replicas, ISR, log start offset
+    /// and high watermark (Metadata, DescribeConfigs, ListOffsets)
+    Describe {
+        topic: String,
+        /// Every config with its source, not only the topic's overrides
+        #[arg(long, short = 'a')]
+        all_configs: bool,
+        /// One JSON document on stdout instead of tables
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create topics (CreateTopics)
+    Create {
+        #[arg(required = true, value_name = "TOPIC")]
+        topics: Vec<String>,
+        /// Partitions (-1: the broker's default)
+        #[arg(long, short = 'p', default_value_t = -1, allow_hyphen_values = true)]
+        partitions: i32,
+        /// Replication factor (-1: the broker's default)
+        #[arg(long, short = 'r', default_value_t = -1, allow_hyphen_values = true)]
+        replicas: i16,
+        /// A topic config override, key=value; repeat for several
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE",
+              value_parser = flumen::admin::parse_config)]
+        configs: Vec<(String, String)>,
+        /// Have the broker validate the request without creating anything
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON document on stdout instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete topics and their data (DeleteTopics)
+    Delete {
+        #[arg(required = true, value_name = "TOPIC")]
+        topics: Vec<String>,
+        /// One JSON document on stdout instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set or remove a topic's config overrides (IncrementalAlterConfigs); a removed override
+    /// falls back to the broker's value
+    Alter {
+        topic: String,
+        /// Set a config, key=value; repeat for several
+        #[arg(long, value_name = "KEY=VALUE", value_parser = flumen::admin::parse_config)]
+        set: Vec<(String, String)>,
+        /// Remove an override; repeat for several
+        #[arg(long, value_name = "KEY")]
+        delete: Vec<String>,
+        /// Have the broker validate the change without making it
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON document on stdout instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grow a topic to COUNT partitions in all (CreatePartitions; never shrinks)
+    AddPartitions {
+        topic: String,
+        /// The topic's partition count afterwards
+        #[arg(long)]
+        count: i32,
+        /// Have the broker validate the change without making it
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON document on stdout instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the records of partitions below an offset by moving their log start
+    /// (DeleteRecords, sent to each partition's leader); prints the new low watermark
+    DeleteRecords {
+        topic: String,
+        /// Partitions, comma-separated or repeated
+        #[arg(long, short = 'p', required = true, value_delimiter = ',')]
+        partition: Vec<i32>,
+        /// The new log start offset: records below it go (-1: all, up to the high watermark)
+        #[arg(long, allow_hyphen_values = true)]
+        before: i64,
+        /// One JSON document on stdout instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Move partitions to other brokers (AlterPartitionReassignments): the new replicas copy
     /// the data, join the ISR, then the old ones are removed
     Reassign {
@@ -426,6 +520,54 @@ fn main() {
             }
         },
         Command::Topics { bootstrap, action } => match action {
+            TopicAction::List { internal, json } => {
+                flumen::admin::topics_list(&bootstrap, internal, json)
+            }
+            TopicAction::Describe {
+                topic,
+                all_configs,
+                json,
+            } => flumen::admin::topics_describe(&bootstrap, &topic, all_configs, json),
+            TopicAction::Create {
+                topics,
+                partitions,
+                replicas,
+                configs,
+                dry_run,
+                json,
+            } => flumen::admin::topics_create(
+                &bootstrap,
+                &flumen::admin::NewTopics {
+                    names: &topics,
+                    partitions,
+                    replication_factor: replicas,
+                    configs: &configs,
+                    dry_run,
+                },
+                json,
+            ),
+            TopicAction::Delete { topics, json } => {
+                flumen::admin::topics_delete(&bootstrap, &topics, json)
+            }
+            TopicAction::Alter {
+                topic,
+                set,
+                delete,
+                dry_run,
+                json,
+            } => flumen::admin::topics_alter(&bootstrap, &topic, &set, &delete, dry_run, json),
+            TopicAction::AddPartitions {
+                topic,
+                count,
+                dry_run,
+                json,
+            } => flumen::admin::topics_add_partitions(&bootstrap, &topic, count, dry_run, json),
+            TopicAction::DeleteRecords {
+                topic,
+                partition,
+                before,
+                json,
+            } => flumen::admin::topics_delete_records(&bootstrap, &topic, &partition, before, json),
             TopicAction::Reassign {
                 topic,
                 partitions,
