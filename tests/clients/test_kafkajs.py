@@ -28,3 +28,14 @@ def test_kafkajs_round_trip(broker_factory):
                   for j, i in enumerate(range(part, 500, 3))]
         assert [(m.offset(), m.key(), m.value(), m.headers(), m.timestamp())
                 for m in got[part]] == expect
+
+
+def test_kafkajs_admin_configs_partitions_records(broker):
+    """kafkajs admin (tests/js/admin.js): DescribeConfigs, AlterConfigs replacing the
+    overrides, an invalid value refused with INVALID_CONFIG, CreatePartitions, DeleteRecords
+    (low watermark 6 of 10), DeleteTopics."""
+    if shutil.which("node") is None or not (JS / "node_modules" / "kafkajs").exists():
+        pytest.fail("kafkajs missing: run `npm ci` in tests/js (.ci/run does)")
+    r = subprocess.run(["node", str(JS / "admin.js"), broker.bootstrap, topic_name("jsadmin")],
+                       capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0 and r.stdout.strip() == "OK", r.stdout + r.stderr
