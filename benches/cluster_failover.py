@@ -69,8 +69,17 @@ def main():
                 c.node(old).start()
                 c.wait_live([1, 2, 3], timeout=60)
                 # Broker kill (not the controller, so only the fencing is timed).
+                # Every replica back in sync first: a partition whose only in-sync replica is
+                # killed stays offline (unclean election off), which is not failover.
+                poll(lambda: all(len(p.isrs) == args.rf
+                                 for p in c.metadata(1).topics["load"].partitions.values()),
+                     timeout=120, step=0.2)
+                # The non-controller leading the most partitions (a broker just restarted
+                # leads none until the preferred-leader rebalance gives them back).
                 ctl = c.metadata(1).controller_id
-                victim = next(i for i in (1, 2, 3) if i != ctl)
+                parts = c.metadata(ctl).topics["load"].partitions.values()
+                victim = max((i for i in (1, 2, 3) if i != ctl),
+                             key=lambda i: sum(1 for p in parts if p.leader == i))
                 watcher = next(i for i in (1, 2, 3) if i != victim)
                 led_by = [p.id for p in c.metadata(watcher).topics["load"].partitions.values()
                           if p.leader == victim]
