@@ -187,7 +187,11 @@ impl Partition {
             if cfg.timestamp_type != TimestampType::CreateTime {
                 continue;
             }
-            for ts in [i.base_timestamp, i.max_timestamp] {
+            // -1: no timestamp (Kafka exempts it from the bounds).
+            for ts in [i.base_timestamp, i.max_timestamp]
+                .into_iter()
+                .filter(|t| *t != -1)
+            {
                 let (before, after) = (now.saturating_sub(ts), ts.saturating_sub(now));
                 if before > cfg.timestamp_before_max_ms || after > cfg.timestamp_after_max_ms {
                     return Err(KafkaError::new(
@@ -259,8 +263,13 @@ impl Partition {
             let cfg = self.cfg();
             let st = self.st.borrow();
             let active = st.active_segment();
-            let max_age =
-                cfg.segment_ms - segment_jitter(active.base_offset, cfg.segment_jitter_ms);
+            let jitter = segment_jitter(
+                &self.topic,
+                self.index,
+                active.base_offset,
+                cfg.segment_jitter_ms.min(cfg.segment_ms),
+            );
+            let max_age = cfg.segment_ms - jitter;
             st.appended_bytes > 0
                 && (st.appended_bytes + total > cfg.segment_bytes
                     || now - active.created_ms >= max_age)
@@ -692,13 +701,20 @@ impl Partition {
     }
 }
 
-/// How much earlier than segment.ms the segment based at `base` rolls: a spread in
-/// [0, jitter_ms) derived from the base offset (stable across restarts, different between
-/// segments and partitions that started together at different offsets).
-fn segment_jitter(base: i64, jitter_ms: i64) -> i64 {
+/// How much earlier than segment.ms the segment based at `base` of `topic`-`index` rolls: a
+/// spread in [0, jitter_ms) (the caller keeps it below segment.ms) derived from the three, so
+/// it is stable across restarts and differs between partitions created together.
+fn segment_jitter(topic: &str, index: i32, base: i64, jitter_ms: i64) -> i64 {
     if jitter_ms <= 0 {
         return 0;
     }
-    let h = (base as u64 ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    ((h >> 33) % jitter_ms as u64) as i64
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in topic
+        .bytes()
+        .chain(index.to_le_bytes())
+        .chain(base.to_le_bytes())
+    {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % jitter_ms as u64) as i64
 }

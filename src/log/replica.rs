@@ -317,7 +317,7 @@ impl Partition {
                 format!("cannot restart the log at {offset}: it reaches {end}"),
             ));
         }
-        if let Err(e) = self.start_over(offset).await {
+        if let Err(e) = self.start_over(offset, offset).await {
             self.fail(&format!("restarting the log at {offset}: {}", e.message));
             return Err(e);
         }
@@ -326,10 +326,41 @@ impl Partition {
         Ok(())
     }
 
-    async fn start_over(&self, offset: i64) -> Result<(), KafkaError> {
+    /// An empty log whose start is inside the leader's first batch (DeleteRecords may put a
+    /// log start inside a batch, and a fetch from it answers the whole batch): the empty
+    /// segment moves back to that batch's `base`, the log start stays, so the batch appends
+    /// at its own offsets (Kafka's followers do the same).
+    pub async fn rebase_empty(&self, base: i64) -> Result<(), KafkaError> {
+        let _turn = self.append_lock.lock().await;
+        let _layout = self.layout_lock.lock().await;
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        self.drain().await?;
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if end != start || base >= end {
+            return Err(KafkaError::new(
+                ErrorCode::INVALID_REQUEST,
+                format!("cannot move the log back to {base}: it holds [{start}, {end})"),
+            ));
+        }
+        if let Err(e) = self.start_over(base, start).await {
+            self.fail(&format!(
+                "moving the empty log back to {base}: {}",
+                e.message
+            ));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Every segment, snapshot and epoch entry goes; the log is one empty segment based at
+    /// `base`, starting (for readers) at `start` >= `base`.
+    async fn start_over(&self, base: i64, start: i64) -> Result<(), KafkaError> {
+        let offset = base;
         write_durably(
             self.dir.join(super::retention::LOG_START_FILE),
-            offset.to_string().into_bytes(),
+            start.to_string().into_bytes(),
         )
         .await?;
         let old_writer = self.st.borrow_mut().writer.take();
@@ -371,7 +402,7 @@ impl Partition {
             cache.clear();
         }
         let mut st = self.st.borrow_mut();
-        st.log_start_offset = offset;
+        st.log_start_offset = start;
         st.unsynced_writes = false;
         st.dirty_since = None;
         drop(st);

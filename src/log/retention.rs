@@ -155,9 +155,16 @@ impl Partition {
             Some(v) if v > from && v <= to => v,
             Some(v) if v > to => {
                 // Records below it were written but not synced and lost with the power:
-                // none of them may come back, and nothing past the end exists to hide.
+                // none of them may come back, and nothing past the end exists to hide. The
+                // file is brought down to the end, or records written from there on would
+                // vanish at the next restart.
                 tracing::warn!(topic = %self.topic, partition = self.index, saved = v, end = to,
                     "{LOG_START_FILE} is past the recovered log end; the log starts at its end");
+                let path = self.dir.join(LOG_START_FILE);
+                if let Err(e) = write_durably(path, to.to_string().into_bytes()).await {
+                    tracing::error!(topic = %self.topic, partition = self.index,
+                        "rewriting {LOG_START_FILE}: {e}");
+                }
                 to
             }
             _ => from,

@@ -344,17 +344,18 @@ fn broker_value(cfg: &Config, name: &str) -> String {
 
 /// Maps a topic's config overrides onto the broker defaults.
 pub fn log_config(cfg: &Config, overrides: &BTreeMap<String, String>) -> LogConfig {
+    // Values are checked trimmed (check_topic_config), so they are read trimmed.
     let num = |k: &str, d: i64| {
         overrides
             .get(k)
-            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok())
             .unwrap_or(d)
     };
     // flush.ms 0 or flush.messages 1: fdatasync before every acknowledgement; else the
     // topic's interval, or the broker's.
     let flush_ms = overrides
         .get("flush.ms")
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let flush_messages = num("flush.messages", LONG_MAX);
     let flush = match flush_ms {
         _ if flush_messages == 1 => FlushPolicy::EveryWrite,
@@ -394,7 +395,7 @@ pub fn log_config(cfg: &Config, overrides: &BTreeMap<String, String>) -> LogConf
 pub fn min_insync_replicas(cfg: &Config, overrides: &BTreeMap<String, String>) -> usize {
     overrides
         .get("min.insync.replicas")
-        .and_then(|v| v.parse::<usize>().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(cfg.min_insync_replicas.max(1) as usize)
 }
 

@@ -319,7 +319,7 @@ impl PartitionManager {
             return Ok(false);
         }
         r.log.reset_to(leader_log_start).await?;
-        r.clamp_hw();
+        r.set_follower_hw(leader_log_start);
         Ok(true)
     }
 
@@ -365,6 +365,14 @@ impl PartitionManager {
         let r = self
             .following(topic, p, leader_epoch)
             .ok_or_else(|| not_here(topic, p))?;
+        // Restarted at a log start inside the leader's first batch: the batch comes whole.
+        if records.len() >= crate::protocol::batch::LOG_OVERHEAD {
+            let base = crate::protocol::batch::be_i64(&records, 0);
+            let (start, end) = (r.log.log_start_offset(), r.log.log_end_offset());
+            if start == end && base < end {
+                r.log.rebase_empty(base).await?;
+            }
+        }
         let end = if records.is_empty() {
             r.log.log_end_offset()
         } else {
@@ -1305,30 +1313,43 @@ impl PartitionManager {
             }
         })
         .detach();
-        // The interval flush policy (the broker's, or a topic's flush.ms): a partition is
-        // fdatasync'ed at the last tick before its oldest unsynced write would have waited
-        // its interval, so no write waits longer. The tick is a quarter of the shortest
-        // interval in force (within [MIN, MAX]_FLUSH_TICK_MS).
+        // The interval flush policy (the broker's, or a topic's flush.ms): each round works
+        // out the tick (a quarter of the shortest interval in force, within
+        // [MIN, MAX]_FLUSH_TICK_MS) first, then fdatasyncs every partition whose oldest
+        // unsynced write would pass its interval before the next round, so no write waits
+        // longer. A partition whose topic turned to every-write with writes unsynced is
+        // synced at once.
         let pm = self.clone();
         glommio::spawn_local(async move {
-            let mut tick = MAX_FLUSH_TICK_MS;
             while !stop.load(Ordering::Relaxed) {
-                glommio::timer::sleep(Duration::from_millis(tick)).await;
-                let mut shortest = match pm.config.flush_policy() {
+                let all = pm.all();
+                let broker = match pm.config.flush_policy() {
                     crate::config::FlushPolicy::IntervalMs(ms) => ms,
                     crate::config::FlushPolicy::EveryWrite => MAX_FLUSH_TICK_MS * 4,
                 };
-                for r in pm.all() {
-                    let crate::config::FlushPolicy::IntervalMs(ms) = r.log.cfg().flush else {
+                let shortest = all
+                    .iter()
+                    .filter_map(|r| match r.log.cfg().flush {
+                        crate::config::FlushPolicy::IntervalMs(ms) => Some(ms),
+                        crate::config::FlushPolicy::EveryWrite => None,
+                    })
+                    .fold(broker, u64::min);
+                let tick = (shortest / 4).clamp(MIN_FLUSH_TICK_MS, MAX_FLUSH_TICK_MS);
+                for r in all {
+                    let Some(waited) = r.log.unsynced_for() else {
                         continue;
                     };
-                    shortest = shortest.min(ms);
-                    let waited = r.log.unsynced_for().map(|d| d.as_millis() as u64);
-                    if waited.is_some_and(|w| w + 2 * tick >= ms) {
+                    let due = match r.log.cfg().flush {
+                        crate::config::FlushPolicy::IntervalMs(ms) => {
+                            waited.as_millis() as u64 + tick >= ms
+                        }
+                        crate::config::FlushPolicy::EveryWrite => true,
+                    };
+                    if due {
                         r.log.sync_if_dirty().await;
                     }
                 }
-                tick = (shortest / 4).clamp(MIN_FLUSH_TICK_MS, MAX_FLUSH_TICK_MS);
+                glommio::timer::sleep(Duration::from_millis(tick)).await;
             }
         })
         .detach();

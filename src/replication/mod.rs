@@ -464,6 +464,7 @@ impl Fetcher {
                 if let Err(e) = r {
                     if e.code == ErrorCode::OFFSET_OUT_OF_RANGE {
                         self.mark(&key, epoch, false);
+                        backoff = true;
                     } else if e.code != ErrorCode::NOT_LEADER_OR_FOLLOWER {
                         tracing::warn!(%topic, partition = p.partition_index,
                             "appending what the leader sent: {e}");

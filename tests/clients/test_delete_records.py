@@ -102,27 +102,39 @@ def test_followers_follow_the_log_start(cluster_factory):
     assert watermarks(c.bootstrap(exclude=(lead,)), "drc", 0) == (60, 100)
 
 
-def test_follower_below_the_leaders_log_start_starts_over_there(cluster_factory):
+def produce_batches(bootstrap, topic, batches, per_batch):
+    """`batches` record batches of `per_batch` records each to partition 0."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5000,
+                  "batch.num.messages": per_batch})
+    for _ in range(batches):
+        for i in range(per_batch):
+            p.produce(topic, b"r%d" % i, partition=0)
+        assert p.flush(60) == 0
+
+
+@pytest.mark.parametrize("start", [120, 125], ids=["at-a-batch", "inside-a-batch"])
+def test_follower_below_the_leaders_log_start_starts_over_there(cluster_factory, start):
     """A follower away while DeleteRecords moved the leader's log start past its whole log
     (Kafka's "follower below the leader's log start") restarts its log, empty, at the leader's
-    log start (its directory then holds one segment, based there, and the start is kept),
-    catches up and rejoins the ISR."""
+    log start, catches up and rejoins the ISR. Its directory then holds one segment, based at
+    the start, or, when the start is inside a batch (batches of 10 here, 125 inside 120..129),
+    at that batch's base, which the leader sends whole; the start itself is kept."""
     c = cluster_factory(3).start()
     ctrl = c.metadata(1).controller_id
     create(c.node(1).bootstrap, "drf", 1, rf=3, config={"segment.bytes": "65536"})
     lead = wait_isr(c, 1, "drf", ALL)[0].leader
     away = next(i for i in ALL if i not in (lead, ctrl))
-    produce_n(c.bootstrap(), "drf", 50)
+    produce_batches(c.bootstrap(), "drf", 5, 10)
     c.node(away).kill9()
     rest = [i for i in ALL if i != away]
     wait_isr(c, lead, "drf", rest, timeout=30)
-    produce_n(c.bootstrap(exclude=(away,)), "drf", 100)
+    produce_batches(c.bootstrap(exclude=(away,)), "drf", 10, 10)
     admin = AdminClient({"bootstrap.servers": c.node(lead).bootstrap})
-    assert delete_before(admin, "drf", 120) == 120
+    assert delete_before(admin, "drf", start) == start
     c.node(away).start()
     wait_isr(c, lead, "drf", ALL, timeout=60)
     [part_dir] = list(c.node(away).data_dir.glob("drf-0*"))
     segments = sorted(p.name for p in part_dir.glob("*.log"))
     assert segments[0] == "%020d.log" % 120, segments
-    assert (part_dir / "log-start-offset").read_text().strip() == "120"
-    assert watermarks(c.bootstrap(), "drf", 0) == (120, 150)
+    assert (part_dir / "log-start-offset").read_text().strip() == str(start)
+    assert watermarks(c.bootstrap(), "drf", 0) == (start, 150)
