@@ -22,7 +22,7 @@ use super::segment::Segment;
 use super::walker::{LogWalk, WalkFrom};
 use crate::protocol::batch::{self, BatchInfo, BatchPrefix};
 use crate::protocol::errors::{ErrorCode, KafkaError};
-use crate::util::now_ms;
+use crate::util::{now_ms, FifoGuard};
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -261,12 +261,7 @@ impl Partition {
     /// inside a batch (INVALID_REQUEST). A failure while cutting takes the partition offline
     /// (the restart's recovery decides what the log is).
     pub async fn truncate_to(&self, offset: i64) -> Result<(), KafkaError> {
-        let _turn = self.append_lock.lock().await;
-        let _layout = self.layout_lock.lock().await;
-        if let Some(e) = self.failure() {
-            return Err(e);
-        }
-        self.drain().await?;
+        let _held = self.quiesce().await?;
         let (start, end) = {
             let st = self.st.borrow();
             (st.log_start_offset, st.next_offset)
@@ -298,18 +293,25 @@ impl Partition {
         Ok(())
     }
 
+    /// Holds appends and layout changes, with nothing queued or being written: what a change
+    /// of the log's layout (truncation, a restart) needs. Err when the partition is offline.
+    async fn quiesce(&self) -> Result<(FifoGuard<'_>, FifoGuard<'_>), KafkaError> {
+        let turn = self.append_lock.lock().await;
+        let layout = self.layout_lock.lock().await;
+        if let Some(e) = self.failure() {
+            return Err(e);
+        }
+        self.drain().await?;
+        Ok((turn, layout))
+    }
+
     /// A follower whose whole log ends below its leader's log start (retention or
     /// DeleteRecords ran there while it was away) starts over, empty, at `offset`, as Kafka's
     /// followers do: every segment, snapshot and epoch entry goes, and the new start is kept
     /// (`log-start-offset`) before the new empty segment is made. Refused (nothing changed)
     /// when the log reaches `offset`: then it has nothing to drop.
     pub async fn reset_to(&self, offset: i64) -> Result<(), KafkaError> {
-        let _turn = self.append_lock.lock().await;
-        let _layout = self.layout_lock.lock().await;
-        if let Some(e) = self.failure() {
-            return Err(e);
-        }
-        self.drain().await?;
+        let _held = self.quiesce().await?;
         let end = self.log_end_offset();
         if end >= offset {
             return Err(KafkaError::new(
@@ -331,12 +333,7 @@ impl Partition {
     /// segment moves back to that batch's `base`, the log start stays, so the batch appends
     /// at its own offsets (Kafka's followers do the same).
     pub async fn rebase_empty(&self, base: i64) -> Result<(), KafkaError> {
-        let _turn = self.append_lock.lock().await;
-        let _layout = self.layout_lock.lock().await;
-        if let Some(e) = self.failure() {
-            return Err(e);
-        }
-        self.drain().await?;
+        let _held = self.quiesce().await?;
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
         if end != start || base >= end {
             return Err(KafkaError::new(
