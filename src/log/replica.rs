@@ -368,12 +368,7 @@ impl Partition {
             .into_values()
             .collect();
         for s in &old {
-            for path in [
-                s.log_path(),
-                s.index_path(),
-                s.time_index_path(),
-                s.txn_index_path(),
-            ] {
+            for path in s.file_paths() {
                 remove_file(path).await?;
             }
         }
@@ -476,12 +471,7 @@ impl Partition {
         }
         for s in later.iter().rev() {
             self.st.borrow_mut().segments.remove(&s.base_offset);
-            for path in [
-                s.log_path(),
-                s.index_path(),
-                s.time_index_path(),
-                s.txn_index_path(),
-            ] {
+            for path in s.file_paths() {
                 remove_file(path).await?;
             }
         }

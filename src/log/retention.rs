@@ -82,12 +82,7 @@ impl Partition {
         // In memory only: the checkpoint is written under the append lock, and recovery
         // cuts its entries below the log start the same way.
         self.epochs.borrow_mut().truncate_from_start(start);
-        for path in [
-            oldest.log_path(),
-            oldest.index_path(),
-            oldest.time_index_path(),
-            oldest.txn_index_path(),
-        ] {
+        for path in oldest.file_paths() {
             segment::remove_quietly(&path).await;
         }
         next_base

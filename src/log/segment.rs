@@ -92,6 +92,16 @@ impl Segment {
             .join(format!("{}.txnindex", file_stem(self.base_offset)))
     }
 
+    /// Every file of the segment: the log and its three indexes.
+    pub fn file_paths(&self) -> [PathBuf; 4] {
+        [
+            self.log_path(),
+            self.index_path(),
+            self.time_index_path(),
+            self.txn_index_path(),
+        ]
+    }
+
     /// A page-cache handle for reads and splice (O_DIRECT handles need aligned offsets, batches
     /// are not aligned). Opened on first use.
     pub async fn reader(&self) -> Result<Rc<BufferedFile>, KafkaError> {
