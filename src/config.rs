@@ -73,6 +73,21 @@ pub struct Config {
     /// Delete oldest segments while a partition is larger than this; -1 keeps all.
     pub retention_bytes: i64,
     pub retention_check_interval_ms: u64,
+    /// What happens to old records unless a topic says otherwise (Kafka: log.cleanup.policy):
+    /// "delete" (retention deletes whole old segments), "compact" (the cleaner keeps the
+    /// latest record of each key) or "compact,delete" (both).
+    pub cleanup_policy: String,
+    /// Compacted partitions are cleaned in the background (Kafka: log.cleaner.enable).
+    pub log_cleaner_enable: bool,
+    /// Per shard: bytes per second the cleaner reads and writes at most, so produce latency
+    /// does not suffer (Kafka: log.cleaner.io.max.bytes.per.second, which is per broker).
+    pub log_cleaner_io_max_bytes_per_second: f64,
+    /// How long a shard's cleaner sleeps when no partition needs cleaning (Kafka:
+    /// log.cleaner.backoff.ms).
+    pub log_cleaner_backoff_ms: u64,
+    /// Per shard: memory for the key map of one cleaning pass (Kafka:
+    /// log.cleaner.dedupe.buffer.size); a pass cleans as far as its keys fit.
+    pub log_cleaner_dedupe_buffer_bytes: u64,
     /// 0: fdatasync before every acknowledgement. N: ack after the device write, fdatasync every N ms.
     pub flush_interval_ms: u64,
     pub message_timestamp_type: TimestampType,
@@ -193,6 +208,11 @@ impl Default for Config {
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
             retention_check_interval_ms: 30_000,
+            cleanup_policy: "delete".into(),
+            log_cleaner_enable: true,
+            log_cleaner_io_max_bytes_per_second: f64::MAX,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_bytes: 128 << 20,
             flush_interval_ms: 1000,
             message_timestamp_type: TimestampType::CreateTime,
             index_interval_bytes: 4096,
@@ -267,6 +287,20 @@ impl Config {
             "request_memory_bytes must be at least 1 MiB"
         );
         anyhow::ensure!(self.index_interval_bytes >= 1);
+        crate::metadata::topic_config::check_topic_config("cleanup.policy", &self.cleanup_policy)
+            .map_err(|e| anyhow::anyhow!("cleanup_policy: {e}"))?;
+        anyhow::ensure!(
+            self.log_cleaner_io_max_bytes_per_second > 0.0,
+            "log_cleaner_io_max_bytes_per_second must be > 0"
+        );
+        anyhow::ensure!(
+            self.log_cleaner_backoff_ms >= 10,
+            "log_cleaner_backoff_ms must be >= 10"
+        );
+        anyhow::ensure!(
+            self.log_cleaner_dedupe_buffer_bytes >= 1 << 20,
+            "log_cleaner_dedupe_buffer_bytes must be at least 1 MiB"
+        );
         anyhow::ensure!(self.write_buffer_bytes >= 64 * 1024);
         anyhow::ensure!(self.max_batch_bytes <= self.max_request_bytes);
         anyhow::ensure!(

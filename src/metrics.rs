@@ -32,6 +32,9 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("flumen_tail_cache_used_bytes", "gauge", "Bytes of recently appended batches held for tail consumers."),
     ("flumen_tail_cache_hits_total", "counter", "Partition reads served from the tail cache."),
     ("flumen_tail_cache_misses_total", "counter", "Partition reads served from segment files."),
+    ("flumen_log_cleaner_passes_total", "counter", "Cleaning passes of compacted partitions that rewrote segments."),
+    ("flumen_log_cleaner_read_bytes_total", "counter", "Log bytes the cleaner read."),
+    ("flumen_log_cleaner_written_bytes_total", "counter", "Cleaned log bytes the cleaner wrote."),
     ("flumen_uring_file_ops_total", "counter", "File operations completed through the shard's io_uring rings, by op (read, write)."),
     ("flumen_uring_file_bytes_total", "counter", "Bytes moved by those file operations, by op."),
     ("flumen_uring_io_latency_seconds", "summary", "io_uring file operation latency (device time) over the last interval, by quantile."),
@@ -117,6 +120,14 @@ struct UringTotals {
     read_bytes: u64,
     writes: u64,
     written_bytes: u64,
+}
+
+/// A shard's log cleaner work.
+#[derive(Default)]
+pub struct CleanerStats {
+    pub passes: Cell<u64>,
+    pub bytes_read: Cell<u64>,
+    pub bytes_written: Cell<u64>,
 }
 
 /// Adds `n` to a counter cell.

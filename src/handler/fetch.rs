@@ -135,17 +135,20 @@ pub async fn handle(
         for c in o.chunks {
             match c {
                 SendChunk::Mem(b) => records.push(Piece::Bytes(b)),
-                SendChunk::File { path, pos, len } => {
-                    match broker.partitions.file_handle(&path).await {
-                        Ok(file) => records.push(Piece::File { file, pos, len }),
-                        Err(e) => {
-                            tracing::warn!("opening {} for fetch: {e}", path.display());
-                            error = ErrorCode::KAFKA_STORAGE_ERROR;
-                            records.clear();
-                            break;
-                        }
+                SendChunk::File {
+                    path,
+                    inode,
+                    pos,
+                    len,
+                } => match broker.partitions.file_handle(&path, inode).await {
+                    Ok(file) => records.push(Piece::File { file, pos, len }),
+                    Err(e) => {
+                        tracing::warn!("opening {} for fetch: {e}", path.display());
+                        error = ErrorCode::KAFKA_STORAGE_ERROR;
+                        records.clear();
+                        break;
                     }
-                }
+                },
             }
         }
         topics[s.topic].partitions.push(PartitionData {

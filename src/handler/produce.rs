@@ -11,7 +11,7 @@ use crate::protocol::Response;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::ProduceRequest;
 use kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
@@ -50,6 +50,8 @@ pub async fn handle(
     // Slot per partition in request order; each is either an immediate error or a routed part.
     let mut slots: Vec<Option<ProduceOut>> = Vec::with_capacity(n_parts);
     let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<ProducePart>)> = BTreeMap::new();
+    // KIP-467: the records that made a slot's batches be refused.
+    let mut record_errors: BTreeMap<usize, Vec<(i32, String)>> = BTreeMap::new();
     let bad = ProduceOut::failed;
     for topic in &req.topic_data {
         let name = topic.name.0.to_string();
@@ -97,6 +99,22 @@ pub async fn handle(
                     log_start_offset: -1,
                 })),
                 Ok(infos) => {
+                    if compacted(broker, &meta, &name) {
+                        // Every record of a compacted topic needs a key (Kafka decompresses
+                        // to check, so this does too; only here, off the plain topics' path).
+                        let errs = crate::protocol::records::keyless_records(&records, &infos);
+                        if !errs.is_empty() {
+                            slots.push(Some(bad(
+                                ErrorCode::INVALID_RECORD,
+                                format!(
+                                    "compacted topic {name} cannot accept a record without a key ({} refused)",
+                                    errs.len()
+                                ),
+                            )));
+                            record_errors.insert(slot, errs);
+                            continue;
+                        }
+                    }
                     slots.push(None);
                     let entry = by_shard.entry(owner).or_default();
                     entry.0.push(slot);
@@ -130,7 +148,7 @@ pub async fn handle(
     if acks == 0 {
         return Ok(Response::Nothing);
     }
-    let mut it = slots.into_iter();
+    let mut it = slots.into_iter().enumerate();
     let responses = req
         .topic_data
         .iter()
@@ -141,7 +159,8 @@ pub async fn handle(
                 t.partition_data
                     .iter()
                     .map(|p| {
-                        let o = it.next().flatten().expect("every slot filled");
+                        let (slot, o) = it.next().expect("a slot per partition");
+                        let o = o.expect("every slot filled");
                         let mut r = PartitionProduceResponse::default()
                             .with_index(p.index)
                             .with_base_offset(o.base_offset)
@@ -153,6 +172,19 @@ pub async fn handle(
                                 .with_error_code(e.code.0)
                                 .with_error_message(Some(StrBytes::from_string(e.message)));
                         }
+                        if let Some(errs) = record_errors.get(&slot) {
+                            r = r.with_record_errors(
+                                errs.iter()
+                                    .map(|(i, m)| {
+                                        BatchIndexAndErrorMessage::default()
+                                            .with_batch_index(*i)
+                                            .with_batch_index_error_message(Some(
+                                                StrBytes::from_string(m.clone()),
+                                            ))
+                                    })
+                                    .collect(),
+                            );
+                        }
                         r
                     })
                     .collect(),
@@ -160,6 +192,16 @@ pub async fn handle(
         })
         .collect();
     Ok(ctx.respond(&ProduceResponse::default().with_responses(responses)))
+}
+
+/// Whether the topic's cleanup.policy (its own, else the broker's) compacts it.
+fn compacted(broker: &Broker, meta: &crate::metadata::ClusterMeta, topic: &str) -> bool {
+    let policy = meta
+        .topics
+        .get(topic)
+        .and_then(|t| t.configs.get("cleanup.policy"))
+        .unwrap_or(&broker.config.cleanup_policy);
+    policy.split(',').any(|p| p.trim() == "compact")
 }
 
 /// What a client's batches must satisfy beyond framing: a transactional batch comes from a

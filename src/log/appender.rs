@@ -222,8 +222,10 @@ impl Partition {
         infos: &[BatchInfo],
     ) -> Result<Appended, KafkaError> {
         let total: u64 = infos.iter().map(|i| i.len as u64).sum();
+        let offsets: i64 = infos.iter().map(|i| i.last_offset_delta as i64 + 1).sum();
         let now = now_ms();
-        self.make_room(total, now).await?;
+        let last = self.log_end_offset() + offsets - 1;
+        self.make_room(total, last, now).await?;
         let log_append_time = match self.cfg().timestamp_type {
             TimestampType::LogAppendTime => now,
             TimestampType::CreateTime => -1,
@@ -255,10 +257,17 @@ impl Partition {
         })
     }
 
-    /// Rolls the active segment when `total` more bytes would overflow it (or it is too old)
+    /// Rolls the active segment when `total` more bytes would overflow it (or it is too old,
+    /// or `last_offset`, the last offset appended, would not fit the indexes' 32-bit relative
+    /// offsets: a follower copying a compacted log can span many offsets in few bytes)
     /// and reserves disk space for them: a full disk refuses the append (retriable) before it
     /// has an offset, and the partition stays healthy for reads and for later appends.
-    pub(super) async fn make_room(&self, total: u64, now: i64) -> Result<(), KafkaError> {
+    pub(super) async fn make_room(
+        &self,
+        total: u64,
+        last_offset: i64,
+        now: i64,
+    ) -> Result<(), KafkaError> {
         let roll = {
             let cfg = self.cfg();
             let st = self.st.borrow();
@@ -272,7 +281,8 @@ impl Partition {
             let max_age = cfg.segment_ms - jitter;
             st.appended_bytes > 0
                 && (st.appended_bytes + total > cfg.segment_bytes
-                    || now - active.created_ms >= max_age)
+                    || now - active.created_ms >= max_age
+                    || last_offset - active.base_offset >= i32::MAX as i64)
         };
         if roll {
             self.roll().await?;
@@ -286,7 +296,19 @@ impl Partition {
     /// room and checked the batch.
     pub(super) fn place(&self, st: &mut State, src: &[u8], info: &BatchInfo, stamp: Stamp) {
         let me = self.me.upgrade().expect("partition alive while appending");
-        let offset = st.next_offset;
+        // A replicated batch keeps its offset, which may be past the log end (a gap in a
+        // compacted leader's log); the caller checked it is not before it.
+        let offset = match stamp {
+            Stamp::Replica => batch::be_i64(src, batch::OFF_BASE_OFFSET),
+            Stamp::Leader { .. } => st.next_offset,
+        };
+        assert!(
+            offset >= st.next_offset,
+            "{}-{}: batch at offset {offset} before the log end {}",
+            self.topic,
+            self.index,
+            st.next_offset
+        );
         let position = st.appended_bytes;
         self.ensure_room(st, info.len);
         let wb = st.open_buf.as_mut().expect("ensure_room opened a buffer");
@@ -316,14 +338,7 @@ impl Partition {
                 }
             }
             Stamp::Replica => {
-                // The leader's bytes as they are; the caller checked they continue the log.
-                assert_eq!(
-                    batch::be_i64(dst, batch::OFF_BASE_OFFSET),
-                    offset,
-                    "{}-{}: replicated batch does not start at the log end",
-                    self.topic,
-                    self.index
-                );
+                // The leader's bytes as they are.
             }
         }
         // Paired with the check when the batch is read back by recovery.
@@ -434,8 +449,7 @@ impl Partition {
         // The new segment's file and first space come first: if the disk is full the roll is
         // refused and the current segment stays active.
         let base = self.st.borrow().next_offset;
-        let seg = Rc::new(Segment::new(&self.dir, base, now_ms()));
-        seg.indexes_loaded.set(true);
+        let seg = self.new_segment(base);
         let writer = self.open_writer(&seg).await?;
         let first = PREALLOC_STEP_BYTES.min(self.cfg().segment_bytes);
         if let Err(e) = writer.pre_allocate(first).await {
@@ -670,6 +684,7 @@ impl Partition {
                 if let Some(f) = file {
                     f.close().await.map_err(io_err)?;
                 }
+                seg.sealed.set(true);
                 Ok(())
             }
         }

@@ -7,12 +7,13 @@
 //!
 //! Rooms: `partition` (the struct, open/close, the facade), `appender` (append path, group
 //! commit), `reader` (fetch reads, tail cache, offset lookups), `recovery` (start-up, producer
-//! snapshots), `retention`, `walker` (the one walk over stored batches), `segment` (one
+//! snapshots), `retention`, `cleaner` (log compaction and its crash-safe segment swap), `walker` (the one walk over stored batches), `segment` (one
 //! `.log` with its indexes), `disk` (the system calls, and the simulated disk of the tests),
 //! `producers` (idempotence and transaction state), `epochs` (the leader-epoch cache), `replica`
 //! (a follower's replicated appends and truncation).
 
 mod appender;
+mod cleaner;
 pub mod disk;
 pub mod epochs;
 pub mod partition;
@@ -25,6 +26,7 @@ pub mod segment;
 mod walker;
 
 pub use appender::Appended;
+pub use cleaner::{CleanStats, Throttle};
 pub use disk::Faults;
 pub use partition::{Chunk, LogConfig, Partition, ReadResult, TailCache};
 pub use replica::{AppendedReplica, MAX_REPLICA_BATCH_BYTES};

@@ -9,8 +9,9 @@
 //! `FlushPolicy::EveryWrite` fdatasync'ed). `high_watermark` is the durable offset until the
 //! high watermark moves to the partition manager. A follower's `truncate_to` moves both back.
 //!
-//! Invariants: offsets are contiguous from `log_start_offset` to `next_offset` (no compaction
-//! yet); `durable_offset <= next_offset` and the durable offset only grows (asserted in the
+//! Invariants: batch offsets increase from `log_start_offset` to `next_offset`, back to back
+//! unless the log was compacted (the cleaner leaves gaps where whole batches went, and a
+//! follower copies them); `durable_offset <= next_offset` and the durable offset only grows (asserted in the
 //! appender) except when `truncate_to` cuts the log; `log_start_offset` may pass the durable
 //! offset when retention deletes up to a segment rolled but not yet written; a failed write
 //! takes the partition offline and no later append is acknowledged.
@@ -76,6 +77,20 @@ pub struct LogConfig {
     pub timestamp_after_max_ms: i64,
     /// Largest batch a producer may append (MESSAGE_TOO_LARGE past it).
     pub max_message_bytes: usize,
+    /// cleanup.policy has `delete`: retention deletes whole old segments by time and size.
+    pub delete_old_segments: bool,
+    /// cleanup.policy has `compact`: the cleaner keeps the latest record of each key, and
+    /// produced records need a key.
+    pub compact: bool,
+    /// Cleaned when the dirty share of the cleanable log reaches this.
+    pub min_cleanable_dirty_ratio: f64,
+    /// Records younger than this are not cleaned (their segment is not cleanable yet).
+    pub min_compaction_lag_ms: i64,
+    /// A dirty record older than this gets its log cleaned whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// A tombstone (null value) older than this goes at the next cleaning, and so does an
+    /// empty transaction marker.
+    pub delete_retention_ms: i64,
 }
 
 impl LogConfig {
@@ -98,6 +113,12 @@ impl LogConfig {
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: i64::MAX,
             max_message_bytes: usize::MAX,
+            delete_old_segments: true,
+            compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 86_400_000,
         }
     }
 }
@@ -168,6 +189,14 @@ pub struct Partition {
     /// Held while segments are removed or cut (retention, `truncate_to`), so the two never
     /// pull segments from under each other. Taken after `append_lock` when both are.
     pub(super) layout_lock: crate::util::FifoLock,
+    /// Log compaction: everything below this offset is clean (`cleaner-offset-checkpoint`).
+    pub(super) first_dirty: Cell<i64>,
+    /// Bumped by every change of the segments other than an append (retention, DeleteRecords,
+    /// truncation, a restart of the log): a cleaning pass that sees it move gives up.
+    pub(super) layout_gen: Cell<u64>,
+    /// When a tombstone or transaction marker the last cleaning pass kept may go: a pass
+    /// runs then even with nothing dirty.
+    pub(super) tombstones_due: Cell<Option<i64>>,
     /// The leader epochs of the log and where each starts (`leader-epoch-checkpoint`).
     pub(super) epochs: RefCell<LeaderEpochCache>,
     /// The leader epoch stamped into every batch appended from now on (each batch's
@@ -198,7 +227,20 @@ impl Partition {
     pub fn set_config(&self, mut cfg: LogConfig) {
         let old = self.cfg();
         cfg.faults = old.faults.clone();
+        if cfg.compact {
+            for s in self.st.borrow().segments.values() {
+                s.gaps_allowed.set(true);
+            }
+        }
         *self.cfg.borrow_mut() = Rc::new(cfg);
+    }
+
+    /// A new, empty segment at `base` for this partition's log.
+    pub(super) fn new_segment(&self, base: i64) -> Rc<Segment> {
+        let seg = Segment::new(&self.dir, base, crate::util::now_ms());
+        seg.indexes_loaded.set(true);
+        seg.gaps_allowed.set(self.cfg().compact);
+        Rc::new(seg)
     }
 
     /// The partition's directory name under the data directory: `<topic>-<index>`.
@@ -220,7 +262,10 @@ impl Partition {
         let listing = {
             let dir = dir.clone();
             glommio::executor()
-                .spawn_blocking(move || list_segments(&dir))
+                .spawn_blocking(move || {
+                    super::cleaner::finish_swaps(&dir)?;
+                    list_segments(&dir)
+                })
                 .await
                 .map_err(io_err)?
         };
@@ -228,6 +273,9 @@ impl Partition {
         for (base, size, mtime_ms) in &listing {
             let s = Segment::new(&dir, *base, *mtime_ms);
             s.written_bytes.set(*size);
+            s.gaps_allowed.set(cfg.compact);
+            // All but the newest are sealed; the newest becomes the active one.
+            s.sealed.set(Some(base) != listing.last().map(|l| &l.0));
             segments.insert(*base, Rc::new(s));
         }
         let p = Rc::new_cyclic(|me| Partition {
@@ -262,6 +310,9 @@ impl Partition {
             append_lock: Default::default(),
             layout_lock: Default::default(),
             epochs: RefCell::new(LeaderEpochCache::default()),
+            first_dirty: Cell::new(0),
+            layout_gen: Cell::new(0),
+            tombstones_due: Cell::new(None),
             leader_epoch: Cell::new(0),
             flush_work: Notify::default(),
             progress: Notify::default(),
@@ -271,6 +322,7 @@ impl Partition {
         let validated_from = p.recover().await?;
         p.rebuild_producers(validated_from).await?;
         p.recover_epochs().await?;
+        p.load_first_dirty().await;
         let flusher = p.clone();
         glommio::spawn_local(async move { flusher.flusher().await }).detach();
         Ok(p)
@@ -398,6 +450,8 @@ impl Partition {
     /// shutdown and before a partition is deleted.
     pub async fn close(&self) -> Result<(), KafkaError> {
         let _turn = self.append_lock.lock().await;
+        // Not while the cleaner swaps segments (it gives up once it sees the partition closed).
+        let _layout = self.layout_lock.lock().await;
         let _ = self.drain().await;
         if let Some(e) = self.failure() {
             // An offline partition's files stay as the failure left them: no fdatasync,

@@ -62,7 +62,11 @@ fn corrupt(m: String) -> KafkaError {
 /// fit: a leader's log holds control batches and (once compaction runs) batches with fewer
 /// records than offsets, which a producer may not send; the framing rules are the same ones
 /// (`BatchPrefix::parse`, `crc_ok`).
-fn validate_replicated(records: &[u8], log_end: i64) -> Result<Vec<ReplicaBatch>, KafkaError> {
+fn validate_replicated(
+    records: &[u8],
+    log_end: i64,
+    gaps: bool,
+) -> Result<Vec<ReplicaBatch>, KafkaError> {
     let mut out = Vec::new();
     let mut at = 0usize;
     let mut expected = log_end;
@@ -100,10 +104,16 @@ fn validate_replicated(records: &[u8], log_end: i64) -> Result<Vec<ReplicaBatch>
                 prefix.base_offset
             )));
         }
-        if prefix.base_offset != expected {
-            // The first batch not at the log end: the follower and the leader disagree on
-            // where this log is (the fetcher's position is stale). A later one: the set
-            // itself has a gap or an overlap.
+        let in_sequence = if gaps {
+            prefix.base_offset >= expected
+        } else {
+            prefix.base_offset == expected
+        };
+        if !in_sequence {
+            // In a compacted topic a batch may start past the log end (the gap held records
+            // the leader's cleaner removed), never before it. The first batch: the
+            // follower and the leader disagree on where this log is (the fetcher's position
+            // is stale). A later one: the set itself overlaps.
             let (code, what) = if out.is_empty() {
                 (ErrorCode::OFFSET_OUT_OF_RANGE, "the log end offset")
             } else {
@@ -205,13 +215,14 @@ impl Partition {
             return Err(e);
         }
         let base_offset = self.log_end_offset();
-        let checked = validate_replicated(&batches, base_offset)?;
+        let checked = validate_replicated(&batches, base_offset, self.cfg().compact)?;
         let mut max_timestamp = -1;
         let mut appended_bytes = 0u64;
         for b in &checked {
             // One batch at a time: segments roll at batch boundaries as the leader's did,
             // and a new epoch's checkpoint entry is durable before its first batch.
-            self.make_room(b.info.len as u64, now_ms()).await?;
+            let last = b.base_offset + b.info.last_offset_delta as i64;
+            self.make_room(b.info.len as u64, last, now_ms()).await?;
             self.note_epoch(b.leader_epoch, b.base_offset).await?;
             {
                 let mut st = self.st.borrow_mut();
@@ -301,6 +312,8 @@ impl Partition {
         if let Some(e) = self.failure() {
             return Err(e);
         }
+        // What follows changes the layout: a cleaning pass in progress gives up.
+        self.layout_gen.set(self.layout_gen.get() + 1);
         self.drain().await?;
         Ok((turn, layout))
     }
@@ -383,9 +396,9 @@ impl Partition {
         if self.epochs.borrow_mut().truncate_from_end(i64::MIN) {
             self.persist_epochs().await?;
         }
+        self.lower_first_dirty(base).await?;
         sync_dir(&self.dir).await?;
-        let seg = Rc::new(Segment::new(&self.dir, offset, now_ms()));
-        seg.indexes_loaded.set(true);
+        let seg = self.new_segment(offset);
         self.st.borrow_mut().segments.insert(offset, seg.clone());
         let writer = self.open_writer(&seg).await?;
         self.activate(&seg, writer).await?;
@@ -412,7 +425,9 @@ impl Partition {
             self.cfg().index_interval_bytes,
         );
         if let Some((_, mut batches)) = walk.next_segment().await? {
+            let mut after_last = None;
             while let Some(b) = batches.next().await? {
+                after_last = Some((b.end(), b.prefix.next_offset()));
                 if b.prefix.base_offset == offset {
                     return Ok(b.pos);
                 }
@@ -427,7 +442,14 @@ impl Partition {
                     ));
                 }
                 if b.prefix.base_offset > offset {
-                    break;
+                    // `offset` is in a gap of a cleaned log: the cut goes before this batch.
+                    return Ok(b.pos);
+                }
+            }
+            if let (true, Some((end, next))) = (seg.gaps_allowed.get(), after_last) {
+                if next <= offset {
+                    // In the gap after the segment's last batch.
+                    return Ok(end);
                 }
             }
         }
@@ -444,6 +466,8 @@ impl Partition {
         if self.epochs.borrow_mut().truncate_from_end(offset) {
             self.persist_epochs().await?;
         }
+        // Records appended again from `offset` on are dirty: the cleaner must see them.
+        self.lower_first_dirty(offset).await?;
         // A snapshot past `offset` describes data being cut; once the log grows past it
         // again, recovery would trust it. One at `offset` is the state as of it, still true.
         let dir = self.dir.clone();
@@ -494,6 +518,7 @@ impl Partition {
                 cache.pop_back();
             }
         }
+        seg.sealed.set(false);
         self.activate(seg, writer).await?;
         {
             let mut st = self.st.borrow_mut();
@@ -537,30 +562,36 @@ mod tests {
     fn replicated_sets_must_continue_the_log() {
         let mut set = at(make_batch(3, b"abc"), 10);
         set.extend(at(make_batch(2, b"de"), 13));
-        let ok = validate_replicated(&set, 10).unwrap();
+        let ok = validate_replicated(&set, 10, false).unwrap();
         assert_eq!(
             ok.iter().map(|b| b.base_offset).collect::<Vec<_>>(),
             [10, 13]
         );
         let code = |r: Result<Vec<ReplicaBatch>, KafkaError>| r.err().map(|e| e.code);
         assert_eq!(
-            code(validate_replicated(&set, 11)),
+            code(validate_replicated(&set, 11, false)),
             Some(ErrorCode::OFFSET_OUT_OF_RANGE)
         );
-        let mut gap = at(make_batch(3, b"abc"), 10);
-        gap.extend(at(make_batch(2, b"de"), 14));
+        // A gap is refused, unless the topic is compacted: then it is the leader's cleaner's.
+        let mut gap = at(make_batch(3, b"abc"), 11);
+        gap.extend(at(make_batch(2, b"de"), 16));
         assert_eq!(
-            code(validate_replicated(&gap, 10)),
-            Some(ErrorCode::CORRUPT_MESSAGE)
+            code(validate_replicated(&gap, 10, false)),
+            Some(ErrorCode::OFFSET_OUT_OF_RANGE)
+        );
+        let ok = validate_replicated(&gap, 10, true).unwrap();
+        assert_eq!(
+            ok.iter().map(|b| b.base_offset).collect::<Vec<_>>(),
+            [11, 16]
         );
         let mut overlap = at(make_batch(3, b"abc"), 10);
         overlap.extend(at(make_batch(2, b"de"), 12));
         assert_eq!(
-            code(validate_replicated(&overlap, 10)),
+            code(validate_replicated(&overlap, 10, false)),
             Some(ErrorCode::CORRUPT_MESSAGE)
         );
         assert_eq!(
-            code(validate_replicated(&set[..set.len() - 1], 10)),
+            code(validate_replicated(&set[..set.len() - 1], 10, false)),
             Some(ErrorCode::CORRUPT_MESSAGE),
             "a cut last batch"
         );
@@ -568,22 +599,22 @@ mod tests {
         let last = bad_crc.len() - 1;
         bad_crc[last] ^= 1;
         assert_eq!(
-            code(validate_replicated(&bad_crc, 10)),
+            code(validate_replicated(&bad_crc, 10, false)),
             Some(ErrorCode::CORRUPT_MESSAGE)
         );
         let mut bad_magic = set.clone();
         bad_magic[batch::OFF_MAGIC] = 1;
         assert_eq!(
-            code(validate_replicated(&bad_magic, 10)),
+            code(validate_replicated(&bad_magic, 10, false)),
             Some(ErrorCode::CORRUPT_MESSAGE)
         );
-        assert!(validate_replicated(&[], 10).unwrap().is_empty());
+        assert!(validate_replicated(&[], 10, false).unwrap().is_empty());
     }
 
     #[test]
     fn markers_are_recognised_and_carry_no_sequence() {
         let m = at(batch::control_batch(7, 2, false, 0, 1000), 5);
-        let b = validate_replicated(&m, 5).unwrap();
+        let b = validate_replicated(&m, 5, false).unwrap();
         assert_eq!(b[0].marker, Some((7, 2, false)));
         assert_eq!(b[0].info.producer_id, -1);
     }

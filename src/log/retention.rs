@@ -45,7 +45,8 @@ impl Partition {
                 )
             };
             let Some(oldest) = oldest else { return Ok(()) };
-            if count <= 1 {
+            // cleanup.policy without `delete`: old segments stay (the cleaner compacts them).
+            if count <= 1 || !self.cfg().delete_old_segments {
                 return Ok(());
             }
             oldest.load_indexes(self.cfg().index_interval_bytes).await?;
@@ -70,6 +71,7 @@ impl Partition {
     /// Deletes the oldest segment (never the active one) and moves the log start to the
     /// next one's base if it was below; answers that base.
     async fn drop_oldest_segment(&self) -> i64 {
+        self.layout_gen.set(self.layout_gen.get() + 1);
         let (oldest, next_base) = {
             let mut st = self.st.borrow_mut();
             let (_, oldest) = st.segments.pop_first().expect("a segment to drop");
@@ -116,6 +118,7 @@ impl Partition {
         )
         .await?;
         self.st.borrow_mut().log_start_offset = offset;
+        self.layout_gen.set(self.layout_gen.get() + 1);
         loop {
             let whole_below = {
                 let st = self.st.borrow();

@@ -54,7 +54,16 @@ pub struct Segment {
     pub indexes: RefCell<Indexes>,
     /// False for old segments until a read or retention needs their indexes.
     pub indexes_loaded: Cell<bool>,
+    /// Batch offsets may jump forward between batches (a compacted topic: the cleaner's
+    /// output, or a follower's copy of it). Elsewhere a jump is damage, cut as a torn tail.
+    pub gaps_allowed: Cell<bool>,
+    /// Every write and the seal's index writes are done: nothing but the cleaner touches the
+    /// file any more. False for the active segment and one whose seal is still queued.
+    pub sealed: Cell<bool>,
     reader: RefCell<Option<Rc<BufferedFile>>>,
+    /// Inode of the file `reader` opened (0 before): a fetch served by path from another
+    /// shard checks it, since the cleaner replaces a segment's file under the same name.
+    inode: Cell<u64>,
 }
 
 impl Segment {
@@ -69,7 +78,10 @@ impl Segment {
             created_ms,
             indexes: RefCell::new(Indexes::default()),
             indexes_loaded: Cell::new(false),
+            gaps_allowed: Cell::new(false),
+            sealed: Cell::new(false),
             reader: RefCell::new(None),
+            inode: Cell::new(0),
         }
     }
 
@@ -115,8 +127,14 @@ impl Segment {
                 .await
                 .map_err(|e| KafkaError::from(std::io::Error::other(e.to_string())))?,
         );
+        self.inode.set(inode_of(&*f));
         *self.reader.borrow_mut() = Some(f.clone());
         Ok(f)
+    }
+
+    /// Inode of the file the reader has open (0 before `reader` was called).
+    pub fn inode(&self) -> u64 {
+        self.inode.get()
     }
 
     /// Notes a batch appended at `position` (called in append order).
@@ -254,6 +272,23 @@ impl Segment {
         Ok(())
     }
 
+    /// Builds the indexes of a segment written whole (the cleaner's output) by scanning it.
+    pub async fn build_indexes(&self, interval_bytes: u64) -> Result<(), KafkaError> {
+        *self.indexes.borrow_mut() = Indexes::default();
+        let (end, next) = self.scan(0, self.base_offset, interval_bytes).await?;
+        if end != self.written_bytes.get() {
+            return Err(KafkaError::from(std::io::Error::other(format!(
+                "segment {} holds valid batches up to byte {end} of {}",
+                self.base_offset,
+                self.written_bytes.get()
+            ))));
+        }
+        self.written_next_offset.set(next);
+        self.rewrite_indexes().await?;
+        self.indexes_loaded.set(true);
+        Ok(())
+    }
+
     /// Recovery of the newest segment: resume from the last index entry and validate every batch
     /// after it; if that entry does not lead to a valid batch, rebuild from the start. Sets
     /// `written_bytes`/`written_next_offset` to the end of the last valid batch, cutting a torn
@@ -319,13 +354,17 @@ impl Segment {
         self.rewrite_indexes().await?;
         self.max_timestamp.set(max_kept);
         let validated_from = self.recover(interval_bytes).await?;
-        // Paired with the cut: recovery finds exactly the batches before it.
-        assert_eq!(
-            (self.written_bytes.get(), self.written_next_offset.get()),
-            (position, offset),
-            "segment {} recovered to a different end after a cut at byte {position}",
-            self.base_offset
+        // Paired with the cut: recovery finds exactly the batches before it. They end at
+        // `offset`, or below it when the cut is at a gap of a cleaned log (then the log
+        // still ends at `offset`: nothing in between).
+        assert!(
+            self.written_bytes.get() == position && self.written_next_offset.get() <= offset,
+            "segment {} recovered to byte {} offset {} after a cut at byte {position} offset {offset}",
+            self.base_offset,
+            self.written_bytes.get(),
+            self.written_next_offset.get()
         );
+        self.written_next_offset.set(offset);
         Ok(validated_from)
     }
 
@@ -341,7 +380,7 @@ impl Segment {
     }
 
     /// Parses the index files, keeping the consistent prefix: entries strictly increasing,
-    /// the first at (0, 0), positions below `limit`. Returns also how many entries the file had.
+    /// the first at position 0, positions below `limit`. Returns also how many entries the file had.
     async fn read_index_files(&self, limit: u64) -> (Vec<(u32, u32)>, Vec<(i64, u32)>, usize) {
         let raw = read_whole(&self.index_path()).await.unwrap_or_default();
         let raw_times = read_whole(&self.time_index_path())
@@ -353,7 +392,8 @@ impl Segment {
             let p = u32::from_be_bytes(e[4..].try_into().expect("4"));
             let ok = (p as u64) < limit
                 && match offsets.last() {
-                    None => r == 0 && p == 0,
+                    // A cleaned segment's first batch may start past its base offset.
+                    None => p == 0,
                     Some(&(lr, lp)) => r > lr && p > lp,
                 };
             if !ok {
@@ -374,7 +414,7 @@ impl Segment {
     }
 
     /// Walks batches from `position` (a batch start whose base offset must be `expected`)
-    /// validating each (framing, magic, CRC, contiguous offsets) and indexing it. Returns
+    /// validating each (framing, magic, CRC, increasing offsets) and indexing it. Returns
     /// (end position, next offset) after the last valid batch.
     pub async fn scan(
         &self,
@@ -392,8 +432,14 @@ impl Segment {
         let mut next_offset = expected;
         while let Some(b) = walk.next().await? {
             // A check, not an assertion: the base offset is outside the CRC, so a batch out of
-            // sequence is damage on the disk, cut like a torn tail.
-            if b.prefix.base_offset != next_offset {
+            // sequence is damage on the disk, cut like a torn tail. Offsets may jump forward
+            // in a compacted topic's log (the cleaner's gaps), never back.
+            let in_sequence = if self.gaps_allowed.get() {
+                b.prefix.base_offset >= next_offset
+            } else {
+                b.prefix.base_offset == next_offset
+            };
+            if !in_sequence {
                 break;
             }
             let whole = walk.whole(&b).await?;
@@ -412,6 +458,18 @@ impl Segment {
             next_offset = b.prefix.next_offset();
         }
         Ok((end, next_offset))
+    }
+}
+
+/// The inode of an open file (0 if fstat fails, which then matches nothing).
+pub fn inode_of(f: &impl std::os::fd::AsRawFd) -> u64 {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `st` for a valid descriptor, which `f` holds open.
+    if unsafe { libc::fstat(f.as_raw_fd(), st.as_mut_ptr()) } == 0 {
+        // SAFETY: initialised by the successful fstat.
+        unsafe { st.assume_init() }.st_ino
+    } else {
+        0
     }
 }
 

@@ -37,8 +37,9 @@ pub const MAX_PARTITIONS: usize = 100_000;
 pub fn internal_topic_configs() -> std::collections::BTreeMap<String, String> {
     std::collections::BTreeMap::from([
         ("segment.bytes".to_string(), (100u64 << 20).to_string()),
-        // Without compaction the records must stay: deleting old segments would forget the
-        // offsets or transactions written long ago.
+        // Keyed state: the cleaner keeps each key's latest record, and nothing expires by age
+        // (deleting old segments would forget offsets or transactions written long ago).
+        ("cleanup.policy".to_string(), "compact".to_string()),
         ("retention.ms".to_string(), "-1".to_string()),
     ])
 }

@@ -41,17 +41,16 @@ struct Spec {
 
 const LONG_MAX: i64 = i64::MAX;
 const INT_MAX: i64 = i32::MAX as i64;
-const NOT_COMPACTED: &str =
-    "used by log compaction (cleanup.policy=compact), which Flumen does not have yet";
 
 /// Every topic config Kafka documents, in name order.
 const SPECS: &[Spec] = &[
     Spec {
         name: "cleanup.policy",
         kind: ConfigType::List,
-        check: Check::ListOf(&["delete"], "log compaction is not built yet (only delete)"),
+        check: Check::ListOf(&["delete", "compact"], ""),
         effect: Effect::Honoured,
-        doc: "delete: whole segments past retention go",
+        doc:
+            "delete: whole segments past retention go; compact: the latest record of each key stays",
     },
     Spec {
         name: "compression.type",
@@ -67,7 +66,7 @@ const SPECS: &[Spec] = &[
         name: "delete.retention.ms",
         kind: ConfigType::Long,
         check: Check::Int(0, LONG_MAX),
-        effect: Effect::NoOp(NOT_COMPACTED),
+        effect: Effect::Honoured,
         doc: "how long tombstones stay in a compacted topic",
     },
     Spec {
@@ -131,7 +130,7 @@ const SPECS: &[Spec] = &[
         name: "max.compaction.lag.ms",
         kind: ConfigType::Long,
         check: Check::Int(1, LONG_MAX),
-        effect: Effect::NoOp(NOT_COMPACTED),
+        effect: Effect::Honoured,
         doc: "longest a record stays uncompacted",
     },
     Spec {
@@ -192,14 +191,14 @@ const SPECS: &[Spec] = &[
         name: "min.cleanable.dirty.ratio",
         kind: ConfigType::Double,
         check: Check::Double(0.0, 1.0),
-        effect: Effect::NoOp(NOT_COMPACTED),
+        effect: Effect::Honoured,
         doc: "share of a compacted log that must be dirty before it is cleaned",
     },
     Spec {
         name: "min.compaction.lag.ms",
         kind: ConfigType::Long,
         check: Check::Int(0, LONG_MAX),
-        effect: Effect::NoOp(NOT_COMPACTED),
+        effect: Effect::Honoured,
         doc: "shortest a record stays uncompacted",
     },
     Spec {
@@ -302,7 +301,7 @@ fn broker_value(cfg: &Config, name: &str) -> String {
         crate::config::TimestampType::LogAppendTime => "LogAppendTime",
     };
     match name {
-        "cleanup.policy" => "delete".into(),
+        "cleanup.policy" => cfg.cleanup_policy.clone(),
         "compression.type" => "producer".into(),
         "delete.retention.ms" => "86400000".into(),
         "file.delete.delay.ms" => "60000".into(),
@@ -343,7 +342,10 @@ fn broker_value(cfg: &Config, name: &str) -> String {
 }
 
 /// Maps a topic's config overrides onto the broker defaults.
-pub fn log_config(cfg: &Config, overrides: &BTreeMap<String, String>) -> LogConfig {
+/// The internal topics are always compacted (their records are keyed state, and a tombstone
+/// forgets a key), whatever their stored configs say: topics created before compaction
+/// existed have none.
+pub fn log_config(cfg: &Config, topic: &str, overrides: &BTreeMap<String, String>) -> LogConfig {
     // Values are checked trimmed (check_topic_config), so they are read trimmed.
     let num = |k: &str, d: i64| {
         overrides
@@ -363,6 +365,16 @@ pub fn log_config(cfg: &Config, overrides: &BTreeMap<String, String>) -> LogConf
         Some(ms) => FlushPolicy::IntervalMs(ms),
         None => cfg.flush_policy(),
     };
+    let policy = overrides
+        .get("cleanup.policy")
+        .map(String::as_str)
+        .unwrap_or(&cfg.cleanup_policy);
+    let policies: Vec<&str> = policy.split(',').map(str::trim).collect();
+    let internal = crate::metadata::is_internal(topic);
+    let ratio = overrides
+        .get("min.cleanable.dirty.ratio")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.5);
     // message.timestamp.difference.max.ms stands for both bounds where they are not set.
     let diff = num("message.timestamp.difference.max.ms", LONG_MAX);
     LogConfig {
@@ -388,6 +400,12 @@ pub fn log_config(cfg: &Config, overrides: &BTreeMap<String, String>) -> LogConf
         write_buffer_bytes: cfg.write_buffer_bytes,
         producer_id_expiration_ms: cfg.producer_id_expiration_ms,
         faults: None,
+        delete_old_segments: policies.contains(&"delete") && !internal,
+        compact: policies.contains(&"compact") || internal,
+        min_cleanable_dirty_ratio: ratio,
+        min_compaction_lag_ms: num("min.compaction.lag.ms", 0).max(0),
+        max_compaction_lag_ms: num("max.compaction.lag.ms", LONG_MAX).max(1),
+        delete_retention_ms: num("delete.retention.ms", 86_400_000).max(0),
     }
 }
 
@@ -448,6 +466,7 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
             }
             match items.iter().find(|x| !allowed.contains(x)) {
                 None => Ok(()),
+                Some(x) if why.is_empty() => Err(format!("{key}: {x:?} is not one of {allowed:?}")),
                 Some(x) => Err(format!("{key}={x}: {why}")),
             }
         }
@@ -728,10 +747,14 @@ mod tests {
         assert!(!doc("retention.ms").contains("no effect"));
         // flush.ms 0 and flush.messages 1 both mean fdatasync before every acknowledgement.
         for kv in [("flush.ms", "0"), ("flush.messages", "1")] {
-            let c = log_config(&cfg, &map(&[kv]));
+            let c = log_config(&cfg, "t", &map(&[kv]));
             assert_eq!(c.flush, FlushPolicy::EveryWrite, "{kv:?}");
         }
-        let c = log_config(&cfg, &map(&[("flush.ms", "50"), ("flush.messages", "100")]));
+        let c = log_config(
+            &cfg,
+            "t",
+            &map(&[("flush.ms", "50"), ("flush.messages", "100")]),
+        );
         assert_eq!(
             (c.flush, c.flush_messages),
             (FlushPolicy::IntervalMs(50), Some(100))
@@ -739,6 +762,7 @@ mod tests {
         // The deprecated difference bound stands in for both where they are not set.
         let c = log_config(
             &cfg,
+            "t",
             &map(&[
                 ("message.timestamp.difference.max.ms", "10"),
                 ("message.timestamp.after.max.ms", "20"),

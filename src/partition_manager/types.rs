@@ -61,7 +61,14 @@ pub struct FetchPart {
 /// Record bytes that can cross shards: memory, or a file range the receiver opens itself.
 pub enum SendChunk {
     Mem(Bytes),
-    File { path: PathBuf, pos: u64, len: usize },
+    /// `inode`: the file's, as the owner read it (the cleaner may replace the file under the
+    /// same name before the connection's shard opens it).
+    File {
+        path: PathBuf,
+        inode: u64,
+        pos: u64,
+        len: usize,
+    },
 }
 
 /// The answer for one fetched partition.

@@ -10,6 +10,7 @@ pub mod client;
 pub mod errors;
 pub mod fetch_encode;
 pub mod legacy;
+pub mod records;
 pub mod response;
 
 pub use response::{Piece, Response};

@@ -28,10 +28,13 @@ def varint(v: int) -> bytes:
     return bytes(out)
 
 
-def record_batch(values, magic=2, corrupt_crc=False, ts=1_700_000_000_000):
+def record_batch(values, magic=2, corrupt_crc=False, ts=1_700_000_000_000, keys=None):
+    """`keys`: one per value (None: a null key); all null without them."""
     recs = b""
     for i, v in enumerate(values):
-        body = b"\x00" + varint(0) + varint(i) + varint(-1) + varint(len(v)) + v + varint(0)
+        k = keys[i] if keys else None
+        key = varint(-1) if k is None else varint(len(k)) + k
+        body = b"\x00" + varint(0) + varint(i) + key + varint(len(v)) + v + varint(0)
         recs += varint(len(body)) + body
     after_crc = struct.pack(">hiqqqhii", 0, len(values) - 1, ts, ts, -1, -1, -1, len(values)) + recs
     crc = crc32c(after_crc) ^ (1 if corrupt_crc else 0)
@@ -276,3 +279,28 @@ def parse_api_versions_v3(data):
         at += size
     assert at == len(data), f"{len(data) - at} bytes after the ApiVersions v3 body"
     return corr, err, keys, per_api, throttle, tags
+
+
+def produce_record_errors(bootstrap, topic, keys, partition=0):
+    """Produce v8 of one batch whose records have `keys` (None: no key); answers the
+    partition's (error_code, [(batch_index, message)]): KIP-467's per-record errors."""
+    values = [b"v%d" % i for i in range(len(keys))]
+    req = produce_v3(topic, partition, record_batch(values, keys=keys), version=8)
+    with connect(bootstrap) as s:
+        s.sendall(req)
+        data = read_frame(s)
+    at = 8  # correlation id, topic count
+    (tl,) = struct.unpack(">h", data[at:at + 2])
+    at += 2 + tl + 4  # the name, the partition count (one)
+    _part, err = struct.unpack(">ih", data[at:at + 6])
+    at += 6 + 24  # base offset, log append time, log start offset
+    (n,) = struct.unpack(">i", data[at:at + 4])
+    at += 4
+    errors = []
+    for _ in range(n):
+        idx, ml = struct.unpack(">ih", data[at:at + 6])
+        at += 6
+        msg = None if ml < 0 else data[at:at + ml].decode()
+        at += max(ml, 0)
+        errors.append((idx, msg))
+    return err, errors

@@ -183,7 +183,7 @@ def test_every_kafka_topic_config_is_accepted_or_refused_with_the_reason(broker_
     admin.create_topics([NewTopic("all-cfg", 1, 1, config=KAFKA_TOPIC_DEFAULTS)])["all-cfg"].result(30)
     e = describe(admin, "all-cfg")
     assert {k: e[k].value for k in KAFKA_TOPIC_DEFAULTS} == KAFKA_TOPIC_DEFAULTS
-    for name, value, why in [("cleanup.policy", "compact", "compaction"),
+    for name, value, why in [("cleanup.policy", "shred", "not one of"),
                              ("remote.storage.enable", "true", "tiered storage"),
                              ("compression.type", "zstd", "as produced"),
                              ("leader.replication.throttled.replicas", "0:1", "throttling"),
