@@ -119,6 +119,11 @@ pub struct Config {
     /// Partitions of `__transaction_state` (Kafka: transaction.state.log.num.partitions, 50);
     /// fixed once the topic exists.
     pub transaction_state_partitions: i32,
+    /// Segment size of `__consumer_offsets` and `__transaction_state` when they are created
+    /// (Kafka: offsets.topic.segment.bytes, transaction.state.log.segment.bytes; 100 MiB):
+    /// smaller segments are compacted sooner.
+    pub offsets_topic_segment_bytes: u64,
+    pub transaction_state_segment_bytes: u64,
     /// Longest transaction timeout a producer may ask for (Kafka: transaction.max.timeout.ms).
     pub transaction_max_timeout_ms: i64,
     /// How often coordinators look for timed-out transactions (Kafka:
@@ -228,6 +233,8 @@ impl Default for Config {
             offsets_retention_minutes: 7 * 24 * 60,
             transaction_state_partitions: 16,
             transaction_max_timeout_ms: 900_000,
+            offsets_topic_segment_bytes: 100 << 20,
+            transaction_state_segment_bytes: 100 << 20,
             transaction_abort_check_interval_ms: 1000,
             producer_id_expiration_ms: 86_400_000,
             transactional_id_expiration_ms: 604_800_000,
@@ -287,6 +294,21 @@ impl Config {
             "request_memory_bytes must be at least 1 MiB"
         );
         anyhow::ensure!(self.index_interval_bytes >= 1);
+        for (key, v) in [
+            (
+                "offsets_topic_segment_bytes",
+                self.offsets_topic_segment_bytes,
+            ),
+            (
+                "transaction_state_segment_bytes",
+                self.transaction_state_segment_bytes,
+            ),
+        ] {
+            anyhow::ensure!(
+                (64 * 1024..=u32::MAX as u64).contains(&v),
+                "{key} must be between 64 KiB and 4 GiB"
+            );
+        }
         crate::metadata::topic_config::check_topic_config("cleanup.policy", &self.cleanup_policy)
             .map_err(|e| anyhow::anyhow!("cleanup_policy: {e}"))?;
         anyhow::ensure!(

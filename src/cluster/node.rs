@@ -696,7 +696,7 @@ impl ClusterNode {
                         }
                     },
                     assignment: None,
-                    configs: crate::metadata::internal_topic_configs(),
+                    configs: crate::metadata::internal_topic_configs(&self.config, name),
                 })
                 .collect();
             let cmd = Command::CreateTopics {

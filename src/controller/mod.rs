@@ -370,7 +370,7 @@ impl Controller {
                 name: name.into(),
                 partitions,
                 replication_factor: 1,
-                configs: internal_topic_configs(),
+                configs: internal_topic_configs(&self.config, name),
                 validate_only: false,
                 assignment: None,
             };

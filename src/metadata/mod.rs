@@ -33,10 +33,18 @@ pub const MAX_TOPICS: usize = 10_000;
 /// preallocation and descriptors.
 pub const MAX_PARTITIONS: usize = 100_000;
 
-/// The configs of `__consumer_offsets` and `__transaction_state`.
-pub fn internal_topic_configs() -> std::collections::BTreeMap<String, String> {
+/// The configs of `__consumer_offsets` and `__transaction_state` (`topic`).
+pub fn internal_topic_configs(
+    cfg: &crate::config::Config,
+    topic: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let segment_bytes = if topic == OFFSETS_TOPIC {
+        cfg.offsets_topic_segment_bytes
+    } else {
+        cfg.transaction_state_segment_bytes
+    };
     std::collections::BTreeMap::from([
-        ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+        ("segment.bytes".to_string(), segment_bytes.to_string()),
         // Keyed state: the cleaner keeps each key's latest record, and nothing expires by age
         // (deleting old segments would forget offsets or transactions written long ago).
         ("cleanup.policy".to_string(), "compact".to_string()),

@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from test_cluster import cluster_factory, create  # noqa: F401
 from test_replication import wait_isr, wait_partitions
-from util import create_topic, read_all, topic_name, wait_until
+from util import create_topic, read_all, topic_name, wait_until, watermarks
 
 # A cleaner that looks every 100 ms, and topics whose segments roll every 64 KiB (the
 # smallest segment.bytes Flumen takes) so a small workload spans many segments.
@@ -231,3 +231,35 @@ def test_a_follower_copies_a_compacted_leaders_log(cluster_factory):
         have[m.key().decode()] = m.value()
     for k in keys:
         assert have.get(k) == latest[k], k
+
+
+def test_consumer_offsets_are_compacted_and_the_latest_commit_survives(broker_factory):
+    """__consumer_offsets is compacted: thousands of commits of one partition shrink to the
+    latest, which a restart (the coordinator reloading the compacted log) still answers."""
+    from confluent_kafka import Consumer, TopicPartition
+    b = broker_factory(config={**FAST_CLEANER, "offsets_topic_partitions": 1,
+                               "offsets_topic_segment_bytes": 65536})
+    t = create_topic(b.bootstrap, topic_name("committed"), partitions=2)
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "g-compact",
+                  "enable.auto.commit": False})
+    last = 0
+    for i in range(1, 2501):
+        c.commit(offsets=[TopicPartition(t, 0, i), TopicPartition(t, 1, 2 * i)],
+                 asynchronous=False)
+        last = i
+    c.close()
+    offsets_dir = os.path.join(b.data_dir, "__consumer_offsets-0")
+    segments = lambda: len([f for f in os.listdir(offsets_dir) if f.endswith(".log")])
+    # 5,000 commit records of ~100 bytes went in: about eight 64 KiB segments' worth.
+    _, end = watermarks(b.bootstrap, "__consumer_offsets", 0)
+    assert end >= 5000, end
+    # The active segment's file is preallocated to 64 KiB; the cleaned ones hold two records.
+    wait_until(lambda: log_bytes(b.data_dir, "__consumer_offsets") < 2 * 65536, 30,
+               "the cleaner to compact __consumer_offsets below two segments")
+    print(f"__consumer_offsets: {end} records in "
+          f"{log_bytes(b.data_dir, '__consumer_offsets')} bytes, {segments()} segments")
+    b.restart()
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "g-compact"})
+    got = c.committed([TopicPartition(t, 0), TopicPartition(t, 1)], timeout=15)
+    c.close()
+    assert [(p.partition, p.offset) for p in got] == [(0, last), (1, 2 * last)]
