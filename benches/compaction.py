@@ -243,14 +243,15 @@ def log_time(line):
 
 
 def log_files(d):
-    """(bytes, count) of the .log files (segments) in a partition directory."""
-    names = [f for f in os.listdir(d) if f.endswith(".log")]
-    return sum(os.path.getsize(os.path.join(d, f)) for f in names), len(names)
+    """(bytes, count of non-empty ones) of the .log files (segments) in a partition directory:
+    a pass that keeps nothing of a segment leaves it empty."""
+    sizes = [os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".log")]
+    return sum(sizes), sum(1 for x in sizes if x)
 
 
 def create_topic(bootstrap, topic, config, partitions=1):
     from confluent_kafka.admin import AdminClient, NewTopic
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})  # no teardown chatter
     fs = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
                                        config=config)], operation_timeout=30)
     for f in fs.values():
@@ -374,7 +375,11 @@ def run_clean(args, tmp, rnd):
         after_bytes, after_segs = log_files(pdir)
         cleaned_in = sum(x[1] for x in lines)
         cleaned_out = sum(x[2] for x in lines)
-        clean_s = max(t_end - t_spawn - start_s, 1e-3)
+        clean_s = t_end - t_spawn - start_s
+        if clean_s < 0.05:
+            print(f"  warning: cleaning took {clean_s:.3f} s after the start's {start_s:.3f} s: "
+                  f"too little to time; use a larger --mb", file=sys.stderr)
+            clean_s = max(clean_s, 1e-3)
         cpu = cpu_settle - start_cpu - idle_cpu_per_s * max(t_settle - t_end, 0.0)
         return {
             "records": records, "keys": keys, "produce": prod, "build_s": build_s,
@@ -407,7 +412,7 @@ def run_latency(args, tmp, rnd, cleaner):
                                          "segment.bytes": str(MiB),
                                          "min.cleanable.dirty.ratio": "0.01"})
         create_topic(b.bootstrap, "measured", {}, partitions=args.partitions)
-        bg_duration = args.warmup + args.seconds + 6
+        bg_duration = args.warmup + args.seconds + 4
         bg_cmd = bench_cmd(args.flumen, b.bootstrap, "bg", "--partitions", 1,
                            "--record-size", args.record_size, "--keys", f"seq:{args.bg_keys}",
                            "--rate", args.bg_rate, "--duration", bg_duration,
@@ -513,7 +518,7 @@ def report(args, res, command):
         sr = [c["space_ratio"] for c in cl]
         lines.append(f"| space (.log files after a clean stop) | {sb / 1e6:.1f} MB → {sa / 1e6:.1f} MB "
                      f"({median([c['segments_before'] for c in cl]):.0f} → "
-                     f"{median([c['segments_after'] for c in cl]):.0f} segments; the active "
+                     f"{median([c['segments_after'] for c in cl]):.0f} non-empty segments; the active "
                      f"segment is never cleaned) | {100 * median(sr):.1f}% of before | "
                      f"{per_round(sr, '{:.3f}')} |")
     if off or on:
@@ -585,7 +590,7 @@ def main():
     args = ap.parse_args()
     defaults = dict(mb=512, segment_mb=64, fio_mb=1024, fio_seconds=10, settle=3.0, rate=10000,
                     seconds=10, warmup=4.0, bg_rate=10000, bg_keys=5000, timeout=900.0)
-    quick = dict(mb=24, segment_mb=4, fio_mb=64, fio_seconds=2, settle=1.5, rate=2000,
+    quick = dict(mb=32, segment_mb=4, fio_mb=64, fio_seconds=2, settle=1.5, rate=2000,
                  seconds=3, warmup=2.0, bg_rate=3000, bg_keys=500, timeout=60.0)
     for k, v in (quick if args.quick else defaults).items():
         if getattr(args, k) is None:
@@ -625,7 +630,8 @@ def main():
                            f"{r['start_cpu_s']:.2f} CPU s; cold cache {r['cold_cache']}")
                 else:
                     r = run_latency(args, tmp, rnd, step == "on")
-                    msg = (f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} p99.9 {r['p99_9_ms']:.2f} ms, "
+                    msg = (f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} p99.9 "
+                           f"{r['p99_9_ms'] if r['p99_9_ms'] is not None else float('nan'):.2f} ms, "
                            f"{r['mb_per_sec']:.1f} MB/s + background {r['bg_mb_per_sec']:.1f} MB/s, "
                            f"{r['cpu_s_per_gb']:.2f} CPU s/GB, cleaner {r['cleaner_passes']:.0f} "
                            f"passes read {r['cleaner_read_mb_per_sec']:.1f} MB/s")

@@ -381,3 +381,61 @@ fn aborted_transactions_go_and_their_markers_with_them() {
         assert!(committed.aborted.is_empty(), "{:?}", committed.aborted);
     });
 }
+
+#[test]
+fn a_read_that_finds_only_an_emptied_producer_batch_goes_on_to_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        // segment.ms 1: every append rolls, so each batch is a segment of its own; and
+        // segment.bytes 100 keeps the cleaner from merging them.
+        let c = LogConfig {
+            segment_ms: 1,
+            ..cfg(100)
+        };
+        let p = open(&d, c).await;
+        // Producer 9's only batch (k1=old), then k1=new from a plain batch: cleaning empties
+        // producer 9's batch but keeps it (its last sequence), alone in its segment.
+        let kvs = vec![(Some(Bytes::from("k1")), Some(Bytes::from("old")))];
+        let mut idem = encode_records(&kvs, 1_000, None).to_vec();
+        idem[batch::OFF_PRODUCER_ID..batch::OFF_PRODUCER_ID + 8]
+            .copy_from_slice(&9i64.to_be_bytes());
+        idem[batch::OFF_PRODUCER_EPOCH..batch::OFF_PRODUCER_EPOCH + 2]
+            .copy_from_slice(&0i16.to_be_bytes());
+        idem[batch::OFF_BASE_SEQUENCE..batch::OFF_BASE_SEQUENCE + 4]
+            .copy_from_slice(&0i32.to_be_bytes());
+        batch::restamp_crc(&mut idem);
+        let idem = Bytes::from(idem);
+        let infos = validate_produce(&idem, 1 << 20).unwrap();
+        let a = p.append(&idem, &infos).await.unwrap();
+        p.wait_durable(a.durable_target).await.unwrap();
+        for (k, v) in [("k1", "new"), ("k2", "x"), ("k3", "y")] {
+            glommio::timer::sleep(std::time::Duration::from_millis(3)).await;
+            put(&p, &[(k, Some(v.to_string()))], 1_000).await;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(3)).await;
+        put(&p, &[("k4", Some("z".to_string()))], 1_000).await;
+        assert!(p.segment_count() >= 5, "{} segments", p.segment_count());
+        let hw = p.log_end_offset();
+        p.clean(i64::MAX / 2, hw, &throttle(), 1 << 20)
+            .await
+            .unwrap()
+            .expect("a pass");
+        // The batch at offset 0 is kept without records; a read from 0 returns it and the
+        // next segment's records, so a client moves on.
+        let r = p.read(0, 1 << 20).await.unwrap();
+        assert!(r.chunks.len() >= 2, "{} chunks", r.chunks.len());
+        let recs = records(&p).await;
+        assert_eq!(recs[0].1, "k1");
+        assert_eq!(recs[0].2.as_deref(), Some("new"));
+        // And a restart rebuilds producer 9's state from the kept batch: its next sequence
+        // is 1, a duplicate of sequence 0 answers the original offset.
+        p.close().await.unwrap();
+        let p = open(&d, cfg(1 << 20)).await;
+        let dup = p.append(&idem, &infos).await.unwrap();
+        assert_eq!(
+            dup.base_offset, 0,
+            "the retried batch is a duplicate of offset 0"
+        );
+    });
+}

@@ -240,7 +240,10 @@ impl Partition {
                 }
             }
         }
-        // Then the segment files: one byte range of the first segment that has any.
+        // Then the segment files: one byte range of the first segment that has any. When that
+        // range holds only batches without records (what a compacted log keeps of a
+        // producer's last batch), the next segment's follows: some clients (kafkajs) move
+        // past a fetch only by the records it returns.
         let mut walk = LogWalk::new(
             self.segments_from(offset),
             WalkFrom::Offset(offset),
@@ -248,8 +251,11 @@ impl Partition {
         );
         while let Some((seg, mut batches)) = walk.next_segment().await? {
             let mut range: Option<(u64, u64)> = None;
+            let mut records = false;
+            let mut at_bound = false;
             while let Some(b) = batches.next().await? {
                 if b.prefix.next_offset() > bound {
+                    at_bound = true;
                     break;
                 }
                 match range {
@@ -260,6 +266,9 @@ impl Partition {
                 range = Some((range.map_or(b.pos, |r| r.0), b.end()));
                 out.bytes += b.prefix.len;
                 out.next_offset = b.prefix.next_offset();
+                let h = batches.header(&b);
+                records |= h.len() < batch::HEADER_BYTES
+                    || batch::be_i32(h, batch::OFF_RECORDS_COUNT) != 0;
                 if out.bytes >= max_bytes {
                     break;
                 }
@@ -270,9 +279,16 @@ impl Partition {
                     pos: from,
                     len: (to - from) as usize,
                 });
-                self.count_read(&out, offset, false);
-                return Ok(out);
+                if records || out.bytes >= max_bytes {
+                    break;
+                }
             }
+            if at_bound {
+                break;
+            }
+        }
+        if !out.chunks.is_empty() {
+            self.count_read(&out, offset, false);
         }
         Ok(out)
     }
