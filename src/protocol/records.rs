@@ -142,7 +142,9 @@ pub fn parse(
     count: i32,
     last_offset_delta: i32,
 ) -> Result<Vec<RawRecord<'_>>, String> {
-    let mut out = Vec::with_capacity(count.max(0) as usize);
+    // The count comes from the batch's header (a client's bytes): a record takes at least
+    // seven bytes, so the body bounds what is worth reserving.
+    let mut out = Vec::with_capacity((count.max(0) as usize).min(body.len() / 7));
     let mut at = 0usize;
     let bad = |what: &str, i: usize| format!("record {i} of the batch: {what}");
     for i in 0..count.max(0) as usize {
@@ -333,6 +335,8 @@ mod tests {
         );
         let b2 = body(&two).unwrap();
         assert!(parse(&b2, 2, 0).is_err(), "an offset delta past the last");
+        // A header's count is a client's number: a huge one is an error, not an allocation.
+        assert!(parse(&b2, i32::MAX, i32::MAX).is_err());
         // A compression bomb: 200 MB of zeros in a few hundred KB of zstd.
         let zeros = vec![0u8; 200 << 20];
         let z = zstd::bulk::compress(&zeros, 19).unwrap();
