@@ -115,6 +115,23 @@ pub async fn handle(
                             continue;
                         }
                     }
+                    // compression.type names a codec: batches in another are recompressed
+                    // (topics left at `producer`, the default, pay one map lookup).
+                    let (records, infos) = match topic_codec(&meta, &name) {
+                        None => (records, infos),
+                        Some(codec) => match recompress_set(&records, &infos, codec, broker) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                slots.push(Some(ProduceOut {
+                                    error: Some(e),
+                                    base_offset: -1,
+                                    log_append_time: -1,
+                                    log_start_offset: -1,
+                                }));
+                                continue;
+                            }
+                        },
+                    };
                     slots.push(None);
                     let entry = by_shard.entry(owner).or_default();
                     entry.0.push(slot);
@@ -192,6 +209,39 @@ pub async fn handle(
         })
         .collect();
     Ok(ctx.respond(&ProduceResponse::default().with_responses(responses)))
+}
+
+/// The codec a topic's `compression.type` names; None for `producer` (or unset).
+fn topic_codec(meta: &crate::metadata::ClusterMeta, topic: &str) -> Option<i16> {
+    meta.topics
+        .get(topic)
+        .and_then(|t| t.configs.get("compression.type"))
+        .and_then(|c| crate::protocol::records::codec_named(c.trim()))
+}
+
+/// The record set with every batch in `codec`, revalidated: what the topic stores.
+fn recompress_set(
+    records: &Bytes,
+    infos: &[batch::BatchInfo],
+    codec: i16,
+    broker: &Broker,
+) -> Result<(Bytes, Vec<batch::BatchInfo>), KafkaError> {
+    let same = infos.iter().all(|i| {
+        batch::be_i16(&records[i.start..], batch::OFF_ATTRIBUTES) & batch::ATTR_COMPRESSION_MASK
+            == codec
+    });
+    if same {
+        return Ok((records.clone(), infos.to_vec()));
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for i in infos {
+        let b = crate::protocol::records::recompress(&records[i.start..i.start + i.len], codec)
+            .map_err(|e| KafkaError::new(ErrorCode::CORRUPT_MESSAGE, e))?;
+        out.extend_from_slice(&b);
+    }
+    let out = Bytes::from(out);
+    let infos = batch::validate_produce(&out, broker.config.max_batch_bytes)?;
+    Ok((out, infos))
 }
 
 /// Whether the topic's cleanup.policy (its own, else the broker's) compacts it.

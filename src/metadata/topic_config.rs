@@ -56,11 +56,11 @@ const SPECS: &[Spec] = &[
         name: "compression.type",
         kind: ConfigType::String,
         check: Check::OneOf(
-            &["producer"],
-            "batches are stored as produced (only 'producer'; recompression is not built)",
+            &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"],
+            "",
         ),
         effect: Effect::Honoured,
-        doc: "batches are stored as produced",
+        doc: "producer: batches are stored as produced; a codec: batches in another are recompressed with it",
     },
     Spec {
         name: "delete.retention.ms",

@@ -118,12 +118,49 @@ fn snappy(raw: &[u8], limit: usize) -> Result<Vec<u8>, String> {
 
 /// Compresses a records section with the codec of `whole`'s attributes.
 fn compress_like(whole: &[u8], raw: &[u8]) -> Result<Vec<u8>, String> {
+    compress(codec(whole), raw)
+}
+
+/// The codec number of a topic's `compression.type`; None for `producer` (stored as sent).
+pub fn codec_named(name: &str) -> Option<i16> {
+    match name {
+        "uncompressed" => Some(NONE),
+        "gzip" => Some(GZIP),
+        "snappy" => Some(SNAPPY),
+        "lz4" => Some(LZ4),
+        "zstd" => Some(ZSTD),
+        _ => None,
+    }
+}
+
+/// `whole` with its records compressed with `target` instead (Kafka recompresses a batch
+/// whose codec is not the topic's `compression.type`); unchanged when it already is.
+pub fn recompress(whole: &[u8], target: i16) -> Result<Vec<u8>, String> {
+    if codec(whole) == target {
+        return Ok(whole.to_vec());
+    }
+    let raw = body(whole)?;
+    let records = compress(target, &raw)?;
+    let mut b = Vec::with_capacity(batch::HEADER_BYTES + records.len());
+    b.extend_from_slice(&whole[..batch::HEADER_BYTES]);
+    let length = (batch::HEADER_BYTES - batch::LOG_OVERHEAD + records.len()) as i32;
+    b[batch::OFF_LENGTH..batch::OFF_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+    let attrs =
+        (batch::be_i16(whole, batch::OFF_ATTRIBUTES) & !batch::ATTR_COMPRESSION_MASK) | target;
+    b[batch::OFF_ATTRIBUTES..batch::OFF_ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
+    b.extend_from_slice(&records);
+    batch::restamp_crc(&mut b);
+    Ok(b)
+}
+
+/// Compresses a records section with codec `c`.
+fn compress(c: i16, raw: &[u8]) -> Result<Vec<u8>, String> {
     let mut dst = BytesMut::new();
     let fill = |b: &mut BytesMut| -> anyhow::Result<()> {
         b.extend_from_slice(raw);
         Ok(())
     };
-    let r = match codec(whole) {
+    let r = match c {
         NONE => return Ok(raw.to_vec()),
         GZIP => cmpr::Gzip::compress(&mut dst, fill),
         SNAPPY => cmpr::Snappy::compress(&mut dst, fill),
@@ -345,6 +382,31 @@ mod tests {
         bomb.extend_from_slice(&z);
         let e = body(&bomb).unwrap_err();
         assert!(e.contains("more than"), "{e}");
+    }
+
+    #[test]
+    fn recompressed_batches_hold_the_same_records() {
+        let whole = batch_of(
+            &[(Some("a"), Some("1")), (None, Some("2"))],
+            Compression::Gzip,
+        );
+        for target in [NONE, SNAPPY, LZ4, ZSTD, GZIP] {
+            let out = recompress(&whole, target).unwrap();
+            assert!(batch::crc_ok(&out));
+            assert_eq!(codec(&out), target);
+            let mut bytes = Bytes::from(out);
+            let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
+            let got: Vec<_> = set
+                .records
+                .iter()
+                .map(|r| (r.offset, r.value.clone()))
+                .collect();
+            assert_eq!(
+                got,
+                vec![(0, Some(Bytes::from("1"))), (1, Some(Bytes::from("2")))]
+            );
+        }
+        assert_eq!(codec_named("producer"), None);
     }
 
     #[test]

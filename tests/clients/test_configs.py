@@ -1,5 +1,7 @@
 """DescribeConfigs with confluent-kafka's and kafka-python's admin clients: a topic's override
 and the broker's values, each with Kafka's source, read-only flag and type."""
+import time
+
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic, ResourceType
 
@@ -185,7 +187,7 @@ def test_every_kafka_topic_config_is_accepted_or_refused_with_the_reason(broker_
     assert {k: e[k].value for k in KAFKA_TOPIC_DEFAULTS} == KAFKA_TOPIC_DEFAULTS
     for name, value, why in [("cleanup.policy", "shred", "not one of"),
                              ("remote.storage.enable", "true", "tiered storage"),
-                             ("compression.type", "zstd", "as produced"),
+                             ("compression.type", "brotli", "one of"),
                              ("leader.replication.throttled.replicas", "0:1", "throttling"),
                              ("message.format.version", "2.8", "v2"),
                              ("min.cleanable.dirty.ratio", "1.5", "[0, 1]"),
@@ -215,3 +217,37 @@ def test_every_kafka_topic_config_is_accepted_or_refused_with_the_reason(broker_
     # Raised at run time: the large batch goes in.
     incremental(admin, "limits", [("max.message.bytes", "set", "10000")])
     assert deliver(b"x" * 5000) is None
+
+
+def test_compression_type_recompresses_what_producers_send(broker_factory):
+    """compression.type=zstd: batches sent uncompressed or lz4 are stored as zstd, with the
+    same records (read back by confluent-kafka); `producer` (the default) stores them as sent;
+    altered at run time, the next batches follow the new codec."""
+    import rawkafka
+    from confluent_kafka import Producer
+    from util import read_all
+    b = broker_factory()
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.create_topics([NewTopic("zt", 1, 1, config={"compression.type": "zstd"})])["zt"].result(30)
+    sent = []
+    for codec in ["none", "lz4", "zstd"]:
+        p = Producer({"bootstrap.servers": b.bootstrap, "compression.type": codec, "linger.ms": 20})
+        for i in range(50):
+            v = (f"{codec}-{i}-" + "x" * 200).encode()
+            p.produce("zt", key=b"k%d" % i, value=v, partition=0)
+            sent.append(v)
+        assert p.flush(15) == 0
+    err, _hw, blob = rawkafka.fetch_once(b.bootstrap, "zt", 0, 0)
+    assert err == 0
+    codecs = {bt["codec"] for bt in rawkafka.parse_batches(blob)}
+    assert codecs == {4}, codecs
+    assert [m.value() for m in read_all(b.bootstrap, "zt", 1)[0]] == sent
+    # Back to `producer`: an lz4 batch stays lz4.
+    res = ConfigResource(ResourceType.TOPIC, "zt", set_config={"compression.type": "producer"})
+    admin.alter_configs([res])[res].result(30)
+    time.sleep(0.5)
+    p = Producer({"bootstrap.servers": b.bootstrap, "compression.type": "lz4", "linger.ms": 20})
+    p.produce("zt", key=b"last", value=b"lz4 kept " * 100, partition=0)
+    assert p.flush(15) == 0
+    err, _hw, blob = rawkafka.fetch_once(b.bootstrap, "zt", 0, 150)
+    assert [bt["codec"] for bt in rawkafka.parse_batches(blob)] == [3]
