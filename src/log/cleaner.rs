@@ -25,6 +25,7 @@
 use super::partition::{io_err, Partition};
 use super::producers::AbortedTxn;
 use super::recovery::write_durably;
+use super::replica::sync_dir;
 use super::segment::{self, Segment};
 use super::walker::BatchWalk;
 use crate::protocol::batch;
@@ -665,14 +666,6 @@ async fn rename(from: &Path, to: &Path) -> Result<(), KafkaError> {
     let (from, to) = (from.to_path_buf(), to.to_path_buf());
     glommio::executor()
         .spawn_blocking(move || std::fs::rename(from, to))
-        .await
-        .map_err(io_err)
-}
-
-async fn sync_dir(dir: &Path) -> Result<(), KafkaError> {
-    let dir = dir.to_path_buf();
-    glommio::executor()
-        .spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
         .await
         .map_err(io_err)
 }

@@ -188,7 +188,7 @@ async fn remove_file(path: PathBuf) -> Result<(), KafkaError> {
 }
 
 /// fsync of a directory: the removals and renames in it survive a crash.
-async fn sync_dir(dir: &Path) -> Result<(), KafkaError> {
+pub(super) async fn sync_dir(dir: &Path) -> Result<(), KafkaError> {
     let dir = dir.to_path_buf();
     glommio::executor()
         .spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
