@@ -3,9 +3,11 @@
 //! restart, and a crash at each step of the segment swap simulated from the files a real pass
 //! leaves: the log comes back either as it was or as cleaned, never both, never neither.
 
+mod common;
+
 use bytes::Bytes;
 use flumen::config::{FlushPolicy, TimestampType};
-use flumen::log::{Chunk, LogConfig, Partition, TailCache, Throttle};
+use flumen::log::{CleanStats, LogConfig, Partition, TailCache, Throttle};
 use flumen::protocol::batch::{self, encode_records, validate_produce};
 use glommio::LocalExecutorBuilder;
 use std::collections::BTreeMap;
@@ -66,16 +68,7 @@ async fn records(p: &Partition) -> Vec<(i64, String, Option<String>)> {
         if r.chunks.is_empty() {
             return out;
         }
-        let mut bytes = Vec::new();
-        for c in r.chunks {
-            match c {
-                Chunk::Mem(b) => bytes.extend_from_slice(&b),
-                Chunk::File { seg, pos, len } => {
-                    let f = seg.reader().await.unwrap();
-                    bytes.extend_from_slice(&f.read_at(pos, len).await.unwrap());
-                }
-            }
-        }
+        let bytes = common::chunk_bytes(r.chunks).await;
         let mut buf = Bytes::from(bytes);
         while !buf.is_empty() {
             let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).unwrap();
@@ -134,6 +127,13 @@ fn throttle() -> Throttle {
     Throttle::new(f64::MAX)
 }
 
+/// A pass over everything below `hw`, unthrottled, at a clock far past every record.
+async fn clean_below(p: &Partition, hw: i64) -> Option<CleanStats> {
+    p.clean(i64::MAX / 2, hw, &throttle(), 1 << 20)
+        .await
+        .unwrap()
+}
+
 #[test]
 fn cleaning_keeps_the_latest_record_of_each_key_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,11 +145,7 @@ fn cleaning_keeps_the_latest_record_of_each_key_and_survives_a_restart() {
         let segments = p.segment_count();
         assert!(segments > 10, "{segments} segments");
         let hw = p.log_end_offset();
-        let stats = p
-            .clean(i64::MAX / 2, hw, &throttle(), 1 << 20)
-            .await
-            .unwrap()
-            .expect("a pass");
+        let stats = clean_below(&p, hw).await.expect("a pass");
         let after = records(&p).await;
         // Same visible state, each key once, offsets kept, tombstones (0 ms retention) gone.
         assert_eq!(state(&after), state(&before));
@@ -166,11 +162,7 @@ fn cleaning_keeps_the_latest_record_of_each_key_and_survives_a_restart() {
         assert!(stats.size_after < stats.size_before / 5, "{stats:?}");
         assert_eq!(p.log_end_offset(), hw);
         // Nothing dirty left: another pass has nothing to do.
-        assert!(p
-            .clean(i64::MAX / 2, hw, &throttle(), 1 << 20)
-            .await
-            .unwrap()
-            .is_none());
+        assert!(clean_below(&p, hw).await.is_none());
         p.close().await.unwrap();
         let p = open(&d, cfg(4096)).await;
         assert_eq!(records(&p).await, after);
@@ -189,11 +181,7 @@ fn records_newer_than_the_high_watermark_or_the_compaction_lag_stay() {
         keyed_workload(&p).await;
         let before = records(&p).await;
         // Below offset 0 nothing is cleanable.
-        assert!(p
-            .clean(i64::MAX / 2, 0, &throttle(), 1 << 20)
-            .await
-            .unwrap()
-            .is_none());
+        assert!(clean_below(&p, 0).await.is_none());
         // min.compaction.lag.ms: every record is at timestamp 1000, the clock at 1500.
         p.set_config(LogConfig {
             min_compaction_lag_ms: 1_000,
@@ -253,10 +241,7 @@ fn a_crash_at_each_step_of_the_swap_leaves_the_old_log_or_the_new() {
         let p = open(&live, cfg(4096)).await;
         p.set_config(cfg(1 << 20));
         let hw = p.log_end_offset();
-        p.clean(i64::MAX / 2, hw, &throttle(), 1 << 20)
-            .await
-            .unwrap()
-            .expect("a pass");
+        clean_below(&p, hw).await.expect("a pass");
         let after = records(&p).await;
         p.close().await.unwrap();
         let new_logs = files(&live.join("t-0"), ".log");
@@ -365,10 +350,7 @@ fn aborted_transactions_go_and_their_markers_with_them() {
         p.append_marker(pid, epoch, false, 0).await.unwrap();
         keyed_workload(&p).await;
         let hw = p.log_end_offset();
-        p.clean(i64::MAX / 2, hw, &throttle(), 1 << 20)
-            .await
-            .unwrap()
-            .expect("a pass");
+        clean_below(&p, hw).await.expect("a pass");
         let after = records(&p).await;
         assert!(
             !after.iter().any(|r| r.2.as_deref() == Some("aborted")),
@@ -417,10 +399,7 @@ fn a_read_that_finds_only_an_emptied_producer_batch_goes_on_to_records() {
         put(&p, &[("k4", Some("z".to_string()))], 1_000).await;
         assert!(p.segment_count() >= 5, "{} segments", p.segment_count());
         let hw = p.log_end_offset();
-        p.clean(i64::MAX / 2, hw, &throttle(), 1 << 20)
-            .await
-            .unwrap()
-            .expect("a pass");
+        clean_below(&p, hw).await.expect("a pass");
         // The batch at offset 0 is kept without records; a read from 0 returns it and the
         // next segment's records, so a client moves on.
         let r = p.read(0, 1 << 20).await.unwrap();

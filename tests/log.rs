@@ -2,6 +2,8 @@
 //! lost indexes, segment roll and retention, and the simulated disk: torn writes, failed
 //! writes and fdatasyncs, a full disk.
 
+mod common;
+
 use bytes::Bytes;
 use flumen::config::{FlushPolicy, TimestampType};
 use flumen::log::{Chunk, Faults, LogConfig, Partition, TailCache};
@@ -87,16 +89,7 @@ async fn read_all(p: &Partition, mut offset: i64) -> Vec<(i64, Vec<u8>)> {
         if r.chunks.is_empty() {
             return out;
         }
-        let mut bytes = Vec::new();
-        for c in r.chunks {
-            match c {
-                Chunk::Mem(b) => bytes.extend_from_slice(&b),
-                Chunk::File { seg, pos, len } => {
-                    let f = seg.reader().await.unwrap();
-                    bytes.extend_from_slice(&f.read_at(pos, len).await.unwrap());
-                }
-            }
-        }
+        let bytes = common::chunk_bytes(r.chunks).await;
         let mut at = 0;
         while at < bytes.len() {
             let pre = batch::BatchPrefix::parse(&bytes[at..]).expect("whole batches");
@@ -539,15 +532,7 @@ async fn log_bytes(p: &Partition, mut offset: i64) -> Vec<u8> {
         if r.chunks.is_empty() {
             return out;
         }
-        for c in r.chunks {
-            match c {
-                Chunk::Mem(b) => out.extend_from_slice(&b),
-                Chunk::File { seg, pos, len } => {
-                    let f = seg.reader().await.unwrap();
-                    out.extend_from_slice(&f.read_at(pos, len).await.unwrap());
-                }
-            }
-        }
+        out.extend(common::chunk_bytes(r.chunks).await);
         offset = r.next_offset;
     }
 }
@@ -561,16 +546,7 @@ async fn replicate(leader: &Partition, follower: &Partition, fetch_bytes: usize)
         if r.chunks.is_empty() {
             return;
         }
-        let mut set = Vec::new();
-        for c in r.chunks {
-            match c {
-                Chunk::Mem(b) => set.extend_from_slice(&b),
-                Chunk::File { seg, pos, len } => {
-                    let f = seg.reader().await.unwrap();
-                    set.extend_from_slice(&f.read_at(pos, len).await.unwrap());
-                }
-            }
-        }
+        let set = common::chunk_bytes(r.chunks).await;
         let a = follower.append_replicated(Bytes::from(set)).await.unwrap();
         assert_eq!(a.base_offset, from);
         assert_eq!(a.log_end_offset, r.next_offset);

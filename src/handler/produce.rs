@@ -92,12 +92,7 @@ pub async fn handle(
             match batch::validate_produce(&records, broker.config.max_batch_bytes).and_then(
                 |infos| client_rules(&infos, req.transactional_id.is_some()).map(|()| infos),
             ) {
-                Err(e) => slots.push(Some(ProduceOut {
-                    error: Some(e),
-                    base_offset: -1,
-                    log_append_time: -1,
-                    log_start_offset: -1,
-                })),
+                Err(e) => slots.push(Some(bad(e.code, e.message))),
                 Ok(infos) => {
                     if compacted(broker, &meta, &name) {
                         // Every record of a compacted topic needs a key (Kafka decompresses
@@ -122,12 +117,7 @@ pub async fn handle(
                         Some(codec) => match recompress_set(&records, &infos, codec, broker) {
                             Ok(r) => r,
                             Err(e) => {
-                                slots.push(Some(ProduceOut {
-                                    error: Some(e),
-                                    base_offset: -1,
-                                    log_append_time: -1,
-                                    log_start_offset: -1,
-                                }));
+                                slots.push(Some(bad(e.code, e.message)));
                                 continue;
                             }
                         },
@@ -251,7 +241,7 @@ fn compacted(broker: &Broker, meta: &crate::metadata::ClusterMeta, topic: &str) 
         .get(topic)
         .and_then(|t| t.configs.get("cleanup.policy"))
         .unwrap_or(&broker.config.cleanup_policy);
-    policy.split(',').any(|p| p.trim() == "compact")
+    crate::metadata::topic_config::policy_has(policy, "compact")
 }
 
 /// What a client's batches must satisfy beyond framing: a transactional batch comes from a

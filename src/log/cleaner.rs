@@ -85,10 +85,9 @@ impl Throttle {
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CleanStats {
-    /// Log bytes read (both phases) and written.
+    /// Log bytes read (both phases: about twice `size_before`).
     pub bytes_read: u64,
-    pub bytes_written: u64,
-    /// Bytes of the segments rewritten, before and after.
+    /// Bytes of the segments rewritten, before and after (after: what the pass wrote).
     pub size_before: u64,
     pub size_after: u64,
     pub segments_before: usize,
@@ -476,7 +475,6 @@ impl Partition {
             segment::remove_quietly(&cleaned).await;
             return Ok(false);
         }
-        pass.stats.bytes_written += written;
         pass.stats.size_after += written;
         pass.stats.segments_after += 1;
         // The old segments' readers stay open, so reads already holding them finish.

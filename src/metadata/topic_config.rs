@@ -369,7 +369,6 @@ pub fn log_config(cfg: &Config, topic: &str, overrides: &BTreeMap<String, String
         .get("cleanup.policy")
         .map(String::as_str)
         .unwrap_or(&cfg.cleanup_policy);
-    let policies: Vec<&str> = policy.split(',').map(str::trim).collect();
     let internal = crate::metadata::is_internal(topic);
     let ratio = overrides
         .get("min.cleanable.dirty.ratio")
@@ -400,13 +399,18 @@ pub fn log_config(cfg: &Config, topic: &str, overrides: &BTreeMap<String, String
         write_buffer_bytes: cfg.write_buffer_bytes,
         producer_id_expiration_ms: cfg.producer_id_expiration_ms,
         faults: None,
-        delete_old_segments: policies.contains(&"delete") && !internal,
-        compact: policies.contains(&"compact") || internal,
+        delete_old_segments: policy_has(policy, "delete") && !internal,
+        compact: policy_has(policy, "compact") || internal,
         min_cleanable_dirty_ratio: ratio,
         min_compaction_lag_ms: num("min.compaction.lag.ms", 0).max(0),
         max_compaction_lag_ms: num("max.compaction.lag.ms", LONG_MAX).max(1),
         delete_retention_ms: num("delete.retention.ms", 86_400_000).max(0),
     }
+}
+
+/// Whether a `cleanup.policy` value (a comma-separated list) names `which`.
+pub fn policy_has(policy: &str, which: &str) -> bool {
+    policy.split(',').any(|p| p.trim() == which)
 }
 
 /// The topic's `min.insync.replicas`, else the broker's.

@@ -1411,10 +1411,7 @@ impl PartitionManager {
                             Ok(Some(s)) => {
                                 cleaned = true;
                                 crate::metrics::bump(&pm.cleaner_stats.bytes_read, s.bytes_read);
-                                crate::metrics::bump(
-                                    &pm.cleaner_stats.bytes_written,
-                                    s.bytes_written,
-                                );
+                                crate::metrics::bump(&pm.cleaner_stats.bytes_written, s.size_after);
                                 crate::metrics::bump(&pm.cleaner_stats.passes, 1);
                                 tracing::info!(topic = %r.log.topic, partition = r.log.index,
                                     dirty_ratio = ratio, before = s.size_before,
