@@ -62,6 +62,22 @@ def log_bytes(data_dir, topic, partition=0):
     return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".log"))
 
 
+def cleanable_bytes(data_dir, topic, partition=0):
+    """Bytes of every segment but the active one (the highest base offset), which is never
+    cleaned and whose file is preallocated to segment.bytes however little it holds."""
+    d = os.path.join(data_dir, f"{topic}-{partition}")
+    logs = sorted((int(f[:-4]), f) for f in os.listdir(d)
+                  if f.endswith(".log") and f[:-4].isdigit())
+    return sum(os.path.getsize(os.path.join(d, f)) for _, f in logs[:-1])
+
+
+def value_bytes(keys, rounds):
+    """The bytes of values produce_keyed sends for `keys` before the filler: a fixed figure to
+    compare the cleaned log against (the log's own size after producing is not one, since
+    the cleaner is already at work while the producer runs)."""
+    return len(keys) * rounds * VALUE_BYTES
+
+
 def check_compacted(records, latest, tombstones_gone):
     """Offsets increase; every key but "filler" (whose last records sit in the active segment,
     never cleaned) appears once, with its latest value; a deleted key appears at most as its
@@ -105,11 +121,11 @@ def test_keyed_workload_keeps_the_latest_value_per_key_and_drops_old_tombstones(
     keys = [f"k{i}" for i in range(100)]
     deleted = keys[:10]
     latest = produce_keyed(b.bootstrap, t, keys, rounds=20, tombstones=deleted)
-    produced = log_bytes(b.data_dir, t)
-    # 100 keys x 20 rounds x ~330 bytes: about 660 KiB across ten segments, of which about a
-    # twentieth is live; the cleaner must bring the log down to a fraction.
-    wait_until(lambda: log_bytes(b.data_dir, t) < produced / 4, 30,
-               f"the cleaner to shrink {t} from {produced} bytes")
+    produced = value_bytes(keys, rounds=20)
+    # 100 keys x 20 rounds x 300 bytes: about 600 KB across ten segments, of which a
+    # twentieth is live; the cleaner must bring the cleanable segments down to a fraction.
+    wait_until(lambda: cleanable_bytes(b.data_dir, t) < produced / 4, 30,
+               f"the cleaner to shrink {t} from {produced} bytes of values")
     # delete.retention.ms is 1 s: a pass after it drops the tombstones too, though nothing
     # new was written.
     records = wait_compacted(b.bootstrap, t, latest, tombstones_gone=True)
@@ -126,7 +142,6 @@ def test_kafka_python_reads_a_compacted_log_with_gaps(broker_factory):
     t = create_topic(b.bootstrap, topic_name("compact-kp"), config=COMPACT)
     keys = [f"k{i}" for i in range(50)]
     latest = produce_keyed(b.bootstrap, t, keys, rounds=20)
-    produced = log_bytes(b.data_dir, t)
     wait_compacted(b.bootstrap, t, latest, tombstones_gone=False)
     end = read_all(b.bootstrap, t, 1)[0][-1].offset() + 1
     c = KafkaConsumer(bootstrap_servers=b.bootstrap, enable_auto_commit=False,
@@ -208,16 +223,16 @@ def test_a_follower_copies_a_compacted_leaders_log(cluster_factory):
     wait_isr(c, 1, t, [1, 2, 3])
     keys = [f"k{i}" for i in range(50)]
     latest = produce_keyed(c.bootstrap(), t, keys, rounds=20)
-    produced = max(log_bytes(n.data_dir, t) for n in c.nodes)
+    produced = value_bytes(keys, rounds=20)
     for n in c.nodes:
-        wait_until(lambda: log_bytes(n.data_dir, t) < produced / 4, 30,
+        wait_until(lambda: cleanable_bytes(n.data_dir, t) < produced / 4, 30,
                    f"the cleaner of {n.bootstrap}")
     c.node(2).kill9()
     shutil.rmtree(os.path.join(c.node(2).data_dir, f"{t}-0"))
     c.node(2).start()
     wait_partitions(c, 1, t, lambda p: p.leader == 2 and sorted(p.isrs) == [1, 2, 3],
                     "node 2 back in the ISR and leading", timeout=60)
-    copied = log_bytes(c.node(2).data_dir, t)
+    copied = cleanable_bytes(c.node(2).data_dir, t)
     assert copied < produced / 4, f"node 2 copied {copied} bytes of a log cleaned to less"
     have = {}
     def read():
