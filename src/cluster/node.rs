@@ -712,16 +712,21 @@ impl ClusterNode {
 
     /// Partitions without a leader whose in-sync replicas are all fenced, where unclean
     /// election is allowed (the topic's `unclean.leader.election.enable`, else the broker's
-    /// `unclean_leader_election_enable`) and an out-of-sync replica is live: that replica
+    /// dynamic or static one) and an out-of-sync replica is live: that replica
     /// leads, and what only the old ISR held is lost (Kafka's unclean election).
     async fn unclean_elections(&self, state: &ClusterState) {
         let live: std::collections::BTreeSet<i32> = state.live_brokers().map(|b| b.id).collect();
         let mut partitions = Vec::new();
         for (name, t) in &state.topics {
-            let allowed = t
-                .configs
-                .get("unclean.leader.election.enable")
-                .map_or(self.config.unclean_leader_election_enable, |v| v == "true");
+            // The topic's, else the dynamic broker config in force on this (the active
+            // controller's) node, else its config file's.
+            let allowed = crate::metadata::topic_config::topic_value(
+                &state.broker_configs,
+                self.config.node_id,
+                &t.configs,
+                "unclean.leader.election.enable",
+            )
+            .map_or(self.config.unclean_leader_election_enable, |v| v == "true");
             if !allowed {
                 continue;
             }

@@ -84,6 +84,9 @@ pub struct ClusterState {
     pub producer_id_block_end: i64,
     /// The log index of the last applied command (the image version).
     pub applied_index: u64,
+    /// Dynamic broker configs: "" for the cluster's defaults, a broker's id for its own.
+    #[serde(default)]
+    pub broker_configs: crate::metadata::topic_config::BrokerConfigs,
 }
 
 /// A topic to create, as proposed (validated again when applied).
@@ -170,6 +173,13 @@ pub enum Command {
         before: BTreeMap<String, String>,
         after: BTreeMap<String, String>,
     },
+    /// The dynamic configs of a broker resource ("" for the cluster's defaults, a broker's id
+    /// for its own) become `after`, if they are still `before` (as for topic configs).
+    AlterBrokerConfigs {
+        resource: String,
+        before: BTreeMap<String, String>,
+        after: BTreeMap<String, String>,
+    },
 }
 
 impl std::fmt::Display for Command {
@@ -209,6 +219,16 @@ impl std::fmt::Display for Command {
             }
             Command::AlterTopicConfigs { topic, after, .. } => {
                 write!(f, "set the configs of {topic} to {after:?}")
+            }
+            Command::AlterBrokerConfigs {
+                resource, after, ..
+            } => {
+                let which = if resource.is_empty() {
+                    "the cluster's broker defaults".to_string()
+                } else {
+                    format!("broker {resource}'s configs")
+                };
+                write!(f, "set {which} to {after:?}")
             }
         }
     }
@@ -397,6 +417,30 @@ impl ClusterState {
                         t.configs = after.clone();
                         Ok(())
                     }
+                };
+                Reply {
+                    results: vec![outcome(r)],
+                    value: 0,
+                }
+            }
+            Command::AlterBrokerConfigs {
+                resource,
+                before,
+                after,
+            } => {
+                let current = self.broker_configs.get(resource);
+                let r = if current.unwrap_or(&BTreeMap::new()) != before {
+                    Err((
+                        ErrorCode::INVALID_UPDATE_VERSION,
+                        "the broker configs changed meanwhile".to_string(),
+                    ))
+                } else {
+                    if after.is_empty() {
+                        self.broker_configs.remove(resource);
+                    } else {
+                        self.broker_configs.insert(resource.clone(), after.clone());
+                    }
+                    Ok(())
                 };
                 Reply {
                     results: vec![outcome(r)],
@@ -1018,6 +1062,7 @@ impl ClusterState {
                     rack: b.rack.clone(),
                 })
                 .collect(),
+            broker_configs: self.broker_configs.clone(),
         }
     }
 }
@@ -1092,6 +1137,52 @@ mod tests {
         }
         let r = s.apply(13, &gone);
         assert_eq!(r.results[0].0, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0);
+    }
+
+    #[test]
+    fn broker_configs_change_only_from_the_configs_they_were_computed_from() {
+        let mut s = ClusterState::default();
+        let mut i = 0;
+        register(&mut s, &mut i, 1, None);
+        create(&mut s, &mut i, "t", 1, 1);
+        let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let set = |resource: &str, before: &[(&str, &str)], after: &[(&str, &str)]| {
+            Command::AlterBrokerConfigs {
+                resource: resource.into(),
+                before: map(before),
+                after: map(after),
+            }
+        };
+        let r = s.apply(10, &set("", &[], &[("log.retention.ms", "5")]));
+        assert_eq!(r.results, vec![(0, None)]);
+        let r = s.apply(11, &set("1", &[], &[("log.retention.ms", "7")]));
+        assert_eq!(r.results, vec![(0, None)]);
+        // Computed from the cluster's defaults before the first change: refused.
+        let r = s.apply(12, &set("", &[], &[("log.segment.bytes", "70000")]));
+        assert_eq!(r.results[0].0, ErrorCode::INVALID_UPDATE_VERSION.0);
+        // Every broker's image carries them: broker 1 takes its own, another the cluster's.
+        let image = s.image_for(1, 1, 1);
+        let t = crate::metadata::topic_config::topic_value;
+        let none = BTreeMap::new();
+        assert_eq!(
+            t(&image.broker_configs, 1, &none, "retention.ms"),
+            Some("7")
+        );
+        assert_eq!(
+            t(&image.broker_configs, 2, &none, "retention.ms"),
+            Some("5")
+        );
+        // A topic's own override wins over both.
+        let own = map(&[("retention.ms", "9")]);
+        assert_eq!(t(&image.broker_configs, 1, &own, "retention.ms"), Some("9"));
+        // Emptied: the resource goes.
+        let r = s.apply(13, &set("1", &[("log.retention.ms", "7")], &[]));
+        assert_eq!(r.results, vec![(0, None)]);
+        assert!(!s.broker_configs.contains_key("1"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::cluster::node::ClusterNode;
 use crate::cluster::state::{Command as ClusterCommand, NewTopic};
 use crate::config::Config;
 use crate::metadata::topic_config::{
-    altered_configs, check_topic_config, topic_defaults, ConfigOp,
+    altered_configs, broker_schema, check_topic_config, topic_schema, ConfigOp,
 };
 use crate::metadata::{
     self, image, internal_topic_configs, ClusterMeta, MetadataImage, TopicMeta, MAX_PARTITIONS,
@@ -59,9 +59,18 @@ pub struct GrowSpec {
     pub validate_only: bool,
 }
 
-/// An AlterConfigs or IncrementalAlterConfigs entry for one topic.
+/// What an AlterConfigs or IncrementalAlterConfigs entry changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigTarget {
+    /// A topic's overrides.
+    Topic(String),
+    /// Dynamic broker configs: "" for the cluster's defaults, a broker's id for its own.
+    Broker(String),
+}
+
+/// An AlterConfigs or IncrementalAlterConfigs entry for one resource.
 pub struct ConfigChange {
-    pub topic: String,
+    pub target: ConfigTarget,
     /// In order; AlterConfigs' entries are all `Set`.
     pub ops: Vec<(String, ConfigOp)>,
     /// AlterConfigs: the entries replace every override (those not named go back to the
@@ -202,9 +211,9 @@ impl Controller {
             .await
     }
 
-    /// Alters topic configs (from any shard): committed, persisted, and in force on every
-    /// replica from the image that carries them.
-    pub async fn alter_topic_configs(&self, changes: Vec<ConfigChange>) -> Vec<TopicResult> {
+    /// Alters topic configs and dynamic broker configs (from any shard): committed,
+    /// persisted, and in force on every replica from the image that carries them.
+    pub async fn alter_configs(&self, changes: Vec<ConfigChange>) -> Vec<TopicResult> {
         let n = changes.len();
         self.change(
             n,
@@ -773,7 +782,6 @@ impl Controller {
     async fn alter_configs_local(&self, changes: Vec<ConfigChange>) -> (Vec<TopicResult>, u64) {
         let node = self.cluster();
         let _turn = self.control_lock.lock().await;
-        let defaults = topic_defaults(&self.config);
         let mut meta = (*self.image.get()).clone();
         let mut results = Vec::with_capacity(changes.len());
         let (mut version, mut changed) = (0, false);
@@ -781,40 +789,72 @@ impl Controller {
             let mut tries = 0;
             let verdict = loop {
                 tries += 1;
-                // In a cluster, the overrides as this node's copy of the state has them (the
+                // In a cluster, the configs as this node's copy of the state has them (the
                 // image may trail it); a stale copy is caught when the change applies.
-                let current = match &node {
-                    Some(node) => node
-                        .state()
-                        .topics
-                        .get(&ch.topic)
-                        .map(|t| t.configs.clone()),
-                    None => meta.topics.get(&ch.topic).map(|t| t.configs.clone()),
+                let state = node.as_ref().map(|n| n.state());
+                let brokers = state
+                    .as_ref()
+                    .map_or(&meta.broker_configs, |s| &s.broker_configs);
+                let current = match (&ch.target, &state) {
+                    (ConfigTarget::Topic(t), Some(s)) => s.topics.get(t).map(|t| t.configs.clone()),
+                    (ConfigTarget::Topic(t), None) => meta.topics.get(t).map(|t| t.configs.clone()),
+                    (ConfigTarget::Broker(b), _) => {
+                        Some(brokers.get(b).cloned().unwrap_or_default())
+                    }
                 };
+                let (ConfigTarget::Topic(name) | ConfigTarget::Broker(name)) = &ch.target;
                 let Some(before) = current else {
                     break TopicResult::err(
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                        format!("topic {} does not exist", ch.topic),
+                        format!("topic {name} does not exist"),
                     );
                 };
-                let after = match altered_configs(&before, &ch.ops, ch.replace, &defaults) {
+                let schema = match &ch.target {
+                    ConfigTarget::Topic(_) => {
+                        let dynamic = crate::metadata::topic_config::dynamic_topic_defaults(
+                            brokers,
+                            meta.node_id,
+                        );
+                        topic_schema(&self.config, &dynamic)
+                    }
+                    ConfigTarget::Broker(b) => broker_schema(&self.config, brokers, b),
+                };
+                let after = match altered_configs(&before, &ch.ops, ch.replace, &schema) {
                     Ok(a) => a,
                     Err(m) => break TopicResult::err(ErrorCode::INVALID_CONFIG, m),
                 };
+                drop(schema);
                 if ch.validate_only || after == before {
                     break TopicResult::ok();
                 }
                 let Some(node) = &node else {
-                    if let Some(t) = meta.topics.get_mut(&ch.topic) {
-                        t.configs = after;
+                    match &ch.target {
+                        ConfigTarget::Topic(t) => {
+                            if let Some(t) = meta.topics.get_mut(t) {
+                                t.configs = after;
+                            }
+                        }
+                        ConfigTarget::Broker(b) if after.is_empty() => {
+                            meta.broker_configs.remove(b);
+                        }
+                        ConfigTarget::Broker(b) => {
+                            meta.broker_configs.insert(b.clone(), after);
+                        }
                     }
                     changed = true;
                     break TopicResult::ok();
                 };
-                let cmd = ClusterCommand::AlterTopicConfigs {
-                    topic: ch.topic.clone(),
-                    before,
-                    after,
+                let cmd = match &ch.target {
+                    ConfigTarget::Topic(_) => ClusterCommand::AlterTopicConfigs {
+                        topic: name.clone(),
+                        before,
+                        after,
+                    },
+                    ConfigTarget::Broker(_) => ClusterCommand::AlterBrokerConfigs {
+                        resource: name.clone(),
+                        before,
+                        after,
+                    },
                 };
                 let mut one = [TopicResult::ok()];
                 version = version.max(self.commit(node, cmd, &[0], &mut one).await);
@@ -825,7 +865,15 @@ impl Controller {
                 glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
             };
             if verdict.error.is_ok() && !ch.validate_only {
-                tracing::info!(topic = %ch.topic, "altered topic configs");
+                match &ch.target {
+                    ConfigTarget::Topic(t) => tracing::info!(topic = %t, "altered topic configs"),
+                    ConfigTarget::Broker(b) if b.is_empty() => {
+                        tracing::info!("altered the cluster's dynamic broker configs")
+                    }
+                    ConfigTarget::Broker(b) => {
+                        tracing::info!(broker = %b, "altered dynamic broker configs")
+                    }
+                }
             }
             results.push(verdict);
         }

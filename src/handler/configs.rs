@@ -1,13 +1,16 @@
 //! DescribeConfigs: every topic config Flumen honours (the topic's override or the broker's
 //! value, with Kafka's source, read-only and type codes) and the broker's own configs.
 //! AlterConfigs and IncrementalAlterConfigs: a topic's overrides, committed through the
-//! controller and in force without a restart; broker configs are static (INVALID_REQUEST).
+//! controller and in force without a restart; and the dynamic broker configs, for the whole
+//! cluster (resource "") or one broker (its id), the same way. Broker configs only a restart
+//! changes answer INVALID_REQUEST.
 
 use super::{decode, Ctx};
 use crate::broker::Broker;
-use crate::controller::{ConfigChange, TopicResult};
+use crate::controller::{ConfigChange, ConfigTarget, TopicResult};
 use crate::metadata::topic_config::{
-    describe_broker, describe_topic, ConfigOp, ConfigSource, DescribedConfig,
+    describe_broker, describe_cluster_defaults, describe_topic, is_static_broker_config, ConfigOp,
+    ConfigSource, DescribedConfig,
 };
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::legacy;
@@ -58,15 +61,23 @@ pub async fn describe(
                 .with_resource_name(r.resource_name.clone());
             let configs = match r.resource_type {
                 TOPIC => match meta.topics.get(name) {
-                    Some(t) => Ok(describe_topic(&broker.config, &t.configs)),
+                    Some(t) => Ok(describe_topic(
+                        &broker.config,
+                        &meta.broker_configs,
+                        meta.node_id,
+                        &t.configs,
+                    )),
                     None => Err((
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
                         format!("topic {name} does not exist"),
                     )),
                 },
-                BROKER if name.is_empty() || name == meta.node_id.to_string() => {
-                    Ok(describe_broker(&broker.config))
-                }
+                BROKER if name.is_empty() => Ok(describe_cluster_defaults(&meta.broker_configs)),
+                BROKER if name == meta.node_id.to_string() => Ok(describe_broker(
+                    &broker.config,
+                    &meta.broker_configs,
+                    meta.node_id,
+                )),
                 BROKER => Err((
                     ErrorCode::INVALID_REQUEST,
                     format!(
@@ -110,7 +121,13 @@ pub async fn describe(
                         name: c.name.to_string(),
                         value: c.value.map(|v| v.to_string()).unwrap_or_default(),
                         read_only: c.read_only,
-                        is_default: c.config_source != ConfigSource::DynamicTopic as i8,
+                        // A topic's value is a default unless the topic sets it; a
+                        // broker's unless someone set it.
+                        is_default: if r.resource_type == TOPIC {
+                            c.config_source != ConfigSource::DynamicTopic as i8
+                        } else {
+                            c.config_source == ConfigSource::Default as i8
+                        },
                     })
                     .collect(),
             })
@@ -129,10 +146,17 @@ fn entry(c: DescribedConfig, synonyms: bool, docs: bool) -> DescribeConfigsResou
         .with_config_type(c.kind as i8)
         .with_documentation(docs.then(|| s(c.doc.clone())));
     if synonyms {
-        e = e.with_synonyms(vec![DescribeConfigsSynonym::default()
-            .with_name(s(c.name))
-            .with_value(Some(s(c.value)))
-            .with_source(c.source as i8)]);
+        e = e.with_synonyms(
+            c.synonyms
+                .into_iter()
+                .map(|(name, value, source)| {
+                    DescribeConfigsSynonym::default()
+                        .with_name(s(name))
+                        .with_value(Some(s(value)))
+                        .with_source(source as i8)
+                })
+                .collect(),
+        );
     }
     e
 }
@@ -218,7 +242,12 @@ async fn apply(
     replace: bool,
     validate_only: bool,
 ) -> Vec<((i8, String), TopicResult)> {
-    let node_id = broker.meta().node_id.to_string();
+    let meta = broker.meta();
+    let node_id = meta.node_id.to_string();
+    // A broker resource: "" (the cluster's defaults), this broker or another live one.
+    let is_broker = |name: &str| {
+        name.is_empty() || name == node_id || meta.brokers.iter().any(|b| b.id.to_string() == name)
+    };
     let mut seen = BTreeSet::new();
     let twice: BTreeSet<(i8, String)> = resources
         .iter()
@@ -229,48 +258,56 @@ async fn apply(
     let mut changes = Vec::new();
     let mut slots = Vec::new();
     for (kind, name, configs) in resources {
-        let verdict =
-            if twice.contains(&(kind, name.clone())) {
-                Err((
-                    ErrorCode::INVALID_REQUEST,
-                    format!("{name} is named twice in the request"),
-                ))
-            } else {
-                match kind {
-                    TOPIC => ops(&configs, replace).map(|ops| {
-                        slots.push(out.len());
-                        changes.push(ConfigChange {
-                            topic: name.clone(),
-                            ops,
-                            replace,
-                            validate_only,
-                        });
-                    }),
-                    BROKER if name.is_empty() || name == node_id => {
-                        Err((
+        let verdict = if twice.contains(&(kind, name.clone())) {
+            Err((
+                ErrorCode::INVALID_REQUEST,
+                format!("{name} is named twice in the request"),
+            ))
+        } else {
+            match kind {
+                TOPIC | BROKER if kind == TOPIC || is_broker(&name) => {
+                    let fixed = configs
+                        .iter()
+                        .find(|c| kind == BROKER && is_static_broker_config(&c.0));
+                    match fixed {
+                        Some((key, ..)) => Err((
                             ErrorCode::INVALID_REQUEST,
                             format!(
-                        "broker configs are static in Flumen: set {} in the broker's config \
-                         file and restart it",
-                        configs.iter().map(|c| c.0.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                        ))
+                                "{key} cannot change at run time: set it in the broker's \
+                                     config file and restart it"
+                            ),
+                        )),
+                        None => ops(&configs, replace).map(|ops| {
+                            slots.push(out.len());
+                            let target = if kind == TOPIC {
+                                ConfigTarget::Topic(name.clone())
+                            } else {
+                                ConfigTarget::Broker(name.clone())
+                            };
+                            changes.push(ConfigChange {
+                                target,
+                                ops,
+                                replace,
+                                validate_only,
+                            });
+                        }),
                     }
-                    BROKER => Err((
-                        ErrorCode::INVALID_REQUEST,
-                        format!("this is broker {node_id}; ask broker {name} for its configs"),
-                    )),
-                    other => Err((
-                        ErrorCode::INVALID_REQUEST,
-                        format!("resource type {other} has no configs here"),
-                    )),
                 }
-            };
+                BROKER => Err((
+                    ErrorCode::INVALID_REQUEST,
+                    format!("no live broker {name} in this cluster"),
+                )),
+                other => Err((
+                    ErrorCode::INVALID_REQUEST,
+                    format!("resource type {other} has no configs here"),
+                )),
+            }
+        };
         let r = verdict.err().map(|(code, m)| TopicResult::err(code, m));
         out.push(((kind, name), r));
     }
     if !changes.is_empty() {
-        let done = broker.controller.alter_topic_configs(changes).await;
+        let done = broker.controller.alter_configs(changes).await;
         for (slot, r) in slots.into_iter().zip(done) {
             out[slot].1 = Some(r);
         }

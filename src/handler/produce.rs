@@ -201,11 +201,10 @@ pub async fn handle(
     Ok(ctx.respond(&ProduceResponse::default().with_responses(responses)))
 }
 
-/// The codec a topic's `compression.type` names; None for `producer` (or unset).
+/// The codec a topic's `compression.type` (its own, else the broker's dynamic one) names;
+/// None for `producer` (or unset).
 fn topic_codec(meta: &crate::metadata::ClusterMeta, topic: &str) -> Option<i16> {
-    meta.topics
-        .get(topic)
-        .and_then(|t| t.configs.get("compression.type"))
+    meta.topic_value(topic, "compression.type")
         .and_then(|c| crate::protocol::records::codec_named(c.trim()))
 }
 
@@ -237,9 +236,7 @@ fn recompress_set(
 /// Whether the topic's cleanup.policy (its own, else the broker's) compacts it.
 fn compacted(broker: &Broker, meta: &crate::metadata::ClusterMeta, topic: &str) -> bool {
     let policy = meta
-        .topics
-        .get(topic)
-        .and_then(|t| t.configs.get("cleanup.policy"))
+        .topic_value(topic, "cleanup.policy")
         .unwrap_or(&broker.config.cleanup_policy);
     crate::metadata::topic_config::policy_has(policy, "compact")
 }

@@ -49,7 +49,7 @@ const WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// The cleaner's I/O budget on a shard: bytes per second read and written by every pass, so
 /// cleaning never takes the disk from produce (log_cleaner_io_max_bytes_per_second).
 pub struct Throttle {
-    bytes_per_sec: f64,
+    bytes_per_sec: Cell<f64>,
     since: Cell<Instant>,
     spent: Cell<f64>,
 }
@@ -57,10 +57,15 @@ pub struct Throttle {
 impl Throttle {
     pub fn new(bytes_per_sec: f64) -> Throttle {
         Throttle {
-            bytes_per_sec,
+            bytes_per_sec: Cell::new(bytes_per_sec),
             since: Cell::new(Instant::now()),
             spent: Cell::new(0.0),
         }
+    }
+
+    /// A new budget (a dynamic broker config changed), from the next I/O on.
+    pub fn set_rate(&self, bytes_per_sec: f64) {
+        self.bytes_per_sec.set(bytes_per_sec);
     }
 
     /// Counts `bytes` of cleaner I/O and sleeps for as long as the budget is ahead of time.
@@ -68,7 +73,7 @@ impl Throttle {
     pub async fn spend(&self, bytes: u64) {
         self.spent.set(self.spent.get() + bytes as f64);
         let elapsed = self.since.get().elapsed().as_secs_f64();
-        let due = self.spent.get() / self.bytes_per_sec;
+        let due = self.spent.get() / self.bytes_per_sec.get();
         if due > elapsed + 0.001 {
             glommio::timer::sleep(Duration::from_secs_f64(due - elapsed)).await;
         } else {

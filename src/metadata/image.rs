@@ -119,6 +119,10 @@ pub struct ClusterMeta {
     /// Live brokers of the cluster; empty on a single node (then this broker is the only one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brokers: Vec<BrokerInfo>,
+    /// Dynamic broker configs (AlterConfigs on a broker resource): "" for the cluster's
+    /// defaults, a broker's id for its own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_configs: crate::metadata::topic_config::BrokerConfigs,
 }
 
 fn is_zero(v: &i32) -> bool {
@@ -180,6 +184,23 @@ impl ClusterMeta {
             }
         }
         load
+    }
+
+    /// This broker's dynamic defaults of topic configs, by topic config name.
+    pub fn dynamic_topic_defaults(&self) -> BTreeMap<String, String> {
+        crate::metadata::topic_config::dynamic_topic_defaults(&self.broker_configs, self.node_id)
+    }
+
+    /// A topic config's value where it is not the config file's: the topic's override, else
+    /// this broker's dynamic default. None also for a topic that does not exist.
+    pub fn topic_value(&self, topic: &str, key: &str) -> Option<&str> {
+        let t = self.topics.get(topic)?;
+        crate::metadata::topic_config::topic_value(
+            &self.broker_configs,
+            self.node_id,
+            &t.configs,
+            key,
+        )
     }
 
     /// True in a cluster of brokers (replicas and leaders come from the quorum).

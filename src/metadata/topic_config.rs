@@ -293,6 +293,281 @@ fn spec(name: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.name == name)
 }
 
+/// A broker config that changes at run time (Kafka's dynamic broker configs): set for the
+/// whole cluster (resource name "") or for one broker (its id), kept in the cluster metadata
+/// and in force without a restart, in the place of the config file's value.
+struct DynamicSpec {
+    /// Kafka's broker config name.
+    name: &'static str,
+    /// The topic config it is the default of (Kafka's synonym), or its own kind, values and
+    /// meaning when it is a broker setting alone.
+    of: Dynamic,
+}
+
+#[derive(Clone, Copy)]
+enum Dynamic {
+    /// The broker's default for this topic config: checked as the topic config is.
+    Topic(&'static str),
+    Own(ConfigType, Check, &'static str),
+}
+
+const DOUBLE_MAX: f64 = f64::MAX;
+
+/// Every dynamic broker config, in name order.
+const DYNAMIC_SPECS: &[DynamicSpec] = &[
+    DynamicSpec {
+        name: "compression.type",
+        of: Dynamic::Topic("compression.type"),
+    },
+    DynamicSpec {
+        name: "log.cleaner.backoff.ms",
+        of: Dynamic::Own(
+            ConfigType::Long,
+            Check::Int(10, LONG_MAX),
+            "how long a shard's cleaner sleeps when no partition needs cleaning",
+        ),
+    },
+    DynamicSpec {
+        name: "log.cleaner.dedupe.buffer.size",
+        of: Dynamic::Own(
+            ConfigType::Long,
+            Check::Int(1 << 20, LONG_MAX),
+            "per shard: memory for the key map of one cleaning pass",
+        ),
+    },
+    DynamicSpec {
+        name: "log.cleaner.delete.retention.ms",
+        of: Dynamic::Topic("delete.retention.ms"),
+    },
+    DynamicSpec {
+        name: "log.cleaner.io.max.bytes.per.second",
+        of: Dynamic::Own(
+            ConfigType::Double,
+            Check::Double(1.0, DOUBLE_MAX),
+            "per shard (Kafka: per broker): bytes per second the cleaner reads and writes at most",
+        ),
+    },
+    DynamicSpec {
+        name: "log.cleaner.max.compaction.lag.ms",
+        of: Dynamic::Topic("max.compaction.lag.ms"),
+    },
+    DynamicSpec {
+        name: "log.cleaner.min.cleanable.ratio",
+        of: Dynamic::Topic("min.cleanable.dirty.ratio"),
+    },
+    DynamicSpec {
+        name: "log.cleaner.min.compaction.lag.ms",
+        of: Dynamic::Topic("min.compaction.lag.ms"),
+    },
+    DynamicSpec {
+        name: "log.cleanup.policy",
+        of: Dynamic::Topic("cleanup.policy"),
+    },
+    DynamicSpec {
+        name: "log.flush.interval.messages",
+        of: Dynamic::Topic("flush.messages"),
+    },
+    DynamicSpec {
+        name: "log.flush.interval.ms",
+        of: Dynamic::Topic("flush.ms"),
+    },
+    DynamicSpec {
+        name: "log.index.interval.bytes",
+        of: Dynamic::Topic("index.interval.bytes"),
+    },
+    DynamicSpec {
+        name: "log.message.timestamp.after.max.ms",
+        of: Dynamic::Topic("message.timestamp.after.max.ms"),
+    },
+    DynamicSpec {
+        name: "log.message.timestamp.before.max.ms",
+        of: Dynamic::Topic("message.timestamp.before.max.ms"),
+    },
+    DynamicSpec {
+        name: "log.message.timestamp.difference.max.ms",
+        of: Dynamic::Topic("message.timestamp.difference.max.ms"),
+    },
+    DynamicSpec {
+        name: "log.message.timestamp.type",
+        of: Dynamic::Topic("message.timestamp.type"),
+    },
+    DynamicSpec {
+        name: "log.preallocate",
+        of: Dynamic::Topic("preallocate"),
+    },
+    DynamicSpec {
+        name: "log.retention.bytes",
+        of: Dynamic::Topic("retention.bytes"),
+    },
+    DynamicSpec {
+        name: "log.retention.ms",
+        of: Dynamic::Topic("retention.ms"),
+    },
+    DynamicSpec {
+        name: "log.roll.jitter.ms",
+        of: Dynamic::Topic("segment.jitter.ms"),
+    },
+    DynamicSpec {
+        name: "log.roll.ms",
+        of: Dynamic::Topic("segment.ms"),
+    },
+    DynamicSpec {
+        name: "log.segment.bytes",
+        of: Dynamic::Topic("segment.bytes"),
+    },
+    DynamicSpec {
+        name: "message.max.bytes",
+        of: Dynamic::Topic("max.message.bytes"),
+    },
+    DynamicSpec {
+        name: "min.insync.replicas",
+        of: Dynamic::Topic("min.insync.replicas"),
+    },
+    DynamicSpec {
+        name: "unclean.leader.election.enable",
+        of: Dynamic::Topic("unclean.leader.election.enable"),
+    },
+];
+
+fn dynamic_spec(name: &str) -> Option<&'static DynamicSpec> {
+    DYNAMIC_SPECS.iter().find(|s| s.name == name)
+}
+
+/// The dynamic broker config that is the default of topic config `topic_key`.
+fn broker_synonym(topic_key: &str) -> Option<&'static str> {
+    DYNAMIC_SPECS
+        .iter()
+        .find(|s| matches!(s.of, Dynamic::Topic(t) if t == topic_key))
+        .map(|s| s.name)
+}
+
+/// Dynamic broker configs as the cluster metadata keeps them: by resource name ("" for the
+/// cluster-wide default, a broker's id for its own), each a map of config name to value.
+pub type BrokerConfigs = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The dynamic value of broker config `key` in force on broker `node`: its own, else the
+/// cluster's default, with where it comes from.
+pub fn dynamic_value<'a>(
+    all: &'a BrokerConfigs,
+    node: i32,
+    key: &str,
+) -> Option<(&'a str, ConfigSource)> {
+    let own = all
+        .get(&node.to_string())
+        .and_then(|m| m.get(key))
+        .map(|v| (v.as_str(), ConfigSource::DynamicBroker));
+    own.or_else(|| {
+        all.get("")
+            .and_then(|m| m.get(key))
+            .map(|v| (v.as_str(), ConfigSource::DynamicDefaultBroker))
+    })
+}
+
+/// Broker `node`'s dynamic defaults of topic configs, under the topic configs' names: what a
+/// topic without its own override gets in the place of the config file's value.
+pub fn dynamic_topic_defaults(all: &BrokerConfigs, node: i32) -> BTreeMap<String, String> {
+    if all.is_empty() {
+        return BTreeMap::new();
+    }
+    DYNAMIC_SPECS
+        .iter()
+        .filter_map(|s| match s.of {
+            Dynamic::Topic(t) => {
+                dynamic_value(all, node, s.name).map(|(v, _)| (t.to_string(), v.to_string()))
+            }
+            Dynamic::Own(..) => None,
+        })
+        .collect()
+}
+
+/// A topic's overrides over the broker's dynamic defaults (`dynamic_topic_defaults`): the
+/// map `log_config` and `min_insync_replicas` read.
+pub fn layered(
+    dynamic: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = dynamic.clone();
+    out.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
+}
+
+/// A topic config's value where it is not the config file's: the topic's override, else the
+/// broker's dynamic default.
+pub fn topic_value<'a>(
+    all: &'a BrokerConfigs,
+    node: i32,
+    overrides: &'a BTreeMap<String, String>,
+    topic_key: &str,
+) -> Option<&'a str> {
+    overrides.get(topic_key).map(String::as_str).or_else(|| {
+        broker_synonym(topic_key).and_then(|b| dynamic_value(all, node, b).map(|(v, _)| v))
+    })
+}
+
+/// The log cleaner's settings on broker `node`: (bytes per second, backoff ms, key-map
+/// bytes), dynamic values over the config file's.
+pub fn cleaner_settings(cfg: &Config, all: &BrokerConfigs, node: i32) -> (f64, u64, u64) {
+    let get = |k| dynamic_value(all, node, k).map(|(v, _)| v.trim());
+    (
+        get("log.cleaner.io.max.bytes.per.second")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cfg.log_cleaner_io_max_bytes_per_second),
+        get("log.cleaner.backoff.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cfg.log_cleaner_backoff_ms),
+        get("log.cleaner.dedupe.buffer.size")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cfg.log_cleaner_dedupe_buffer_bytes),
+    )
+}
+
+/// The config file's value of a dynamic broker config (its built-in default if not set).
+fn static_broker_value(cfg: &Config, sp: &DynamicSpec) -> String {
+    match sp.of {
+        Dynamic::Topic(t) => broker_value(cfg, t),
+        Dynamic::Own(..) => match sp.name {
+            "log.cleaner.backoff.ms" => cfg.log_cleaner_backoff_ms.to_string(),
+            "log.cleaner.dedupe.buffer.size" => cfg.log_cleaner_dedupe_buffer_bytes.to_string(),
+            "log.cleaner.io.max.bytes.per.second" => {
+                format_double(cfg.log_cleaner_io_max_bytes_per_second)
+            }
+            _ => String::new(),
+        },
+    }
+}
+
+/// A double as Kafka prints one (1.7976931348623157E308 for the largest).
+fn format_double(v: f64) -> String {
+    if v == f64::MAX {
+        "1.7976931348623157E308".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// Checks a dynamic broker config's value: a dynamic broker config, with a value its topic
+/// config (or its own kind) accepts; `message.max.bytes` also within the config file's
+/// `max_batch_bytes`, which sizes the broker's buffers. Err says why (the name first).
+pub fn check_broker_config(cfg: &Config, key: &str, value: &str) -> Result<(), String> {
+    let Some(sp) = dynamic_spec(key) else {
+        return Err(format!("unknown or unsupported broker config {key}"));
+    };
+    match sp.of {
+        Dynamic::Topic(t) => check_topic_config(t, value).map_err(|e| e.replacen(t, key, 1))?,
+        Dynamic::Own(_, check, _) => check_value(key, check, value)?,
+    }
+    if key == "message.max.bytes"
+        && value.trim().parse::<u64>().unwrap_or(0) > cfg.max_batch_bytes as u64
+    {
+        return Err(format!(
+            "message.max.bytes may not pass the config file's max_batch_bytes ({}), which \
+             sizes the broker's buffers",
+            cfg.max_batch_bytes
+        ));
+    }
+    Ok(())
+}
+
 /// What the broker gives a topic that does not set `name` (Kafka's defaults where Flumen
 /// has no broker setting of its own).
 fn broker_value(cfg: &Config, name: &str) -> String {
@@ -427,7 +702,12 @@ pub fn check_topic_config(key: &str, value: &str) -> Result<(), String> {
     let Some(sp) = spec(key) else {
         return Err(format!("unknown topic config {key}"));
     };
-    match sp.check {
+    check_value(key, sp.check, value)
+}
+
+/// Checks `value` against the values config `key` may take.
+fn check_value(key: &str, check: Check, value: &str) -> Result<(), String> {
+    match check {
         Check::Int(min, max) => match value.trim().parse::<i64>() {
             Ok(v) if (min..=max).contains(&v) => Ok(()),
             _ if max == LONG_MAX => {
@@ -490,19 +770,71 @@ pub enum ConfigOp {
     Subtract(String),
 }
 
-/// Topic configs whose value is a comma-separated list (APPEND and SUBTRACT apply).
-fn is_list(key: &str) -> bool {
-    spec(key).is_some_and(|s| s.kind == ConfigType::List)
+/// Checks a config's value (name, value); Err says why.
+type ValueCheck<'a> = dyn Fn(&str, &str) -> Result<(), String> + 'a;
+
+/// The configs of one kind of resource (a topic, or a broker's dynamic configs): the value of
+/// each where the resource does not set it (APPEND and SUBTRACT start from it), which are
+/// lists, and how a value is checked.
+pub struct ConfigSchema<'a> {
+    defaults: BTreeMap<&'static str, String>,
+    is_list: fn(&str) -> bool,
+    check: Box<ValueCheck<'a>>,
+    what: &'static str,
 }
 
-/// The overrides after `ops` (applied in order to `current`, or to no overrides when
-/// `replace`, as AlterConfigs does), every resulting value checked; Err names the config
-/// and why (Kafka's INVALID_CONFIG).
+/// Topic configs: the broker's values (`dynamic`: its dynamic defaults, by topic config).
+pub fn topic_schema(cfg: &Config, dynamic: &BTreeMap<String, String>) -> ConfigSchema<'static> {
+    ConfigSchema {
+        defaults: SPECS
+            .iter()
+            .map(|s| {
+                let v = dynamic.get(s.name).cloned();
+                (s.name, v.unwrap_or_else(|| broker_value(cfg, s.name)))
+            })
+            .collect(),
+        is_list: |k| spec(k).is_some_and(|s| s.kind == ConfigType::List),
+        check: Box::new(check_topic_config),
+        what: "topic",
+    }
+}
+
+/// Dynamic broker configs of `resource` ("" for the cluster's defaults, else a broker's id):
+/// where it sets none, a broker takes the cluster's, and the cluster the config file's.
+pub fn broker_schema<'a>(cfg: &'a Config, all: &BrokerConfigs, resource: &str) -> ConfigSchema<'a> {
+    let cluster = all.get("");
+    ConfigSchema {
+        defaults: DYNAMIC_SPECS
+            .iter()
+            .map(|s| {
+                let v = cluster
+                    .filter(|_| !resource.is_empty())
+                    .and_then(|m| m.get(s.name));
+                (
+                    s.name,
+                    v.cloned().unwrap_or_else(|| static_broker_value(cfg, s)),
+                )
+            })
+            .collect(),
+        is_list: |k| {
+            dynamic_spec(k).is_some_and(|s| match s.of {
+                Dynamic::Topic(t) => spec(t).is_some_and(|s| s.kind == ConfigType::List),
+                Dynamic::Own(kind, ..) => kind == ConfigType::List,
+            })
+        },
+        check: Box::new(move |k, v| check_broker_config(cfg, k, v)),
+        what: "broker",
+    }
+}
+
+/// The configs after `ops` (applied in order to `current`, or to no configs when `replace`,
+/// as AlterConfigs does), every resulting value checked; Err names the config and why
+/// (Kafka's INVALID_CONFIG).
 pub fn altered_configs(
     current: &BTreeMap<String, String>,
     ops: &[(String, ConfigOp)],
     replace: bool,
-    defaults: &BTreeMap<&'static str, String>,
+    schema: &ConfigSchema,
 ) -> Result<BTreeMap<String, String>, String> {
     let mut out = if replace {
         BTreeMap::new()
@@ -510,11 +842,14 @@ pub fn altered_configs(
         current.clone()
     };
     for (key, op) in ops {
-        if !defaults.contains_key(key.as_str()) {
-            return Err(format!("unknown or unsupported topic config {key}"));
+        if !schema.defaults.contains_key(key.as_str()) {
+            return Err(format!(
+                "unknown or unsupported {} config {key}",
+                schema.what
+            ));
         }
         let items = |out: &BTreeMap<String, String>| -> Vec<String> {
-            let v = out.get(key).or(defaults.get(key.as_str()));
+            let v = out.get(key).or(schema.defaults.get(key.as_str()));
             v.map(|v| {
                 v.split(',')
                     .map(str::trim)
@@ -526,14 +861,14 @@ pub fn altered_configs(
         };
         match op {
             ConfigOp::Set(v) => {
-                check_topic_config(key, v)?;
+                (schema.check)(key, v)?;
                 out.insert(key.clone(), v.clone());
             }
             ConfigOp::Delete => {
                 out.remove(key);
             }
             ConfigOp::Append(v) | ConfigOp::Subtract(v) => {
-                if !is_list(key) {
+                if !(schema.is_list)(key) {
                     return Err(format!(
                         "{key} is not a list: APPEND and SUBTRACT apply to list configs only"
                     ));
@@ -549,7 +884,7 @@ pub fn altered_configs(
                     }
                 }
                 let joined = list.join(",");
-                check_topic_config(key, &joined)?;
+                (schema.check)(key, &joined)?;
                 out.insert(key.clone(), joined);
             }
         }
@@ -557,22 +892,19 @@ pub fn altered_configs(
     Ok(out)
 }
 
-/// Every topic config, with the broker's value for it (what a topic without an override
-/// gets).
-pub fn topic_defaults(cfg: &Config) -> BTreeMap<&'static str, String> {
-    SPECS
-        .iter()
-        .map(|s| (s.name, broker_value(cfg, s.name)))
-        .collect()
-}
-
 /// Where a described config's value comes from (Kafka's ConfigSource codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     /// Set on the topic.
     DynamicTopic = 1,
-    /// From the broker's configuration (file, flags or its defaults).
+    /// A dynamic config of this broker.
+    DynamicBroker = 2,
+    /// A dynamic config of the whole cluster.
+    DynamicDefaultBroker = 3,
+    /// Set in the broker's config file (or flags).
     StaticBroker = 4,
+    /// Nobody set it: the built-in default.
+    Default = 5,
 }
 
 /// Kafka's ConfigType codes, as DescribeConfigs v3+ reports them.
@@ -596,131 +928,231 @@ pub struct DescribedConfig {
     pub read_only: bool,
     pub kind: ConfigType,
     pub doc: String,
+    /// Where the value could come from, in precedence order from the one in force (Kafka's
+    /// synonyms): the topic's, this broker's, the cluster's, the config file's, the default.
+    pub synonyms: Vec<(&'static str, String, ConfigSource)>,
 }
 
-/// Every topic config, with the topic's value (its override, else the broker's); the
-/// documentation says when Flumen accepts a config without acting on it.
-pub fn describe_topic(cfg: &Config, overrides: &BTreeMap<String, String>) -> Vec<DescribedConfig> {
+/// The config file's layers of a value: StaticBroker when the file sets it to something
+/// other than the default, then the built-in default.
+fn static_layers(
+    name: &'static str,
+    value: String,
+    default: String,
+) -> Vec<(&'static str, String, ConfigSource)> {
+    let mut out = Vec::with_capacity(2);
+    if value != default {
+        out.push((name, value, ConfigSource::StaticBroker));
+    }
+    out.push((name, default, ConfigSource::Default));
+    out
+}
+
+/// A dynamic broker config's layers on broker `node`, then the config file's.
+fn broker_layers(
+    cfg: &Config,
+    all: &BrokerConfigs,
+    node: i32,
+    sp: &DynamicSpec,
+) -> Vec<(&'static str, String, ConfigSource)> {
+    let mut out = Vec::new();
+    for (resource, source) in [
+        (node.to_string(), ConfigSource::DynamicBroker),
+        (String::new(), ConfigSource::DynamicDefaultBroker),
+    ] {
+        if let Some(v) = all.get(&resource).and_then(|m| m.get(sp.name)) {
+            out.push((sp.name, v.clone(), source));
+        }
+    }
+    let default = static_broker_value(&Config::default(), sp);
+    out.extend(static_layers(
+        sp.name,
+        static_broker_value(cfg, sp),
+        default,
+    ));
+    out
+}
+
+fn described(
+    name: &'static str,
+    kind: ConfigType,
+    read_only: bool,
+    doc: String,
+    synonyms: Vec<(&'static str, String, ConfigSource)>,
+) -> DescribedConfig {
+    let (_, value, source) = synonyms[0].clone();
+    DescribedConfig {
+        name,
+        value,
+        source,
+        read_only,
+        kind,
+        doc,
+        synonyms,
+    }
+}
+
+/// Every topic config, with the topic's value (its override, else broker `node`'s dynamic
+/// default, else the config file's) and where it comes from; the documentation says when
+/// Flumen accepts a config without acting on it.
+pub fn describe_topic(
+    cfg: &Config,
+    all: &BrokerConfigs,
+    node: i32,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<DescribedConfig> {
     SPECS
         .iter()
         .map(|sp| {
-            let (value, source) = match overrides.get(sp.name) {
-                Some(v) => (v.clone(), ConfigSource::DynamicTopic),
-                None => (broker_value(cfg, sp.name), ConfigSource::StaticBroker),
-            };
+            let mut layers = Vec::new();
+            if let Some(v) = overrides.get(sp.name) {
+                layers.push((sp.name, v.clone(), ConfigSource::DynamicTopic));
+            }
+            match broker_synonym(sp.name).and_then(dynamic_spec) {
+                Some(b) => layers.extend(broker_layers(cfg, all, node, b)),
+                None => layers.extend(static_layers(
+                    sp.name,
+                    broker_value(cfg, sp.name),
+                    broker_value(&Config::default(), sp.name),
+                )),
+            }
             let doc = match sp.effect {
                 Effect::Honoured => sp.doc.to_string(),
                 Effect::NoOp(why) => format!("{} (accepted, no effect here: {why})", sp.doc),
             };
-            DescribedConfig {
-                name: sp.name,
-                value,
-                source,
-                read_only: false,
-                kind: sp.kind,
-                doc,
-            }
+            described(sp.name, sp.kind, false, doc, layers)
         })
         .collect()
 }
 
-/// The broker's configs under Kafka's names (all read-only: Flumen has no dynamic broker
-/// configs yet; they change with a restart).
-pub fn describe_broker(cfg: &Config) -> Vec<DescribedConfig> {
-    let entry = |name, value: String, kind, doc: &str| DescribedConfig {
-        name,
-        value,
-        source: ConfigSource::StaticBroker,
-        read_only: true,
-        kind,
-        doc: doc.to_string(),
+/// Broker `node`'s configs under Kafka's names: the dynamic ones (changed at run time with
+/// AlterConfigs, for this broker or the cluster) and those only a restart changes
+/// (read-only).
+pub fn describe_broker(cfg: &Config, all: &BrokerConfigs, node: i32) -> Vec<DescribedConfig> {
+    let defaults = static_broker(&Config::default());
+    let mut out: Vec<DescribedConfig> = static_broker(cfg)
+        .into_iter()
+        .zip(defaults)
+        .map(|((name, value, kind, doc), (_, default, ..))| {
+            described(
+                name,
+                kind,
+                true,
+                doc.into(),
+                static_layers(name, value, default),
+            )
+        })
+        .collect();
+    out.extend(DYNAMIC_SPECS.iter().map(|sp| {
+        let (kind, doc) = dynamic_kind_doc(sp);
+        described(sp.name, kind, false, doc, broker_layers(cfg, all, node, sp))
+    }));
+    out.sort_by_key(|c| c.name);
+    out
+}
+
+/// The cluster-wide dynamic broker configs that are set (Kafka's answer for the broker
+/// resource "").
+pub fn describe_cluster_defaults(all: &BrokerConfigs) -> Vec<DescribedConfig> {
+    let Some(set) = all.get("") else {
+        return Vec::new();
     };
+    DYNAMIC_SPECS
+        .iter()
+        .filter_map(|sp| {
+            let v = set.get(sp.name)?;
+            let (kind, doc) = dynamic_kind_doc(sp);
+            let layer = vec![(sp.name, v.clone(), ConfigSource::DynamicDefaultBroker)];
+            Some(described(sp.name, kind, false, doc, layer))
+        })
+        .collect()
+}
+
+fn dynamic_kind_doc(sp: &DynamicSpec) -> (ConfigType, String) {
+    match sp.of {
+        Dynamic::Topic(t) => {
+            let tsp = spec(t).expect("a dynamic broker config's topic config exists");
+            (
+                tsp.kind,
+                format!("default of topic config {t}: {}", tsp.doc),
+            )
+        }
+        Dynamic::Own(kind, _, doc) => (kind, doc.to_string()),
+    }
+}
+
+/// Broker configs only a restart changes (Kafka: read-only), with their values in `cfg`.
+fn static_broker(cfg: &Config) -> Vec<(&'static str, String, ConfigType, &'static str)> {
     vec![
-        entry(
+        (
             "node.id",
             cfg.node_id.to_string(),
             ConfigType::Int,
             "this broker's id",
         ),
-        entry(
+        (
             "broker.rack",
             cfg.broker_rack.clone().unwrap_or_default(),
             ConfigType::String,
             "rack of this broker",
         ),
-        entry(
+        (
             "auto.create.topics.enable",
             cfg.auto_create_topics.to_string(),
             ConfigType::Boolean,
             "Metadata creates unknown topics",
         ),
-        entry(
+        (
             "num.partitions",
             cfg.default_partitions.to_string(),
             ConfigType::Int,
             "partitions of a new topic by default",
         ),
-        entry(
+        (
             "default.replication.factor",
             cfg.default_replication_factor.to_string(),
             ConfigType::Short,
             "replicas of a new topic by default",
         ),
-        entry(
-            "message.max.bytes",
-            cfg.max_batch_bytes.to_string(),
-            ConfigType::Int,
-            "largest record batch",
-        ),
-        entry(
-            "log.retention.ms",
-            cfg.retention_ms.to_string(),
-            ConfigType::Long,
-            "retention by age",
-        ),
-        entry(
-            "log.retention.bytes",
-            cfg.retention_bytes.to_string(),
-            ConfigType::Long,
-            "retention by size",
-        ),
-        entry(
-            "log.segment.bytes",
-            cfg.segment_bytes.to_string(),
-            ConfigType::Int,
-            "segment roll by size",
-        ),
-        entry(
-            "log.flush.interval.ms",
-            cfg.flush_interval_ms.to_string(),
-            ConfigType::Long,
-            "0: fdatasync before every acknowledgement",
-        ),
-        entry(
+        (
             "offsets.topic.num.partitions",
             cfg.offsets_topic_partitions.to_string(),
             ConfigType::Int,
             "partitions of __consumer_offsets",
         ),
-        entry(
+        (
             "transaction.state.log.num.partitions",
             cfg.transaction_state_partitions.to_string(),
             ConfigType::Int,
             "partitions of __transaction_state",
         ),
-        entry(
+        (
             "broker.session.timeout.ms",
             cfg.broker_session_timeout_ms.to_string(),
             ConfigType::Int,
             "a silent broker is fenced after this",
         ),
-        entry(
+        (
             "socket.request.max.bytes",
             cfg.max_request_bytes.to_string(),
             ConfigType::Int,
             "largest request frame",
         ),
+        (
+            "log.cleaner.enable",
+            cfg.log_cleaner_enable.to_string(),
+            ConfigType::Boolean,
+            "compacted partitions are cleaned in the background",
+        ),
     ]
+}
+
+/// Broker configs Flumen reports and only a restart changes (Kafka: read-only): changing one
+/// is refused with INVALID_REQUEST.
+pub fn is_static_broker_config(key: &str) -> bool {
+    static_broker(&Config::default())
+        .iter()
+        .any(|(name, ..)| *name == key)
 }
 
 #[cfg(test)]
@@ -736,7 +1168,7 @@ mod tests {
     #[test]
     fn every_config_is_described_and_no_ops_say_so() {
         let cfg = Config::default();
-        let all = describe_topic(&cfg, &BTreeMap::new());
+        let all = describe_topic(&cfg, &BrokerConfigs::new(), 0, &BTreeMap::new());
         assert_eq!(all.len(), SPECS.len());
         for c in &all {
             assert!(
@@ -780,7 +1212,8 @@ mod tests {
 
     #[test]
     fn config_operations_set_delete_append_subtract_and_replace() {
-        let defaults = topic_defaults(&Config::default());
+        let cfg = Config::default();
+        let defaults = topic_schema(&cfg, &BTreeMap::new());
         let cur = map(&[("retention.ms", "5"), ("segment.ms", "60000")]);
         let set = |k: &str, v: &str| (k.to_string(), ConfigOp::Set(v.to_string()));
         let after = altered_configs(
@@ -822,5 +1255,111 @@ mod tests {
             let e = altered_configs(&cur, &[op], false, &defaults).unwrap_err();
             assert!(e.contains(name), "{e}");
         }
+    }
+
+    #[test]
+    fn dynamic_broker_configs_layer_between_the_topic_and_the_config_file() {
+        let cfg = Config {
+            retention_ms: 1000,
+            ..Config::default()
+        };
+        let mut all = BrokerConfigs::new();
+        all.insert(
+            String::new(),
+            map(&[("log.retention.ms", "2000"), ("log.segment.bytes", "70000")]),
+        );
+        all.insert("1".into(), map(&[("log.retention.ms", "3000")]));
+        let by = |node: i32, overrides: &BTreeMap<String, String>| {
+            let l = layered(&dynamic_topic_defaults(&all, node), overrides);
+            log_config(&cfg, "t", &l)
+        };
+        // Broker 1's own value, broker 2 the cluster's, a topic's override over both.
+        assert_eq!(by(1, &BTreeMap::new()).retention_ms, 3000);
+        assert_eq!(by(2, &BTreeMap::new()).retention_ms, 2000);
+        assert_eq!(by(2, &map(&[("retention.ms", "5")])).retention_ms, 5);
+        assert_eq!(by(2, &BTreeMap::new()).segment_bytes, 70000);
+        // Described with where each value comes from, and every layer below it.
+        let d = describe_topic(&cfg, &all, 1, &BTreeMap::new());
+        let r = d.iter().find(|c| c.name == "retention.ms").unwrap();
+        assert_eq!(
+            (r.value.as_str(), r.source),
+            ("3000", ConfigSource::DynamicBroker)
+        );
+        let layers: Vec<_> = r
+            .synonyms
+            .iter()
+            .map(|s| (s.0, s.1.as_str(), s.2))
+            .collect();
+        assert_eq!(
+            layers,
+            [
+                ("log.retention.ms", "3000", ConfigSource::DynamicBroker),
+                (
+                    "log.retention.ms",
+                    "2000",
+                    ConfigSource::DynamicDefaultBroker
+                ),
+                ("log.retention.ms", "1000", ConfigSource::StaticBroker),
+                ("log.retention.ms", "604800000", ConfigSource::Default),
+            ]
+        );
+        let src = |n: &str| d.iter().find(|c| c.name == n).unwrap().source;
+        assert_eq!(src("segment.bytes"), ConfigSource::DynamicDefaultBroker);
+        // Not set anywhere: Kafka's DEFAULT_CONFIG, not STATIC_BROKER_CONFIG.
+        assert_eq!(src("retention.bytes"), ConfigSource::Default);
+        let b = describe_broker(&cfg, &all, 2);
+        let get = |n: &str| b.iter().find(|c| c.name == n).unwrap();
+        assert_eq!(get("log.retention.ms").value, "2000");
+        assert!(!get("log.retention.ms").read_only && get("num.partitions").read_only);
+        assert_eq!(describe_cluster_defaults(&all).len(), 2);
+        // The cleaner's own settings.
+        all.insert(
+            String::new(),
+            map(&[("log.cleaner.io.max.bytes.per.second", "1048576")]),
+        );
+        let (rate, backoff, _) = cleaner_settings(&cfg, &all, 1);
+        assert_eq!((rate, backoff), (1048576.0, cfg.log_cleaner_backoff_ms));
+    }
+
+    #[test]
+    fn broker_config_changes_are_checked_as_their_topic_configs() {
+        let cfg = Config::default();
+        let mut all = BrokerConfigs::new();
+        all.insert(String::new(), map(&[("log.cleanup.policy", "compact")]));
+        let set = |k: &str, v: &str| (k.to_string(), ConfigOp::Set(v.to_string()));
+        // A broker's APPEND starts from the cluster's value; the cluster's from the file's.
+        let append = (
+            "log.cleanup.policy".to_string(),
+            ConfigOp::Append("delete".into()),
+        );
+        let broker = broker_schema(&cfg, &all, "1");
+        let after = altered_configs(
+            &BTreeMap::new(),
+            std::slice::from_ref(&append),
+            false,
+            &broker,
+        );
+        assert_eq!(after.unwrap()["log.cleanup.policy"], "compact,delete");
+        let cluster = broker_schema(&cfg, &all, "");
+        let after = altered_configs(&BTreeMap::new(), &[append], false, &cluster);
+        assert_eq!(after.unwrap()["log.cleanup.policy"], "delete");
+        // Refused, each naming its config: unknown, a topic config's name, a bad value, a
+        // value the file's buffers cannot hold.
+        for (op, name) in [
+            (set("no.such", "1"), "no.such"),
+            (set("retention.ms", "1"), "retention.ms"),
+            (set("log.retention.ms", "soon"), "log.retention.ms"),
+            (set("log.segment.bytes", "100"), "log.segment.bytes"),
+            (set("message.max.bytes", "999999999"), "message.max.bytes"),
+            (set("log.cleaner.backoff.ms", "1"), "log.cleaner.backoff.ms"),
+        ] {
+            let e = altered_configs(&BTreeMap::new(), &[op], false, &cluster).unwrap_err();
+            assert!(
+                e.starts_with(name) || e.contains(&format!(" {name}")),
+                "{e}"
+            );
+        }
+        assert!(is_static_broker_config("num.partitions"));
+        assert!(!is_static_broker_config("log.retention.ms"));
     }
 }

@@ -21,7 +21,7 @@ pub use types::*;
 
 use crate::config::Config;
 use crate::log::{Chunk, Partition, TailCache};
-use crate::metadata::topic_config::{log_config, min_insync_replicas};
+use crate::metadata::topic_config::{cleaner_settings, layered, log_config, min_insync_replicas};
 use crate::metadata::{ClusterMeta, MetadataImage};
 use crate::protocol::errors::{ErrorCode, KafkaError};
 use crate::shard::{local, Shard};
@@ -170,6 +170,9 @@ pub struct PartitionManager {
     /// `FLUMEN_DEBUG_PANIC_TOPIC`, read once at start-up.
     debug_panic_topic: Option<String>,
     cleaner_stats: crate::metrics::CleanerStats,
+    /// The dynamic broker defaults of topic configs the open replicas' settings were made
+    /// from: when an image brings others, every replica takes its settings again.
+    applied_dynamic: RefCell<BTreeMap<String, String>>,
 }
 
 impl PartitionManager {
@@ -190,6 +193,7 @@ impl PartitionManager {
                 .ok()
                 .filter(|t| !t.is_empty()),
             cleaner_stats: Default::default(),
+            applied_dynamic: RefCell::new(BTreeMap::new()),
         })
     }
 
@@ -825,16 +829,20 @@ impl PartitionManager {
     pub fn follow_image(&self) {
         let meta = self.image.get();
         let mut changed = Vec::new();
+        let dynamic = meta.dynamic_topic_defaults();
+        let all_again = *self.applied_dynamic.borrow() != dynamic;
         for ((topic, p), r) in self.replicas.borrow().iter() {
             let Some(t) = meta.topics.get(topic) else {
                 continue;
             };
-            // A topic config altered at run time (AlterConfigs): in force from this image on.
-            if !r.configs_are(&t.configs) {
+            // A topic config or a dynamic broker config altered at run time (AlterConfigs):
+            // in force from this image on.
+            if all_again || !r.configs_are(&t.configs) {
+                let layered = layered(&dynamic, &t.configs);
                 r.set_configs(
                     t.configs.clone(),
-                    log_config(&self.config, topic, &t.configs),
-                    min_insync_replicas(&self.config, &t.configs),
+                    log_config(&self.config, topic, &layered),
+                    min_insync_replicas(&self.config, &layered),
                 );
             }
             let role = role_in(&meta, topic, *p);
@@ -847,6 +855,7 @@ impl PartitionManager {
                 changed.push((topic.clone(), *p, r.leads()));
             }
         }
+        *self.applied_dynamic.borrow_mut() = dynamic;
         for (topic, p, leads) in changed {
             for (t, listener) in self.leadership_listeners.borrow().iter() {
                 if *t == topic {
@@ -928,7 +937,8 @@ impl PartitionManager {
             return Ok(());
         }
         let meta = self.image.get();
-        let cfg = log_config(&self.config, &spec.topic, &spec.configs);
+        let layered = layered(&meta.dynamic_topic_defaults(), &spec.configs);
+        let cfg = log_config(&self.config, &spec.topic, &layered);
         let base = self.log_dir_for(&spec.topic, spec.partition).await;
         let dir = base.join(Partition::dir_name(&spec.topic, spec.partition));
         let on_dir = |f: fn(&std::path::Path, &str) -> std::io::Result<()>| {
@@ -963,7 +973,7 @@ impl PartitionManager {
         // From the metadata file: a negative (damaged) value is no epoch at all.
         log.set_leader_epoch(epoch.max(0));
         let role = role_in(&meta, &spec.topic, spec.partition);
-        let min_isr = min_insync_replicas(&self.config, &spec.configs);
+        let min_isr = min_insync_replicas(&self.config, &layered);
         let r = Rc::new(Replica::new(log, role, min_isr, spec.configs));
         self.replicas
             .borrow_mut()
@@ -1388,8 +1398,14 @@ impl PartitionManager {
             async move {
                 let throttle =
                     crate::log::Throttle::new(pm.config.log_cleaner_io_max_bytes_per_second);
-                let backoff = Duration::from_millis(pm.config.log_cleaner_backoff_ms);
                 while !stop.load(Ordering::Relaxed) {
+                    // Dynamic broker configs may change them between rounds.
+                    let meta = pm.image.get();
+                    let (rate, backoff_ms, budget) =
+                        cleaner_settings(&pm.config, &meta.broker_configs, meta.node_id);
+                    drop(meta);
+                    throttle.set_rate(rate);
+                    let backoff = Duration::from_millis(backoff_ms);
                     let now = crate::util::now_ms();
                     let mut due: Vec<(f64, Rc<Replica>)> = pm
                         .all()
@@ -1402,7 +1418,6 @@ impl PartitionManager {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let budget = pm.config.log_cleaner_dedupe_buffer_bytes;
                         match r
                             .log
                             .clean(now, r.high_watermark(), &throttle, budget)

@@ -304,3 +304,32 @@ def produce_record_errors(bootstrap, topic, keys, partition=0):
         at += max(ml, 0)
         errors.append((idx, msg))
     return err, errors
+
+
+def incremental_alter_configs(bootstrap, resource_type, name, ops, validate_only=False, corr=11):
+    """IncrementalAlterConfigs v0 for one resource, as Kafka's `kafka-configs.sh
+    --entity-default` sends it (the cluster's broker defaults are the BROKER resource named
+    "", which librdkafka, kafkajs and kafka-python refuse to send). `ops`: [(name, op code,
+    value or None)]. Answers (error_code, error_message)."""
+    def string(v):
+        b = v.encode()
+        return struct.pack(">h", len(b)) + b
+
+    body = struct.pack(">i", 1) + struct.pack(">b", resource_type) + string(name)
+    body += struct.pack(">i", len(ops))
+    for key, op, value in ops:
+        body += string(key) + struct.pack(">b", op)
+        body += struct.pack(">h", -1) if value is None else string(value)
+    body += struct.pack(">?", validate_only)
+    s = connect(bootstrap)
+    try:
+        s.sendall(frame(header(44, 0, corr) + body))
+        data = read_frame(s)
+    finally:
+        s.close()
+    assert data is not None, "the broker closed the connection"
+    got_corr, _throttle, n = struct.unpack(">iii", data[:12])
+    assert (got_corr, n) == (corr, 1), (got_corr, n)
+    (code, mlen) = struct.unpack(">hh", data[12:16])
+    message = None if mlen < 0 else data[16:16 + mlen].decode()
+    return code, message

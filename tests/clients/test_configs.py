@@ -5,6 +5,9 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic, ResourceType
 
+from test_cluster import cluster_factory, create  # noqa: F401
+from util import wait_until, watermarks
+
 
 def test_describe_topic_and_broker_configs(broker_factory):
     b = broker_factory(config={"retention_ms": 3600000, "default_partitions": 2})
@@ -15,9 +18,11 @@ def test_describe_topic_and_broker_configs(broker_factory):
     assert entries["retention.ms"].value == "60000"
     assert entries["retention.ms"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
     assert not entries["retention.ms"].is_read_only
-    # Not set on the topic: the broker's value (retention_ms from its config file here).
+    # Not set on the topic: the broker's value, from its config file (retention_ms here) or
+    # its built-in default.
     assert entries["retention.bytes"].value == "-1"
-    assert entries["retention.bytes"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert entries["retention.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert entries["segment.ms"].source == ConfigSource.DEFAULT_CONFIG.value
     assert entries["cleanup.policy"].value == "delete"
     assert not entries["max.message.bytes"].is_read_only
     # A broker's own configs under Kafka's names.
@@ -26,6 +31,9 @@ def test_describe_topic_and_broker_configs(broker_factory):
     assert entries["log.retention.ms"].value == "3600000"
     assert entries["num.partitions"].value == "2"
     assert entries["num.partitions"].is_read_only
+    assert entries["num.partitions"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert entries["log.segment.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert not entries["log.retention.ms"].is_read_only
     # Unknown topic: its own error, not a failed request.
     missing = ConfigResource(ResourceType.TOPIC, "nope")
     with pytest.raises(Exception) as e:
@@ -50,21 +58,45 @@ def incremental(admin, topic, ops, validate_only=False):
     return admin.incremental_alter_configs([res], validate_only=validate_only)[res].result(30)
 
 
-def describe(admin, topic):
-    res = ConfigResource(ResourceType.TOPIC, topic)
+OPS = {"set": 0, "delete": 1, "append": 2, "subtract": 3}
+CODES = {0: "NONE", 40: "INVALID_CONFIG", 42: "INVALID_REQUEST"}
+
+
+def cluster_defaults(bootstrap, ops, validate_only=False):
+    """IncrementalAlterConfigs of the cluster's broker defaults (the BROKER resource "",
+    sent raw: see rawkafka.incremental_alter_configs); raises naming the error code."""
+    import rawkafka
+    code, message = rawkafka.incremental_alter_configs(
+        bootstrap, 4, "", [(k, OPS[op], v) for k, op, v in ops], validate_only)
+    if code:
+        raise Exception(f"{CODES.get(code, code)}: {message}")
+
+
+def incremental_broker(admin, broker, ops, validate_only=False):
+    """IncrementalAlterConfigs of a broker's own dynamic configs (confluent-kafka)."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    kinds = {"set": AlterConfigOpType.SET, "delete": AlterConfigOpType.DELETE,
+             "append": AlterConfigOpType.APPEND, "subtract": AlterConfigOpType.SUBTRACT}
+    res = ConfigResource(ResourceType.BROKER, broker, incremental_configs=[
+        ConfigEntry(name, value, incremental_operation=kinds[op]) for name, op, value in ops])
+    return admin.incremental_alter_configs([res], validate_only=validate_only)[res].result(30)
+
+
+def describe(admin, topic, kind=ResourceType.TOPIC):
+    res = ConfigResource(kind, topic)
     return admin.describe_configs([res])[res].result(30)
 
 
-def produce_read(bootstrap, topic, ts):
+def produce_read(bootstrap, topic, ts, partition=0):
     """Produces one record with CreateTime `ts` and reads it back: (timestamp type, timestamp)."""
     import time
     from confluent_kafka import Consumer, Producer, TopicPartition
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-    p.produce(topic, b"v", timestamp=ts, partition=0)
+    p.produce(topic, b"v", timestamp=ts, partition=partition)
     assert p.flush(30) == 0
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "ts-read", "enable.auto.commit": False})
-    lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    c.assign([TopicPartition(topic, 0, hi - 1)])
+    lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    c.assign([TopicPartition(topic, partition, hi - 1)])
     deadline = time.time() + 30
     try:
         while time.time() < deadline:
@@ -94,7 +126,7 @@ def test_alter_configs_take_effect_at_once_and_persist(broker_factory):
     e = describe(admin, "alt")
     assert e["message.timestamp.type"].value == "LogAppendTime"
     assert e["message.timestamp.type"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
-    assert e["retention.ms"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert e["retention.ms"].source == ConfigSource.DEFAULT_CONFIG.value
     assert e["retention.bytes"].value == "1073741824"
     kind, ts = produce_read(b.bootstrap, "alt", 1000)
     assert kind == TIMESTAMP_LOG_APPEND_TIME and abs(ts / 1000 - time.time()) < 60, (kind, ts)
@@ -112,20 +144,17 @@ def test_alter_configs_take_effect_at_once_and_persist(broker_factory):
             incremental(admin, "alt", ops)
         assert "INVALID_CONFIG" in str(err.value), (ops, err.value)
         assert ops[-1][0] in str(err.value), (ops, err.value)
-    assert describe(admin, "alt")["segment.ms"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert describe(admin, "alt")["segment.ms"].source == ConfigSource.DEFAULT_CONFIG.value
     # validate_only checks and changes nothing.
     incremental(admin, "alt", [("segment.ms", "set", "60000")], validate_only=True)
-    assert describe(admin, "alt")["segment.ms"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert describe(admin, "alt")["segment.ms"].source == ConfigSource.DEFAULT_CONFIG.value
     with pytest.raises(Exception) as err:
         incremental(admin, "missing", [("retention.ms", "set", "1")])
     assert "UNKNOWN_TOPIC" in str(err.value) or "does not exist" in str(err.value)
-    # Broker configs are static: a clear error, not a closed connection.
-    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
-    br = ConfigResource(ResourceType.BROKER, "0", incremental_configs=[
-        ConfigEntry("log.retention.ms", "1", incremental_operation=AlterConfigOpType.SET)])
+    # A broker config only a restart changes: a clear error, not a closed connection.
     with pytest.raises(Exception) as err:
-        admin.incremental_alter_configs([br])[br].result(30)
-    assert "static" in str(err.value), err.value
+        incremental_broker(admin, "0", [("num.partitions", "set", "3")])
+    assert "INVALID_REQUEST" in str(err.value) and "num.partitions" in str(err.value), err.value
 
     # Kept across a restart, and in force on the reopened partition.
     b.restart()
@@ -138,8 +167,8 @@ def test_alter_configs_take_effect_at_once_and_persist(broker_factory):
     admin.alter_configs([res])[res].result(30)
     e = describe(admin, "alt")
     assert e["retention.ms"].value == "7200000"
-    assert e["message.timestamp.type"].source == ConfigSource.STATIC_BROKER_CONFIG.value
-    assert e["retention.bytes"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert e["message.timestamp.type"].source == ConfigSource.DEFAULT_CONFIG.value
+    assert e["retention.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
     assert produce_read(b.bootstrap, "alt", 1000) == (TIMESTAMP_CREATE_TIME, 1000)
     # kafka-python's AlterConfigs (it describes first and sends the other overrides along).
     from kafka.admin import ConfigResource as KRes, ConfigResourceType, KafkaAdminClient
@@ -251,3 +280,103 @@ def test_compression_type_recompresses_what_producers_send(broker_factory):
     assert p.flush(15) == 0
     err, _hw, blob = rawkafka.fetch_once(b.bootstrap, "zt", 0, 150)
     assert [bt["codec"] for bt in rawkafka.parse_batches(blob)] == [3]
+
+
+def test_dynamic_broker_configs_take_effect_persist_and_give_way_to_topics(broker_factory):
+    """IncrementalAlterConfigs on the broker resources: the cluster's defaults ("") and a
+    broker's own ("0") change what every topic without an override gets, at once and on
+    open partitions (the next write's timestamp type, retention of an existing log), in
+    that order of precedence under the topic's own override; DescribeConfigs reports each
+    source with its synonyms; a restart keeps them; DELETE goes back to the config file."""
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, Producer
+    b = broker_factory(config={"retention_check_interval_ms": 200, "log_cleaner_backoff_ms": 100})
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    made = admin.create_topics([NewTopic("plain", 1, 1), NewTopic("own", 1, 1, config={
+        "message.timestamp.type": "CreateTime"})])
+    for f in made.values():
+        f.result(30)
+    assert produce_read(b.bootstrap, "plain", 1000) == (TIMESTAMP_CREATE_TIME, 1000)
+
+    cluster_defaults(b.bootstrap, [("log.message.timestamp.type", "set", "LogAppendTime")])
+    assert produce_read(b.bootstrap, "plain", 1000)[0] == TIMESTAMP_LOG_APPEND_TIME
+    # The topic's own override wins.
+    assert produce_read(b.bootstrap, "own", 1000) == (TIMESTAMP_CREATE_TIME, 1000)
+    e = describe(admin, "plain")["message.timestamp.type"]
+    assert (e.value, e.source) == ("LogAppendTime", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+    e = describe(admin, "0", ResourceType.BROKER)["log.message.timestamp.type"]
+    assert (e.value, e.source) == ("LogAppendTime", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+
+    # The broker's own value over the cluster's.
+    incremental_broker(admin, "0", [("log.message.timestamp.type", "set", "CreateTime")])
+    assert produce_read(b.bootstrap, "plain", 1000) == (TIMESTAMP_CREATE_TIME, 1000)
+    e = describe(admin, "0", ResourceType.BROKER)["log.message.timestamp.type"]
+    assert (e.value, e.source, e.is_read_only) == ("CreateTime", ConfigSource.DYNAMIC_BROKER_CONFIG.value, False)
+
+    # Retention of a partition already open: the cluster's segment size and retention size
+    # apply to it without a restart, so its oldest segments go.
+    p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 5})
+    for i in range(3000):
+        p.produce("plain", b"x" * 1000, partition=0)
+    assert p.flush(30) == 0
+    assert watermarks(b.bootstrap, "plain", 0)[0] == 0
+    cluster_defaults(b.bootstrap, [("log.segment.bytes", "set", "65536"),
+                                   ("log.retention.bytes", "set", "262144")])
+    for i in range(3000):
+        p.produce("plain", b"y" * 1000, partition=0)
+    assert p.flush(30) == 0
+    wait_until(lambda: watermarks(b.bootstrap, "plain", 0)[0] > 0, 30,
+               "retention of plain-0 under the cluster's new log.retention.bytes")
+
+    # Refused with the Kafka code and the config's name, and nothing of the request applied.
+    bad = [
+        ([("log.retention.ms", "set", "soon")], "INVALID_CONFIG"),
+        ([("log.retention.ms", "set", "5"), ("no.such.config", "set", "1")], "INVALID_CONFIG"),
+        ([("retention.ms", "set", "5")], "INVALID_CONFIG"),
+        ([("log.segment.bytes", "set", "100")], "INVALID_CONFIG"),
+        ([("log.retention.ms", "append", "5")], "INVALID_CONFIG"),
+        ([("node.id", "set", "5")], "INVALID_REQUEST"),
+    ]
+    for ops, code in bad:
+        with pytest.raises(Exception) as err:
+            cluster_defaults(b.bootstrap, ops)
+        assert code in str(err.value) and ops[-1][0] in str(err.value), (ops, err.value)
+    unset = lambda: describe(admin, "0", ResourceType.BROKER)["log.retention.ms"].source \
+        == ConfigSource.DEFAULT_CONFIG.value  # noqa: E731
+    assert unset()
+    # validate_only changes nothing.
+    cluster_defaults(b.bootstrap, [("log.retention.ms", "set", "5")], validate_only=True)
+    assert unset()
+
+    # Kept across a restart.
+    b.restart()
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    assert describe(admin, "plain")["segment.bytes"].value == "65536"
+    assert produce_read(b.bootstrap, "plain", 1000) == (TIMESTAMP_CREATE_TIME, 1000)
+    # DELETE: back to the next layer (the cluster's), then to the config file's.
+    incremental_broker(admin, "0", [("log.message.timestamp.type", "delete", None)])
+    assert produce_read(b.bootstrap, "plain", 1000)[0] == TIMESTAMP_LOG_APPEND_TIME
+    cluster_defaults(b.bootstrap, [("log.message.timestamp.type", "delete", None),
+                                   ("log.segment.bytes", "delete", None),
+                                   ("log.retention.bytes", "delete", None)])
+    assert produce_read(b.bootstrap, "plain", 1000) == (TIMESTAMP_CREATE_TIME, 1000)
+    dynamic = (ConfigSource.DYNAMIC_BROKER_CONFIG.value, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
+    assert not [k for k, e in describe(admin, "0", ResourceType.BROKER).items() if e.source in dynamic]
+    assert describe(admin, "plain")["segment.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
+
+
+def test_dynamic_broker_configs_reach_every_broker_of_a_cluster(cluster_factory):
+    """In a cluster the dynamic broker configs are metadata: set through one broker, the
+    cluster's defaults are in force on every leader, and a broker's own on that broker
+    alone."""
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
+    c = cluster_factory(3).start()
+    create(c.node(1).bootstrap, "dyn", 3, assignment=[[1, 2, 3], [2, 3, 1], [3, 1, 2]])
+    admin = AdminClient({"bootstrap.servers": c.node(1).bootstrap})
+    cluster_defaults(c.node(1).bootstrap, [("log.message.timestamp.type", "set", "LogAppendTime")])
+    incremental_broker(admin, "2", [("log.message.timestamp.type", "set", "CreateTime")])
+    # Partition p is led by broker p + 1.
+    kinds = [produce_read(c.bootstrap(), "dyn", 1000, partition=p)[0] for p in range(3)]
+    assert kinds == [TIMESTAMP_LOG_APPEND_TIME, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME]
+    other = AdminClient({"bootstrap.servers": c.node(3).bootstrap})
+    e = describe(other, "3", ResourceType.BROKER)["log.message.timestamp.type"]
+    assert (e.value, e.source) == ("LogAppendTime", ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
