@@ -48,12 +48,13 @@ def test_describe_topic_and_broker_configs(broker_factory):
     k.close()
 
 
-def incremental(admin, topic, ops, validate_only=False):
-    """IncrementalAlterConfigs of one topic with confluent-kafka: ops is [(name, op, value)]."""
+def incremental(admin, topic, ops, validate_only=False, kind=ResourceType.TOPIC):
+    """IncrementalAlterConfigs of one resource (a topic, or with `kind` BROKER a broker's own
+    dynamic configs) with confluent-kafka: ops is [(name, op, value)]."""
     from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
     kinds = {"set": AlterConfigOpType.SET, "delete": AlterConfigOpType.DELETE,
              "append": AlterConfigOpType.APPEND, "subtract": AlterConfigOpType.SUBTRACT}
-    res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+    res = ConfigResource(kind, topic, incremental_configs=[
         ConfigEntry(name, value, incremental_operation=kinds[op]) for name, op, value in ops])
     return admin.incremental_alter_configs([res], validate_only=validate_only)[res].result(30)
 
@@ -74,12 +75,7 @@ def cluster_defaults(bootstrap, ops, validate_only=False):
 
 def incremental_broker(admin, broker, ops, validate_only=False):
     """IncrementalAlterConfigs of a broker's own dynamic configs (confluent-kafka)."""
-    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
-    kinds = {"set": AlterConfigOpType.SET, "delete": AlterConfigOpType.DELETE,
-             "append": AlterConfigOpType.APPEND, "subtract": AlterConfigOpType.SUBTRACT}
-    res = ConfigResource(ResourceType.BROKER, broker, incremental_configs=[
-        ConfigEntry(name, value, incremental_operation=kinds[op]) for name, op, value in ops])
-    return admin.incremental_alter_configs([res], validate_only=validate_only)[res].result(30)
+    return incremental(admin, broker, ops, validate_only, kind=ResourceType.BROKER)
 
 
 def describe(admin, topic, kind=ResourceType.TOPIC):
@@ -361,6 +357,21 @@ def test_dynamic_broker_configs_take_effect_persist_and_give_way_to_topics(broke
     assert produce_read(b.bootstrap, "plain", 1000) == (TIMESTAMP_CREATE_TIME, 1000)
     dynamic = (ConfigSource.DYNAMIC_BROKER_CONFIG.value, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value)
     assert not [k for k, e in describe(admin, "0", ResourceType.BROKER).items() if e.source in dynamic]
+
+    # kafka-python: alter (it checks the name against the broker's writable configs first),
+    # the modified configs with their synonyms, reset.
+    from kafka.admin import KafkaAdminClient, ConfigResource as KRes, ConfigResourceType
+    k = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+    res = KRes(ConfigResourceType.BROKER, "0", configs={"log.retention.ms": "7200000"})
+    assert k.alter_configs([res]) == {"broker": {"0": "OK"}}
+    modified = lambda: k.describe_configs(  # noqa: E731
+        [KRes(ConfigResourceType.BROKER, "0")], include_synonyms=True)["broker"]["0"]
+    got = modified()["log.retention.ms"]
+    assert (got["value"], got["config_source"]) == ("7200000", "DYNAMIC_BROKER_CONFIG"), got
+    assert [x["source"] for x in got["synonyms"]] == ["DYNAMIC_BROKER_CONFIG", "DEFAULT_CONFIG"]
+    k.reset_configs([KRes(ConfigResourceType.BROKER, "0", configs=["log.retention.ms"])])
+    assert modified() == {}
+    k.close()
     assert describe(admin, "plain")["segment.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
 
 
