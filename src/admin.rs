@@ -1438,3 +1438,164 @@ pub fn topics_delete_records(
             .map(|p| (format!("{topic}-{}", p.partition), &p.error)),
     )
 }
+
+#[derive(Serialize)]
+struct UserResult {
+    user: String,
+    mechanism: Option<&'static str>,
+    error: Option<KafkaError>,
+}
+
+/// `flumen users create`: a SCRAM credential for `user` (AlterUserScramCredentials). The
+/// password is salted and hashed here; only the salted password travels (KIP-554).
+pub fn users_create(
+    bootstrap: &str,
+    user: &str,
+    password: &str,
+    mechanism: crate::security::scram::Mechanism,
+    iterations: u32,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    use crate::security::scram;
+    let salt = scram::random_bytes(32);
+    let salted = scram::salted_password(mechanism, password, &salt, iterations);
+    let up = alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+        .with_name(s(user))
+        .with_mechanism(mechanism.code())
+        .with_iterations(iterations as i32)
+        .with_salt(Bytes::from(salt))
+        .with_salted_password(Bytes::from(salted));
+    let req = AlterUserScramCredentialsRequest::default().with_upsertions(vec![up]);
+    alter_users(bootstrap, req, Some(mechanism.name()), as_json)
+}
+
+/// `flumen users delete`: removes `user`'s credential for `mechanism`, or all of them.
+pub fn users_delete(
+    bootstrap: &str,
+    user: &str,
+    mechanism: Option<crate::security::scram::Mechanism>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    use crate::security::scram::Mechanism;
+    let mechanisms: Vec<Mechanism> = match mechanism {
+        Some(m) => vec![m],
+        None => {
+            let mut c = Client::connect(bootstrap)?;
+            let v = c.version::<DescribeUserScramCredentialsRequest>(0, 0)?;
+            let req = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+                describe_user_scram_credentials_request::UserName::default().with_name(s(user)),
+            ]));
+            let r = c.send(&req, v)?;
+            let Some(u) = r.results.first() else {
+                bail!("user {user}: the broker answered nothing");
+            };
+            if let Some(e) = KafkaError::of(u.error_code, u.error_message.as_ref()) {
+                bail!("user {user}: {e}");
+            }
+            u.credential_infos
+                .iter()
+                .filter_map(|c| Mechanism::from_code(c.mechanism))
+                .collect()
+        }
+    };
+    let deletions = mechanisms
+        .iter()
+        .map(|m| {
+            alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                .with_name(s(user))
+                .with_mechanism(m.code())
+        })
+        .collect();
+    let req = AlterUserScramCredentialsRequest::default().with_deletions(deletions);
+    let shown = (mechanisms.len() == 1).then(|| mechanisms[0].name());
+    alter_users(bootstrap, req, shown, as_json)
+}
+
+fn alter_users(
+    bootstrap: &str,
+    req: AlterUserScramCredentialsRequest,
+    mechanism: Option<&'static str>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let mut c = Client::connect(bootstrap)?;
+    let v = c.version::<AlterUserScramCredentialsRequest>(0, 0)?;
+    let r = c.send(&req, v)?;
+    let results: Vec<UserResult> = r
+        .results
+        .iter()
+        .map(|u| UserResult {
+            user: u.user.to_string(),
+            mechanism,
+            error: KafkaError::of(u.error_code, u.error_message.as_ref()),
+        })
+        .collect();
+    if as_json {
+        print_json(&results)?;
+    } else {
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .map(|u| {
+                vec![
+                    u.user.clone(),
+                    u.mechanism.unwrap_or("-").to_string(),
+                    status(&u.error, false),
+                ]
+            })
+            .collect();
+        print_table(&["USER", "MECHANISM", "STATUS"], &rows);
+    }
+    refused(
+        results
+            .iter()
+            .map(|u| (format!("user {}", u.user), &u.error)),
+    )
+}
+
+#[derive(Serialize)]
+struct UserCredentials {
+    user: String,
+    credentials: Vec<(&'static str, i32)>,
+}
+
+/// `flumen users list`: every SCRAM user with its mechanisms and iterations
+/// (DescribeUserScramCredentials; never a password or a hash).
+pub fn users_list(bootstrap: &str, as_json: bool) -> anyhow::Result<()> {
+    use crate::security::scram::Mechanism;
+    let mut c = Client::connect(bootstrap)?;
+    let v = c.version::<DescribeUserScramCredentialsRequest>(0, 0)?;
+    let r = c.send(&DescribeUserScramCredentialsRequest::default(), v)?;
+    if let Some(e) = KafkaError::of(r.error_code, r.error_message.as_ref()) {
+        bail!("listing users: {e}");
+    }
+    let users: Vec<UserCredentials> = r
+        .results
+        .iter()
+        .map(|u| UserCredentials {
+            user: u.user.to_string(),
+            credentials: u
+                .credential_infos
+                .iter()
+                .map(|c| {
+                    let name = Mechanism::from_code(c.mechanism).map_or("UNKNOWN", |m| m.name());
+                    (name, c.iterations)
+                })
+                .collect(),
+        })
+        .collect();
+    if as_json {
+        return print_json(&users);
+    }
+    let rows: Vec<Vec<String>> = users
+        .iter()
+        .map(|u| {
+            let creds: Vec<String> = u
+                .credentials
+                .iter()
+                .map(|(m, i)| format!("{m} ({i} iterations)"))
+                .collect();
+            vec![u.user.clone(), creds.join(", ")]
+        })
+        .collect();
+    print_table(&["USER", "CREDENTIALS"], &rows);
+    Ok(())
+}

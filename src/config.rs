@@ -182,6 +182,20 @@ pub struct Config {
     /// Replicas of each `__transaction_state` partition; 0: min(3, live brokers) (Kafka:
     /// transaction.state.log.replication.factor).
     pub transaction_state_replication_factor: i16,
+    /// Listeners as Kafka writes them, `PROTOCOL://host:port` (PLAINTEXT, SASL_PLAINTEXT),
+    /// each served by every shard. Empty: one PLAINTEXT listener at `listen`.
+    pub listeners: Vec<String>,
+    /// What clients of each listener are told to connect to, `PROTOCOL://host:port` (Kafka:
+    /// advertised.listeners); a listener not named here advertises its own address.
+    pub advertised_listeners: Vec<String>,
+    /// SASL mechanisms a SASL listener offers (Kafka: sasl.enabled.mechanisms).
+    pub sasl_enabled_mechanisms: Vec<String>,
+    /// PLAIN users for small setups: a TOML file of `name = "password"` lines. SCRAM users
+    /// (`flumen users create`, stored salted and hashed in the metadata) log in with PLAIN too.
+    pub sasl_plain_users_file: Option<PathBuf>,
+    /// A SASL session lasts this long, then the client must authenticate again before its
+    /// next request (KIP-368; Kafka: connections.max.reauth.ms). 0: for the connection's life.
+    pub connections_max_reauth_ms: u64,
 }
 
 /// A member of the metadata quorum.
@@ -254,6 +268,15 @@ impl Default for Config {
             replica_fetch_max_bytes: 1 << 20,
             offsets_topic_replication_factor: 0,
             transaction_state_replication_factor: 0,
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            sasl_enabled_mechanisms: vec![
+                "PLAIN".into(),
+                "SCRAM-SHA-256".into(),
+                "SCRAM-SHA-512".into(),
+            ],
+            sasl_plain_users_file: None,
+            connections_max_reauth_ms: 0,
         }
     }
 }
@@ -463,12 +486,7 @@ impl Config {
         let listen = self.listen_addr().ok();
         let port = listen.map(|a| a.port() as i32).unwrap_or(9092);
         if let Some(adv) = &self.advertise {
-            if let Some((h, p)) = adv.rsplit_once(':') {
-                if let Ok(p) = p.parse() {
-                    return (h.trim_matches(['[', ']']).to_string(), p);
-                }
-            }
-            return (adv.clone(), port);
+            return host_port(adv, port);
         }
         match listen {
             Some(a) if !a.ip().is_unspecified() => (a.ip().to_string(), port),
@@ -483,4 +501,14 @@ impl Config {
             FlushPolicy::IntervalMs(self.flush_interval_ms)
         }
     }
+}
+
+/// `host:port` (or `[v6]:port`, or a bare host, which takes `port`) as (host, port).
+pub fn host_port(addr: &str, port: i32) -> (String, i32) {
+    if let Some((h, p)) = addr.rsplit_once(':') {
+        if let Ok(p) = p.parse() {
+            return (h.trim_matches(['[', ']']).to_string(), p);
+        }
+    }
+    (addr.to_string(), port)
 }

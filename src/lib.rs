@@ -25,6 +25,8 @@
 //!   acks=all and min.insync.replicas, and the leader epoch.
 //! - `metadata`  the immutable metadata image every shard holds, internal topic names, topic
 //!   configs.
+//! - `security`  listeners and their security protocols, a connection's session (SASL PLAIN
+//!   and SCRAM, its principal), the SCRAM credentials the metadata keeps.
 //! - `shard`     the executor and the mesh only: `invoke_on(shard, closure)` and the per-shard
 //!   service registry (`register`/`local`), knowing none of the services.
 //! - `log`       partitions and segments: O_DIRECT group-commit appends, indexes, reads,
@@ -53,6 +55,7 @@ pub mod net;
 pub mod partition_manager;
 pub mod protocol;
 pub mod replication;
+pub mod security;
 pub mod server;
 pub mod shard;
 pub mod tune;

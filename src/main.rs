@@ -70,6 +70,15 @@ enum Command {
         #[command(subcommand)]
         action: GroupAction,
     },
+    /// SCRAM users for SASL listeners: create (or change a password), delete, list
+    /// (AlterUserScramCredentials, DescribeUserScramCredentials; works against Kafka too).
+    Users {
+        /// Broker to talk to (before or after the subcommand)
+        #[arg(long, default_value = "127.0.0.1:9092", global = true)]
+        bootstrap: String,
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Topic administration: list, describe, create, delete, alter configs, add partitions,
     /// delete records, move partitions between brokers (works against any Kafka-protocol
     /// broker). Tables by default, --json for scripts; exit status 1 when the broker refuses.
@@ -392,6 +401,44 @@ enum TuneAction {
 }
 
 #[derive(Subcommand)]
+enum UserAction {
+    /// Create a user, or set a new password for one (salted and hashed before it is sent)
+    Create {
+        user: String,
+        /// The password (else read from the first line of stdin)
+        #[arg(long)]
+        password: Option<String>,
+        /// SCRAM-SHA-256 or SCRAM-SHA-512
+        #[arg(long, default_value = "SCRAM-SHA-512", value_parser = parse_mechanism)]
+        mechanism: flumen::security::scram::Mechanism,
+        /// PBKDF2 iterations (Kafka accepts 4096..=16384)
+        #[arg(long, default_value_t = 8192)]
+        iterations: u32,
+        /// One JSON document on stdout instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a user's credentials (both mechanisms unless one is named)
+    Delete {
+        user: String,
+        #[arg(long, value_parser = parse_mechanism)]
+        mechanism: Option<flumen::security::scram::Mechanism>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Users and their mechanisms
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_mechanism(v: &str) -> Result<flumen::security::scram::Mechanism, String> {
+    flumen::security::scram::Mechanism::from_name(&v.to_ascii_uppercase())
+        .ok_or_else(|| format!("{v}: SCRAM-SHA-256 or SCRAM-SHA-512"))
+}
+
+#[derive(Subcommand)]
 enum GroupAction {
     /// List groups with their state
     List,
@@ -582,6 +629,35 @@ fn main() {
                 wait,
             ),
             TopicAction::Reassignments => flumen::admin::list_reassignments(&bootstrap),
+        },
+        Command::Users { bootstrap, action } => match action {
+            UserAction::Create {
+                user,
+                password,
+                mechanism,
+                iterations,
+                json,
+            } => {
+                let password = match password {
+                    Some(p) => Ok(p),
+                    None => {
+                        let mut line = String::new();
+                        std::io::stdin()
+                            .read_line(&mut line)
+                            .map(|_| line.trim_end_matches(['\r', '\n']).to_string())
+                            .map_err(anyhow::Error::from)
+                    }
+                };
+                password.and_then(|p| {
+                    flumen::admin::users_create(&bootstrap, &user, &p, mechanism, iterations, json)
+                })
+            }
+            UserAction::Delete {
+                user,
+                mechanism,
+                json,
+            } => flumen::admin::users_delete(&bootstrap, &user, mechanism, json),
+            UserAction::List { json } => flumen::admin::users_list(&bootstrap, json),
         },
         Command::Groups { bootstrap, action } => match action {
             GroupAction::List => flumen::admin::list(&bootstrap),

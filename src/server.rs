@@ -38,14 +38,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     } else {
         config.shards
     };
-    let addr = config.listen_addr()?;
+    let listeners = crate::security::listeners(&config)?;
+    crate::security::install_plain_users(crate::security::load_plain_users(&config)?);
     let mut _locks = Vec::new();
     for dir in config.log_dirs() {
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("data dir {}: {e}", dir.display()))?;
         _locks.push(lock_data_dir(&dir)?);
     }
-    ensure_port_free(addr)?;
+    for l in &listeners {
+        ensure_port_free(l.addr)?;
+    }
     raise_memlock();
     raise_nofile();
 
@@ -70,9 +73,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
+    let shown: Vec<String> = listeners
+        .iter()
+        .map(|l| {
+            format!(
+                "{}://{} (advertised {}:{})",
+                l.name, l.addr, l.advertised.0, l.advertised.1
+            )
+        })
+        .collect();
     tracing::info!(
-        listen = %addr,
-        advertised = ?config.advertised(),
+        listeners = ?shown,
         shards = nr,
         data_dirs = ?config.log_dirs(),
         flush = ?config.flush_policy(),
@@ -153,7 +164,7 @@ async fn shard_main(
     stop: Arc<AtomicBool>,
     registry: Option<Arc<crate::metrics::Registry>>,
 ) -> anyhow::Result<()> {
-    let addr = config.listen_addr()?;
+    let listeners = crate::security::listeners(&config)?;
     let broker = Broker::new(Shard::new(id, nr), Rc::new(config), meta);
     broker.open().await?;
     broker.shard.set_mesh(Mesh::join(mesh).await?);
@@ -162,49 +173,19 @@ async fn shard_main(
         None => None,
     };
     broker.start(stop.clone()).await?;
-    let listener =
-        glommio::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
-    tracing::info!(
-        shard = id,
-        cpu,
-        partitions = broker.partitions.local_count(),
-        "shard listening on {addr}"
-    );
-    let accept = broker.clone();
-    glommio::spawn_local(async move {
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    let slot = match crate::net::ConnSlot::take(&accept.config, &stream) {
-                        Ok(slot) => {
-                            crate::metrics::bump(&accept.metrics.connections_accepted, 1);
-                            slot
-                        }
-                        Err(why) => {
-                            crate::metrics::bump(&accept.metrics.connections_refused, 1);
-                            // Refused at once: the client sees the connection closed, as
-                            // Kafka's acceptor does over its limits.
-                            tracing::debug!("refusing connection: {why}");
-                            drop(stream);
-                            continue;
-                        }
-                    };
-                    glommio::spawn_local(crate::net::connection::serve(
-                        accept.clone(),
-                        stream,
-                        slot,
-                    ))
-                    .detach();
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: keep serving existing connections.
-                    tracing::warn!("accept: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    })
-    .detach();
+    for l in listeners {
+        let addr = l.addr;
+        let sock = glommio::net::TcpListener::bind(addr)
+            .map_err(|e| anyhow::anyhow!("listen {} ({addr}): {e}", l.name))?;
+        tracing::info!(
+            shard = id,
+            cpu,
+            partitions = broker.partitions.local_count(),
+            listener = %l.name,
+            "shard listening on {addr}"
+        );
+        glommio::spawn_local(accept_loop(broker.clone(), sock, Rc::new(l))).detach();
+    }
     if let Some(r) = registry {
         broker.spawn_metrics(r, stop.clone());
     }
@@ -225,6 +206,46 @@ async fn shard_main(
     tracing::info!(shard = id, "stopping: flushing partitions");
     broker.partitions.close_all().await;
     Ok(())
+}
+
+/// Accepts the connections of one listener on this shard, within the connection limits.
+async fn accept_loop(
+    accept: Rc<Broker>,
+    listener: glommio::net::TcpListener,
+    on: Rc<crate::security::Listener>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let slot = match crate::net::ConnSlot::take(&accept.config, &stream) {
+                    Ok(slot) => {
+                        crate::metrics::bump(&accept.metrics.connections_accepted, 1);
+                        slot
+                    }
+                    Err(why) => {
+                        crate::metrics::bump(&accept.metrics.connections_refused, 1);
+                        // Refused at once: the client sees the connection closed, as
+                        // Kafka's acceptor does over its limits.
+                        tracing::debug!("refusing connection: {why}");
+                        drop(stream);
+                        continue;
+                    }
+                };
+                glommio::spawn_local(crate::net::connection::serve(
+                    accept.clone(),
+                    stream,
+                    slot,
+                    on.clone(),
+                ))
+                .detach();
+            }
+            Err(e) => {
+                // Out of descriptors and the like: keep serving existing connections.
+                tracing::warn!("accept: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
 /// Shard 0 of a cluster node: joins the metadata quorum, installs each new image on every

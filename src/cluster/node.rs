@@ -535,13 +535,22 @@ impl ClusterNode {
             if !node.config.is_voter() {
                 node.join_as_learner(&stop).await;
             }
-            let (host, port) = node.config.advertised();
+            // Validated at start-up; the first listener carries the traffic between brokers.
+            let listeners: Vec<(String, String, i32)> = crate::security::listeners(&node.config)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| (l.name, l.advertised.0, l.advertised.1))
+                .collect();
+            let (host, port) = listeners
+                .first()
+                .map_or_else(|| node.config.advertised(), |(_, h, p)| (h.clone(), *p));
             let register = Command::RegisterBroker {
                 id: node.config.node_id,
                 host,
                 port,
                 rack: node.config.broker_rack.clone(),
                 shards: node.nr_shards as u32,
+                listeners,
             };
             while node.epoch.get() == 0 && !stop.load(Ordering::Relaxed) {
                 match node.write(register.clone()).await {

@@ -27,6 +27,10 @@ pub struct BrokerRecord {
     pub epoch: u64,
     /// Missed its heartbeats or shut down: leads nothing, listed to no client.
     pub fenced: bool,
+    /// Its listeners as clients reach them: (name, host, port). Empty for a broker that
+    /// registered before listeners existed (then `host:port` is its PLAINTEXT listener).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<(String, String, i32)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -87,6 +91,9 @@ pub struct ClusterState {
     /// Dynamic broker configs: "" for the cluster's defaults, a broker's id for its own.
     #[serde(default)]
     pub broker_configs: crate::metadata::topic_config::BrokerConfigs,
+    /// SCRAM credentials by user and mechanism.
+    #[serde(default)]
+    pub scram_users: crate::security::ScramUsers,
 }
 
 /// A topic to create, as proposed (validated again when applied).
@@ -114,6 +121,9 @@ pub enum Command {
         port: i32,
         rack: Option<String>,
         shards: u32,
+        /// Every listener, (name, advertised host, port); `host:port` is the first's.
+        #[serde(default)]
+        listeners: Vec<(String, String, i32)>,
     },
     /// Missed heartbeats (or shut down): fenced, its leaderships move to in-sync replicas.
     FenceBroker {
@@ -180,6 +190,10 @@ pub enum Command {
         before: BTreeMap<String, String>,
         after: BTreeMap<String, String>,
     },
+    /// SCRAM credentials set or deleted (AlterUserScramCredentials): one result each.
+    AlterScramCredentials {
+        changes: Vec<crate::security::ScramChange>,
+    },
 }
 
 impl std::fmt::Display for Command {
@@ -230,6 +244,10 @@ impl std::fmt::Display for Command {
                 };
                 write!(f, "set {which} to {after:?}")
             }
+            Command::AlterScramCredentials { changes } => {
+                let users: Vec<&str> = changes.iter().map(|c| c.user()).collect();
+                write!(f, "alter the SCRAM credentials of {users:?}")
+            }
         }
     }
 }
@@ -275,6 +293,7 @@ impl ClusterState {
                 port,
                 rack,
                 shards,
+                listeners,
             } => {
                 if self.brokers.get(id).is_some_and(|b| !b.fenced) {
                     // Restarted before its session ran out: what it led and its place in
@@ -292,6 +311,7 @@ impl ClusterState {
                         shards: (*shards).max(1),
                         epoch: index,
                         fenced: false,
+                        listeners: listeners.clone(),
                     },
                 );
                 self.elect_where_leaderless(*id);
@@ -423,6 +443,18 @@ impl ClusterState {
                     value: 0,
                 }
             }
+            Command::AlterScramCredentials { changes } => Reply {
+                results: changes
+                    .iter()
+                    .map(|c| {
+                        outcome(
+                            c.apply(&mut self.scram_users)
+                                .map_err(|m| (ErrorCode::RESOURCE_NOT_FOUND, m)),
+                        )
+                    })
+                    .collect(),
+                value: 0,
+            },
             Command::AlterBrokerConfigs {
                 resource,
                 before,
@@ -1060,9 +1092,11 @@ impl ClusterState {
                     host: b.host.clone(),
                     port: b.port,
                     rack: b.rack.clone(),
+                    listeners: b.listeners.clone(),
                 })
                 .collect(),
             broker_configs: self.broker_configs.clone(),
+            scram_users: self.scram_users.clone(),
         }
     }
 }
@@ -1081,6 +1115,7 @@ mod tests {
                 port: 9092,
                 rack: rack.map(String::from),
                 shards: 2,
+                listeners: Vec::new(),
             },
         );
     }

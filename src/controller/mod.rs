@@ -222,6 +222,19 @@ impl Controller {
         .await
     }
 
+    /// Sets and deletes SCRAM credentials (from any shard): one result per change, in order.
+    pub async fn alter_scram(
+        &self,
+        changes: Vec<crate::security::ScramChange>,
+    ) -> Vec<TopicResult> {
+        let n = changes.len();
+        self.change(
+            n,
+            move |c| async move { c.alter_scram_local(changes).await },
+        )
+        .await
+    }
+
     /// ElectLeaders (from any shard): one result per partition asked for, or, for None, per
     /// partition whose preferred replica could lead and does not.
     pub async fn elect_leaders(
@@ -879,6 +892,37 @@ impl Controller {
         }
         if node.is_some() || !changed {
             return (results, version);
+        }
+        let nr = self.shard.nr_shards;
+        self.commit_local(meta, (0..nr).map(|_| Vec::new()).collect(), results)
+            .await
+    }
+
+    async fn alter_scram_local(
+        &self,
+        changes: Vec<crate::security::ScramChange>,
+    ) -> (Vec<TopicResult>, u64) {
+        let _turn = self.control_lock.lock().await;
+        if let Some(node) = self.cluster() {
+            let mut results = vec![TopicResult::ok(); changes.len()];
+            let slots: Vec<usize> = (0..changes.len()).collect();
+            let cmd = ClusterCommand::AlterScramCredentials { changes };
+            let version = self.commit(&node, cmd, &slots, &mut results).await;
+            return (results, version);
+        }
+        let mut meta = (*self.image.get()).clone();
+        let results: Vec<TopicResult> = changes
+            .iter()
+            .map(|c| match c.apply(&mut meta.scram_users) {
+                Ok(()) => TopicResult::ok(),
+                Err(m) => TopicResult::err(ErrorCode::RESOURCE_NOT_FOUND, m),
+            })
+            .collect();
+        if results.iter().all(|r| !r.error.is_ok()) {
+            return (results, 0);
+        }
+        for c in &changes {
+            tracing::info!(user = %c.user(), "altered SCRAM credentials");
         }
         let nr = self.shard.nr_shards;
         self.commit_local(meta, (0..nr).map(|_| Vec::new()).collect(), results)

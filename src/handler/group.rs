@@ -44,7 +44,7 @@ pub async fn find_coordinator(
 ) -> Result<Response, Response> {
     let req: FindCoordinatorRequest = decode(ctx, body)?;
     let cluster = broker.meta();
-    let brokers = live_brokers(broker, &cluster);
+    let brokers = live_brokers(broker, &cluster, ctx);
     // The coordinator of a key is the leader of the internal partition it hashes to.
     let answer = |key_type: i8, key: &str| -> Result<BrokerInfo, (ErrorCode, String)> {
         let topic = match key_type {

@@ -21,17 +21,23 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use std::rc::Rc;
 
-/// The live brokers clients may connect to: the cluster's, or this one alone.
-pub fn live_brokers(broker: &Broker, cluster: &ClusterMeta) -> Vec<BrokerInfo> {
+/// The live brokers a client of `ctx`'s listener may connect to, at that listener's
+/// addresses: the cluster's (those with such a listener), or this one alone.
+pub fn live_brokers(broker: &Broker, cluster: &ClusterMeta, ctx: &Ctx) -> Vec<BrokerInfo> {
     if cluster.is_cluster() {
-        return cluster.brokers.clone();
+        return cluster
+            .brokers
+            .iter()
+            .filter_map(|b| b.on_listener(&ctx.listener.name))
+            .collect();
     }
-    let (host, port) = broker.config.advertised();
+    let (host, port) = ctx.listener.advertised.clone();
     vec![BrokerInfo {
         id: cluster.node_id,
         host,
         port,
         rack: broker.config.broker_rack.clone(),
+        listeners: Vec::new(),
     }]
 }
 
@@ -116,7 +122,7 @@ pub async fn handle(
     };
     let resp = MetadataResponse::default()
         .with_brokers(
-            live_brokers(broker, &cluster)
+            live_brokers(broker, &cluster, ctx)
                 .into_iter()
                 .map(|b| {
                     MetadataResponseBroker::default()
@@ -156,7 +162,7 @@ pub async fn describe_cluster(
             .with_endpoint_type(req.endpoint_type);
         return Ok(ctx.respond(&resp));
     }
-    resp.brokers = live_brokers(broker, &cluster)
+    resp.brokers = live_brokers(broker, &cluster, ctx)
         .into_iter()
         .map(|b| {
             DescribeClusterBroker::default()

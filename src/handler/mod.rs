@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod produce;
 pub mod producer;
 pub mod records;
+pub mod sasl;
 pub mod topics;
 pub mod txn;
 pub mod txn_admin;
@@ -20,6 +21,7 @@ use crate::broker::Broker;
 use crate::controller::CreateSpec;
 use crate::protocol::{self, errors::ErrorCode};
 use crate::protocol::{Piece, Response};
+use crate::security::Session;
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -32,6 +34,8 @@ pub struct Ctx {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: String,
+    /// The listener the request came in on (Metadata advertises its addresses).
+    pub listener: Rc<crate::security::Listener>,
 }
 
 impl Ctx {
@@ -73,7 +77,7 @@ pub fn decode<R: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<R, Response> 
 }
 
 /// Runs one request frame (without its size prefix) and produces its response.
-pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Response {
+pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, session: Rc<Session>) -> Response {
     let started = std::time::Instant::now();
     let (api_key, version, correlation_id, header) =
         match protocol::parse_request_header(&mut frame) {
@@ -93,10 +97,25 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default(),
+        listener: session.listener.clone(),
     };
     let body = &mut frame;
+    let sasl_api = matches!(
+        api_key,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    );
+    if !sasl_api {
+        if let Some(why) = session.refuses_requests() {
+            // Kafka closes such a connection too: the client must authenticate first.
+            return Response::Close(format!("{api_key:?} from {}: {why}", session.peer));
+        }
+    }
     let r = match api_key {
         ApiKey::ApiVersions => api_versions::handle(&ctx, body),
+        ApiKey::SaslHandshake => sasl::handshake(&broker, &session, &ctx, body),
+        ApiKey::SaslAuthenticate => sasl::authenticate(&broker, &session, &ctx, body),
+        ApiKey::DescribeUserScramCredentials => sasl::describe_scram(&broker, &ctx, body),
+        ApiKey::AlterUserScramCredentials => sasl::alter_scram(&broker, &ctx, body).await,
         ApiKey::Metadata => metadata::handle(&broker, &ctx, body).await,
         ApiKey::DescribeCluster => metadata::describe_cluster(&broker, &ctx, body).await,
         ApiKey::DescribeConfigs => configs::describe(&broker, &ctx, body).await,
@@ -117,7 +136,7 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, peer: Rc<str>) -> Resp
         }
         ApiKey::ListPartitionReassignments => topics::list_reassignments(&broker, &ctx, body).await,
         ApiKey::FindCoordinator => group::find_coordinator(&broker, &ctx, body).await,
-        ApiKey::JoinGroup => group::join(&broker, &ctx, body, &peer).await,
+        ApiKey::JoinGroup => group::join(&broker, &ctx, body, &session.peer).await,
         ApiKey::SyncGroup => group::sync(&broker, &ctx, body).await,
         ApiKey::Heartbeat => group::heartbeat(&broker, &ctx, body).await,
         ApiKey::LeaveGroup => group::leave(&broker, &ctx, body).await,

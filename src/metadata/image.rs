@@ -123,6 +123,9 @@ pub struct ClusterMeta {
     /// defaults, a broker's id for its own.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub broker_configs: crate::metadata::topic_config::BrokerConfigs,
+    /// SCRAM credentials (salted and hashed; never a password), by user and mechanism.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram_users: crate::security::ScramUsers,
 }
 
 fn is_zero(v: &i32) -> bool {
@@ -136,6 +139,27 @@ pub struct BrokerInfo {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Its listeners, (name, host, port); empty: `host:port` is its only (PLAINTEXT) one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<(String, String, i32)>,
+}
+
+impl BrokerInfo {
+    /// The broker as a client of `listener` reaches it, if it has that listener.
+    pub fn on_listener(&self, listener: &str) -> Option<BrokerInfo> {
+        let (host, port) = if self.listeners.is_empty() {
+            (listener == "PLAINTEXT").then(|| (self.host.clone(), self.port))?
+        } else {
+            let (_, h, p) = self.listeners.iter().find(|(n, ..)| n == listener)?;
+            (h.clone(), *p)
+        };
+        Some(BrokerInfo {
+            host,
+            port,
+            listeners: Vec::new(),
+            ..self.clone()
+        })
+    }
 }
 
 impl ClusterMeta {

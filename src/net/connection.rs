@@ -28,7 +28,12 @@ const IDLE_READ_BYTES: usize = 4 * 1024;
 /// Responses smaller than this are copied into one buffer so a response is one write.
 const COALESCE_BYTES: usize = 16 * 1024;
 
-pub async fn serve(broker: Rc<Broker>, stream: TcpStream, _slot: super::ConnSlot) {
+pub async fn serve(
+    broker: Rc<Broker>,
+    stream: TcpStream,
+    _slot: super::ConnSlot,
+    listener: Rc<crate::security::Listener>,
+) {
     let _open = OpenConnection::new(&broker);
     let peer = stream
         .peer_addr()
@@ -78,8 +83,11 @@ pub async fn serve(broker: Rc<Broker>, stream: TcpStream, _slot: super::ConnSlot
         // SAFETY: the descriptor is owned by `w`, alive here.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     });
-    let peer_rc: Rc<str> = Rc::from(peer.as_str());
-    if let Err(e) = read_loop(&broker, stream, tx, peer_rc).await {
+    let session = Rc::new(crate::security::Session::new(
+        Rc::from(peer.as_str()),
+        listener,
+    ));
+    if let Err(e) = read_loop(&broker, stream, tx, session).await {
         tracing::debug!(%peer, "connection closed by reader: {e}");
     }
     write_task.await;
@@ -89,8 +97,9 @@ async fn read_loop(
     broker: &Rc<Broker>,
     mut stream: TcpStream,
     tx: glommio::channels::local_channel::LocalSender<glommio::task::JoinHandle<Response>>,
-    peer: Rc<str>,
+    session: Rc<crate::security::Session>,
 ) -> std::io::Result<()> {
+    let peer = session.peer.clone();
     let max = broker.config.max_request_bytes;
     let idle = Duration::from_millis(broker.config.connection_idle_timeout_ms);
     let budget = broker.config.request_memory_bytes as u64;
@@ -125,9 +134,9 @@ async fn read_loop(
             last_request = Instant::now();
             let permit = held.take();
             let sh = broker.clone();
-            let pe = peer.clone();
+            let se = session.clone();
             let task = glommio::spawn_local(async move {
-                let r = handler::handle(sh, frame, pe).await;
+                let r = handler::handle(sh, frame, se).await;
                 drop(permit); // handled: its bytes are free (the response is accounted apart)
                 r
             })
@@ -218,7 +227,24 @@ async fn write_response(
             tracing::warn!("closing connection: {reason}");
             return Ok(false);
         }
-        Response::Frame(pieces) => {
+        Response::Last(pieces, reason) => {
+            write_pieces(w, out, pieces, zero_copy).await?;
+            tracing::info!("closing connection: {reason}");
+            return Ok(false);
+        }
+        Response::Frame(pieces) => write_pieces(w, out, pieces, zero_copy).await?,
+    }
+    Ok(true)
+}
+
+async fn write_pieces(
+    w: &mut TcpStream,
+    out: &mut BytesMut,
+    pieces: Vec<Piece>,
+    zero_copy: bool,
+) -> std::io::Result<()> {
+    {
+        {
             for piece in pieces {
                 match piece {
                     Piece::Bytes(b) if b.len() < COALESCE_BYTES => out.extend_from_slice(&b),
@@ -254,7 +280,7 @@ async fn write_response(
             flush(w, out).await?;
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 async fn flush(w: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {

@@ -70,6 +70,12 @@ impl ErrorCode {
     pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = ErrorCode(86);
     pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
     pub const UNSTABLE_OFFSET_COMMIT: ErrorCode = ErrorCode(88);
+    pub const UNSUPPORTED_SASL_MECHANISM: ErrorCode = ErrorCode(33);
+    pub const ILLEGAL_SASL_STATE: ErrorCode = ErrorCode(34);
+    pub const SASL_AUTHENTICATION_FAILED: ErrorCode = ErrorCode(58);
+    pub const RESOURCE_NOT_FOUND: ErrorCode = ErrorCode(91);
+    pub const UNACCEPTABLE_CREDENTIAL: ErrorCode = ErrorCode(93);
+    pub const DUPLICATE_RESOURCE: ErrorCode = ErrorCode(92);
 
     pub fn is_ok(self) -> bool {
         self.0 == 0

@@ -105,6 +105,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    // SaslHandshake v0 (raw SASL frames without Kafka headers after it) is refused by the
+    // handler; it is listed because librdkafka before 2.2 looks for v0 before it uses
+    // SaslHandshake v1 with SaslAuthenticate.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
     // Between the brokers of a cluster (a single node closes the connection), as Kafka lists it.
     (ApiKey::WriteTxnMarkers, 0, 1),
 ];

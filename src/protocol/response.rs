@@ -38,4 +38,7 @@ pub enum Response {
     /// The request was invalid at the protocol level: close the connection after the responses
     /// before it, as Kafka does.
     Close(String),
+    /// This response, then close the connection (a failed SASL authentication: the client
+    /// hears why before the connection goes).
+    Last(Vec<Piece>, String),
 }

@@ -54,13 +54,15 @@ class Broker:
         if config:
             self.config_path = tmp / "flumen.toml"
             lines = []
+            # "{bootstrap}" in a string stands for this broker's address (listeners name it).
+            here = lambda x: x.replace("{bootstrap}", self.bootstrap)  # noqa: E731
             for k, v in config.items():
                 if isinstance(v, bool):
                     v = "true" if v else "false"
                 elif isinstance(v, str):
-                    v = f'"{v}"'
+                    v = f'"{here(v)}"'
                 elif isinstance(v, list):
-                    v = "[" + ", ".join(f'"{x}"' for x in v) + "]"
+                    v = "[" + ", ".join(f'"{here(x)}"' for x in v) + "]"
                 lines.append(f"{k} = {v}")
             self.config_path.write_text("\n".join(lines) + "\n")
         self.proc = None

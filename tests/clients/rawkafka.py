@@ -333,3 +333,47 @@ def incremental_alter_configs(bootstrap, resource_type, name, ops, validate_only
     (code, mlen) = struct.unpack(">hh", data[12:16])
     message = None if mlen < 0 else data[16:16 + mlen].decode()
     return code, message
+
+
+def sasl_handshake(s, mechanism, corr=21):
+    """SaslHandshake v1 on socket `s`: (error_code, [mechanisms]), or None if closed."""
+    m = mechanism.encode()
+    s.sendall(frame(header(17, 1, corr) + struct.pack(">h", len(m)) + m))
+    data = read_frame(s)
+    if data is None:
+        return None
+    got, code, n = struct.unpack(">ihi", data[:10])
+    assert got == corr
+    at, names = 10, []
+    for _ in range(n):
+        (ln,) = struct.unpack(">h", data[at:at + 2])
+        names.append(data[at + 2:at + 2 + ln].decode())
+        at += 2 + ln
+    return code, names
+
+
+def sasl_authenticate(s, auth_bytes, corr=22):
+    """SaslAuthenticate v1: (error_code, message, auth_bytes, session_lifetime_ms), or None
+    if the connection closed."""
+    s.sendall(frame(header(36, 1, corr) + struct.pack(">i", len(auth_bytes)) + auth_bytes))
+    data = read_frame(s)
+    if data is None:
+        return None
+    got, code, mlen = struct.unpack(">ihh", data[:8])
+    assert got == corr
+    at = 8
+    message = None
+    if mlen >= 0:
+        message = data[at:at + mlen].decode()
+        at += mlen
+    (blen,) = struct.unpack(">i", data[at:at + 4])
+    out = data[at + 4:at + 4 + max(blen, 0)]
+    at += 4 + max(blen, 0)
+    (lifetime,) = struct.unpack(">q", data[at:at + 8])
+    return code, message, out, lifetime
+
+
+def metadata_v1(s, corr=23):
+    """Metadata v1 (all topics): the response body, or None if the connection closed."""
+    s.sendall(frame(header(3, 1, corr) + struct.pack(">i", -1)))
+    return read_frame(s)

@@ -1,0 +1,434 @@
+//! Who a connection is: the listener it came in on (Kafka's security protocols), and on a
+//! SASL listener the user it authenticated as (SaslHandshake, then SaslAuthenticate with PLAIN
+//! or SCRAM-SHA-256/512). Until then a SASL connection may only ask ApiVersions and the SASL
+//! requests; a session past its lifetime (KIP-368, `connections_max_reauth_ms`) must
+//! authenticate again before anything else, so a user whose credentials are gone is cut off.
+
+pub mod scram;
+
+use crate::config::Config;
+use scram::{Credential, Mechanism};
+use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Kafka's security protocols. The TLS ones (SSL, SASL_SSL) are refused at start-up until
+/// the TLS layer exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    SaslPlaintext,
+}
+
+impl SecurityProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+        }
+    }
+
+    pub fn sasl(self) -> bool {
+        self == SecurityProtocol::SaslPlaintext
+    }
+}
+
+/// One listener: Kafka's `PROTOCOL://host:port`, its name being its protocol's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    pub addr: SocketAddr,
+    /// (host, port) clients are told to connect to for this listener.
+    pub advertised: (String, i32),
+}
+
+/// Splits `NAME://host:port`.
+fn split_listener(s: &str) -> anyhow::Result<(String, String)> {
+    let (name, addr) = s
+        .split_once("://")
+        .ok_or_else(|| anyhow::anyhow!("listener {s:?} is not NAME://host:port"))?;
+    Ok((name.trim().to_ascii_uppercase(), addr.trim().to_string()))
+}
+
+/// The listeners of a config: `listeners`, or the single PLAINTEXT `listen` address when
+/// none are given; each advertised at `advertised_listeners`' entry of the same name, else
+/// as `listen` is (`advertise` for the first).
+pub fn listeners(cfg: &Config) -> anyhow::Result<Vec<Listener>> {
+    use std::net::ToSocketAddrs;
+    if cfg.listeners.is_empty() {
+        return Ok(vec![Listener {
+            name: "PLAINTEXT".into(),
+            protocol: SecurityProtocol::Plaintext,
+            addr: cfg.listen_addr()?,
+            advertised: cfg.advertised(),
+        }]);
+    }
+    let mut advertised = BTreeMap::new();
+    for a in &cfg.advertised_listeners {
+        let (name, addr) = split_listener(a)?;
+        advertised.insert(name, addr);
+    }
+    let mut out: Vec<Listener> = Vec::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let (name, addr) = split_listener(l)?;
+        let protocol = match name.as_str() {
+            "PLAINTEXT" => SecurityProtocol::Plaintext,
+            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+            "SSL" | "SASL_SSL" => anyhow::bail!(
+                "listener {l}: TLS listeners (SSL, SASL_SSL) are not built yet; use PLAINTEXT or \
+                 SASL_PLAINTEXT"
+            ),
+            other => anyhow::bail!(
+                "listener {l}: unknown security protocol {other} (PLAINTEXT, SASL_PLAINTEXT)"
+            ),
+        };
+        anyhow::ensure!(
+            !out.iter().any(|o| o.name == name),
+            "listeners name {name} twice"
+        );
+        let sock = addr
+            .to_socket_addrs()
+            .map_err(|e| anyhow::anyhow!("listener {l}: {e}"))?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("listener {l} resolves to nothing"))?;
+        let adv = match advertised.remove(&name) {
+            Some(a) => crate::config::host_port(&a, sock.port() as i32),
+            None if i == 0 && cfg.advertise.is_some() => crate::config::host_port(
+                cfg.advertise.as_deref().unwrap_or_default(),
+                sock.port() as i32,
+            ),
+            None if sock.ip().is_unspecified() => ("127.0.0.1".into(), sock.port() as i32),
+            None => (sock.ip().to_string(), sock.port() as i32),
+        };
+        out.push(Listener {
+            name,
+            protocol,
+            addr: sock,
+            advertised: adv,
+        });
+    }
+    if let Some(name) = advertised.keys().next() {
+        anyhow::bail!("advertised_listeners names {name}, which is not among the listeners");
+    }
+    for m in &cfg.sasl_enabled_mechanisms {
+        anyhow::ensure!(
+            m == "PLAIN" || Mechanism::from_name(m).is_some(),
+            "sasl_enabled_mechanisms: unknown mechanism {m} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+        );
+    }
+    if !cfg.controller_quorum_voters.is_empty() {
+        anyhow::ensure!(
+            out[0].protocol == SecurityProtocol::Plaintext,
+            "in a cluster the first listener carries the traffic between brokers and must be \
+             PLAINTEXT (brokers do not authenticate to each other yet)"
+        );
+    }
+    Ok(out)
+}
+
+/// PLAIN users from `sasl_plain_users_file` (TOML: `name = "password"` per line), for small
+/// setups; SCRAM users (`flumen users create`) also log in with PLAIN.
+pub fn load_plain_users(cfg: &Config) -> anyhow::Result<BTreeMap<String, String>> {
+    let Some(path) = &cfg.sasl_plain_users_file else {
+        return Ok(BTreeMap::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("sasl_plain_users_file {}: {e}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("sasl_plain_users_file {}: {e}", path.display()))
+}
+
+/// The PLAIN users of `sasl_plain_users_file`, loaded once at start-up (read-only after).
+static PLAIN_USERS: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+
+/// Installs the PLAIN users (start-up; a second call keeps the first set).
+pub fn install_plain_users(users: BTreeMap<String, String>) {
+    let _ = PLAIN_USERS.set(users);
+}
+
+pub fn plain_users() -> &'static BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    PLAIN_USERS.get().unwrap_or(&NONE)
+}
+
+/// SCRAM credentials as the metadata keeps them: user -> mechanism name -> credential.
+pub type ScramUsers = BTreeMap<String, BTreeMap<String, Credential>>;
+
+/// A principal as Kafka writes it.
+pub fn user_principal(name: &str) -> String {
+    format!("User:{name}")
+}
+
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
+/// A SASL mechanism chosen by SaslHandshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    Scram(Mechanism),
+}
+
+impl SaslMechanism {
+    pub fn from_name(name: &str) -> Option<SaslMechanism> {
+        match name {
+            "PLAIN" => Some(SaslMechanism::Plain),
+            other => Mechanism::from_name(other).map(SaslMechanism::Scram),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::Scram(m) => m.name(),
+        }
+    }
+}
+
+/// Where a connection's SASL exchange stands.
+pub enum SaslState {
+    /// No handshake yet (or the last exchange finished).
+    Idle,
+    /// SaslHandshake chose this mechanism; SaslAuthenticate comes next.
+    Chosen(SaslMechanism),
+    /// SCRAM: the server-first message went out.
+    ScramSent(scram::Exchange),
+}
+
+/// One connection's identity.
+pub struct Session {
+    pub peer: Rc<str>,
+    pub listener: Rc<Listener>,
+    pub sasl: RefCell<SaslState>,
+    /// The authenticated user (a SASL listener), or None.
+    user: RefCell<Option<String>>,
+    /// When the authentication stops being good (KIP-368), if it does.
+    expires: Cell<Option<Instant>>,
+}
+
+impl Session {
+    pub fn new(peer: Rc<str>, listener: Rc<Listener>) -> Session {
+        Session {
+            peer,
+            listener,
+            sasl: RefCell::new(SaslState::Idle),
+            user: RefCell::new(None),
+            expires: Cell::new(None),
+        }
+    }
+
+    /// Kafka's principal: `User:<name>` once authenticated, else `User:ANONYMOUS`.
+    pub fn principal(&self) -> String {
+        self.user
+            .borrow()
+            .as_deref()
+            .map_or_else(|| ANONYMOUS.to_string(), user_principal)
+    }
+
+    /// Why a request other than ApiVersions and the SASL ones may not be served yet, if so.
+    pub fn refuses_requests(&self) -> Option<String> {
+        if !self.listener.protocol.sasl() {
+            return None;
+        }
+        if self.user.borrow().is_none() {
+            return Some(format!(
+                "a request before SASL authentication on listener {}",
+                self.listener.name
+            ));
+        }
+        match self.expires.get() {
+            Some(t) if Instant::now() >= t => Some(
+                "the SASL session expired (connections_max_reauth_ms) and was not renewed".into(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// A finished authentication as `user`, good for `lifetime` (None: for the connection's
+    /// life). Err when a re-authentication names another user than the first (Kafka refuses
+    /// that).
+    pub fn authenticated(&self, user: String, lifetime: Option<Duration>) -> Result<(), String> {
+        let mut cur = self.user.borrow_mut();
+        if let Some(before) = cur.as_ref() {
+            if *before != user {
+                return Err(format!(
+                    "re-authentication as {user} on a connection of {before}"
+                ));
+            }
+        }
+        *cur = Some(user);
+        self.expires.set(lifetime.map(|d| Instant::now() + d));
+        Ok(())
+    }
+}
+
+/// Checks a PLAIN message (`authzid NUL user NUL password`) against the users file, then
+/// the SCRAM credentials; answers the user.
+pub fn check_plain(
+    message: &[u8],
+    file_users: &BTreeMap<String, String>,
+    scram: &ScramUsers,
+) -> Result<String, String> {
+    let mut parts = message.split(|b| *b == 0);
+    let (Some(authzid), Some(user), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("PLAIN message is not authzid NUL user NUL password".into());
+    };
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "PLAIN message is not UTF-8");
+    let (authzid, user, password) = (text(authzid)?, text(user)?, text(password)?);
+    if !authzid.is_empty() && authzid != user {
+        return Err("PLAIN authorization id differs from the user name".into());
+    }
+    let failed =
+        || "Authentication failed: Invalid username or password (SASL mechanism PLAIN)".to_string();
+    let ok = match file_users.get(&user) {
+        // Compared as digests: the time taken tells nothing of either length.
+        Some(p) => {
+            let d = |v: &str| ring::digest::digest(&ring::digest::SHA256, v.as_bytes());
+            scram::same(d(p).as_ref(), d(&password).as_ref())
+        }
+        None => scram
+            .get(&user)
+            .and_then(|m| m.iter().next())
+            .and_then(|(mech, c)| Some((Mechanism::from_name(mech)?, c)))
+            .is_some_and(|(mech, c)| c.matches_password(mech, &password)),
+    };
+    if ok {
+        Ok(user)
+    } else {
+        Err(failed())
+    }
+}
+
+/// A change to SCRAM credentials (AlterUserScramCredentials): set or delete one user's
+/// credential for one mechanism.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ScramChange {
+    Upsert {
+        user: String,
+        mechanism: Mechanism,
+        credential: Credential,
+    },
+    Delete {
+        user: String,
+        mechanism: Mechanism,
+    },
+}
+
+impl ScramChange {
+    pub fn user(&self) -> &str {
+        match self {
+            ScramChange::Upsert { user, .. } | ScramChange::Delete { user, .. } => user,
+        }
+    }
+
+    /// Applies the change; Err when a deletion finds nothing (Kafka's
+    /// RESOURCE_NOT_FOUND).
+    pub fn apply(&self, users: &mut ScramUsers) -> Result<(), String> {
+        match self {
+            ScramChange::Upsert {
+                user,
+                mechanism,
+                credential,
+            } => {
+                users
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(mechanism.name().to_string(), credential.clone());
+                Ok(())
+            }
+            ScramChange::Delete { user, mechanism } => {
+                let m = users.get_mut(user);
+                let gone = m.and_then(|m| m.remove(mechanism.name())).is_some();
+                if users.get(user).is_some_and(|m| m.is_empty()) {
+                    users.remove(user);
+                }
+                if gone {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "user {user} has no {} credential",
+                        mechanism.name()
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_checks_the_file_then_scram_users() {
+        let file = BTreeMap::from([("alice".to_string(), "a-pw".to_string())]);
+        let mut scram = ScramUsers::new();
+        let cred =
+            Credential::from_password(Mechanism::Sha512, "b-pw", scram::random_bytes(16), 4096);
+        scram
+            .entry("bob".into())
+            .or_default()
+            .insert(Mechanism::Sha512.name().into(), cred);
+        assert_eq!(
+            check_plain(b"\0alice\0a-pw", &file, &scram).unwrap(),
+            "alice"
+        );
+        assert_eq!(
+            check_plain(b"bob\0bob\0b-pw", &file, &scram).unwrap(),
+            "bob"
+        );
+        for bad in [
+            &b"\0alice\0wrong"[..],
+            b"\0bob\0a-pw",
+            b"\0carol\0x",
+            b"eve\0alice\0a-pw",
+            b"alice\0a-pw",
+            b"\0a\0b\0c",
+        ] {
+            assert!(check_plain(bad, &file, &scram).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sessions_refuse_requests_until_authenticated_and_after_expiry() {
+        let l = Rc::new(Listener {
+            name: "SASL_PLAINTEXT".into(),
+            protocol: SecurityProtocol::SaslPlaintext,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            advertised: ("h".into(), 1),
+        });
+        let s = Session::new(Rc::from("p"), l);
+        assert!(s.refuses_requests().is_some());
+        assert_eq!(s.principal(), ANONYMOUS);
+        s.authenticated("al".into(), Some(Duration::ZERO)).unwrap();
+        assert_eq!(s.principal(), "User:al");
+        assert!(s.refuses_requests().unwrap().contains("expired"));
+        s.authenticated("al".into(), None).unwrap();
+        assert!(s.refuses_requests().is_none());
+        assert!(s.authenticated("mallory".into(), None).is_err());
+    }
+
+    #[test]
+    fn scram_changes_upsert_and_delete() {
+        let mut users = ScramUsers::new();
+        let cred = Credential::from_password(Mechanism::Sha256, "x", vec![1; 16], 4096);
+        let up = ScramChange::Upsert {
+            user: "u".into(),
+            mechanism: Mechanism::Sha256,
+            credential: cred,
+        };
+        up.apply(&mut users).unwrap();
+        let del = ScramChange::Delete {
+            user: "u".into(),
+            mechanism: Mechanism::Sha256,
+        };
+        del.apply(&mut users).unwrap();
+        assert!(users.is_empty());
+        assert!(del.apply(&mut users).is_err());
+    }
+}
