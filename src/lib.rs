@@ -33,7 +33,8 @@
 //!   retention, recovery. A partition belongs to exactly one shard.
 //! - `protocol`  Kafka wire glue: versions, error codes, batch validation, Fetch encoding, the
 //!   `Response` a handler gives a connection.
-//! - `admin`     `flumen groups` commands: a small blocking Kafka client (CLI only).
+//! - `admin`     `flumen groups`, `topics` and `users` commands: a small blocking Kafka client
+//!   (CLI only).
 //! - `bench`, `tune`, `metrics`, `config`, `util`, `alloc`: the load generator, host tuning,
 //!   Prometheus metrics, the TOML config and its limits, small single-threaded helpers and the
 //!   clock seam (`util::clock`: the coordinators' time, a manual clock in their tests), the
