@@ -196,6 +196,15 @@ pub struct Config {
     /// A SASL session lasts this long, then the client must authenticate again before its
     /// next request (KIP-368; Kafka: connections.max.reauth.ms). 0: for the connection's life.
     pub connections_max_reauth_ms: u64,
+    /// TLS listeners (SSL, SASL_SSL): the certificate chain and private key, PEM. Both are
+    /// read again when they change, for new connections (renewal without a restart).
+    pub ssl_certificate_file: Option<PathBuf>,
+    pub ssl_key_file: Option<PathBuf>,
+    /// "none", "requested" or "required": whether TLS clients show certificates (Kafka:
+    /// ssl.client.auth); a certificate's subject is then the principal of an SSL client.
+    pub ssl_client_auth: String,
+    /// PEM CA certificates client certificates must chain to.
+    pub ssl_truststore_file: Option<PathBuf>,
 }
 
 /// A member of the metadata quorum.
@@ -277,6 +286,10 @@ impl Default for Config {
             ],
             sasl_plain_users_file: None,
             connections_max_reauth_ms: 0,
+            ssl_certificate_file: None,
+            ssl_key_file: None,
+            ssl_client_auth: "none".into(),
+            ssl_truststore_file: None,
         }
     }
 }

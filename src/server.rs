@@ -184,7 +184,11 @@ async fn shard_main(
             listener = %l.name,
             "shard listening on {addr}"
         );
-        glommio::spawn_local(accept_loop(broker.clone(), sock, Rc::new(l))).detach();
+        let tls = match &l.tls {
+            Some(files) => Some(Rc::new(crate::security::tls::Acceptor::new(files.clone())?)),
+            None => None,
+        };
+        glommio::spawn_local(accept_loop(broker.clone(), sock, Rc::new(l), tls)).detach();
     }
     if let Some(r) = registry {
         broker.spawn_metrics(r, stop.clone());
@@ -213,6 +217,7 @@ async fn accept_loop(
     accept: Rc<Broker>,
     listener: glommio::net::TcpListener,
     on: Rc<crate::security::Listener>,
+    tls: Option<Rc<crate::security::tls::Acceptor>>,
 ) {
     loop {
         match listener.accept().await {
@@ -236,6 +241,7 @@ async fn accept_loop(
                     stream,
                     slot,
                     on.clone(),
+                    tls.clone(),
                 ))
                 .detach();
             }

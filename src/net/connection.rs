@@ -9,12 +9,12 @@
 //! of growing. A connection that completes no request within the idle timeout (idle, or
 //! trickling a partial frame) is closed, as is one that does not read a response for as long.
 
+use super::transport::{self, Reader, Writer};
 use crate::broker::Broker;
 use crate::handler;
 use crate::protocol::{Piece, Response};
 use crate::util::with_timeout;
 use bytes::{Buf, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::sync::StaticPermit;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -30,9 +30,10 @@ const COALESCE_BYTES: usize = 16 * 1024;
 
 pub async fn serve(
     broker: Rc<Broker>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     _slot: super::ConnSlot,
     listener: Rc<crate::security::Listener>,
+    tls: Option<Rc<crate::security::tls::Acceptor>>,
 ) {
     let _open = OpenConnection::new(&broker);
     let peer = stream
@@ -47,14 +48,60 @@ pub async fn serve(
         return;
     }
     let writer = unsafe { TcpStream::from_raw_fd(dup) };
+    let session = Rc::new(crate::security::Session::new(
+        Rc::from(peer.as_str()),
+        listener,
+    ));
+    let idle = Duration::from_millis(broker.config.connection_idle_timeout_ms);
+    let (reader, writer) = match tls {
+        None => (Reader::Plain(stream), Writer::Plain(writer)),
+        Some(acceptor) => {
+            // A client that is not speaking TLS (or too slowly) is closed here, and only it.
+            let (conn, pending) = match with_timeout(
+                idle,
+                transport::handshake(&mut stream, acceptor.config()),
+            )
+            .await
+            {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    tracing::info!(%peer, listener = %session.listener.name,
+                            "closing connection: {e}");
+                    return;
+                }
+                None => {
+                    tracing::info!(%peer, "closing connection: no TLS handshake within {} ms",
+                            idle.as_millis());
+                    return;
+                }
+            };
+            if let Some(dn) = conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::security::tls::subject_dn(c))
+            {
+                session.set_certificate_subject(dn);
+                tracing::debug!(%peer, principal = %session.principal(),
+                    "TLS client certificate accepted");
+            }
+            let conn = Rc::new(std::cell::RefCell::new(conn));
+            (
+                Reader::tls(stream, conn.clone(), pending),
+                Writer::Tls {
+                    stream: writer,
+                    tls: conn,
+                    cipher: Vec::new(),
+                },
+            )
+        }
+    };
     let (tx, rx) =
         glommio::channels::local_channel::new_bounded(broker.config.max_inflight_per_connection);
     let zero_copy = broker.config.zero_copy_fetch;
-    let idle = Duration::from_millis(broker.config.connection_idle_timeout_ms);
     let peer_w = peer.clone();
     let write_task = glommio::spawn_local(async move {
         let mut w = writer;
-        let fd = w.as_raw_fd();
+        let fd = w.stream().as_raw_fd();
         match write_loop(&mut w, rx, zero_copy, idle).await {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 tracing::info!(peer = %peer_w, "closing connection: {e}");
@@ -83,11 +130,7 @@ pub async fn serve(
         // SAFETY: the descriptor is owned by `w`, alive here.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     });
-    let session = Rc::new(crate::security::Session::new(
-        Rc::from(peer.as_str()),
-        listener,
-    ));
-    if let Err(e) = read_loop(&broker, stream, tx, session).await {
+    if let Err(e) = read_loop(&broker, reader, tx, session).await {
         tracing::debug!(%peer, "connection closed by reader: {e}");
     }
     write_task.await;
@@ -95,7 +138,7 @@ pub async fn serve(
 
 async fn read_loop(
     broker: &Rc<Broker>,
-    mut stream: TcpStream,
+    mut stream: Reader,
     tx: glommio::channels::local_channel::LocalSender<glommio::task::JoinHandle<Response>>,
     session: Rc<crate::security::Session>,
 ) -> std::io::Result<()> {
@@ -184,7 +227,7 @@ async fn read_loop(
 }
 
 async fn write_loop(
-    w: &mut TcpStream,
+    w: &mut Writer,
     rx: glommio::channels::local_channel::LocalReceiver<glommio::task::JoinHandle<Response>>,
     zero_copy: bool,
     idle: Duration,
@@ -216,7 +259,7 @@ async fn write_loop(
 
 /// Writes one response; false when the connection is to be closed.
 async fn write_response(
-    w: &mut TcpStream,
+    w: &mut Writer,
     out: &mut BytesMut,
     resp: Response,
     zero_copy: bool,
@@ -238,7 +281,7 @@ async fn write_response(
 }
 
 async fn write_pieces(
-    w: &mut TcpStream,
+    w: &mut Writer,
     out: &mut BytesMut,
     pieces: Vec<Piece>,
     zero_copy: bool,
@@ -254,8 +297,8 @@ async fn write_pieces(
                     }
                     Piece::File { file, pos, len } => {
                         flush(w, out).await?;
-                        if zero_copy {
-                            let sent = w
+                        if let Some(sock) = w.plain().filter(|_| zero_copy) {
+                            let sent = sock
                                 .send_file(&*file, pos, len)
                                 .await
                                 .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -283,7 +326,7 @@ async fn write_pieces(
     Ok(())
 }
 
-async fn flush(w: &mut TcpStream, out: &mut BytesMut) -> std::io::Result<()> {
+async fn flush(w: &mut Writer, out: &mut BytesMut) -> std::io::Result<()> {
     if !out.is_empty() {
         w.write_all(out).await?;
         out.clear();

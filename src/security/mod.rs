@@ -1,10 +1,11 @@
-//! Who a connection is: the listener it came in on (Kafka's security protocols), and on a
-//! SASL listener the user it authenticated as (SaslHandshake, then SaslAuthenticate with PLAIN
+//! Who a connection is: the listener it came in on (Kafka's security protocols), the subject
+//! of its TLS client certificate (`tls`), and on a SASL listener the user it authenticated as (SaslHandshake, then SaslAuthenticate with PLAIN
 //! or SCRAM-SHA-256/512). Until then a SASL connection may only ask ApiVersions and the SASL
 //! requests; a session past its lifetime (KIP-368, `connections_max_reauth_ms`) must
 //! authenticate again before anything else, so a user whose credentials are gone is cut off.
 
 pub mod scram;
+pub mod tls;
 
 use crate::config::Config;
 use scram::{Credential, Mechanism};
@@ -15,24 +16,41 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Kafka's security protocols. The TLS ones (SSL, SASL_SSL) are refused at start-up until
-/// the TLS layer exists.
+/// Kafka's security protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityProtocol {
     Plaintext,
     SaslPlaintext,
+    Ssl,
+    SaslSsl,
 }
 
 impl SecurityProtocol {
+    pub const ALL: [SecurityProtocol; 4] = [
+        SecurityProtocol::Plaintext,
+        SecurityProtocol::SaslPlaintext,
+        SecurityProtocol::Ssl,
+        SecurityProtocol::SaslSsl,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             SecurityProtocol::Plaintext => "PLAINTEXT",
             SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
         }
     }
 
     pub fn sasl(self) -> bool {
-        self == SecurityProtocol::SaslPlaintext
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
     }
 }
 
@@ -44,6 +62,8 @@ pub struct Listener {
     pub addr: SocketAddr,
     /// (host, port) clients are told to connect to for this listener.
     pub advertised: (String, i32),
+    /// A TLS listener's files.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// Splits `NAME://host:port`.
@@ -65,6 +85,7 @@ pub fn listeners(cfg: &Config) -> anyhow::Result<Vec<Listener>> {
             protocol: SecurityProtocol::Plaintext,
             addr: cfg.listen_addr()?,
             advertised: cfg.advertised(),
+            tls: None,
         }]);
     }
     let mut advertised = BTreeMap::new();
@@ -75,16 +96,28 @@ pub fn listeners(cfg: &Config) -> anyhow::Result<Vec<Listener>> {
     let mut out: Vec<Listener> = Vec::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
         let (name, addr) = split_listener(l)?;
-        let protocol = match name.as_str() {
-            "PLAINTEXT" => SecurityProtocol::Plaintext,
-            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
-            "SSL" | "SASL_SSL" => anyhow::bail!(
-                "listener {l}: TLS listeners (SSL, SASL_SSL) are not built yet; use PLAINTEXT or \
-                 SASL_PLAINTEXT"
-            ),
-            other => anyhow::bail!(
-                "listener {l}: unknown security protocol {other} (PLAINTEXT, SASL_PLAINTEXT)"
-            ),
+        let Some(protocol) = SecurityProtocol::ALL.into_iter().find(|p| p.name() == name) else {
+            anyhow::bail!(
+                "listener {l}: unknown security protocol {name} (PLAINTEXT, SASL_PLAINTEXT, SSL, \
+                 SASL_SSL)"
+            );
+        };
+        let tls = if protocol.tls() {
+            let need = |v: &Option<std::path::PathBuf>, key: &str| {
+                v.clone()
+                    .ok_or_else(|| anyhow::anyhow!("listener {l} needs {key}"))
+            };
+            let files = tls::TlsFiles {
+                certificate: need(&cfg.ssl_certificate_file, "ssl_certificate_file")?,
+                key: need(&cfg.ssl_key_file, "ssl_key_file")?,
+                client_auth: tls::ClientAuth::parse(&cfg.ssl_client_auth)?,
+                truststore: cfg.ssl_truststore_file.clone(),
+            };
+            // Loaded once here so a bad file stops the broker at start-up, saying why.
+            tls::load(&files)?;
+            Some(files)
+        } else {
+            None
         };
         anyhow::ensure!(
             !out.iter().any(|o| o.name == name),
@@ -109,6 +142,7 @@ pub fn listeners(cfg: &Config) -> anyhow::Result<Vec<Listener>> {
             protocol,
             addr: sock,
             advertised: adv,
+            tls,
         });
     }
     if let Some(name) = advertised.keys().next() {
@@ -207,6 +241,8 @@ pub struct Session {
     user: RefCell<Option<String>>,
     /// When the authentication stops being good (KIP-368), if it does.
     expires: Cell<Option<Instant>>,
+    /// A TLS client certificate's subject (RFC 2253), if the client showed one.
+    certificate_subject: RefCell<Option<String>>,
 }
 
 impl Session {
@@ -217,14 +253,22 @@ impl Session {
             sasl: RefCell::new(SaslState::Idle),
             user: RefCell::new(None),
             expires: Cell::new(None),
+            certificate_subject: RefCell::new(None),
         }
     }
 
-    /// Kafka's principal: `User:<name>` once authenticated, else `User:ANONYMOUS`.
+    /// The subject of the client's TLS certificate (mTLS).
+    pub fn set_certificate_subject(&self, dn: String) {
+        *self.certificate_subject.borrow_mut() = Some(dn);
+    }
+
+    /// Kafka's principal: `User:<name>` once SASL authenticated, else `User:<subject>` of a
+    /// TLS client certificate, else `User:ANONYMOUS`.
     pub fn principal(&self) -> String {
-        self.user
-            .borrow()
-            .as_deref()
+        let user = self.user.borrow();
+        let cert = self.certificate_subject.borrow();
+        user.as_deref()
+            .or(cert.as_deref())
             .map_or_else(|| ANONYMOUS.to_string(), user_principal)
     }
 
@@ -401,6 +445,7 @@ mod tests {
             protocol: SecurityProtocol::SaslPlaintext,
             addr: "127.0.0.1:1".parse().unwrap(),
             advertised: ("h".into(), 1),
+            tls: None,
         });
         let s = Session::new(Rc::from("p"), l);
         assert!(s.refuses_requests().is_some());

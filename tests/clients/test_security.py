@@ -198,9 +198,10 @@ def test_wrong_passwords_and_unauthenticated_requests_are_refused(broker_factory
     assert rawkafka.metadata_v1(s) is not None
     s.close()
     # Bad listener configs stop the broker at start-up with a clear error.
-    for listeners, why in [(["SSL://127.0.0.1:1"], "TLS listeners"),
-                           (["KERBEROS://127.0.0.1:1"], "unknown security protocol")]:
-        d = tmp_path / f"bad{len(why)}"
+    for listeners, why in [(["SSL://127.0.0.1:1"], "needs ssl_certificate_file"),
+                           (["KERBEROS://127.0.0.1:1"], "unknown security protocol"),
+                           (["PLAINTEXT://127.0.0.1:1", "PLAINTEXT://127.0.0.1:2"], "twice")]:
+        d = tmp_path / f"bad-{why.split()[0]}"
         d.mkdir()
         (d / "f.toml").write_text("listeners = [" + ",".join(f'"{x}"' for x in listeners) + "]\n")
         r = subprocess.run([flumen_bin(), "serve", "--data-dir", str(d / "data"), "--config",

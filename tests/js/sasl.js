@@ -1,4 +1,4 @@
-// kafkajs over a SASL_PLAINTEXT listener: produce and consume with the mechanism and
+// kafkajs over a SASL_PLAINTEXT listener (SASL_SSL with FLUMEN_TLS_CA): produce and consume with the mechanism and
 // credentials given; with a wrong password, expects the authentication to be refused.
 // Usage: node sasl.js BOOTSTRAP TOPIC MECHANISM USER PASSWORD ok|refused. Prints "OK".
 const { Kafka, logLevel } = require('kafkajs');
@@ -11,9 +11,12 @@ function fail(msg) {
 }
 
 (async () => {
+  // FLUMEN_TLS_CA: a SASL_SSL listener, trusting that CA file.
+  const ca = process.env.FLUMEN_TLS_CA;
   const kafka = new Kafka({
     clientId: 'flumen-sasl-test',
     brokers: [bootstrap],
+    ssl: ca ? { ca: [require('fs').readFileSync(ca, 'utf8')] } : false,
     sasl: { mechanism: mechanism.toLowerCase(), username, password },
     logLevel: logLevel.NOTHING,
     retry: { retries: 2 },

@@ -1,0 +1,190 @@
+//! A connection's two halves as the request code sees them: the socket's bytes, or on a TLS
+//! listener the plaintext of a rustls session both halves share. Only the writer writes to
+//! the socket (TLS records must not interleave); what TLS itself has to send after the
+//! handshake (a key update) goes out with the next response.
+
+use bytes::{Buf, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use rustls::{ServerConfig, ServerConnection};
+use std::cell::RefCell;
+use std::io::{Error, ErrorKind, Read, Write};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Ciphertext read from the socket at once.
+const TLS_READ_BYTES: usize = 64 * 1024;
+
+pub enum Reader {
+    Plain(TcpStream),
+    Tls {
+        stream: TcpStream,
+        tls: Rc<RefCell<ServerConnection>>,
+        /// Decrypted bytes not yet handed out.
+        pending: BytesMut,
+        scratch: Vec<u8>,
+        closed: bool,
+    },
+}
+
+pub enum Writer {
+    Plain(TcpStream),
+    Tls {
+        stream: TcpStream,
+        tls: Rc<RefCell<ServerConnection>>,
+        cipher: Vec<u8>,
+    },
+}
+
+fn tls_error(e: rustls::Error) -> Error {
+    Error::new(ErrorKind::InvalidData, format!("TLS: {e}"))
+}
+
+/// Takes every record TLS has to send.
+fn drain_tls(conn: &mut ServerConnection, out: &mut Vec<u8>) -> std::io::Result<()> {
+    while conn.wants_write() {
+        conn.write_tls(out)?;
+    }
+    Ok(())
+}
+
+/// Feeds ciphertext to the session; its plaintext goes to `pending`. Answers whether the
+/// peer closed (close_notify).
+fn feed(
+    conn: &mut ServerConnection,
+    mut data: &[u8],
+    pending: &mut BytesMut,
+) -> std::io::Result<bool> {
+    let mut closed = false;
+    while !data.is_empty() {
+        conn.read_tls(&mut data)?;
+        let state = conn.process_new_packets().map_err(tls_error)?;
+        let n = state.plaintext_bytes_to_read();
+        if n > 0 {
+            let at = pending.len();
+            pending.resize(at + n, 0);
+            conn.reader().read_exact(&mut pending[at..])?;
+        }
+        closed |= state.peer_has_closed();
+    }
+    Ok(closed)
+}
+
+/// Runs the server side of a TLS handshake on `stream`; on failure the client hears why (an
+/// alert) before the error is answered. Answers the session and any plaintext the client
+/// sent right behind its last handshake message.
+pub async fn handshake(
+    stream: &mut TcpStream,
+    cfg: Arc<ServerConfig>,
+) -> std::io::Result<(ServerConnection, BytesMut)> {
+    let mut conn = ServerConnection::new(cfg).map_err(tls_error)?;
+    // The writer bounds what it hands over (one response at a time, drained each time).
+    conn.set_buffer_limit(None);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut out = Vec::new();
+    let mut pending = BytesMut::new();
+    while conn.is_handshaking() {
+        if conn.wants_write() {
+            out.clear();
+            drain_tls(&mut conn, &mut out)?;
+            stream.write_all(&out).await?;
+            continue;
+        }
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                "closed during the TLS handshake",
+            ));
+        }
+        if let Err(e) = feed(&mut conn, &buf[..n], &mut pending) {
+            out.clear();
+            let _ = drain_tls(&mut conn, &mut out);
+            let _ = stream.write_all(&out).await;
+            return Err(e);
+        }
+    }
+    out.clear();
+    drain_tls(&mut conn, &mut out)?;
+    if !out.is_empty() {
+        stream.write_all(&out).await?;
+    }
+    Ok((conn, pending))
+}
+
+impl Reader {
+    pub fn tls(stream: TcpStream, tls: Rc<RefCell<ServerConnection>>, pending: BytesMut) -> Reader {
+        Reader::Tls {
+            stream,
+            tls,
+            pending,
+            scratch: vec![0u8; TLS_READ_BYTES],
+            closed: false,
+        }
+    }
+
+    /// Reads into `out`; 0 at the end of the stream.
+    pub async fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Reader::Plain(s) => s.read(out).await,
+            Reader::Tls {
+                stream,
+                tls,
+                pending,
+                scratch,
+                closed,
+            } => loop {
+                if !pending.is_empty() {
+                    let n = out.len().min(pending.len());
+                    out[..n].copy_from_slice(&pending[..n]);
+                    pending.advance(n);
+                    return Ok(n);
+                }
+                if *closed {
+                    return Ok(0);
+                }
+                let n = stream.read(scratch).await?;
+                if n == 0 {
+                    return Ok(0);
+                }
+                *closed = feed(&mut tls.borrow_mut(), &scratch[..n], pending)?;
+            },
+        }
+    }
+}
+
+impl Writer {
+    /// Whether file ranges may go to the socket without passing through here (not under
+    /// TLS: the bytes must be encrypted).
+    pub fn plain(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Writer::Plain(s) => Some(s),
+            Writer::Tls { .. } => None,
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        match self {
+            Writer::Plain(s) | Writer::Tls { stream: s, .. } => s,
+        }
+    }
+
+    pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Writer::Plain(s) => s.write_all(data).await,
+            Writer::Tls {
+                stream,
+                tls,
+                cipher,
+            } => {
+                cipher.clear();
+                {
+                    let mut c = tls.borrow_mut();
+                    c.writer().write_all(data)?;
+                    drain_tls(&mut c, cipher)?;
+                }
+                stream.write_all(cipher).await
+            }
+        }
+    }
+}
