@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds librdkafka's load generator, rdkafka_performance, from the librdkafka source vendored in
 # the rdkafka-sys crate (crates.io), statically, without SSL/SASL/curl: the neutral load tool
-# `flumen bench` is compared with in docs/benchmarks.md.
+# `flumen bench` is compared with in docs/benchmarks.md. With RDKAFKA_SSL=1 it is built with
+# OpenSSL (SSL, SASL_SSL, SCRAM) into target/rdkafka-ssl, for benches/security.py.
 #
 # Usage: benches/build-rdkafka-performance.sh [OUT_DIR]   (default: target/rdkafka)
 # Prints the path of the binary. Needs: cargo (to fetch the crate), a C toolchain (build-essential), zlib and
@@ -9,15 +10,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION="${RDKAFKA_SYS_VERSION:-4.8.0+2.3.0}"
-OUT="${1:-target/rdkafka}"
+SSL="${RDKAFKA_SSL:-0}"
+if [ "$SSL" = 1 ]; then OUT="${1:-target/rdkafka-ssl}"; else OUT="${1:-target/rdkafka}"; fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 bin="$OUT/rdkafka_performance"
 if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
-if ! command -v cc >/dev/null || ! [ -e /usr/include/zlib.h ] || ! [ -e /usr/include/zstd.h ]; then
+if ! command -v cc >/dev/null || ! [ -e /usr/include/zlib.h ] || ! [ -e /usr/include/zstd.h ] \
+  || { [ "$SSL" = 1 ] && ! [ -e /usr/include/openssl/ssl.h ]; }; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential zlib1g-dev libzstd-dev >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential zlib1g-dev libzstd-dev libssl-dev >&2
   else
     echo "need a C compiler and zlib1g-dev, libzstd-dev" >&2; exit 1
   fi
@@ -36,8 +39,16 @@ if ! [ -d "$src/librdkafka" ]; then
 fi
 cd "$src/librdkafka"
 if ! [ -e src/librdkafka.a ]; then
-  ./configure --disable-ssl --disable-gssapi --disable-curl --disable-lz4-ext >&2
+  if [ "$SSL" = 1 ]; then
+    ./configure --enable-ssl --disable-gssapi --disable-curl --disable-lz4-ext >&2
+  else
+    ./configure --disable-ssl --disable-gssapi --disable-curl --disable-lz4-ext >&2
+  fi
   make -j"$(nproc)" libs >&2
 fi
-cc -O2 -o "$bin" examples/rdkafka_performance.c -Isrc src/librdkafka.a -lz -lzstd -lpthread -lm -ldl -lrt
+if [ "$SSL" = 1 ]; then
+  cc -O2 -o "$bin" examples/rdkafka_performance.c -Isrc src/librdkafka.a -lssl -lcrypto -lz -lzstd -lpthread -lm -ldl -lrt
+else
+  cc -O2 -o "$bin" examples/rdkafka_performance.c -Isrc src/librdkafka.a -lz -lzstd -lpthread -lm -ldl -lrt
+fi
 echo "$bin"

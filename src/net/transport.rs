@@ -49,8 +49,8 @@ fn drain_tls(conn: &mut ServerConnection, out: &mut Vec<u8>) -> std::io::Result<
 }
 
 /// Feeds ciphertext to the session; its plaintext goes to `pending`. Answers whether the
-/// peer closed (close_notify).
-fn feed(
+/// peer closed (close_notify). (Public for the handshake fuzz target.)
+pub fn feed(
     conn: &mut ServerConnection,
     mut data: &[u8],
     pending: &mut BytesMut,
