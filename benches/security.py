@@ -74,7 +74,7 @@ def cpu_seconds(pid):
 def rdkafka(rdk, args, timeout=900):
     r = subprocess.run([rdk, *args], capture_output=True, text=True, timeout=timeout)
     out = r.stdout + r.stderr
-    m = re.findall(r"(\d+) msgs/s and ([\d.]+) MB/s", out)
+    m = re.findall(r"(\d+) msgs/s (?:and |\()([\d.]+) MB/s", out)
     if r.returncode != 0 or not m:
         raise RuntimeError(f"rdkafka_performance {' '.join(args[:3])}: {out[-800:]}")
     return float(m[-1][1])

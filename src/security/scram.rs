@@ -267,7 +267,9 @@ impl Exchange {
                 nonce = Some(v);
             }
         }
-        if nonce != Some(self.nonce.as_str()) {
+        // Kafka accepts a nonce that ends with the server's (endsWith, not equals): librdkafka
+        // before 2.4 sends its own nonce again in front of the whole server nonce.
+        if !nonce.is_some_and(|n| n.ends_with(self.nonce.as_str())) {
             return Err("SCRAM nonce does not match".into());
         }
         let proof = B64
@@ -323,14 +325,28 @@ mod tests {
         client_first_bare: &str,
         server_first: &str,
     ) -> String {
+        let nonce = server_first
+            .split(',')
+            .find_map(|a| a.strip_prefix("r="))
+            .unwrap()
+            .to_string();
+        client_final_with_nonce(m, password, client_first_bare, server_first, &nonce)
+    }
+
+    /// The same, echoing `nonce` (what a client puts in r=).
+    fn client_final_with_nonce(
+        m: Mechanism,
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+        nonce: &str,
+    ) -> String {
         let mut salt = None;
         let mut iterations = 0;
-        let mut nonce = "";
         for attr in server_first.split(',') {
             match attr.split_once('=') {
                 Some(("s", v)) => salt = Some(B64.decode(v).unwrap()),
                 Some(("i", v)) => iterations = v.parse().unwrap(),
-                Some(("r", v)) => nonce = v,
                 _ => {}
             }
         }
@@ -408,5 +424,30 @@ mod tests {
         }
         let (ex, _) = Exchange::start(m, b"n,,n=a,r=b", |_| None).unwrap();
         assert!(ex.finish(b"c=biws,r=other,p=AAAA").is_err());
+    }
+
+    #[test]
+    fn a_final_nonce_ending_with_the_servers_passes_as_kafka_allows() {
+        // librdkafka 2.3 repeats its nonce in front of the server's: Kafka checks endsWith.
+        let m = Mechanism::Sha256;
+        let cred = Credential::from_password(m, "pw", random_bytes(16), 4096);
+        for prefix in ["cn", "", "x"] {
+            let (ex, sf) = Exchange::start(m, b"n,,n=u,r=cn", |_| Some(cred.clone())).unwrap();
+            let sf = String::from_utf8(sf).unwrap();
+            let full = sf
+                .split(',')
+                .next()
+                .unwrap()
+                .trim_start_matches("r=")
+                .to_string();
+            let nonce = format!("{prefix}{full}");
+            let cf = client_final_with_nonce(m, "pw", "n=u,r=cn", &sf, &nonce);
+            assert!(ex.finish(cf.as_bytes()).is_ok(), "{prefix:?}");
+        }
+        // A nonce that does not end with the server's: refused before the proof is looked at.
+        let (ex, sf) = Exchange::start(m, b"n,,n=u,r=cn", |_| Some(cred.clone())).unwrap();
+        let sf = String::from_utf8(sf).unwrap();
+        let cf = client_final_with_nonce(m, "pw", "n=u,r=cn", &sf, "cnXYZ");
+        assert!(ex.finish(cf.as_bytes()).unwrap_err().contains("nonce"));
     }
 }
