@@ -42,16 +42,17 @@ def client(b, mechanism, user, password, **more):
             **more}
 
 
-def round_trip(conf, topic, n=10):
+def round_trip(conf, topic=None, n=10):
     """Produces n records with `conf` to a topic of its own (auto-created) and reads them
-    back; fails with what went wrong."""
+    back; fails with what went wrong. (test_tls uses it too.)"""
+    topic = topic or topic_name("rt")
     errors = []
     p = Producer({**conf, "acks": "all", "error_cb": errors.append})
     for i in range(n):
         p.produce(topic, f"v{i}".encode(), partition=0)
-    assert p.flush(30) == 0, errors
-    c = Consumer({**conf, "group.id": f"g-{conf['sasl.mechanism']}-{conf['sasl.username']}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    assert p.flush(30) == 0, [e.str() for e in errors]
+    c = Consumer({**conf, "group.id": f"g-{topic}", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
     c.subscribe([topic])
     got = []
     deadline = time.time() + 30

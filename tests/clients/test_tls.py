@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 import rawkafka
 from conftest import free_port
+from test_security import round_trip
 from util import topic_name, wait_until
 
 
@@ -86,26 +87,6 @@ def tls_broker(broker_factory, tmp_path, client_auth="none", env=None, **extra):
     b.ssl, b.sasl_ssl, b.pki, b.server_cert = (f"127.0.0.1:{ssl_port}", f"127.0.0.1:{sasl_ssl_port}",
                                               pki, cert)
     return b
-
-
-def round_trip(conf, n=10):
-    """Produces n records to a new topic with `conf` and reads them back."""
-    t = topic_name("tls")
-    errors = []
-    p = Producer({**conf, "acks": "all", "error_cb": errors.append})
-    for i in range(n):
-        p.produce(t, f"v{i}".encode(), partition=0)
-    assert p.flush(30) == 0, [e.str() for e in errors]
-    c = Consumer({**conf, "group.id": f"g-{t}", "auto.offset.reset": "earliest"})
-    c.subscribe([t])
-    got = []
-    deadline = time.time() + 30
-    while len(got) < n and time.time() < deadline:
-        m = c.poll(0.5)
-        if m is not None and not m.error():
-            got.append(m.value())
-    c.close()
-    assert got == [f"v{i}".encode() for i in range(n)], got
 
 
 def tls_socket(addr, ca, cert=None):
