@@ -4,6 +4,7 @@
 
 use super::{decode, Ctx};
 use crate::broker::Broker;
+use crate::controller::TopicResult;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
 use crate::security::scram::{self, Credential, Mechanism};
@@ -69,6 +70,17 @@ pub fn handshake(
             other => other,
         });
     }
+    // Kafka closes the connection after these refusals; so does Flumen.
+    let last = |code: ErrorCode, why: String| match resp(code) {
+        Response::Frame(p) => Response::Last(p, why),
+        other => other,
+    };
+    if session.has_failed() {
+        return Ok(last(
+            ErrorCode::ILLEGAL_SASL_STATE,
+            "SaslHandshake after a failed authentication".into(),
+        ));
+    }
     let name = req.mechanism.as_str();
     let chosen = SaslMechanism::from_name(name).filter(|_| {
         broker
@@ -78,11 +90,18 @@ pub fn handshake(
             .any(|m| m == name)
     });
     let Some(m) = chosen else {
-        return Ok(resp(ErrorCode::UNSUPPORTED_SASL_MECHANISM));
+        return Ok(last(
+            ErrorCode::UNSUPPORTED_SASL_MECHANISM,
+            format!("SASL mechanism {name} is not enabled"),
+        ));
     };
     let mut state = session.sasl.borrow_mut();
     if matches!(*state, SaslState::ScramSent(_)) {
-        return Ok(resp(ErrorCode::ILLEGAL_SASL_STATE));
+        session.fail();
+        return Ok(last(
+            ErrorCode::ILLEGAL_SASL_STATE,
+            "SaslHandshake in the middle of a SCRAM exchange".into(),
+        ));
     }
     *state = SaslState::Chosen(m);
     Ok(resp(ErrorCode::NONE))
@@ -96,6 +115,15 @@ pub fn authenticate(
 ) -> Result<Response, Response> {
     let req: SaslAuthenticateRequest = decode(ctx, body)?;
     let base = SaslAuthenticateResponse::default();
+    if session.has_failed() {
+        // Pipelined behind a failure: no second try (each costs a PBKDF2) on this connection.
+        return Ok(failed_as(
+            ctx,
+            session,
+            ErrorCode::ILLEGAL_SASL_STATE,
+            "SaslAuthenticate after a failed authentication".into(),
+        ));
+    }
     let state = std::mem::replace(&mut *session.sasl.borrow_mut(), SaslState::Idle);
     let meta = broker.meta();
     let lookup = |m: Mechanism| {
@@ -164,6 +192,7 @@ fn failed(ctx: &Ctx, session: &Session, why: String) -> Response {
 }
 
 fn failed_as(ctx: &Ctx, session: &Session, code: ErrorCode, why: String) -> Response {
+    session.fail();
     tracing::info!(peer = %session.peer, listener = %session.listener.name,
         "SASL authentication failed: {why}");
     let r = ctx.respond(
@@ -367,11 +396,13 @@ pub async fn alter_scram(
         .map(|(user, r)| {
             let outcome = match r {
                 Err(e) => Err(e),
-                Ok(list) => list
-                    .iter()
-                    .map(|_| done.next())
-                    .find_map(|r| r.filter(|r| !r.error.is_ok()))
-                    .map_or(Ok(()), |r| Err((r.error, r.message.unwrap_or_default()))),
+                Ok(list) => {
+                    // This user's results, all of them, before the next user's.
+                    let mine: Vec<TopicResult> = done.by_ref().take(list.len()).collect();
+                    mine.into_iter()
+                        .find(|r| !r.error.is_ok())
+                        .map_or(Ok(()), |r| Err((r.error, r.message.unwrap_or_default())))
+                }
             };
             let base = AlterUserScramCredentialsResult::default().with_user(s(user));
             match outcome {

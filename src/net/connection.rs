@@ -153,9 +153,10 @@ async fn read_loop(
     loop {
         while buf.len() >= 4 {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            let max = session.frame_limit(max);
             if size < 0 || size as usize > max {
                 // Refused before any of the body is buffered.
-                tracing::warn!("closing connection: request size {size} outside 0..={max}");
+                tracing::warn!(%peer, "closing connection: request size {size} outside 0..={max}");
                 return Err(std::io::Error::other("bad frame size"));
             }
             let size = size as usize;

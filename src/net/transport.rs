@@ -75,6 +75,10 @@ pub fn feed(
             conn.reader().read_exact(&mut pending[at..])?;
         }
         closed |= state.peer_has_closed();
+        if closed && n == 0 {
+            // After close_notify nothing more is read; what was decrypted before it stays.
+            return Ok(true);
+        }
         if n == 0 && (data.is_empty() || taken == 0) {
             if !data.is_empty() {
                 return Err(Error::new(

@@ -199,6 +199,9 @@ pub fn user_principal(name: &str) -> String {
 
 pub const ANONYMOUS: &str = "User:ANONYMOUS";
 
+/// Kafka's `sasl.server.max.receive.size`: the largest frame before authentication.
+pub const PRE_AUTH_MAX_FRAME_BYTES: usize = 512 * 1024;
+
 /// A SASL mechanism chosen by SaslHandshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaslMechanism {
@@ -243,6 +246,9 @@ pub struct Session {
     expires: Cell<Option<Instant>>,
     /// A TLS client certificate's subject (RFC 2253), if the client showed one.
     certificate_subject: RefCell<Option<String>>,
+    /// An authentication failed: nothing more is served (the connection is closing, and
+    /// requests pipelined behind the failure must not run as the earlier principal).
+    failed: Cell<bool>,
 }
 
 impl Session {
@@ -254,6 +260,27 @@ impl Session {
             user: RefCell::new(None),
             expires: Cell::new(None),
             certificate_subject: RefCell::new(None),
+            failed: Cell::new(false),
+        }
+    }
+
+    /// An authentication failed on this connection: it serves nothing more.
+    pub fn fail(&self) {
+        self.failed.set(true);
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// The largest frame this connection may send now: before it has authenticated on a
+    /// SASL listener, Kafka's `sasl.server.max.receive.size` (512 KiB), so a client that is
+    /// no one yet cannot take the shard's request memory.
+    pub fn frame_limit(&self, configured: usize) -> usize {
+        if self.listener.protocol.sasl() && self.user.borrow().is_none() {
+            configured.min(PRE_AUTH_MAX_FRAME_BYTES)
+        } else {
+            configured
         }
     }
 
@@ -274,6 +301,9 @@ impl Session {
 
     /// Why a request other than ApiVersions and the SASL ones may not be served yet, if so.
     pub fn refuses_requests(&self) -> Option<String> {
+        if self.failed.get() {
+            return Some("a SASL authentication failed on this connection".into());
+        }
         if !self.listener.protocol.sasl() {
             return None;
         }

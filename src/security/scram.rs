@@ -2,8 +2,9 @@
 //! stored credentials (salt, StoredKey, ServerKey, iterations; never the password) and the
 //! server side of the two-message exchange.
 //!
-//! An unknown user gets a server-first message like any other (with a salt derived from the
-//! name) and fails at the proof, so the exchange does not tell which users exist.
+//! An unknown user fails at the client's first message, as in Kafka (whose ScramSaslServer
+//! answers "Invalid user credentials" there): like Kafka's, the exchange tells whether a
+//! user exists.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -172,7 +173,7 @@ pub type AuthError = String;
 pub struct Exchange {
     mechanism: Mechanism,
     user: String,
-    credential: Option<Credential>,
+    credential: Credential,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -223,15 +224,13 @@ impl Exchange {
                 return Err("SCRAM authorization id differs from the user name".into());
             }
         }
-        let credential = lookup(&user);
-        let (salt, iterations) = match &credential {
-            Some(c) => (c.salt.clone(), c.iterations),
-            // An unknown user: a salt that is stable per name, so a second try looks the same.
-            None => (
-                mechanism.hash(format!("flumen-unknown:{user}").as_bytes())[..16].to_vec(),
-                MIN_ITERATIONS,
-            ),
+        let Some(credential) = lookup(&user) else {
+            return Err(format!(
+                "Authentication failed: Invalid user credentials (SASL mechanism {})",
+                mechanism.name()
+            ));
         };
+        let (salt, iterations) = (credential.salt.clone(), credential.iterations);
         let nonce = format!("{client_nonce}{}", B64.encode(random_bytes(18)));
         let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(&salt));
         let out = server_first.clone().into_bytes();
@@ -275,9 +274,7 @@ impl Exchange {
         let proof = B64
             .decode(proof)
             .map_err(|_| "SCRAM proof is not base64".to_string())?;
-        let Some(cred) = &self.credential else {
-            return Err(failed());
-        };
+        let cred = &self.credential;
         let auth_message = format!(
             "{},{},{}",
             self.client_first_bare, self.server_first, without_proof
@@ -405,12 +402,10 @@ mod tests {
     #[test]
     fn unknown_users_and_bad_messages_fail_without_panicking() {
         let m = Mechanism::Sha512;
-        let (ex, sf) = Exchange::start(m, b"n,,n=nobody,r=xyz", |_| None).unwrap();
-        let cf = client_final(m, "any", "n=nobody,r=xyz", &String::from_utf8(sf).unwrap());
-        assert!(ex
-            .finish(cf.as_bytes())
-            .unwrap_err()
-            .contains("invalid credentials"));
+        let e = Exchange::start(m, b"n,,n=nobody,r=xyz", |_| None)
+            .err()
+            .unwrap();
+        assert!(e.contains("Invalid user credentials"), "{e}");
         for bad in [
             &b""[..],
             b"p=tls,,n=a,r=b",
@@ -422,7 +417,8 @@ mod tests {
         ] {
             assert!(Exchange::start(m, bad, |_| None).is_err(), "{bad:?}");
         }
-        let (ex, _) = Exchange::start(m, b"n,,n=a,r=b", |_| None).unwrap();
+        let cred = Credential::from_password(m, "pw", vec![1; 16], 4096);
+        let (ex, _) = Exchange::start(m, b"n,,n=a,r=b", |_| Some(cred)).unwrap();
         assert!(ex.finish(b"c=biws,r=other,p=AAAA").is_err());
     }
 

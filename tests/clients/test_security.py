@@ -6,6 +6,7 @@ listener advertising its own address."""
 import json
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -174,13 +175,36 @@ def test_wrong_passwords_and_unauthenticated_requests_are_refused(broker_factory
     assert rawkafka.metadata_v1(s) is None
     s.close()
     # An unknown or disabled mechanism: UNSUPPORTED_SASL_MECHANISM and the enabled list.
-    s = connect()
-    assert rawkafka.sasl_handshake(s, "SCRAM-SHA-256") == (33, ["PLAIN", "SCRAM-SHA-512"])
-    assert rawkafka.sasl_handshake(s, "GSSAPI")[0] == 33
+    for mech in ["SCRAM-SHA-256", "GSSAPI"]:
+        s = connect()
+        assert rawkafka.sasl_handshake(s, mech) == (33, ["PLAIN", "SCRAM-SHA-512"]), mech
+        assert rawkafka.metadata_v1(s) is None  # and then closed, as Kafka does
+        s.close()
     # SaslAuthenticate without a handshake that chose a mechanism: ILLEGAL_SASL_STATE.
+    s = connect()
     r = rawkafka.sasl_authenticate(s, b"\0alice\0alice-secret")
     assert r[0] == 34, r
     assert rawkafka.metadata_v1(s) is None  # and the connection is gone
+    s.close()
+    # Before authenticating, a frame over 512 KiB closes the connection before its body.
+    s = connect()
+    s.sendall(struct.pack(">i", 100 << 20))
+    assert rawkafka.read_frame(s) is None
+    s.close()
+    # A failed authentication with requests pipelined behind it: none of them is served,
+    # though the connection had authenticated before.
+    s = connect()
+    assert rawkafka.sasl_handshake(s, "PLAIN")[0] == 0
+    assert rawkafka.sasl_authenticate(s, b"\0alice\0alice-secret")[0] == 0
+    hs = rawkafka.frame(rawkafka.header(17, 1, 31) + struct.pack(">h", 5) + b"PLAIN")
+    bad = b"\0alice\0wrong"
+    auth = rawkafka.frame(rawkafka.header(36, 1, 32) + struct.pack(">i", len(bad)) + bad)
+    meta = rawkafka.frame(rawkafka.header(3, 1, 33) + struct.pack(">i", -1))
+    s.sendall(hs + auth + meta)
+    assert rawkafka.read_frame(s) is not None          # the handshake's answer
+    failed = rawkafka.read_frame(s)                    # SASL_AUTHENTICATION_FAILED
+    assert struct.unpack(">ih", failed[:6])[1] == 58
+    assert rawkafka.read_frame(s) is None              # no Metadata answer: closed
     s.close()
     # A wrong PLAIN password: SASL_AUTHENTICATION_FAILED with a message, then closed.
     s = connect()
