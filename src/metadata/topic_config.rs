@@ -499,7 +499,12 @@ pub fn topic_value<'a>(
     overrides: &'a BTreeMap<String, String>,
     topic_key: &str,
 ) -> Option<&'a str> {
+    // Read per produce request: with no dynamic broker configs (the usual case) the search
+    // for the synonym is skipped.
     overrides.get(topic_key).map(String::as_str).or_else(|| {
+        if all.is_empty() {
+            return None;
+        }
         broker_synonym(topic_key).and_then(|b| dynamic_value(all, node, b).map(|(v, _)| v))
     })
 }
