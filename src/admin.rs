@@ -28,15 +28,38 @@ fn s(v: &str) -> StrBytes {
 }
 
 impl Client {
+    /// Connects; with `FLUMEN_SASL_USERNAME` and `FLUMEN_SASL_PASSWORD` set, logs in with
+    /// SASL PLAIN first (a SASL_PLAINTEXT listener; SCRAM users log in with PLAIN on Flumen).
     pub fn connect(addr: &str) -> anyhow::Result<Client> {
         let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Client {
+        let mut c = Client {
             addr: addr.to_string(),
             stream,
             correlation: 0,
             versions: None,
-        })
+        };
+        if let (Ok(user), Ok(password)) = (
+            std::env::var("FLUMEN_SASL_USERNAME"),
+            std::env::var("FLUMEN_SASL_PASSWORD"),
+        ) {
+            c.login_plain(&user, &password)
+                .with_context(|| format!("SASL PLAIN login as {user} at {addr}"))?;
+        }
+        Ok(c)
+    }
+
+    fn login_plain(&mut self, user: &str, password: &str) -> anyhow::Result<()> {
+        let hs = SaslHandshakeRequest::default().with_mechanism(s("PLAIN"));
+        let r = self.send(&hs, 1)?;
+        err(r.error_code, "SaslHandshake")?;
+        let token = format!("\0{user}\0{password}");
+        let auth = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let r = self.send(&auth, 1)?;
+        if let Some(e) = KafkaError::of(r.error_code, r.error_message.as_ref()) {
+            bail!("{e}");
+        }
+        Ok(())
     }
 
     /// The version of `R` to send: the highest of `lo..=hi` that the broker speaks too (its
@@ -1598,4 +1621,294 @@ pub fn users_list(bootstrap: &str, as_json: bool) -> anyhow::Result<()> {
         .collect();
     print_table(&["USER", "CREDENTIALS"], &rows);
     Ok(())
+}
+
+/// What `flumen acls` works on: a binding to add, or a filter (None: any).
+#[derive(Debug, Clone, Default)]
+pub struct AclSpec {
+    pub resource: Option<(crate::security::acl::ResourceType, String)>,
+    pub prefixed: bool,
+    pub principal: Option<String>,
+    pub host: Option<String>,
+    pub operations: Vec<crate::security::acl::Operation>,
+    pub permission: Option<crate::security::acl::Permission>,
+}
+
+#[derive(Serialize)]
+struct AclRow {
+    resource_type: &'static str,
+    name: String,
+    pattern: &'static str,
+    principal: String,
+    host: String,
+    operation: &'static str,
+    permission: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<KafkaError>,
+}
+
+impl AclRow {
+    fn of(b: &crate::security::acl::AclBinding, error: Option<KafkaError>) -> AclRow {
+        AclRow {
+            resource_type: b.resource_type.name(),
+            name: b.name.clone(),
+            pattern: b.pattern.name(),
+            principal: b.principal.clone(),
+            host: b.host.clone(),
+            operation: b.operation.name(),
+            permission: b.permission.name(),
+            error,
+        }
+    }
+
+    fn cells(&self) -> Vec<String> {
+        let mut v = vec![
+            self.resource_type.to_string(),
+            self.name.clone(),
+            self.pattern.to_string(),
+            self.principal.clone(),
+            self.host.clone(),
+            self.operation.to_string(),
+            self.permission.to_string(),
+        ];
+        if let Some(e) = &self.error {
+            v.push(e.to_string());
+        }
+        v
+    }
+}
+
+fn print_acls(rows: &[AclRow], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return print_json(rows);
+    }
+    let mut headers = vec![
+        "TYPE",
+        "NAME",
+        "PATTERN",
+        "PRINCIPAL",
+        "HOST",
+        "OPERATION",
+        "PERMISSION",
+    ];
+    if rows.iter().any(|r| r.error.is_some()) {
+        headers.push("STATUS");
+    }
+    let cells: Vec<Vec<String>> = rows.iter().map(AclRow::cells).collect();
+    print_table(&headers, &cells);
+    Ok(())
+}
+
+/// The wire's filter of a spec: unset fields are ANY (or null).
+fn acl_filter_codes(spec: &AclSpec, op: Option<crate::security::acl::Operation>) -> AclFilterCodes {
+    const ANY: i8 = 1;
+    const LITERAL: i8 = 3;
+    const PREFIXED: i8 = 4;
+    AclFilterCodes {
+        resource_type: spec.resource.as_ref().map_or(ANY, |r| r.0.code()),
+        name: spec.resource.as_ref().map(|r| r.1.clone()),
+        pattern: match (&spec.resource, spec.prefixed) {
+            (_, true) => PREFIXED,
+            (Some(_), false) => LITERAL,
+            (None, false) => ANY,
+        },
+        principal: spec.principal.clone(),
+        host: spec.host.clone(),
+        operation: op.map_or(ANY, |o| o.code()),
+        permission: spec.permission.map_or(ANY, |p| p.code()),
+    }
+}
+
+struct AclFilterCodes {
+    resource_type: i8,
+    name: Option<String>,
+    pattern: i8,
+    principal: Option<String>,
+    host: Option<String>,
+    operation: i8,
+    permission: i8,
+}
+
+/// `flumen acls add`: one ACL per operation (CreateAcls).
+pub fn acls_add(bootstrap: &str, spec: &AclSpec, as_json: bool) -> anyhow::Result<()> {
+    use crate::security::acl::{AclBinding, PatternType, Permission};
+    let Some((rtype, name)) = spec.resource.clone() else {
+        bail!("name a resource: --topic, --group, --transactional-id or --cluster");
+    };
+    let Some(principal) = spec.principal.clone() else {
+        bail!("name a principal (--principal User:alice)");
+    };
+    if spec.operations.is_empty() {
+        bail!("name at least one --operation");
+    }
+    let bindings: Vec<AclBinding> = spec
+        .operations
+        .iter()
+        .map(|op| AclBinding {
+            resource_type: rtype,
+            pattern: if spec.prefixed {
+                PatternType::Prefixed
+            } else {
+                PatternType::Literal
+            },
+            name: name.clone(),
+            principal: principal.clone(),
+            host: spec.host.clone().unwrap_or_else(|| "*".into()),
+            operation: *op,
+            permission: spec.permission.unwrap_or(Permission::Allow),
+        })
+        .collect();
+    let creations = bindings
+        .iter()
+        .map(|b| {
+            create_acls_request::AclCreation::default()
+                .with_resource_type(b.resource_type.code())
+                .with_resource_name(s(&b.name))
+                .with_resource_pattern_type(b.pattern.code())
+                .with_principal(s(&b.principal))
+                .with_host(s(&b.host))
+                .with_operation(b.operation.code())
+                .with_permission_type(b.permission.code())
+        })
+        .collect();
+    let mut c = Client::connect(bootstrap)?;
+    let (r, _) = c.request(
+        &CreateAclsRequest::default().with_creations(creations),
+        1,
+        3,
+    )?;
+    let rows: Vec<AclRow> = bindings
+        .iter()
+        .zip(&r.results)
+        .map(|(b, res)| {
+            AclRow::of(
+                b,
+                KafkaError::of(res.error_code, res.error_message.as_ref()),
+            )
+        })
+        .collect();
+    print_acls(&rows, as_json)?;
+    refused(
+        rows.iter()
+            .map(|r| (format!("{} {}", r.operation, r.name), &r.error)),
+    )
+}
+
+/// `flumen acls list`: the ACLs the filter matches (DescribeAcls; a named resource matches
+/// the ACLs that apply to it, `*` and prefixes included).
+pub fn acls_list(bootstrap: &str, spec: &AclSpec, as_json: bool) -> anyhow::Result<()> {
+    if spec.operations.len() > 1 {
+        bail!("list takes at most one --operation");
+    }
+    let f = acl_filter_codes(spec, spec.operations.first().copied());
+    let req = DescribeAclsRequest::default()
+        .with_resource_type_filter(f.resource_type)
+        .with_resource_name_filter(f.name.as_deref().map(s))
+        // A named resource without --prefixed: every ACL that applies to it (MATCH).
+        .with_pattern_type_filter(if spec.resource.is_some() && !spec.prefixed {
+            2
+        } else {
+            f.pattern
+        })
+        .with_principal_filter(f.principal.as_deref().map(s))
+        .with_host_filter(f.host.as_deref().map(s))
+        .with_operation(f.operation)
+        .with_permission_type(f.permission);
+    let mut c = Client::connect(bootstrap)?;
+    let (r, _) = c.request(&req, 1, 3)?;
+    if let Some(e) = KafkaError::of(r.error_code, r.error_message.as_ref()) {
+        bail!("listing ACLs: {e}");
+    }
+    let mut rows = Vec::new();
+    for res in &r.resources {
+        for a in &res.acls {
+            let codes = (
+                res.resource_type,
+                res.pattern_type,
+                a.operation,
+                a.permission_type,
+            );
+            let texts = (
+                res.resource_name.as_str(),
+                a.principal.as_str(),
+                a.host.as_str(),
+            );
+            if let Some(b) = binding_of(codes, texts) {
+                rows.push(AclRow::of(&b, None));
+            }
+        }
+    }
+    print_acls(&rows, as_json)
+}
+
+/// `flumen acls remove`: deletes the ACLs the filter matches (DeleteAcls; one filter per
+/// operation named, or any operation).
+pub fn acls_remove(bootstrap: &str, spec: &AclSpec, as_json: bool) -> anyhow::Result<()> {
+    use crate::security::acl::Operation;
+    let ops: Vec<Option<Operation>> = if spec.operations.is_empty() {
+        vec![None]
+    } else {
+        spec.operations.iter().copied().map(Some).collect()
+    };
+    let filters = ops
+        .into_iter()
+        .map(|op| {
+            let f = acl_filter_codes(spec, op);
+            delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(f.resource_type)
+                .with_resource_name_filter(f.name.as_deref().map(s))
+                .with_pattern_type_filter(f.pattern)
+                .with_principal_filter(f.principal.as_deref().map(s))
+                .with_host_filter(f.host.as_deref().map(s))
+                .with_operation(f.operation)
+                .with_permission_type(f.permission)
+        })
+        .collect();
+    let mut c = Client::connect(bootstrap)?;
+    let (r, _) = c.request(&DeleteAclsRequest::default().with_filters(filters), 1, 3)?;
+    let mut rows = Vec::new();
+    for fr in &r.filter_results {
+        if let Some(e) = KafkaError::of(fr.error_code, fr.error_message.as_ref()) {
+            bail!("removing ACLs: {e}");
+        }
+        for m in &fr.matching_acls {
+            let codes = (
+                m.resource_type,
+                m.pattern_type,
+                m.operation,
+                m.permission_type,
+            );
+            let texts = (
+                m.resource_name.as_str(),
+                m.principal.as_str(),
+                m.host.as_str(),
+            );
+            if let Some(b) = binding_of(codes, texts) {
+                rows.push(AclRow::of(&b, None));
+            }
+        }
+    }
+    if !as_json && rows.is_empty() {
+        println!("no ACL matched");
+        return Ok(());
+    }
+    print_acls(&rows, as_json)
+}
+
+/// A binding from a response's codes (resource type, pattern, operation, permission) and
+/// texts (name, principal, host); None for codes this client does not know.
+fn binding_of(
+    codes: (i8, i8, i8, i8),
+    texts: (&str, &str, &str),
+) -> Option<crate::security::acl::AclBinding> {
+    use crate::security::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
+    Some(AclBinding {
+        resource_type: ResourceType::from_code(codes.0)?,
+        pattern: PatternType::from_code(codes.1)?,
+        name: texts.0.to_string(),
+        principal: texts.1.to_string(),
+        host: texts.2.to_string(),
+        operation: Operation::from_code(codes.2)?,
+        permission: Permission::from_code(codes.3)?,
+    })
 }

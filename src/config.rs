@@ -205,6 +205,11 @@ pub struct Config {
     pub ssl_client_auth: String,
     /// PEM CA certificates client certificates must chain to.
     pub ssl_truststore_file: Option<PathBuf>,
+    /// Check every request against the ACLs (CreateAcls; `flumen acls`): deny unless an ACL
+    /// allows. false: everything is allowed, as without an authorizer in Kafka.
+    pub authorizer_enabled: bool,
+    /// Principals that pass every ACL check (Kafka: super.users), e.g. "User:admin".
+    pub super_users: Vec<String>,
 }
 
 /// A member of the metadata quorum.
@@ -290,6 +295,8 @@ impl Default for Config {
             ssl_key_file: None,
             ssl_client_auth: "none".into(),
             ssl_truststore_file: None,
+            authorizer_enabled: false,
+            super_users: Vec::new(),
         }
     }
 }
@@ -304,6 +311,13 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        for p in &self.super_users {
+            anyhow::ensure!(
+                p.split_once(':')
+                    .is_some_and(|(k, n)| !k.is_empty() && !n.is_empty()),
+                "super_users: {p:?} is not a principal such as User:admin"
+            );
+        }
         let dirs = self.log_dirs();
         let unique: std::collections::BTreeSet<_> = dirs.iter().collect();
         anyhow::ensure!(

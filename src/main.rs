@@ -70,6 +70,15 @@ enum Command {
         #[command(subcommand)]
         action: GroupAction,
     },
+    /// ACLs: add, list, remove (CreateAcls, DescribeAcls, DeleteAcls; works against Kafka
+    /// too). Set FLUMEN_SASL_USERNAME and FLUMEN_SASL_PASSWORD to log in with SASL PLAIN.
+    Acls {
+        /// Broker to talk to (before or after the subcommand)
+        #[arg(long, default_value = "127.0.0.1:9092", global = true)]
+        bootstrap: String,
+        #[command(subcommand)]
+        action: AclAction,
+    },
     /// SCRAM users for SASL listeners: create (or change a password), delete, list
     /// (AlterUserScramCredentials, DescribeUserScramCredentials; works against Kafka too).
     Users {
@@ -400,6 +409,84 @@ enum TuneAction {
     List,
 }
 
+/// The resource and entry of an ACL, or of an ACL filter (what is left out matches any).
+#[derive(clap::Args)]
+struct AclArgs {
+    /// The principal, e.g. User:alice (User:* is everyone)
+    #[arg(long)]
+    principal: Option<String>,
+    /// Operations: READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, CLUSTER_ACTION,
+    /// DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE, ALL (repeat or separate with commas)
+    #[arg(long = "operation", value_delimiter = ',', value_parser = parse_operation)]
+    operations: Vec<flumen::security::acl::Operation>,
+    /// The client IP address the ACL is for (default: any, *)
+    #[arg(long)]
+    host: Option<String>,
+    /// A DENY ACL (default ALLOW)
+    #[arg(long, conflicts_with = "allow")]
+    deny: bool,
+    /// Only ALLOW ACLs (list and remove)
+    #[arg(long)]
+    allow: bool,
+    #[arg(long, group = "resource")]
+    topic: Option<String>,
+    #[arg(long, group = "resource")]
+    group: Option<String>,
+    #[arg(long = "transactional-id", group = "resource")]
+    transactional_id: Option<String>,
+    /// The cluster resource
+    #[arg(long, group = "resource")]
+    cluster: bool,
+    /// The name is a prefix (a PREFIXED pattern)
+    #[arg(long)]
+    prefixed: bool,
+    /// One JSON document on stdout instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+impl AclArgs {
+    fn spec(&self, adding: bool) -> flumen::admin::AclSpec {
+        use flumen::security::acl::{Permission, ResourceType, CLUSTER_NAME};
+        let resource = match (&self.topic, &self.group, &self.transactional_id) {
+            (Some(t), _, _) => Some((ResourceType::Topic, t.clone())),
+            (_, Some(g), _) => Some((ResourceType::Group, g.clone())),
+            (_, _, Some(t)) => Some((ResourceType::TransactionalId, t.clone())),
+            _ if self.cluster => Some((ResourceType::Cluster, CLUSTER_NAME.to_string())),
+            _ => None,
+        };
+        let permission = match (self.deny, self.allow) {
+            (true, _) => Some(Permission::Deny),
+            (false, true) => Some(Permission::Allow),
+            (false, false) if adding => Some(Permission::Allow),
+            (false, false) => None,
+        };
+        flumen::admin::AclSpec {
+            resource,
+            prefixed: self.prefixed,
+            principal: self.principal.clone(),
+            host: self.host.clone(),
+            operations: self.operations.clone(),
+            permission,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum AclAction {
+    /// Add an ACL per operation: --principal, --operation and a resource are required
+    Add(AclArgs),
+    /// The ACLs that match (a named resource: every ACL that applies to it)
+    List(AclArgs),
+    /// Remove the ACLs that match exactly what is given (left out: any)
+    Remove(AclArgs),
+}
+
+fn parse_operation(v: &str) -> Result<flumen::security::acl::Operation, String> {
+    flumen::security::acl::Operation::from_name(v)
+        .ok_or_else(|| format!("{v}: not an ACL operation"))
+}
+
 #[derive(Subcommand)]
 enum UserAction {
     /// Create a user, or set a new password for one (salted and hashed before it is sent)
@@ -629,6 +716,11 @@ fn main() {
                 wait,
             ),
             TopicAction::Reassignments => flumen::admin::list_reassignments(&bootstrap),
+        },
+        Command::Acls { bootstrap, action } => match action {
+            AclAction::Add(a) => flumen::admin::acls_add(&bootstrap, &a.spec(true), a.json),
+            AclAction::List(a) => flumen::admin::acls_list(&bootstrap, &a.spec(false), a.json),
+            AclAction::Remove(a) => flumen::admin::acls_remove(&bootstrap, &a.spec(false), a.json),
         },
         Command::Users { bootstrap, action } => match action {
             UserAction::Create {

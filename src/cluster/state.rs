@@ -94,6 +94,9 @@ pub struct ClusterState {
     /// SCRAM credentials by user and mechanism.
     #[serde(default)]
     pub scram_users: crate::security::ScramUsers,
+    /// ACLs (CreateAcls, DeleteAcls).
+    #[serde(default)]
+    pub acls: crate::security::acl::Acls,
 }
 
 /// A topic to create, as proposed (validated again when applied).
@@ -190,6 +193,12 @@ pub enum Command {
         before: BTreeMap<String, String>,
         after: BTreeMap<String, String>,
     },
+    /// ACLs added and removed (CreateAcls, DeleteAcls: the controller resolves the filters
+    /// to bindings). One result per binding added.
+    AlterAcls {
+        create: Vec<crate::security::acl::AclBinding>,
+        delete: Vec<crate::security::acl::AclBinding>,
+    },
     /// SCRAM credentials set or deleted (AlterUserScramCredentials): one result each.
     AlterScramCredentials {
         changes: Vec<crate::security::ScramChange>,
@@ -243,6 +252,9 @@ impl std::fmt::Display for Command {
                     format!("broker {resource}'s configs")
                 };
                 write!(f, "set {which} to {after:?}")
+            }
+            Command::AlterAcls { create, delete } => {
+                write!(f, "add {} and remove {} ACLs", create.len(), delete.len())
             }
             Command::AlterScramCredentials { changes } => {
                 let users: Vec<&str> = changes.iter().map(|c| c.user()).collect();
@@ -440,6 +452,16 @@ impl ClusterState {
                 };
                 Reply {
                     results: vec![outcome(r)],
+                    value: 0,
+                }
+            }
+            Command::AlterAcls { create, delete } => {
+                for b in delete {
+                    self.acls.remove(b);
+                }
+                self.acls.extend(create.iter().cloned());
+                Reply {
+                    results: create.iter().map(|_| outcome(Ok(()))).collect(),
                     value: 0,
                 }
             }
@@ -1097,6 +1119,7 @@ impl ClusterState {
                 .collect(),
             broker_configs: self.broker_configs.clone(),
             scram_users: self.scram_users.clone(),
+            acls: self.acls.clone(),
         }
     }
 }

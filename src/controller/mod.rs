@@ -235,6 +235,33 @@ impl Controller {
         .await
     }
 
+    /// CreateAcls and DeleteAcls (from any shard): adds `create`, and removes every binding
+    /// that one of `delete`'s filters matches. Answers one result per binding created, and per
+    /// filter the bindings it removed.
+    pub async fn alter_acls(
+        &self,
+        create: Vec<crate::security::acl::AclBinding>,
+        delete: Vec<crate::security::acl::AclFilter>,
+    ) -> (Vec<TopicResult>, Vec<Vec<crate::security::acl::AclBinding>>) {
+        let n = create.len();
+        let r = self
+            .shard
+            .invoke_on(CONTROLLER_SHARD, move || async move {
+                local::<Controller>().alter_acls_local(create, delete).await
+            })
+            .await;
+        match r {
+            Ok((results, removed, version)) => {
+                self.see_version(version).await;
+                (results, removed)
+            }
+            Err(e) => (
+                vec![TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0); n],
+                Vec::new(),
+            ),
+        }
+    }
+
     /// ElectLeaders (from any shard): one result per partition asked for, or, for None, per
     /// partition whose preferred replica could lead and does not.
     pub async fn elect_leaders(
@@ -927,6 +954,50 @@ impl Controller {
         let nr = self.shard.nr_shards;
         self.commit_local(meta, (0..nr).map(|_| Vec::new()).collect(), results)
             .await
+    }
+
+    async fn alter_acls_local(
+        &self,
+        create: Vec<crate::security::acl::AclBinding>,
+        delete: Vec<crate::security::acl::AclFilter>,
+    ) -> (
+        Vec<TopicResult>,
+        Vec<Vec<crate::security::acl::AclBinding>>,
+        u64,
+    ) {
+        let _turn = self.control_lock.lock().await;
+        // Filters resolve against the newest image under the controller's turn, so what is
+        // reported removed is what the command removes.
+        let meta = self.image.get();
+        let removed: Vec<Vec<_>> = delete
+            .iter()
+            .map(|f| meta.acls.iter().filter(|b| f.matches(b)).cloned().collect())
+            .collect();
+        let gone: Vec<_> = removed.iter().flatten().cloned().collect();
+        if create.is_empty() && gone.is_empty() {
+            return (Vec::new(), removed, 0);
+        }
+        tracing::info!(added = create.len(), removed = gone.len(), "altering ACLs");
+        let mut results = vec![TopicResult::ok(); create.len()];
+        if let Some(node) = self.cluster() {
+            let slots: Vec<usize> = (0..create.len()).collect();
+            let cmd = ClusterCommand::AlterAcls {
+                create,
+                delete: gone,
+            };
+            let version = self.commit(&node, cmd, &slots, &mut results).await;
+            return (results, removed, version);
+        }
+        let mut next = (*meta).clone();
+        for b in &gone {
+            next.acls.remove(b);
+        }
+        next.acls.extend(create);
+        let nr = self.shard.nr_shards;
+        let (results, version) = self
+            .commit_local(next, (0..nr).map(|_| Vec::new()).collect(), results)
+            .await;
+        (results, removed, version)
     }
 
     async fn elect_local(

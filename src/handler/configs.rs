@@ -15,6 +15,7 @@ use crate::metadata::topic_config::{
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::legacy;
 use crate::protocol::Response;
+use crate::security::acl::{Operation, ResourceType};
 use bytes::Bytes;
 use kafka_protocol::messages::alter_configs_request::AlterConfigsRequest;
 use kafka_protocol::messages::alter_configs_response::{
@@ -35,6 +36,24 @@ use std::rc::Rc;
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
+
+/// Whether the requester may `op` the configs of a topic (the topic's ACLs) or a broker
+/// (the cluster's).
+fn may(ctx: &Ctx, broker: &Broker, op: Operation, kind: i8, name: &str) -> bool {
+    if kind == TOPIC {
+        ctx.allowed(broker, op, ResourceType::Topic, name)
+    } else {
+        ctx.allowed_cluster(broker, op)
+    }
+}
+
+fn refused_code(kind: i8) -> ErrorCode {
+    if kind == TOPIC {
+        ErrorCode::TOPIC_AUTHORIZATION_FAILED
+    } else {
+        ErrorCode::CLUSTER_AUTHORIZATION_FAILED
+    }
+}
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -60,6 +79,14 @@ pub async fn describe(
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
             let configs = match r.resource_type {
+                kind @ (TOPIC | BROKER)
+                    if !may(ctx, broker, Operation::DescribeConfigs, kind, name) =>
+                {
+                    Err((
+                        refused_code(kind),
+                        format!("not authorized to describe {name}"),
+                    ))
+                }
                 TOPIC => match meta.topics.get(name) {
                     Some(t) => Ok(describe_topic(
                         &broker.config,
@@ -183,7 +210,7 @@ pub async fn alter(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<R
             )
         })
         .collect();
-    let results = apply(broker, resources, true, req.validate_only).await;
+    let results = apply(broker, ctx, resources, true, req.validate_only).await;
     let responses = results.into_iter().map(|((kind, name), r)| {
         AlterConfigsResourceResponse::default()
             .with_resource_type(kind)
@@ -216,7 +243,7 @@ pub async fn incremental_alter(
             )
         })
         .collect();
-    let results = apply(broker, resources, false, req.validate_only).await;
+    let results = apply(broker, ctx, resources, false, req.validate_only).await;
     let responses = results.into_iter().map(|((kind, name), r)| {
         IncrementalResult::default()
             .with_resource_type(kind)
@@ -238,6 +265,7 @@ const OP_SUBTRACT: i8 = 3;
 /// per resource, in order.
 async fn apply(
     broker: &Rc<Broker>,
+    ctx: &Ctx,
     resources: Vec<Resource>,
     replace: bool,
     validate_only: bool,
@@ -265,6 +293,10 @@ async fn apply(
             ))
         } else {
             match kind {
+                TOPIC | BROKER if !may(ctx, broker, Operation::AlterConfigs, kind, &name) => Err((
+                    refused_code(kind),
+                    format!("not authorized to alter the configs of {name}"),
+                )),
                 TOPIC | BROKER if kind == TOPIC || is_broker(&name) => {
                     let fixed = configs
                         .iter()

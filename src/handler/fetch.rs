@@ -9,6 +9,7 @@ use crate::partition_manager::{FetchOut, FetchPart, PartitionOffset, SendChunk};
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::fetch_encode::{self, PartitionData, TopicData};
 use crate::protocol::{Piece, Response};
+use crate::security::acl::{Operation, ResourceType};
 use crate::util::{with_timeout, AnyOf};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchRequest;
@@ -51,7 +52,24 @@ pub async fn handle(
         );
         return Ok(Response::Frame(vec![Piece::Bytes(b)]));
     }
+    // A follower broker's fetch (Kafka's replica id; -1 for consumers) needs CLUSTER_ACTION.
+    if req.replica_id.0 >= 0 && !ctx.allowed_cluster(broker, Operation::ClusterAction) {
+        let b = fetch_encode::encode_empty(
+            ctx.version,
+            ctx.correlation_id,
+            ErrorCode::CLUSTER_AUTHORIZATION_FAILED.0,
+        );
+        return Ok(Response::Frame(vec![Piece::Bytes(b)]));
+    }
     let topic_names: Vec<String> = req.topics.iter().map(|t| t.topic.0.to_string()).collect();
+    // A consumer needs READ on each topic; a topic it may not read answers
+    // TOPIC_AUTHORIZATION_FAILED and no data.
+    let readable: Vec<bool> = topic_names
+        .iter()
+        .map(|t| {
+            req.replica_id.0 >= 0 || ctx.allowed(broker, Operation::Read, ResourceType::Topic, t)
+        })
+        .collect();
     let mut slots = Vec::with_capacity(n);
     let mut part_max = Vec::with_capacity(n);
     for (ti, t) in req.topics.iter().enumerate() {
@@ -62,7 +80,11 @@ pub async fn handle(
                 offset: p.fetch_offset,
                 log_start: p.log_start_offset,
                 current_leader_epoch: p.current_leader_epoch,
-                owner: meta.route(&topic_names[ti], p.partition),
+                owner: if readable[ti] {
+                    meta.route(&topic_names[ti], p.partition)
+                } else {
+                    Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+                },
                 out: None,
             });
             part_max.push(p.partition_max_bytes.max(0) as usize);

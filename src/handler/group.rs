@@ -12,6 +12,7 @@ use crate::coordinator::group::{DescribeOut, JoinOut, OffsetCommitEntry, OffsetR
 use crate::metadata::image::BrokerInfo;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
+use crate::security::acl::{Operation, ResourceType};
 use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -57,6 +58,14 @@ pub async fn find_coordinator(
                 ))
             }
         };
+        let authorized = if key_type == 0 {
+            ctx.check_group(broker, Operation::Describe, key)
+        } else {
+            ctx.check_txn(broker, Operation::Describe, key)
+        };
+        if let Err(e) = authorized {
+            return Err((e, format!("not authorized to describe {key}")));
+        }
         let not_yet = |why: &str| (ErrorCode::COORDINATOR_NOT_AVAILABLE, why.to_string());
         let t = cluster
             .topics
@@ -140,11 +149,11 @@ pub async fn join(
         require_member_id: ctx.version >= 4,
         can_skip_assignment: ctx.version >= 9,
     };
-    let out = broker
-        .groups
-        .join(gr)
-        .await
-        .unwrap_or_else(|e| JoinOut::error(e, req.member_id.to_string()));
+    let out = match ctx.check_group(broker, Operation::Read, &gr.group) {
+        Ok(()) => broker.groups.join(gr).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(|e| JoinOut::error(e, req.member_id.to_string()));
     let mut resp = JoinGroupResponse::default()
         .with_error_code(out.error.0)
         .with_generation_id(out.generation)
@@ -192,7 +201,11 @@ pub async fn sync(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
-    let out = broker.groups.sync(gr).await.unwrap_or_else(SyncOut::error);
+    let out = match ctx.check_group(broker, Operation::Read, &gr.member.group) {
+        Ok(()) => broker.groups.sync(gr).await,
+        Err(e) => Err(e),
+    }
+    .unwrap_or_else(SyncOut::error);
     let mut resp = SyncGroupResponse::default()
         .with_error_code(out.error.0)
         .with_assignment(out.assignment);
@@ -215,7 +228,10 @@ pub async fn heartbeat(
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
     };
-    let e = broker.groups.heartbeat(member).await.unwrap_or_else(|e| e);
+    let e = match ctx.check_group(broker, Operation::Read, &member.group) {
+        Ok(()) => broker.groups.heartbeat(member).await.unwrap_or_else(|e| e),
+        Err(e) => e,
+    };
     Ok(ctx.respond(&HeartbeatResponse::default().with_error_code(e.0)))
 }
 
@@ -235,7 +251,11 @@ pub async fn leave(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<R
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let (top, each) = match broker.groups.leave(group, members.clone()).await {
+    let left = match ctx.check_group(broker, Operation::Read, &group) {
+        Ok(()) => broker.groups.leave(group, members.clone()).await,
+        Err(e) => Err(e),
+    };
+    let (top, each) = match left {
         Ok(out) => (out.error, out.members),
         Err(e) => (e, Vec::new()),
     };
@@ -289,6 +309,7 @@ pub async fn offset_commit(
         .collect();
     let codes = commit_offsets(
         broker,
+        ctx,
         &req.group_id.0,
         req.generation_id_or_member_epoch,
         req.member_id.to_string(),
@@ -337,8 +358,41 @@ pub async fn offset_commit(
 
 /// Runs an OffsetCommit, or with `producer` (id, epoch) a TxnOffsetCommit, on the group's
 /// coordinator. Entries are (topic, partition, offset, leader epoch, metadata); one error code
-/// comes back per entry, in order.
+/// comes back per entry, in order. The requester needs READ on the group and on each topic.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn commit_offsets(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    group: &str,
+    generation: i32,
+    member_id: String,
+    instance_id: Option<String>,
+    entries: Vec<(String, i32, i64, i32, Option<String>)>,
+    producer: Option<(i64, i16)>,
+) -> Vec<ErrorCode> {
+    if let Err(e) = ctx.check_group(broker, Operation::Read, group) {
+        return vec![e; entries.len()];
+    }
+    let readable = |e: &(String, i32, i64, i32, Option<String>)| {
+        ctx.allowed(broker, Operation::Read, ResourceType::Topic, &e.0)
+    };
+    let refused = ErrorCode::TOPIC_AUTHORIZATION_FAILED;
+    super::on_allowed(entries, readable, refused, |entries| async move {
+        commit_allowed(
+            broker,
+            group,
+            generation,
+            member_id,
+            instance_id,
+            entries,
+            producer,
+        )
+        .await
+    })
+    .await
+}
+
+async fn commit_allowed(
     broker: &Rc<Broker>,
     group: &str,
     generation: i32,
@@ -383,21 +437,58 @@ pub(crate) async fn commit_offsets(
         .unwrap_or_else(|e| vec![e; n])
 }
 
+/// A group's committed offsets (all, or `partitions`'). The requester needs DESCRIBE on the
+/// group; partitions of topics it may not describe answer TOPIC_AUTHORIZATION_FAILED, or,
+/// when all are asked for, are left out (Kafka's rules).
 async fn fetch_group_offsets(
     broker: &Rc<Broker>,
+    ctx: &Ctx,
     group: &str,
     partitions: Option<Vec<(String, i32)>>,
     require_stable: bool,
 ) -> (ErrorCode, Vec<OffsetRow>) {
+    if let Err(e) = ctx.check_group(broker, Operation::Describe, group) {
+        return (e, Vec::new());
+    }
+    let describable = |t: &str| ctx.allowed(broker, Operation::Describe, ResourceType::Topic, t);
+    let asked = partitions.clone();
+    let allowed = partitions.map(|ps| ps.into_iter().filter(|(t, _)| describable(t)).collect());
     let req = FetchOffsetsRequest {
         group: group.to_string(),
-        partitions,
+        partitions: allowed,
         require_stable,
     };
-    match broker.groups.fetch_offsets(req).await {
-        Ok(rows) => (ErrorCode::NONE, rows),
-        Err(e) => (e, Vec::new()),
+    let rows = match broker.groups.fetch_offsets(req).await {
+        Ok(rows) => rows,
+        Err(e) => return (e, Vec::new()),
+    };
+    if !ctx.authorizing() {
+        return (ErrorCode::NONE, rows);
     }
+    let Some(asked) = asked else {
+        let rows = rows.into_iter().filter(|r| describable(&r.topic)).collect();
+        return (ErrorCode::NONE, rows);
+    };
+    let mut found: std::collections::HashMap<(String, i32), OffsetRow> = rows
+        .into_iter()
+        .map(|r| ((r.topic.clone(), r.partition), r))
+        .collect();
+    let rows = asked
+        .into_iter()
+        .map(|(topic, partition)| {
+            found
+                .remove(&(topic.clone(), partition))
+                .unwrap_or(OffsetRow {
+                    topic,
+                    partition,
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    error: ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                })
+        })
+        .collect();
+    (ErrorCode::NONE, rows)
 }
 
 /// Groups rows by topic, in first-seen order.
@@ -435,7 +526,7 @@ pub async fn offset_fetch(
                     })
                     .collect()
             });
-            let (e, rows) = fetch_group_offsets(broker, &gid, parts, req.require_stable).await;
+            let (e, rows) = fetch_group_offsets(broker, ctx, &gid, parts, req.require_stable).await;
             groups.push(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
@@ -475,7 +566,7 @@ pub async fn offset_fetch(
             })
             .collect()
     });
-    let (e, rows) = fetch_group_offsets(broker, &gid, parts, req.require_stable).await;
+    let (e, rows) = fetch_group_offsets(broker, ctx, &gid, parts, req.require_stable).await;
     let topics = by_topic(rows)
         .into_iter()
         .map(|(t, ps)| {
@@ -512,7 +603,11 @@ pub async fn list_groups(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: ListGroupsRequest = decode(ctx, body)?;
-    let listed = broker.groups.list_all().await;
+    let mut listed = broker.groups.list_all().await;
+    // Without DESCRIBE on the cluster, the groups the requester may describe.
+    if !ctx.allowed_cluster(broker, Operation::Describe) {
+        listed.retain(|(g, _, _)| ctx.allowed(broker, Operation::Describe, ResourceType::Group, g));
+    }
     let filter: Vec<String> = req
         .states_filter
         .iter()
@@ -544,7 +639,10 @@ pub async fn describe_groups(
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in &req.groups {
         let gid = g.0.to_string();
-        let d = broker.groups.describe_group(gid).await;
+        let d = match ctx.check_group(broker, Operation::Describe, &gid) {
+            Ok(()) => broker.groups.describe_group(gid).await,
+            Err(e) => Err(e),
+        };
         groups.push(match d {
             Ok(DescribeOut {
                 group,
@@ -592,11 +690,10 @@ pub async fn delete_groups(
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in &req.groups_names {
         let gid = g.0.to_string();
-        let e = broker
-            .groups
-            .delete(gid.clone())
-            .await
-            .unwrap_or_else(|e| e);
+        let e = match ctx.check_group(broker, Operation::Delete, &gid) {
+            Ok(()) => broker.groups.delete(gid).await.unwrap_or_else(|e| e),
+            Err(e) => e,
+        };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(g.clone())
@@ -622,9 +719,29 @@ pub async fn offset_delete(
                 .map(move |p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    let (top, codes) = match broker.groups.delete_offsets(gid.clone(), parts).await {
-        Ok(out) => out,
+    let (top, codes) = match ctx.check_group(broker, Operation::Delete, &gid) {
         Err(e) => (e, Vec::new()),
+        Ok(()) => {
+            let mut top = ErrorCode::NONE;
+            let readable =
+                |p: &(String, i32)| ctx.allowed(broker, Operation::Read, ResourceType::Topic, &p.0);
+            let refused = ErrorCode::TOPIC_AUTHORIZATION_FAILED;
+            let codes = super::on_allowed(parts, readable, refused, |parts| async {
+                let n = parts.len();
+                match broker.groups.delete_offsets(gid.clone(), parts).await {
+                    Ok((t, codes)) => {
+                        top = t;
+                        codes
+                    }
+                    Err(e) => {
+                        top = e;
+                        vec![e; n]
+                    }
+                }
+            })
+            .await;
+            (top, codes)
+        }
     };
     let mut it = codes.into_iter();
     let topics = req

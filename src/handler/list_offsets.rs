@@ -7,6 +7,7 @@ use crate::broker::Broker;
 use crate::partition_manager::{ListedOffset, PartitionOffset};
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
+use crate::security::acl::Operation;
 use bytes::Bytes;
 use kafka_protocol::messages::list_offsets_request::ListOffsetsRequest;
 use kafka_protocol::messages::list_offsets_response::{
@@ -32,7 +33,9 @@ pub async fn handle(
         let name = t.name.0.to_string();
         for p in &t.partitions {
             let i = results.len();
-            let owner = meta.route(&name, p.partition_index);
+            let owner = ctx
+                .check_topic(broker, Operation::Describe, &name)
+                .and_then(|()| meta.route(&name, p.partition_index));
             results.push(ListedOffset::error(
                 owner.err().unwrap_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
             ));
@@ -104,6 +107,9 @@ pub async fn for_leader_epoch(
     // Per owning shard: where each answer goes (topic, partition slot) and what is asked.
     type Asks = (Vec<(usize, usize)>, Vec<(String, i32, i32)>);
     let mut by_owner: BTreeMap<usize, Asks> = BTreeMap::new();
+    // A follower (replica id, v3+) needs CLUSTER_ACTION, a client DESCRIBE on the topic.
+    let follower = req.replica_id.0 >= 0;
+    let cluster_ok = !follower || ctx.allowed_cluster(broker, Operation::ClusterAction);
     for (ti, t) in req.topics.iter().enumerate() {
         let name = t.topic.0.to_string();
         let mut parts = Vec::with_capacity(t.partitions.len());
@@ -112,14 +118,23 @@ pub async fn for_leader_epoch(
                 .with_partition(p.partition)
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
-            let checked = meta.route(&name, p.partition).and_then(|owner| {
-                let current = meta.topics[&name].leader_epoch(p.partition);
-                match p.current_leader_epoch {
-                    e if e >= 0 && e < current => Err(ErrorCode::FENCED_LEADER_EPOCH),
-                    e if e > current => Err(ErrorCode::UNKNOWN_LEADER_EPOCH),
-                    _ => Ok(owner),
-                }
-            });
+            let authorized = if follower {
+                cluster_ok
+                    .then_some(())
+                    .ok_or(ErrorCode::CLUSTER_AUTHORIZATION_FAILED)
+            } else {
+                ctx.check_topic(broker, Operation::Describe, &name)
+            };
+            let checked = authorized
+                .and_then(|()| meta.route(&name, p.partition))
+                .and_then(|owner| {
+                    let current = meta.topics[&name].leader_epoch(p.partition);
+                    match p.current_leader_epoch {
+                        e if e >= 0 && e < current => Err(ErrorCode::FENCED_LEADER_EPOCH),
+                        e if e > current => Err(ErrorCode::UNKNOWN_LEADER_EPOCH),
+                        _ => Ok(owner),
+                    }
+                });
             match checked {
                 Ok(owner) => {
                     let e = by_owner.entry(owner).or_default();
@@ -133,7 +148,6 @@ pub async fn for_leader_epoch(
         slots.push(parts);
     }
     for (owner, (places, asks)) in by_owner {
-        let follower = req.replica_id.0 >= 0;
         let answers = broker
             .partitions
             .epoch_end_offsets_on(owner, asks, follower)

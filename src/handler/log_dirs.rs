@@ -22,6 +22,11 @@ pub async fn describe(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: DescribeLogDirsRequest = decode(ctx, body)?;
+    // DESCRIBE on the cluster (Kafka answers CLUSTER_AUTHORIZATION_FAILED, and before v3,
+    // which has no error field, nothing).
+    if let Err(e) = ctx.check_cluster(broker, crate::security::acl::Operation::Describe) {
+        return Ok(ctx.respond(&DescribeLogDirsResponse::default().with_error_code(e.0)));
+    }
     // None: every partition; else only those asked for.
     let wanted: Option<BTreeSet<(String, i32)>> = req.topics.as_ref().map(|ts| {
         ts.iter()

@@ -8,6 +8,7 @@ use crate::metadata::image::{self as meta, BrokerInfo};
 use crate::metadata::ClusterMeta;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
+use crate::security::acl::{self, Operation, ResourceType};
 use bytes::Bytes;
 use kafka_protocol::messages::describe_cluster_request::DescribeClusterRequest;
 use kafka_protocol::messages::describe_cluster_response::{
@@ -58,24 +59,40 @@ pub async fn handle(
         ),
     };
     let allow_create = ctx.version < 4 || req.allow_auto_topic_creation;
+    let describable =
+        |name: &str| ctx.allowed(broker, Operation::Describe, ResourceType::Topic, name);
     let mut errors = std::collections::BTreeMap::new();
     if let Some(names) = &requested {
         let valid: Vec<String> = names
             .iter()
-            .filter(|n| meta::valid_topic_name(n))
+            .filter(|n| meta::valid_topic_name(n) && describable(n))
             .cloned()
             .collect();
         if allow_create {
-            errors = auto_create(broker, &valid).await;
+            errors = auto_create(broker, ctx, &valid).await;
         }
     }
     let cluster = broker.meta();
+    let with_ops = req.include_topic_authorized_operations && ctx.version >= 8;
     let topic_entry = |name: &str| -> MetadataResponseTopic {
         let base = MetadataResponseTopic::default()
             .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))));
         if !meta::valid_topic_name(name) {
             return base.with_error_code(ErrorCode::INVALID_TOPIC_EXCEPTION.0);
         }
+        // Kafka's answer for a topic the requester may not see, whether it exists or not.
+        if !describable(name) {
+            return base.with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.0);
+        }
+        let base = if with_ops {
+            base.with_topic_authorized_operations(ctx.authorized_operations(
+                broker,
+                ResourceType::Topic,
+                name,
+            ))
+        } else {
+            base
+        };
         match cluster.topics.get(name) {
             None => base.with_error_code(
                 errors
@@ -117,7 +134,13 @@ pub async fn handle(
         }
     };
     let topics = match &requested {
-        None => cluster.topics.keys().map(|n| topic_entry(n)).collect(),
+        // Every topic the requester may describe; the others are not named.
+        None => cluster
+            .topics
+            .keys()
+            .filter(|n| describable(n))
+            .map(|n| topic_entry(n))
+            .collect(),
         Some(names) => names.iter().map(|n| topic_entry(n)).collect(),
     };
     let resp = MetadataResponse::default()
@@ -136,6 +159,15 @@ pub async fn handle(
         .with_cluster_id(Some(StrBytes::from_string(cluster.cluster_id.clone())))
         .with_controller_id(BrokerId(cluster.controller_id))
         .with_topics(topics);
+    let resp = if req.include_cluster_authorized_operations && (8..=10).contains(&ctx.version) {
+        resp.with_cluster_authorized_operations(ctx.authorized_operations(
+            broker,
+            ResourceType::Cluster,
+            acl::CLUSTER_NAME,
+        ))
+    } else {
+        resp
+    };
     Ok(ctx.respond(&resp))
 }
 
@@ -151,7 +183,11 @@ pub async fn describe_cluster(
         .with_cluster_id(StrBytes::from_string(cluster.cluster_id.clone()))
         .with_controller_id(BrokerId(cluster.controller_id))
         // Kafka's "not requested" marker for authorized operations.
-        .with_cluster_authorized_operations(i32::MIN);
+        .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+            ctx.authorized_operations(broker, ResourceType::Cluster, acl::CLUSTER_NAME)
+        } else {
+            i32::MIN
+        });
     if ctx.version >= 1 && req.endpoint_type != 1 {
         // 1: brokers; controllers are not exposed to clients (Kafka answers the same).
         resp = resp

@@ -2,6 +2,7 @@
 //! calls each owner once (directly when local, over the mesh otherwise), merges the answers in
 //! request order and encodes the response.
 
+pub mod acls;
 pub mod api_versions;
 pub mod configs;
 pub mod fetch;
@@ -21,6 +22,7 @@ use crate::broker::Broker;
 use crate::controller::CreateSpec;
 use crate::protocol::{self, errors::ErrorCode};
 use crate::protocol::{Piece, Response};
+use crate::security::acl::{self, Operation, ResourceType};
 use crate::security::Session;
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
@@ -36,9 +38,128 @@ pub struct Ctx {
     pub client_id: String,
     /// The listener the request came in on (Metadata advertises its addresses).
     pub listener: Rc<crate::security::Listener>,
+    /// Who asks, when the authorizer is on (None: everything is allowed).
+    pub auth: Option<Auth>,
+}
+
+/// The requester as the authorizer sees it.
+pub struct Auth {
+    pub principal: String,
+    pub host: Rc<str>,
+    /// One of `super_users`: every check passes.
+    pub superuser: bool,
+}
+
+impl Auth {
+    fn new(broker: &Broker, session: &Session) -> Option<Auth> {
+        if !broker.config.authorizer_enabled {
+            return None;
+        }
+        let principal = session.principal();
+        let superuser = broker.config.super_users.contains(&principal);
+        Some(Auth {
+            principal,
+            host: session.host.clone(),
+            superuser,
+        })
+    }
 }
 
 impl Ctx {
+    /// Whether the requester may perform `op` on the resource (`rtype`, `name`): always when
+    /// the authorizer is off or the requester is a super user, else as the ACLs say.
+    pub fn allowed(&self, broker: &Broker, op: Operation, rtype: ResourceType, name: &str) -> bool {
+        match &self.auth {
+            None => true,
+            Some(a) if a.superuser => true,
+            Some(a) => acl::authorize(
+                &broker.meta().acls,
+                &acl::Requester {
+                    principal: &a.principal,
+                    host: &a.host,
+                },
+                op,
+                rtype,
+                name,
+            ),
+        }
+    }
+
+    /// `allowed` on a topic, as a result: Err(TOPIC_AUTHORIZATION_FAILED) when refused.
+    pub fn check_topic(&self, broker: &Broker, op: Operation, name: &str) -> Result<(), ErrorCode> {
+        if self.allowed(broker, op, ResourceType::Topic, name) {
+            Ok(())
+        } else {
+            Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+        }
+    }
+
+    /// `allowed` on a group, as a result: Err(GROUP_AUTHORIZATION_FAILED) when refused.
+    pub fn check_group(
+        &self,
+        broker: &Broker,
+        op: Operation,
+        group: &str,
+    ) -> Result<(), ErrorCode> {
+        if self.allowed(broker, op, ResourceType::Group, group) {
+            Ok(())
+        } else {
+            Err(ErrorCode::GROUP_AUTHORIZATION_FAILED)
+        }
+    }
+
+    /// `allowed` on a transactional id: Err(TRANSACTIONAL_ID_AUTHORIZATION_FAILED) when refused.
+    pub fn check_txn(&self, broker: &Broker, op: Operation, id: &str) -> Result<(), ErrorCode> {
+        if self.allowed(broker, op, ResourceType::TransactionalId, id) {
+            Ok(())
+        } else {
+            Err(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        }
+    }
+
+    /// `allowed` on the cluster: Err(CLUSTER_AUTHORIZATION_FAILED) when refused.
+    pub fn check_cluster(&self, broker: &Broker, op: Operation) -> Result<(), ErrorCode> {
+        if self.allowed_cluster(broker, op) {
+            Ok(())
+        } else {
+            Err(ErrorCode::CLUSTER_AUTHORIZATION_FAILED)
+        }
+    }
+
+    /// Whether some ACL lets the requester WRITE to topics (KIP-679: enough for an idempotent
+    /// producer's id): an ALLOW of WRITE or ALL on topics for it, from its host.
+    pub fn may_write_some_topic(&self, broker: &Broker) -> bool {
+        match &self.auth {
+            None => true,
+            Some(a) if a.superuser => true,
+            Some(a) => broker.meta().acls.iter().any(|b| {
+                b.resource_type == ResourceType::Topic
+                    && b.permission == acl::Permission::Allow
+                    && matches!(b.operation, Operation::Write | Operation::All)
+                    && (b.principal == a.principal || b.principal == acl::WILDCARD_PRINCIPAL)
+                    && (b.host == acl::WILDCARD || *b.host == *a.host)
+            }),
+        }
+    }
+
+    /// `allowed` on the cluster resource.
+    pub fn allowed_cluster(&self, broker: &Broker, op: Operation) -> bool {
+        self.allowed(broker, op, ResourceType::Cluster, acl::CLUSTER_NAME)
+    }
+
+    /// Whether the authorizer checks this request at all.
+    pub fn authorizing(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| !a.superuser)
+    }
+
+    /// Kafka's authorized-operations bit set of a resource for this requester (KIP-430).
+    pub fn authorized_operations(&self, broker: &Broker, rtype: ResourceType, name: &str) -> i32 {
+        acl::operations_of(rtype)
+            .iter()
+            .filter(|op| self.allowed(broker, **op, rtype, name))
+            .fold(0, |bits, op| bits | (1 << op.code()))
+    }
+
     /// A whole response frame for a generated response type.
     pub fn respond<M: Encodable>(&self, body: &M) -> Response {
         let header_version = self.api_key.response_header_version(self.version);
@@ -98,6 +219,7 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, session: Rc<Session>) 
             .map(|s| s.to_string())
             .unwrap_or_default(),
         listener: session.listener.clone(),
+        auth: Auth::new(&broker, &session),
     };
     let body = &mut frame;
     let sasl_api = matches!(
@@ -116,6 +238,9 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, session: Rc<Session>) 
         ApiKey::SaslAuthenticate => sasl::authenticate(&broker, &session, &ctx, body),
         ApiKey::DescribeUserScramCredentials => sasl::describe_scram(&broker, &ctx, body),
         ApiKey::AlterUserScramCredentials => sasl::alter_scram(&broker, &ctx, body).await,
+        ApiKey::CreateAcls => acls::create(&broker, &ctx, body).await,
+        ApiKey::DescribeAcls => acls::describe(&broker, &ctx, body).await,
+        ApiKey::DeleteAcls => acls::delete(&broker, &ctx, body).await,
         ApiKey::Metadata => metadata::handle(&broker, &ctx, body).await,
         ApiKey::DescribeCluster => metadata::describe_cluster(&broker, &ctx, body).await,
         ApiKey::DescribeConfigs => configs::describe(&broker, &ctx, body).await,
@@ -161,9 +286,66 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, session: Rc<Session>) 
     r.unwrap_or_else(|resp| resp)
 }
 
-/// Auto-creates `topics` that do not exist yet, when the broker allows it. Returns the error
-/// code for each topic that is still missing afterwards.
-pub async fn auto_create(broker: &Rc<Broker>, topics: &[String]) -> BTreeMap<String, ErrorCode> {
+/// What stands for a result a piece of work failed to give.
+pub trait Missing {
+    fn missing() -> Self;
+}
+
+impl Missing for ErrorCode {
+    fn missing() -> Self {
+        ErrorCode::UNKNOWN_SERVER_ERROR
+    }
+}
+
+impl Missing for crate::controller::TopicResult {
+    fn missing() -> Self {
+        crate::controller::TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, "no reply".into())
+    }
+}
+
+/// Runs `work` on the items `ok` allows and answers one code per item in order: the work's
+/// for the allowed ones, `refused` for the others (the authorizer's per-partition answers).
+pub async fn on_allowed<T, R, F, Fut>(
+    items: Vec<T>,
+    ok: impl Fn(&T) -> bool,
+    refused: R,
+    work: F,
+) -> Vec<R>
+where
+    R: Clone + Missing,
+    F: FnOnce(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = Vec<R>>,
+{
+    let mask: Vec<bool> = items.iter().map(&ok).collect();
+    let kept: Vec<T> = items
+        .into_iter()
+        .zip(&mask)
+        .filter_map(|(t, m)| m.then_some(t))
+        .collect();
+    let mut done = if kept.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        work(kept).await.into_iter()
+    };
+    mask.into_iter()
+        .map(|m| {
+            if m {
+                done.next().unwrap_or_else(R::missing)
+            } else {
+                refused.clone()
+            }
+        })
+        .collect()
+}
+
+/// Auto-creates `topics` that do not exist yet, when the broker allows it and the requester
+/// may create them (CREATE on the cluster or the topic; else TOPIC_AUTHORIZATION_FAILED, as in
+/// Kafka). Returns the error code for each topic that is still missing afterwards.
+pub async fn auto_create(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    topics: &[String],
+) -> BTreeMap<String, ErrorCode> {
     let meta = broker.meta();
     // The internal topics are the controller's to create (with their own partition counts
     // and configs), never a client's side effect.
@@ -179,6 +361,16 @@ pub async fn auto_create(broker: &Rc<Broker>, topics: &[String]) -> BTreeMap<Str
         for t in missing {
             errors.insert(t.clone(), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
         }
+        return errors;
+    }
+    let cluster_create = ctx.allowed_cluster(broker, Operation::Create);
+    let (missing, refused): (Vec<&String>, Vec<&String>) = missing.into_iter().partition(|t| {
+        cluster_create || ctx.allowed(broker, Operation::Create, ResourceType::Topic, t)
+    });
+    for t in refused {
+        errors.insert(t.clone(), ErrorCode::TOPIC_AUTHORIZATION_FAILED);
+    }
+    if missing.is_empty() {
         return errors;
     }
     let specs = missing

@@ -8,6 +8,7 @@ use crate::protocol::batch;
 use crate::protocol::errors::{ErrorCode, KafkaError};
 use crate::protocol::Piece;
 use crate::protocol::Response;
+use crate::security::acl::{Operation, ResourceType};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::ProduceRequest;
 use kafka_protocol::messages::produce_response::{
@@ -39,12 +40,23 @@ pub async fn handle(
             "produce names {n_parts} partitions"
         )));
     }
+    // ACLs: WRITE on the transactional id, if any, then on each topic (Kafka's checks).
+    let txn_refused = req.transactional_id.as_ref().is_some_and(|id| {
+        !ctx.allowed(
+            broker,
+            Operation::Write,
+            ResourceType::TransactionalId,
+            id.as_str(),
+        )
+    });
+    let writable = |name: &str| ctx.allowed(broker, Operation::Write, ResourceType::Topic, name);
     let names: Vec<String> = req
         .topic_data
         .iter()
         .map(|t| t.name.0.to_string())
+        .filter(|n| !txn_refused && writable(n))
         .collect();
-    let missing = auto_create(broker, &names).await;
+    let missing = auto_create(broker, ctx, &names).await;
     let meta = broker.meta();
 
     // Slot per partition in request order; each is either an immediate error or a routed part.
@@ -61,6 +73,20 @@ pub async fn handle(
                 slots.push(Some(bad(
                     ErrorCode::INVALID_REQUIRED_ACKS,
                     format!("acks={acks}"),
+                )));
+                continue;
+            }
+            if txn_refused {
+                slots.push(Some(bad(
+                    ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    "not authorized to write as this transactional id".into(),
+                )));
+                continue;
+            }
+            if ctx.authorizing() && !writable(&name) {
+                slots.push(Some(bad(
+                    ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                    format!("not authorized to write to {name}"),
                 )));
                 continue;
             }

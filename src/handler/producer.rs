@@ -6,6 +6,7 @@ use super::{decode, Ctx};
 use crate::broker::Broker;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
+use crate::security::acl::Operation;
 use bytes::Bytes;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use std::rc::Rc;
@@ -21,10 +22,15 @@ pub async fn init_producer_id(
         .with_producer_epoch(-1);
     if let Some(txn_id) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
         let txn_id = txn_id.0.to_string();
-        let r = broker
-            .txns
-            .init_producer_id(txn_id, req.transaction_timeout_ms)
-            .await;
+        let r = match ctx.check_txn(broker, Operation::Write, &txn_id) {
+            Ok(()) => {
+                broker
+                    .txns
+                    .init_producer_id(txn_id, req.transaction_timeout_ms)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         let resp = match r {
             Ok(p) => resp
                 .with_producer_id(ProducerId(p.producer_id))
@@ -32,6 +38,12 @@ pub async fn init_producer_id(
             Err(e) => resp.with_error_code(e.0),
         };
         return Ok(ctx.respond(&resp));
+    }
+    // An idempotent producer needs IDEMPOTENT_WRITE on the cluster or WRITE on some topic
+    // (KIP-679).
+    if !ctx.allowed_cluster(broker, Operation::IdempotentWrite) && !ctx.may_write_some_topic(broker)
+    {
+        return Ok(ctx.respond(&resp.with_error_code(ErrorCode::CLUSTER_AUTHORIZATION_FAILED.0)));
     }
     // Kafka gives an idempotent producer that asks again (KIP-360) a new id as well.
     let resp = match broker.controller.alloc_producer_id().await {

@@ -5,6 +5,7 @@ use super::{decode, Ctx};
 use crate::broker::Broker;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
+use crate::security::acl::Operation;
 use bytes::Bytes;
 use kafka_protocol::messages::delete_records_request::DeleteRecordsRequest;
 use kafka_protocol::messages::delete_records_response::{
@@ -31,7 +32,10 @@ pub async fn delete_records(
     for (i, t) in req.topics.iter().enumerate() {
         answers.push(vec![(-1, ErrorCode::NONE); t.partitions.len()]);
         for (j, p) in t.partitions.iter().enumerate() {
-            match meta.route(t.name.as_str(), p.partition_index) {
+            let routed = ctx
+                .check_topic(broker, Operation::Delete, t.name.as_str())
+                .and_then(|()| meta.route(t.name.as_str(), p.partition_index));
+            match routed {
                 Ok(owner) => by_owner
                     .entry(owner)
                     .or_default()

@@ -212,6 +212,12 @@ pub fn describe_scram(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: DescribeUserScramCredentialsRequest = decode(ctx, body)?;
+    if let Err(e) = ctx.check_cluster(broker, crate::security::acl::Operation::Describe) {
+        let resp = DescribeUserScramCredentialsResponse::default()
+            .with_error_code(e.0)
+            .with_error_message(Some(s("not authorized to describe SCRAM credentials")));
+        return Ok(ctx.respond(&resp));
+    }
     let meta = broker.meta();
     let info = |user: &str, creds: &BTreeMap<String, Credential>| {
         DescribeUserScramCredentialsResult::default()
@@ -313,8 +319,14 @@ pub async fn alter_scram(
             format!("unknown SCRAM mechanism {code}"),
         ))
     };
+    let may_alter = ctx.allowed_cluster(broker, crate::security::acl::Operation::Alter);
     let named = |name: &str| {
-        if name.is_empty() {
+        if !may_alter {
+            Err((
+                ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+                "not authorized to alter SCRAM credentials (ALTER on the cluster)".to_string(),
+            ))
+        } else if name.is_empty() {
             Err((
                 ErrorCode::UNACCEPTABLE_CREDENTIAL,
                 "a user name may not be empty".to_string(),

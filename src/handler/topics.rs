@@ -1,11 +1,12 @@
 //! CreateTopics, DeleteTopics, CreatePartitions and ElectLeaders, carried out by the
 //! controller on shard 0 (the metadata owner; in a cluster, through the quorum).
 
-use super::{decode, Ctx};
+use super::{decode, on_allowed, Ctx};
 use crate::broker::Broker;
-use crate::controller::{CreateSpec, GrowSpec};
+use crate::controller::{CreateSpec, GrowSpec, TopicResult};
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
+use crate::security::acl::{Operation, ResourceType};
 use bytes::Bytes;
 use kafka_protocol::messages::alter_partition_reassignments_request::AlterPartitionReassignmentsRequest;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
@@ -35,6 +36,14 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+
+/// The answer for a topic the requester may not `what`.
+fn refused(what: &str) -> TopicResult {
+    TopicResult::err(
+        ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+        format!("not authorized to {what} this topic"),
+    )
+}
 
 pub async fn create(
     broker: &Rc<Broker>,
@@ -85,7 +94,15 @@ pub async fn create(
         })
         .collect();
     let partitions: Vec<i32> = specs.iter().map(|s| s.partitions).collect();
-    let results = broker.controller.create_topics(specs).await;
+    // CREATE on the cluster or on the topic (Kafka's rule).
+    let cluster_create = ctx.allowed_cluster(broker, Operation::Create);
+    let may_create = |s: &CreateSpec| {
+        cluster_create || ctx.allowed(broker, Operation::Create, ResourceType::Topic, &s.name)
+    };
+    let results = on_allowed(specs, may_create, refused("create"), |specs| {
+        broker.controller.create_topics(specs)
+    })
+    .await;
     let meta = broker.meta();
     let topics = req
         .topics
@@ -145,12 +162,13 @@ pub async fn delete(
             .collect()
     };
     let known: Vec<String> = names.iter().flatten().cloned().collect();
-    let mut results = broker
-        .controller
-        .delete_topics(known)
-        .await
-        .into_iter()
-        .map(|r| (r.error, r.message));
+    let may_delete = |t: &String| ctx.allowed(broker, Operation::Delete, ResourceType::Topic, t);
+    let mut results = on_allowed(known, may_delete, refused("delete"), |known| {
+        broker.controller.delete_topics(known)
+    })
+    .await
+    .into_iter()
+    .map(|r| (r.error, r.message));
     let responses = names
         .into_iter()
         .map(|n| {
@@ -193,7 +211,12 @@ pub async fn create_partitions(
             validate_only: req.validate_only,
         })
         .collect();
-    let results = broker.controller.create_partitions(specs).await;
+    let may_alter =
+        |s: &GrowSpec| ctx.allowed(broker, Operation::Alter, ResourceType::Topic, &s.topic);
+    let results = on_allowed(specs, may_alter, refused("alter"), |specs| {
+        broker.controller.create_partitions(specs)
+    })
+    .await;
     let results = req
         .topics
         .iter()
@@ -215,6 +238,9 @@ pub async fn elect_leaders(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: ElectLeadersRequest = decode(ctx, body)?;
+    if let Err(e) = ctx.check_cluster(broker, Operation::Alter) {
+        return Ok(ctx.respond(&ElectLeadersResponse::default().with_error_code(e.0)));
+    }
     let unclean = match req.election_type {
         0 => false,
         1 => true,
@@ -258,6 +284,10 @@ pub async fn alter_reassignments(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: AlterPartitionReassignmentsRequest = decode(ctx, body)?;
+    if let Err(e) = ctx.check_cluster(broker, Operation::Alter) {
+        let resp = AlterPartitionReassignmentsResponse::default().with_error_code(e.0);
+        return Ok(ctx.respond(&resp));
+    }
     let moves: Vec<crate::controller::Move> = req
         .topics
         .iter()
@@ -307,6 +337,10 @@ pub async fn list_reassignments(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: ListPartitionReassignmentsRequest = decode(ctx, body)?;
+    if let Err(e) = ctx.check_cluster(broker, Operation::Describe) {
+        let resp = ListPartitionReassignmentsResponse::default().with_error_code(e.0);
+        return Ok(ctx.respond(&resp));
+    }
     let only = req.topics.as_ref().map(|ts| {
         ts.iter()
             .flat_map(|t| {

@@ -9,6 +9,7 @@ use crate::coordinator::txn::TxnClaim;
 use crate::metadata::key_partition;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
+use crate::security::acl::{Operation, ResourceType};
 use bytes::Bytes;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -42,7 +43,13 @@ pub async fn add_partitions(
     // OPERATION_NOT_ATTEMPTED) so the transaction is not half-extended.
     let mut unknown = false;
     let mut parts = Vec::new();
+    // WRITE on the transactional id, then on every topic: one refused topic fails the
+    // request (its partitions TOPIC_AUTHORIZATION_FAILED, the others OPERATION_NOT_ATTEMPTED).
+    let txn_ok = ctx.check_txn(broker, Operation::Write, &txn_id);
+    let writable = |t: &str| ctx.allowed(broker, Operation::Write, ResourceType::Topic, t);
+    let mut refused = false;
     for t in &req.v3_and_below_topics {
+        refused |= !writable(&t.name.0);
         for p in &t.partitions {
             match meta.owner(&t.name.0, *p) {
                 Some(_) => parts.push((t.name.0.to_string(), *p)),
@@ -50,7 +57,9 @@ pub async fn add_partitions(
             }
         }
     }
-    let code = if unknown {
+    let code = if let Err(e) = txn_ok {
+        Some(e)
+    } else if refused || unknown {
         None
     } else {
         let claim = TxnClaim {
@@ -73,6 +82,9 @@ pub async fn add_partitions(
                         .map(|p| {
                             let e = match code {
                                 Some(c) => c,
+                                None if !writable(&t.name.0) => {
+                                    ErrorCode::TOPIC_AUTHORIZATION_FAILED
+                                }
                                 None if meta.owner(&t.name.0, *p).is_none() => {
                                     ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
                                 }
@@ -103,7 +115,11 @@ pub async fn add_offsets(
         .topics
         .get(OFFSETS_TOPIC)
         .map(|t| t.placement.len() as i32);
+    let authorized = ctx
+        .check_txn(broker, Operation::Write, &txn_id)
+        .and_then(|()| ctx.check_group(broker, Operation::Read, &req.group_id.0));
     let code = match n {
+        _ if authorized.is_err() => authorized.err().unwrap_or(ErrorCode::NONE),
         None => ErrorCode::COORDINATOR_NOT_AVAILABLE,
         Some(n) => {
             let claim = TxnClaim {
@@ -131,7 +147,10 @@ pub async fn end(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<Res
         epoch: req.producer_epoch,
         fenced: fenced(ctx, 2),
     };
-    let code = broker.txns.end_txn(claim, req.committed).await;
+    let code = match ctx.check_txn(broker, Operation::Write, &claim.txn_id) {
+        Ok(()) => broker.txns.end_txn(claim, req.committed).await,
+        Err(e) => e,
+    };
     Ok(ctx.respond(&EndTxnResponse::default().with_error_code(code.0)))
 }
 
@@ -141,7 +160,7 @@ pub async fn offset_commit(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: TxnOffsetCommitRequest = decode(ctx, body)?;
-    let entries = req
+    let entries: Vec<_> = req
         .topics
         .iter()
         .flat_map(|t| {
@@ -156,16 +175,22 @@ pub async fn offset_commit(
             })
         })
         .collect();
-    let codes = super::group::commit_offsets(
-        broker,
-        &req.group_id.0,
-        req.generation_id,
-        req.member_id.to_string(),
-        req.group_instance_id.as_ref().map(|x| x.to_string()),
-        entries,
-        Some((req.producer_id.0, req.producer_epoch)),
-    )
-    .await;
+    let codes = match ctx.check_txn(broker, Operation::Write, &req.transactional_id.0) {
+        Err(e) => vec![e; entries.len()],
+        Ok(()) => {
+            super::group::commit_offsets(
+                broker,
+                ctx,
+                &req.group_id.0,
+                req.generation_id,
+                req.member_id.to_string(),
+                req.group_instance_id.as_ref().map(|x| x.to_string()),
+                entries,
+                Some((req.producer_id.0, req.producer_epoch)),
+            )
+            .await
+        }
+    };
     let mut it = codes.into_iter().map(|c| {
         if c == ErrorCode::INVALID_PRODUCER_EPOCH {
             fenced(ctx, 3)
@@ -211,6 +236,8 @@ pub async fn write_markers(
     }
     let req: WriteTxnMarkersRequest = decode(ctx, body)?;
     let meta = broker.meta();
+    // Only brokers write markers (CLUSTER_ACTION).
+    let cluster_ok = ctx.check_cluster(broker, Operation::ClusterAction);
     let mut markers = Vec::with_capacity(req.markers.len());
     for m in &req.markers {
         let mut here = std::collections::BTreeSet::new();
@@ -218,6 +245,10 @@ pub async fn write_markers(
         for t in &m.topics {
             for &p in &t.partition_indexes {
                 let name = t.name.0.to_string();
+                if let Err(e) = cluster_ok {
+                    codes.push((name, p, e));
+                    continue;
+                }
                 match meta.route(&name, p) {
                     Ok(_) => {
                         here.insert((name.clone(), p));

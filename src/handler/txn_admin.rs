@@ -7,6 +7,7 @@ use crate::broker::Broker;
 use crate::coordinator::txn::TxnState;
 use crate::protocol::errors::ErrorCode;
 use crate::protocol::Response;
+use crate::security::acl::{Operation, ResourceType};
 use bytes::Bytes;
 use kafka_protocol::messages::describe_producers_request::DescribeProducersRequest;
 use kafka_protocol::messages::describe_producers_response::{
@@ -44,7 +45,16 @@ pub async fn list(broker: &Rc<Broker>, ctx: &Ctx, body: &mut Bytes) -> Result<Re
         return Ok(ctx.respond(&resp));
     }
     let pids = req.producer_id_filters.iter().map(|p| p.0).collect();
-    let listed = broker.txns.list(known, pids, req.duration_filter).await;
+    let mut listed = broker.txns.list(known, pids, req.duration_filter).await;
+    // The transactions the requester may describe.
+    listed.retain(|(id, _, _)| {
+        ctx.allowed(
+            broker,
+            Operation::Describe,
+            ResourceType::TransactionalId,
+            id,
+        )
+    });
     resp = resp.with_transaction_states(
         listed
             .into_iter()
@@ -69,11 +79,18 @@ pub async fn describe(
     let mut states = Vec::with_capacity(req.transactional_ids.len());
     for id in &req.transactional_ids {
         let base = DescribedTxn::default().with_transactional_id(id.clone());
-        states.push(match broker.txns.describe(id.to_string()).await {
+        let found = match ctx.check_txn(broker, Operation::Describe, id) {
+            Ok(()) => broker.txns.describe(id.to_string()).await,
+            Err(e) => Err(e),
+        };
+        states.push(match found {
             Err(code) => base.with_error_code(code.0),
             Ok(m) => {
                 let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-                for (t, p) in &m.partitions {
+                // Only the topics the requester may describe are named (Kafka's rule).
+                for (t, p) in m.partitions.iter().filter(|(t, _)| {
+                    ctx.allowed(broker, Operation::Describe, ResourceType::Topic, t)
+                }) {
                     by_topic.entry(t.clone()).or_default().push(*p);
                 }
                 base.with_transaction_state(s(m.state.name()))
@@ -110,7 +127,10 @@ pub async fn describe_producers(
         let mut parts = Vec::with_capacity(t.partition_indexes.len());
         for &p in &t.partition_indexes {
             let base = PartitionResponse::default().with_partition_index(p);
-            let found = match meta.route(t.name.as_str(), p) {
+            let routed = ctx
+                .check_topic(broker, Operation::Read, t.name.as_str())
+                .and_then(|()| meta.route(t.name.as_str(), p));
+            let found = match routed {
                 Err(code) => Err(code),
                 Ok(owner) => broker
                     .partitions

@@ -126,6 +126,9 @@ pub struct ClusterMeta {
     /// SCRAM credentials (salted and hashed; never a password), by user and mechanism.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scram_users: crate::security::ScramUsers,
+    /// ACLs (enforced when `authorizer_enabled`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub acls: crate::security::acl::Acls,
 }
 
 fn is_zero(v: &i32) -> bool {

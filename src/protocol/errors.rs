@@ -57,7 +57,11 @@ impl ErrorCode {
     pub const INVALID_PRODUCER_ID_MAPPING: ErrorCode = ErrorCode(49);
     pub const INVALID_TRANSACTION_TIMEOUT: ErrorCode = ErrorCode(50);
     pub const CONCURRENT_TRANSACTIONS: ErrorCode = ErrorCode(51);
+    pub const TOPIC_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(29);
+    pub const GROUP_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(30);
+    pub const CLUSTER_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(31);
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(53);
+    pub const SECURITY_DISABLED: ErrorCode = ErrorCode(54);
     pub const PRODUCER_FENCED: ErrorCode = ErrorCode(90);
     pub const OPERATION_NOT_ATTEMPTED: ErrorCode = ErrorCode(55);
     pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);

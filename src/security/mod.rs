@@ -4,6 +4,7 @@
 //! requests; a session past its lifetime (KIP-368, `connections_max_reauth_ms`) must
 //! authenticate again before anything else, so a user whose credentials are gone is cut off.
 
+pub mod acl;
 pub mod scram;
 pub mod tls;
 
@@ -238,6 +239,8 @@ pub enum SaslState {
 /// One connection's identity.
 pub struct Session {
     pub peer: Rc<str>,
+    /// The client's IP address (what ACLs' hosts name).
+    pub host: Rc<str>,
     pub listener: Rc<Listener>,
     pub sasl: RefCell<SaslState>,
     /// The authenticated user (a SASL listener), or None.
@@ -253,8 +256,13 @@ pub struct Session {
 
 impl Session {
     pub fn new(peer: Rc<str>, listener: Rc<Listener>) -> Session {
+        let host = match peer.parse::<SocketAddr>() {
+            Ok(a) => Rc::from(a.ip().to_string().as_str()),
+            Err(_) => peer.clone(),
+        };
         Session {
             peer,
+            host,
             listener,
             sasl: RefCell::new(SaslState::Idle),
             user: RefCell::new(None),

@@ -377,3 +377,42 @@ def metadata_v1(s, corr=23):
     """Metadata v1 (all topics): the response body, or None if the connection closed."""
     s.sendall(frame(header(3, 1, corr) + struct.pack(">i", -1)))
     return read_frame(s)
+
+
+def describe_log_dirs_error(s, corr=24):
+    """DescribeLogDirs v3 (flexible; all topics): the response's top-level error code."""
+    head = struct.pack(">hhih", 35, 3, corr, 3) + b"raw" + b"\x00"
+    s.sendall(frame(head + uvarint(0) + b"\x00"))
+    data = read_frame(s)
+    got = struct.unpack(">i", data[:4])[0]
+    assert got == corr
+    # Header tagged fields (1 byte), throttle_time_ms, then error_code.
+    (code,) = struct.unpack(">h", data[9:11])
+    return code
+
+
+def follower_fetch_error(s, replica_id=1, corr=25):
+    """Fetch v7 as broker `replica_id` (a follower), naming no partition: the top-level
+    error code."""
+    body = struct.pack(">iiiibii", replica_id, 0, 1, 1 << 20, 0, 0, -1)
+    body += struct.pack(">ii", 0, 0)
+    s.sendall(frame(header(1, 7, corr) + body))
+    data = read_frame(s)
+    got, _throttle, code = struct.unpack(">iih", data[:10])
+    assert got == corr
+    return code
+
+
+def list_offsets_v1(s, topic, partition, timestamp=-1, corr=26):
+    """ListOffsets v1 of one partition (-1: the end): (error_code, offset)."""
+    t = topic.encode()
+    body = struct.pack(">ii", -1, 1) + struct.pack(">h", len(t)) + t
+    body += struct.pack(">iiq", 1, partition, timestamp)
+    s.sendall(frame(header(2, 1, corr) + body))
+    data = read_frame(s)
+    got, ntopics = struct.unpack(">ii", data[:8])
+    assert got == corr and ntopics == 1
+    (tl,) = struct.unpack(">h", data[8:10])
+    at = 10 + tl + 4
+    _part, err, _ts, offset = struct.unpack(">ihqq", data[at:at + 22])
+    return err, offset
