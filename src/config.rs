@@ -210,6 +210,11 @@ pub struct Config {
     pub authorizer_enabled: bool,
     /// Principals that pass every ACL check (Kafka: super.users), e.g. "User:admin".
     pub super_users: Vec<String>,
+    /// In a cluster whose first listener is SASL_PLAINTEXT: the user brokers log in as (SASL
+    /// PLAIN) when they call each other (replication, transaction markers). Make it a super
+    /// user, or give it CLUSTER_ACTION on the cluster.
+    pub inter_broker_sasl_username: Option<String>,
+    pub inter_broker_sasl_password: Option<String>,
 }
 
 /// A member of the metadata quorum.
@@ -297,6 +302,8 @@ impl Default for Config {
             ssl_truststore_file: None,
             authorizer_enabled: false,
             super_users: Vec::new(),
+            inter_broker_sasl_username: None,
+            inter_broker_sasl_password: None,
         }
     }
 }

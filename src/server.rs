@@ -40,6 +40,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     let listeners = crate::security::listeners(&config)?;
     crate::security::install_plain_users(crate::security::load_plain_users(&config)?);
+    crate::security::install_inter_broker_login(&config, &listeners);
     let mut _locks = Vec::new();
     for dir in config.log_dirs() {
         std::fs::create_dir_all(&dir)

@@ -104,12 +104,40 @@ impl BrokerConnection {
             .await
             .and_then(|r| r)
             .map_err(|e| anyhow::anyhow!("connecting to broker {addr}: {e}"))?;
-        Ok(BrokerConnection {
+        let mut c = BrokerConnection {
             addr: addr.to_string(),
             stream,
             correlation: 0,
             client_id: client_id.to_string(),
-        })
+        };
+        if let Some((user, password)) = crate::security::inter_broker_login() {
+            c.login_plain(user, password).await?;
+        }
+        Ok(c)
+    }
+
+    /// SASL PLAIN on the inter-broker listener (SaslHandshake v1, SaslAuthenticate v1).
+    async fn login_plain(&mut self, user: &str, password: &str) -> anyhow::Result<()> {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let hs = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+        let r = self.call(&hs, 1, CALL_TIMEOUT).await?;
+        anyhow::ensure!(
+            r.error_code == 0,
+            "broker {}: SaslHandshake PLAIN answered error {}",
+            self.addr,
+            r.error_code
+        );
+        let token = format!("\0{user}\0{password}");
+        let auth = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let r = self.call(&auth, 1, CALL_TIMEOUT).await?;
+        anyhow::ensure!(
+            r.error_code == 0,
+            "broker {}: logging in as {user} failed (error {}): {}",
+            self.addr,
+            r.error_code,
+            r.error_message.as_deref().unwrap_or("")
+        );
+        Ok(())
     }
 
     /// Sends `req` and reads its answer within `timeout`.

@@ -156,11 +156,25 @@ pub fn listeners(cfg: &Config) -> anyhow::Result<Vec<Listener>> {
         );
     }
     if !cfg.controller_quorum_voters.is_empty() {
-        anyhow::ensure!(
-            out[0].protocol == SecurityProtocol::Plaintext,
-            "in a cluster the first listener carries the traffic between brokers and must be \
-             PLAINTEXT (brokers do not authenticate to each other yet)"
-        );
+        match out[0].protocol {
+            SecurityProtocol::Plaintext => {}
+            SecurityProtocol::SaslPlaintext => {
+                anyhow::ensure!(
+                    cfg.inter_broker_sasl_username.is_some()
+                        && cfg.inter_broker_sasl_password.is_some(),
+                    "the first listener carries the traffic between brokers; as SASL_PLAINTEXT \
+                     it needs inter_broker_sasl_username and inter_broker_sasl_password"
+                );
+                anyhow::ensure!(
+                    cfg.sasl_enabled_mechanisms.iter().any(|m| m == "PLAIN"),
+                    "brokers log in to each other with PLAIN: keep it in sasl_enabled_mechanisms"
+                );
+            }
+            _ => anyhow::bail!(
+                "in a cluster the first listener carries the traffic between brokers and must \
+                 be PLAINTEXT or SASL_PLAINTEXT (brokers do not speak TLS to each other yet)"
+            ),
+        }
     }
     Ok(out)
 }
@@ -188,6 +202,28 @@ pub fn install_plain_users(users: BTreeMap<String, String>) {
 pub fn plain_users() -> &'static BTreeMap<String, String> {
     static NONE: BTreeMap<String, String> = BTreeMap::new();
     PLAIN_USERS.get().unwrap_or(&NONE)
+}
+
+/// The (user, password) this broker logs in with when it calls another (SASL PLAIN), when
+/// the inter-broker listener is SASL_PLAINTEXT.
+static INTER_BROKER_LOGIN: std::sync::OnceLock<Option<(String, String)>> =
+    std::sync::OnceLock::new();
+
+/// Installs the inter-broker login from the config (start-up).
+pub fn install_inter_broker_login(cfg: &Config, listeners: &[Listener]) {
+    let login = match (
+        listeners.first().map(|l| l.protocol),
+        &cfg.inter_broker_sasl_username,
+        &cfg.inter_broker_sasl_password,
+    ) {
+        (Some(SecurityProtocol::SaslPlaintext), Some(u), Some(p)) => Some((u.clone(), p.clone())),
+        _ => None,
+    };
+    let _ = INTER_BROKER_LOGIN.set(login);
+}
+
+pub fn inter_broker_login() -> Option<&'static (String, String)> {
+    INTER_BROKER_LOGIN.get().and_then(|l| l.as_ref())
 }
 
 /// SCRAM credentials as the metadata keeps them: user -> mechanism name -> credential.

@@ -5,6 +5,7 @@ and no data; topic names do not leak through Metadata; a DENY wins over an ALLOW
 pass; anonymous PLAINTEXT clients are User:ANONYMOUS; the ACLs survive a restart."""
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -20,6 +21,7 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
 
 import rawkafka
 from conftest import flumen_bin, free_port
+from test_cluster import cluster_factory  # noqa: F401
 from util import topic_name
 
 USERS = {"admin": "admin-pw", "alice": "alice-pw", "mallory": "mallory-pw"}
@@ -359,3 +361,91 @@ def test_authorizer_off_allows_everything_and_acls_still_managed(broker):
     deleted = admin.delete_acls([flt])[flt].result(30)
     assert deleted == [b]
     assert admin.describe_acls(flt).result(30) == []
+
+
+def test_a_secured_cluster_brokers_log_in_to_each_other(cluster_factory, tmp_path):
+    """Three brokers whose only listener is SASL_PLAINTEXT: they replicate and write
+    transaction markers to each other as User:broker (a super user), ACLs made through one
+    broker hold on all of them, and a principal without them gets nothing from any."""
+    users = tmp_path / "cluster-users.toml"
+    logins = {**USERS, "broker": "broker-pw"}
+    users.write_text("".join(f'{u} = "{p}"\n' for u, p in logins.items()))
+    c = cluster_factory(3, extra={
+        "listeners": ["SASL_PLAINTEXT://{bootstrap}"],
+        "sasl_plain_users_file": str(users),
+        "authorizer_enabled": True,
+        "super_users": ["User:admin", "User:broker"],
+        "inter_broker_sasl_username": "broker",
+        "inter_broker_sasl_password": "broker-pw",
+    })
+    for b in c.nodes:
+        # The cluster picks each node's port after its config is written: name it here.
+        text = b.config_path.read_text()
+        b.config_path.write_text(re.sub(r'SASL_PLAINTEXT://[^"]*', f"SASL_PLAINTEXT://{b.bootstrap}",
+                                        text))
+        b.start()
+        b.sasl = b.bootstrap
+    via = lambda k, user, **more: conf(c.node(k), user, **more)  # noqa: E731
+    admin = AdminClient(via(1, "admin"))
+    deadline = time.time() + 30
+    while True:
+        md = admin.list_topics(timeout=10)
+        if set(md.brokers) == {1, 2, 3} and "__transaction_state" in md.topics:
+            break
+        assert time.time() < deadline, (md.brokers, md.topics, c.logs())
+        time.sleep(0.2)
+    t = topic_name("sec")
+    admin.create_topics([NewTopic(t, 3, 3)])[t].result(30)
+    acls(c.node(2), "add", "--principal", "User:alice", "--topic", t, "--operation", "READ,WRITE")
+    acls(c.node(2), "add", "--principal", "User:alice", "--group", f"g-{t}", "--operation", "READ")
+    acls(c.node(3), "add", "--principal", "User:alice", "--transactional-id", "tx", "--operation",
+         "WRITE")
+    # acks=all needs the followers to fetch as brokers (CLUSTER_ACTION): they logged in.
+    p = Producer(via(3, "alice", acks="all"))
+    for i in range(30):
+        p.produce(t, f"plain-{i}".encode(), partition=i % 3)
+    assert p.flush(30) == 0
+    # A transaction over the three partitions: markers go from the coordinator to the other
+    # leaders through the brokers' own logins.
+    tp = Producer(via(2, "alice", **{"transactional.id": "tx"}))
+    tp.init_transactions(30)
+    tp.begin_transaction()
+    for i in range(3):
+        tp.produce(t, f"txn-{i}".encode(), partition=i)
+    tp.commit_transaction(30)
+    got = []
+    cons = Consumer(via(1, "alice", **{"group.id": f"g-{t}", "auto.offset.reset": "earliest",
+                                       "isolation.level": "read_committed"}))
+    cons.subscribe([t])
+    deadline = time.time() + 30
+    while len(got) < 33 and time.time() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m.value())
+    cons.close()
+    assert len(got) == 33 and sum(v.startswith(b"txn-") for v in got) == 3, len(got)
+    # Every broker refuses mallory, and none names the topic to it.
+    for k in (1, 2, 3):
+        assert produce(c.node(k), "mallory", t) == [KafkaError.TOPIC_AUTHORIZATION_FAILED] * 3
+        assert t not in AdminClient(via(k, "mallory")).list_topics(timeout=15).topics
+    # A client that does not log in is closed, as on any SASL listener.
+    s = rawkafka.connect(c.node(1).bootstrap)
+    assert rawkafka.metadata_v1(s) is None
+    s.close()
+    # The followers really copied the log: stop partition 0's leader and read it all from
+    # the broker that takes over (only an in-sync replica may).
+    leader = admin.list_topics(t, timeout=15).topics[t].partitions[0].leader
+    c.node(leader).stop()
+    rest = [k for k in (1, 2, 3) if k != leader]
+    cons = Consumer({**via(rest[0], "alice", **{"group.id": f"g-{t}",
+                                                "isolation.level": "read_committed"}),
+                     "bootstrap.servers": ",".join(c.node(k).bootstrap for k in rest)})
+    cons.assign([TopicPartition(t, 0, 0)])
+    got = []
+    deadline = time.time() + 40
+    while len(got) < 11 and time.time() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m.value())
+    cons.close()
+    assert sorted(got) == sorted([f"plain-{i}".encode() for i in range(0, 30, 3)] + [b"txn-0"])
