@@ -1912,3 +1912,162 @@ fn binding_of(
         permission: Permission::from_code(codes.3)?,
     })
 }
+
+/// A quota entity for `flumen quotas`: `--user` and/or `--client-id`, `<default>` naming the
+/// default entity.
+fn quota_entity(
+    user: Option<&str>,
+    client_id: Option<&str>,
+) -> Vec<(&'static str, Option<String>)> {
+    use crate::security::quota::{CLIENT_ID, USER};
+    let named = |v: &str| (v != "<default>").then(|| v.to_string());
+    let mut out = Vec::new();
+    if let Some(u) = user {
+        out.push((USER, named(u)));
+    }
+    if let Some(c) = client_id {
+        out.push((CLIENT_ID, named(c)));
+    }
+    out
+}
+
+/// `flumen quotas set` / `remove`: AlterClientQuotas for one entity; `values` are (key,
+/// Some(value)) to set or (key, None) to remove. No keys to remove: every one it has.
+pub fn quotas_alter(
+    bootstrap: &str,
+    user: Option<&str>,
+    client_id: Option<&str>,
+    values: Vec<(String, Option<f64>)>,
+) -> anyhow::Result<()> {
+    use alter_client_quotas_request::{EntityData, EntryData, OpData};
+    let entity = quota_entity(user, client_id);
+    if entity.is_empty() {
+        bail!("name --user, --client-id or both (<default> for the default)");
+    }
+    let values = if values.is_empty() {
+        crate::security::quota::KEYS
+            .iter()
+            .map(|k| (k.to_string(), None))
+            .collect()
+    } else {
+        values
+    };
+    let entry = EntryData::default()
+        .with_entity(
+            entity
+                .iter()
+                .map(|(k, n)| {
+                    EntityData::default()
+                        .with_entity_type(s(k))
+                        .with_entity_name(n.as_deref().map(s))
+                })
+                .collect(),
+        )
+        .with_ops(
+            values
+                .iter()
+                .map(|(k, v)| {
+                    OpData::default()
+                        .with_key(s(k))
+                        .with_value(v.unwrap_or(0.0))
+                        .with_remove(v.is_none())
+                })
+                .collect(),
+        );
+    let mut c = Client::connect(bootstrap)?;
+    let req = AlterClientQuotasRequest::default().with_entries(vec![entry]);
+    let (r, _) = c.request(&req, 0, 1)?;
+    for e in &r.entries {
+        if let Some(e) = KafkaError::of(e.error_code, e.error_message.as_ref()) {
+            bail!("altering quotas: {e}");
+        }
+    }
+    let shown: Vec<String> = values
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => format!("{k} removed"),
+        })
+        .collect();
+    println!("{}: {}", entity_text(&entity), shown.join(", "));
+    Ok(())
+}
+
+fn entity_text(entity: &[(&str, Option<String>)]) -> String {
+    entity
+        .iter()
+        .map(|(k, n)| format!("{k}={}", n.as_deref().unwrap_or("<default>")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[derive(Serialize)]
+struct QuotaRow {
+    entity: BTreeMap<String, Option<String>>,
+    values: BTreeMap<String, f64>,
+}
+
+/// `flumen quotas list`: the quotas set (DescribeClientQuotas), of one user or client id
+/// (`<default>` for the default) or all.
+pub fn quotas_list(
+    bootstrap: &str,
+    user: Option<&str>,
+    client_id: Option<&str>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    use describe_client_quotas_request::ComponentData;
+    let components = quota_entity(user, client_id)
+        .into_iter()
+        .map(|(k, n)| {
+            ComponentData::default()
+                .with_entity_type(s(k))
+                .with_match_type(if n.is_some() { 0 } else { 1 })
+                .with_match(n.as_deref().map(s))
+        })
+        .collect();
+    let mut c = Client::connect(bootstrap)?;
+    let req = DescribeClientQuotasRequest::default().with_components(components);
+    let (r, _) = c.request(&req, 0, 1)?;
+    if let Some(e) = KafkaError::of(r.error_code, r.error_message.as_ref()) {
+        bail!("listing quotas: {e}");
+    }
+    let rows: Vec<QuotaRow> = r
+        .entries
+        .unwrap_or_default()
+        .iter()
+        .map(|e| QuotaRow {
+            entity: e
+                .entity
+                .iter()
+                .map(|p| {
+                    (
+                        p.entity_type.to_string(),
+                        p.entity_name.as_ref().map(|n| n.to_string()),
+                    )
+                })
+                .collect(),
+            values: e
+                .values
+                .iter()
+                .map(|v| (v.key.to_string(), v.value))
+                .collect(),
+        })
+        .collect();
+    if as_json {
+        return print_json(&rows);
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let entity: Vec<(&str, Option<String>)> = r
+                .entity
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            let values: Vec<String> = r.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vec![entity_text(&entity), values.join(", ")]
+        })
+        .collect();
+    print_table(&["ENTITY", "QUOTAS"], &cells);
+    Ok(())
+}

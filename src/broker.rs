@@ -30,6 +30,8 @@ pub struct Broker {
     /// `request_memory_bytes`: permits are bytes of request frames read or being handled.
     pub request_memory: Rc<glommio::sync::Semaphore>,
     pub metrics: crate::metrics::ShardMetrics,
+    /// This shard's client quota meters.
+    pub quota_meters: crate::security::quota::Meters,
 }
 
 impl Broker {
@@ -94,6 +96,7 @@ impl Broker {
             replication,
             request_memory,
             metrics: Default::default(),
+            quota_meters: Default::default(),
         })
     }
 

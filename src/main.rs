@@ -79,6 +79,15 @@ enum Command {
         #[command(subcommand)]
         action: AclAction,
     },
+    /// Client quotas: produce and fetch byte rates and request-time share per user and client
+    /// id (AlterClientQuotas, DescribeClientQuotas; works against Kafka too)
+    Quotas {
+        /// Broker to talk to (before or after the subcommand)
+        #[arg(long, default_value = "127.0.0.1:9092", global = true)]
+        bootstrap: String,
+        #[command(subcommand)]
+        action: QuotaAction,
+    },
     /// SCRAM users for SASL listeners: create (or change a password), delete, list
     /// (AlterUserScramCredentials, DescribeUserScramCredentials; works against Kafka too).
     Users {
@@ -487,6 +496,48 @@ fn parse_operation(v: &str) -> Result<flumen::security::acl::Operation, String> 
         .ok_or_else(|| format!("{v}: not an ACL operation"))
 }
 
+/// A quota entity: a user, a client id, or both; `<default>` is the default one.
+#[derive(clap::Args)]
+struct QuotaEntityArgs {
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long = "client-id")]
+    client_id: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum QuotaAction {
+    /// Set quotas of an entity
+    Set {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        /// Bytes per second a producer may send (per shard, as Kafka's are per broker)
+        #[arg(long)]
+        producer_byte_rate: Option<f64>,
+        /// Bytes per second a consumer may fetch
+        #[arg(long)]
+        consumer_byte_rate: Option<f64>,
+        /// Share of one thread's time its requests may take, in percent
+        #[arg(long)]
+        request_percentage: Option<f64>,
+    },
+    /// Remove quotas of an entity (the ones named, else all)
+    Remove {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        /// producer_byte_rate, consumer_byte_rate or request_percentage (repeat)
+        #[arg(long = "key")]
+        keys: Vec<String>,
+    },
+    /// The quotas set (of the entity named, else all)
+    List {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum UserAction {
     /// Create a user, or set a new password for one (salted and hashed before it is sent)
@@ -721,6 +772,49 @@ fn main() {
             AclAction::Add(a) => flumen::admin::acls_add(&bootstrap, &a.spec(true), a.json),
             AclAction::List(a) => flumen::admin::acls_list(&bootstrap, &a.spec(false), a.json),
             AclAction::Remove(a) => flumen::admin::acls_remove(&bootstrap, &a.spec(false), a.json),
+        },
+        Command::Quotas { bootstrap, action } => match action {
+            QuotaAction::Set {
+                entity,
+                producer_byte_rate,
+                consumer_byte_rate,
+                request_percentage,
+            } => {
+                use flumen::security::quota::*;
+                let values: Vec<(String, Option<f64>)> = [
+                    (PRODUCER_BYTE_RATE, producer_byte_rate),
+                    (CONSUMER_BYTE_RATE, consumer_byte_rate),
+                    (REQUEST_PERCENTAGE, request_percentage),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k.to_string(), Some(v))))
+                .collect();
+                if values.is_empty() {
+                    Err(anyhow::anyhow!(
+                        "set at least one of --producer-byte-rate, --consumer-byte-rate, \
+                         --request-percentage"
+                    ))
+                } else {
+                    flumen::admin::quotas_alter(
+                        &bootstrap,
+                        entity.user.as_deref(),
+                        entity.client_id.as_deref(),
+                        values,
+                    )
+                }
+            }
+            QuotaAction::Remove { entity, keys } => flumen::admin::quotas_alter(
+                &bootstrap,
+                entity.user.as_deref(),
+                entity.client_id.as_deref(),
+                keys.into_iter().map(|k| (k, None)).collect(),
+            ),
+            QuotaAction::List { entity, json } => flumen::admin::quotas_list(
+                &bootstrap,
+                entity.user.as_deref(),
+                entity.client_id.as_deref(),
+                json,
+            ),
         },
         Command::Users { bootstrap, action } => match action {
             UserAction::Create {

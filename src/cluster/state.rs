@@ -97,6 +97,9 @@ pub struct ClusterState {
     /// ACLs (CreateAcls, DeleteAcls).
     #[serde(default)]
     pub acls: crate::security::acl::Acls,
+    /// Client quotas (AlterClientQuotas).
+    #[serde(default)]
+    pub client_quotas: crate::security::quota::ClientQuotas,
 }
 
 /// A topic to create, as proposed (validated again when applied).
@@ -193,6 +196,10 @@ pub enum Command {
         before: BTreeMap<String, String>,
         after: BTreeMap<String, String>,
     },
+    /// Client quotas set and removed (AlterClientQuotas, validated): one result each.
+    AlterClientQuotas {
+        changes: Vec<crate::security::quota::QuotaChange>,
+    },
     /// ACLs added and removed (CreateAcls, DeleteAcls: the controller resolves the filters
     /// to bindings). One result per binding added.
     AlterAcls {
@@ -252,6 +259,9 @@ impl std::fmt::Display for Command {
                     format!("broker {resource}'s configs")
                 };
                 write!(f, "set {which} to {after:?}")
+            }
+            Command::AlterClientQuotas { changes } => {
+                write!(f, "alter the client quotas of {} entities", changes.len())
             }
             Command::AlterAcls { create, delete } => {
                 write!(f, "add {} and remove {} ACLs", create.len(), delete.len())
@@ -455,6 +465,18 @@ impl ClusterState {
                     value: 0,
                 }
             }
+            Command::AlterClientQuotas { changes } => Reply {
+                results: changes
+                    .iter()
+                    .map(|c| {
+                        let r = crate::security::quota::validate(c)
+                            .map(|()| crate::security::quota::apply(&mut self.client_quotas, c))
+                            .map_err(|m| (ErrorCode::INVALID_REQUEST, m));
+                        outcome(r)
+                    })
+                    .collect(),
+                value: 0,
+            },
             Command::AlterAcls { create, delete } => {
                 for b in delete {
                     self.acls.remove(b);
@@ -1120,6 +1142,7 @@ impl ClusterState {
             broker_configs: self.broker_configs.clone(),
             scram_users: self.scram_users.clone(),
             acls: self.acls.clone(),
+            client_quotas: self.client_quotas.clone(),
         }
     }
 }

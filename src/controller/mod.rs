@@ -235,6 +235,19 @@ impl Controller {
         .await
     }
 
+    /// AlterClientQuotas (from any shard): one result per (validated) entity change.
+    pub async fn alter_client_quotas(
+        &self,
+        changes: Vec<crate::security::quota::QuotaChange>,
+    ) -> Vec<TopicResult> {
+        let n = changes.len();
+        self.change(
+            n,
+            move |c| async move { c.alter_quotas_local(changes).await },
+        )
+        .await
+    }
+
     /// CreateAcls and DeleteAcls (from any shard): adds `create`, and removes every binding
     /// that one of `delete`'s filters matches. Answers one result per binding created, and per
     /// filter the bindings it removed.
@@ -951,6 +964,31 @@ impl Controller {
         for c in &changes {
             tracing::info!(user = %c.user(), "altered SCRAM credentials");
         }
+        let nr = self.shard.nr_shards;
+        self.commit_local(meta, (0..nr).map(|_| Vec::new()).collect(), results)
+            .await
+    }
+
+    async fn alter_quotas_local(
+        &self,
+        changes: Vec<crate::security::quota::QuotaChange>,
+    ) -> (Vec<TopicResult>, u64) {
+        let _turn = self.control_lock.lock().await;
+        for c in &changes {
+            tracing::info!(entity = %c.entity, ops = ?c.ops, "altering client quotas");
+        }
+        if let Some(node) = self.cluster() {
+            let mut results = vec![TopicResult::ok(); changes.len()];
+            let slots: Vec<usize> = (0..changes.len()).collect();
+            let cmd = ClusterCommand::AlterClientQuotas { changes };
+            let version = self.commit(&node, cmd, &slots, &mut results).await;
+            return (results, version);
+        }
+        let mut meta = (*self.image.get()).clone();
+        for c in &changes {
+            crate::security::quota::apply(&mut meta.client_quotas, c);
+        }
+        let results = vec![TopicResult::ok(); changes.len()];
         let nr = self.shard.nr_shards;
         self.commit_local(meta, (0..nr).map(|_| Vec::new()).collect(), results)
             .await

@@ -10,6 +10,7 @@ use crate::protocol::errors::ErrorCode;
 use crate::protocol::fetch_encode::{self, PartitionData, TopicData};
 use crate::protocol::{Piece, Response};
 use crate::security::acl::{Operation, ResourceType};
+use crate::security::quota;
 use crate::util::{with_timeout, AnyOf};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchRequest;
@@ -48,6 +49,7 @@ pub async fn handle(
         let b = fetch_encode::encode_empty(
             ctx.version,
             ctx.correlation_id,
+            0,
             ErrorCode::INVALID_FETCH_SIZE.0,
         );
         return Ok(Response::Frame(vec![Piece::Bytes(b)]));
@@ -57,8 +59,15 @@ pub async fn handle(
         let b = fetch_encode::encode_empty(
             ctx.version,
             ctx.correlation_id,
+            0,
             ErrorCode::CLUSTER_AUTHORIZATION_FAILED.0,
         );
+        return Ok(Response::Frame(vec![Piece::Bytes(b)]));
+    }
+    // A consumer that owes its consumer_byte_rate gets an empty answer with the throttle
+    // (Kafka's), and reads nothing.
+    if req.replica_id.0 < 0 && !ctx.quota_owed(broker, quota::CONSUMER_BYTE_RATE).is_zero() {
+        let b = fetch_encode::encode_empty(ctx.version, ctx.correlation_id, ctx.throttle_ms(), 0);
         return Ok(Response::Frame(vec![Piece::Bytes(b)]));
     }
     let topic_names: Vec<String> = req.topics.iter().map(|t| t.topic.0.to_string()).collect();
@@ -183,9 +192,14 @@ pub async fn handle(
             records,
         });
     }
+    // A consumer's bytes count against its consumer_byte_rate (a follower's do not).
+    if replica_id < 0 {
+        ctx.quota_record(broker, quota::CONSUMER_BYTE_RATE, used as f64);
+    }
     Ok(Response::Frame(fetch_encode::encode(
         ctx.version,
         ctx.correlation_id,
+        ctx.throttle_ms(),
         0,
         0,
         topics,

@@ -12,6 +12,7 @@ pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 pub mod producer;
+pub mod quotas;
 pub mod records;
 pub mod sasl;
 pub mod topics;
@@ -23,6 +24,7 @@ use crate::controller::CreateSpec;
 use crate::protocol::{self, errors::ErrorCode};
 use crate::protocol::{Piece, Response};
 use crate::security::acl::{self, Operation, ResourceType};
+use crate::security::quota;
 use crate::security::Session;
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
@@ -40,6 +42,10 @@ pub struct Ctx {
     pub listener: Rc<crate::security::Listener>,
     /// Who asks, when the authorizer is on (None: everything is allowed).
     pub auth: Option<Auth>,
+    pub session: Rc<Session>,
+    /// The quota throttle this request earned (Produce and Fetch answer it in
+    /// throttle_time_ms); the connection is muted for it.
+    pub throttle: std::cell::Cell<std::time::Duration>,
 }
 
 /// The requester as the authorizer sees it.
@@ -83,6 +89,41 @@ impl Ctx {
                 name,
             ),
         }
+    }
+
+    /// The quota on `key` for this client, if one is set: (rate, meter).
+    fn quota(&self, broker: &Broker, key: &str) -> Option<(f64, quota::MeterKey)> {
+        let meta = broker.meta();
+        if meta.client_quotas.is_empty() {
+            return None;
+        }
+        let user = self.session.quota_user();
+        quota::resolve(&meta.client_quotas, &user, &self.client_id, key)
+    }
+
+    /// Counts `amount` against this client's quota on `key`; the throttle it earns is kept.
+    pub fn quota_record(&self, broker: &Broker, key: &str, amount: f64) -> std::time::Duration {
+        let Some((rate, meter)) = self.quota(broker, key) else {
+            return std::time::Duration::ZERO;
+        };
+        let t = broker.quota_meters.record(&meter, rate, amount);
+        self.throttle.set(self.throttle.get().max(t));
+        t
+    }
+
+    /// The throttle this client owes on `key` now (nothing counted); it is kept.
+    pub fn quota_owed(&self, broker: &Broker, key: &str) -> std::time::Duration {
+        let Some((rate, meter)) = self.quota(broker, key) else {
+            return std::time::Duration::ZERO;
+        };
+        let t = broker.quota_meters.owed(&meter, rate);
+        self.throttle.set(self.throttle.get().max(t));
+        t
+    }
+
+    /// throttle_time_ms for the response.
+    pub fn throttle_ms(&self) -> i32 {
+        self.throttle.get().as_millis().min(i32::MAX as u128) as i32
     }
 
     /// `allowed` on a topic, as a result: Err(TOPIC_AUTHORIZATION_FAILED) when refused.
@@ -200,6 +241,7 @@ pub fn decode<R: Decodable>(ctx: &Ctx, body: &mut Bytes) -> Result<R, Response> 
 /// Runs one request frame (without its size prefix) and produces its response.
 pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, session: Rc<Session>) -> Response {
     let started = std::time::Instant::now();
+    let request_bytes = frame.len();
     let (api_key, version, correlation_id, header) =
         match protocol::parse_request_header(&mut frame) {
             Ok(h) => h,
@@ -220,6 +262,8 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, session: Rc<Session>) 
             .unwrap_or_default(),
         listener: session.listener.clone(),
         auth: Auth::new(&broker, &session),
+        session: session.clone(),
+        throttle: Default::default(),
     };
     let body = &mut frame;
     let sasl_api = matches!(
@@ -232,55 +276,30 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, session: Rc<Session>) 
             return Response::Close(format!("{api_key:?} from {}: {why}", session.peer));
         }
     }
-    let r = match api_key {
-        ApiKey::ApiVersions => api_versions::handle(&ctx, body),
-        ApiKey::SaslHandshake => sasl::handshake(&broker, &session, &ctx, body),
-        ApiKey::SaslAuthenticate => sasl::authenticate(&broker, &session, &ctx, body),
-        ApiKey::DescribeUserScramCredentials => sasl::describe_scram(&broker, &ctx, body),
-        ApiKey::AlterUserScramCredentials => sasl::alter_scram(&broker, &ctx, body).await,
-        ApiKey::CreateAcls => acls::create(&broker, &ctx, body).await,
-        ApiKey::DescribeAcls => acls::describe(&broker, &ctx, body).await,
-        ApiKey::DeleteAcls => acls::delete(&broker, &ctx, body).await,
-        ApiKey::Metadata => metadata::handle(&broker, &ctx, body).await,
-        ApiKey::DescribeCluster => metadata::describe_cluster(&broker, &ctx, body).await,
-        ApiKey::DescribeConfigs => configs::describe(&broker, &ctx, body).await,
-        ApiKey::AlterConfigs => configs::alter(&broker, &ctx, body).await,
-        ApiKey::IncrementalAlterConfigs => configs::incremental_alter(&broker, &ctx, body).await,
-        ApiKey::Produce => produce::handle(&broker, &ctx, body).await,
-        ApiKey::Fetch => fetch::handle(&broker, &ctx, body).await,
-        ApiKey::ListOffsets => list_offsets::handle(&broker, &ctx, body).await,
-        ApiKey::OffsetForLeaderEpoch => list_offsets::for_leader_epoch(&broker, &ctx, body).await,
-        ApiKey::CreateTopics => topics::create(&broker, &ctx, body).await,
-        ApiKey::DeleteTopics => topics::delete(&broker, &ctx, body).await,
-        ApiKey::CreatePartitions => topics::create_partitions(&broker, &ctx, body).await,
-        ApiKey::DeleteRecords => records::delete_records(&broker, &ctx, body).await,
-        ApiKey::DescribeLogDirs => log_dirs::describe(&broker, &ctx, body).await,
-        ApiKey::ElectLeaders => topics::elect_leaders(&broker, &ctx, body).await,
-        ApiKey::AlterPartitionReassignments => {
-            topics::alter_reassignments(&broker, &ctx, body).await
+    let quotas_on = !broker.meta().client_quotas.is_empty();
+    if quotas_on {
+        // Time owed from earlier requests, and a produce request's bytes (Kafka counts the
+        // request's size); the request is still served, then the connection waits.
+        ctx.quota_owed(&broker, quota::REQUEST_PERCENTAGE);
+        if api_key == ApiKey::Produce {
+            ctx.quota_record(&broker, quota::PRODUCER_BYTE_RATE, request_bytes as f64);
         }
-        ApiKey::ListPartitionReassignments => topics::list_reassignments(&broker, &ctx, body).await,
-        ApiKey::FindCoordinator => group::find_coordinator(&broker, &ctx, body).await,
-        ApiKey::JoinGroup => group::join(&broker, &ctx, body, &session.peer).await,
-        ApiKey::SyncGroup => group::sync(&broker, &ctx, body).await,
-        ApiKey::Heartbeat => group::heartbeat(&broker, &ctx, body).await,
-        ApiKey::LeaveGroup => group::leave(&broker, &ctx, body).await,
-        ApiKey::OffsetCommit => group::offset_commit(&broker, &ctx, body).await,
-        ApiKey::OffsetFetch => group::offset_fetch(&broker, &ctx, body).await,
-        ApiKey::ListGroups => group::list_groups(&broker, &ctx, body).await,
-        ApiKey::DescribeGroups => group::describe_groups(&broker, &ctx, body).await,
-        ApiKey::DeleteGroups => group::delete_groups(&broker, &ctx, body).await,
-        ApiKey::OffsetDelete => group::offset_delete(&broker, &ctx, body).await,
-        ApiKey::InitProducerId => producer::init_producer_id(&broker, &ctx, body).await,
-        ApiKey::AddPartitionsToTxn => txn::add_partitions(&broker, &ctx, body).await,
-        ApiKey::AddOffsetsToTxn => txn::add_offsets(&broker, &ctx, body).await,
-        ApiKey::EndTxn => txn::end(&broker, &ctx, body).await,
-        ApiKey::TxnOffsetCommit => txn::offset_commit(&broker, &ctx, body).await,
-        ApiKey::WriteTxnMarkers => txn::write_markers(&broker, &ctx, body).await,
-        ApiKey::ListTransactions => txn_admin::list(&broker, &ctx, body).await,
-        ApiKey::DescribeTransactions => txn_admin::describe(&broker, &ctx, body).await,
-        ApiKey::DescribeProducers => txn_admin::describe_producers(&broker, &ctx, body).await,
-        other => Err(Response::Close(format!("API {other:?} is not implemented"))),
+        // Before anything awaits: the read loop reads the next request after this.
+        session.mute_for(ctx.throttle.get());
+    }
+    let r = if quotas_on {
+        let (r, busy) = Busy::new(dispatch(&broker, &ctx, body, &session)).await;
+        // request_percentage is a share of one thread: percent-seconds against a rate of
+        // that many percent per second.
+        ctx.quota_record(
+            &broker,
+            quota::REQUEST_PERCENTAGE,
+            busy.as_secs_f64() * 100.0,
+        );
+        session.mute_for(ctx.throttle.get());
+        r
+    } else {
+        dispatch(&broker, &ctx, body, &session).await
     };
     broker.metrics.observe(api_key as i16, started.elapsed());
     r.unwrap_or_else(|resp| resp)
@@ -336,6 +355,96 @@ where
             }
         })
         .collect()
+}
+
+/// Runs the request's handler.
+async fn dispatch(
+    broker: &Rc<Broker>,
+    ctx: &Ctx,
+    body: &mut Bytes,
+    session: &Rc<Session>,
+) -> Result<Response, Response> {
+    let api_key = ctx.api_key;
+    match api_key {
+        ApiKey::ApiVersions => api_versions::handle(ctx, body),
+        ApiKey::SaslHandshake => sasl::handshake(broker, session, ctx, body),
+        ApiKey::SaslAuthenticate => sasl::authenticate(broker, session, ctx, body),
+        ApiKey::DescribeUserScramCredentials => sasl::describe_scram(broker, ctx, body),
+        ApiKey::AlterUserScramCredentials => sasl::alter_scram(broker, ctx, body).await,
+        ApiKey::DescribeClientQuotas => quotas::describe(broker, ctx, body).await,
+        ApiKey::AlterClientQuotas => quotas::alter(broker, ctx, body).await,
+        ApiKey::CreateAcls => acls::create(broker, ctx, body).await,
+        ApiKey::DescribeAcls => acls::describe(broker, ctx, body).await,
+        ApiKey::DeleteAcls => acls::delete(broker, ctx, body).await,
+        ApiKey::Metadata => metadata::handle(broker, ctx, body).await,
+        ApiKey::DescribeCluster => metadata::describe_cluster(broker, ctx, body).await,
+        ApiKey::DescribeConfigs => configs::describe(broker, ctx, body).await,
+        ApiKey::AlterConfigs => configs::alter(broker, ctx, body).await,
+        ApiKey::IncrementalAlterConfigs => configs::incremental_alter(broker, ctx, body).await,
+        ApiKey::Produce => produce::handle(broker, ctx, body).await,
+        ApiKey::Fetch => fetch::handle(broker, ctx, body).await,
+        ApiKey::ListOffsets => list_offsets::handle(broker, ctx, body).await,
+        ApiKey::OffsetForLeaderEpoch => list_offsets::for_leader_epoch(broker, ctx, body).await,
+        ApiKey::CreateTopics => topics::create(broker, ctx, body).await,
+        ApiKey::DeleteTopics => topics::delete(broker, ctx, body).await,
+        ApiKey::CreatePartitions => topics::create_partitions(broker, ctx, body).await,
+        ApiKey::DeleteRecords => records::delete_records(broker, ctx, body).await,
+        ApiKey::DescribeLogDirs => log_dirs::describe(broker, ctx, body).await,
+        ApiKey::ElectLeaders => topics::elect_leaders(broker, ctx, body).await,
+        ApiKey::AlterPartitionReassignments => topics::alter_reassignments(broker, ctx, body).await,
+        ApiKey::ListPartitionReassignments => topics::list_reassignments(broker, ctx, body).await,
+        ApiKey::FindCoordinator => group::find_coordinator(broker, ctx, body).await,
+        ApiKey::JoinGroup => group::join(broker, ctx, body, &session.peer).await,
+        ApiKey::SyncGroup => group::sync(broker, ctx, body).await,
+        ApiKey::Heartbeat => group::heartbeat(broker, ctx, body).await,
+        ApiKey::LeaveGroup => group::leave(broker, ctx, body).await,
+        ApiKey::OffsetCommit => group::offset_commit(broker, ctx, body).await,
+        ApiKey::OffsetFetch => group::offset_fetch(broker, ctx, body).await,
+        ApiKey::ListGroups => group::list_groups(broker, ctx, body).await,
+        ApiKey::DescribeGroups => group::describe_groups(broker, ctx, body).await,
+        ApiKey::DeleteGroups => group::delete_groups(broker, ctx, body).await,
+        ApiKey::OffsetDelete => group::offset_delete(broker, ctx, body).await,
+        ApiKey::InitProducerId => producer::init_producer_id(broker, ctx, body).await,
+        ApiKey::AddPartitionsToTxn => txn::add_partitions(broker, ctx, body).await,
+        ApiKey::AddOffsetsToTxn => txn::add_offsets(broker, ctx, body).await,
+        ApiKey::EndTxn => txn::end(broker, ctx, body).await,
+        ApiKey::TxnOffsetCommit => txn::offset_commit(broker, ctx, body).await,
+        ApiKey::WriteTxnMarkers => txn::write_markers(broker, ctx, body).await,
+        ApiKey::ListTransactions => txn_admin::list(broker, ctx, body).await,
+        ApiKey::DescribeTransactions => txn_admin::describe(broker, ctx, body).await,
+        ApiKey::DescribeProducers => txn_admin::describe_producers(broker, ctx, body).await,
+        other => Err(Response::Close(format!("API {other:?} is not implemented"))),
+    }
+}
+
+/// A future and the time spent polling it: the shard's time on a request (what
+/// request_percentage limits), without the time it waited.
+struct Busy<F> {
+    inner: std::pin::Pin<Box<F>>,
+    spent: std::time::Duration,
+}
+
+impl<F: std::future::Future> Busy<F> {
+    fn new(f: F) -> Busy<F> {
+        Busy {
+            inner: Box::pin(f),
+            spent: std::time::Duration::ZERO,
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Busy<F> {
+    type Output = (F::Output, std::time::Duration);
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let t = std::time::Instant::now();
+        let r = self.inner.as_mut().poll(cx);
+        self.spent += t.elapsed();
+        r.map(|out| (out, self.spent))
+    }
 }
 
 /// Auto-creates `topics` that do not exist yet, when the broker allows it and the requester

@@ -224,7 +224,11 @@ pub async fn handle(
             )
         })
         .collect();
-    Ok(ctx.respond(&ProduceResponse::default().with_responses(responses)))
+    Ok(ctx.respond(
+        &ProduceResponse::default()
+            .with_responses(responses)
+            .with_throttle_time_ms(ctx.throttle_ms()),
+    ))
 }
 
 /// The codec a topic's `compression.type` (its own, else the broker's dynamic one) names;

@@ -129,6 +129,9 @@ pub struct ClusterMeta {
     /// ACLs (enforced when `authorizer_enabled`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub acls: crate::security::acl::Acls,
+    /// Client quotas (enforced per shard).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_quotas: crate::security::quota::ClientQuotas,
 }
 
 fn is_zero(v: &i32) -> bool {

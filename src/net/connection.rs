@@ -173,6 +173,11 @@ async fn read_loop(
                 buf.reserve(4 + size - buf.len());
                 break;
             }
+            // A client over its quota: its next request waits out the throttle (Kafka mutes
+            // the channel the same way).
+            if let Some(until) = session.muted_until() {
+                glommio::timer::sleep(until.saturating_duration_since(Instant::now())).await;
+            }
             buf.advance(4);
             let frame = buf.split_to(size).freeze();
             last_request = Instant::now();
@@ -187,6 +192,12 @@ async fn read_loop(
             .detach();
             if tx.send(task).await.is_err() {
                 return Ok(()); // writer gone
+            }
+            // With quotas set, let the request count itself (and mute the connection) before
+            // the next one is read: pipelined requests are throttled one by one, as Kafka's
+            // one-request-at-a-time channels are.
+            if !broker.meta().client_quotas.is_empty() {
+                futures_lite::future::yield_now().await;
             }
         }
         // Read at least the rest of a pending frame in one go, or a chunk; little when idle.

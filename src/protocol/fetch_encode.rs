@@ -51,6 +51,7 @@ fn put_string(buf: &mut BytesMut, flexible: bool, s: &str) {
 pub fn encode(
     version: i16,
     correlation_id: i32,
+    throttle_ms: i32,
     error_code: i16,
     session_id: i32,
     topics: Vec<TopicData>,
@@ -67,7 +68,7 @@ pub fn encode(
     if flexible {
         buf.put_u8(0); // response header v1: no tagged fields
     }
-    buf.put_i32(0); // throttle_time_ms
+    buf.put_i32(throttle_ms);
     if version >= 7 {
         buf.put_i16(error_code);
         buf.put_i32(session_id);
@@ -129,8 +130,15 @@ pub fn encode(
 }
 
 /// An error response with every requested partition carrying `error_code` at the top level.
-pub fn encode_empty(version: i16, correlation_id: i32, error_code: i16) -> Bytes {
-    let pieces = encode(version, correlation_id, error_code, 0, Vec::new());
+pub fn encode_empty(version: i16, correlation_id: i32, throttle_ms: i32, error_code: i16) -> Bytes {
+    let pieces = encode(
+        version,
+        correlation_id,
+        throttle_ms,
+        error_code,
+        0,
+        Vec::new(),
+    );
     let mut out = BytesMut::new();
     for p in pieces {
         match p {
@@ -188,7 +196,7 @@ mod tests {
                     },
                 ],
             }];
-            let mut frame = flatten(encode(version, 99, 0, 0, topics));
+            let mut frame = flatten(encode(version, 99, 0, 0, 0, topics));
             let size = i32::from_be_bytes(frame[..4].try_into().unwrap());
             assert_eq!(size as usize, frame.len() - 4);
             let _ = frame.split_to(4);

@@ -5,6 +5,7 @@
 //! authenticate again before anything else, so a user whose credentials are gone is cut off.
 
 pub mod acl;
+pub mod quota;
 pub mod scram;
 pub mod tls;
 
@@ -288,6 +289,8 @@ pub struct Session {
     /// An authentication failed: nothing more is served (the connection is closing, and
     /// requests pipelined behind the failure must not run as the earlier principal).
     failed: Cell<bool>,
+    /// A quota throttle: no request is read from the connection before this.
+    muted_until: Cell<Option<Instant>>,
 }
 
 impl Session {
@@ -305,7 +308,27 @@ impl Session {
             expires: Cell::new(None),
             certificate_subject: RefCell::new(None),
             failed: Cell::new(false),
+            muted_until: Cell::new(None),
         }
+    }
+
+    /// A quota throttle of `d`: the connection's next request is read after it.
+    pub fn mute_for(&self, d: Duration) {
+        let until = Instant::now() + d;
+        if self.muted_until.get().is_none_or(|t| t < until) {
+            self.muted_until.set(Some(until));
+        }
+    }
+
+    /// Until when the connection is throttled, if it is.
+    pub fn muted_until(&self) -> Option<Instant> {
+        self.muted_until.get().filter(|t| *t > Instant::now())
+    }
+
+    /// The user name quotas are kept for: the principal's name (`ANONYMOUS` without one).
+    pub fn quota_user(&self) -> String {
+        let p = self.principal();
+        p.strip_prefix("User:").map(str::to_string).unwrap_or(p)
     }
 
     /// An authentication failed on this connection: it serves nothing more.
