@@ -482,8 +482,9 @@ impl ClusterState {
                     self.acls.remove(b);
                 }
                 self.acls.extend(create.iter().cloned());
+                // One per binding created, then one for the whole change.
                 Reply {
-                    results: create.iter().map(|_| outcome(Ok(()))).collect(),
+                    results: (0..=create.len()).map(|_| outcome(Ok(()))).collect(),
                     value: 0,
                 }
             }

@@ -83,6 +83,9 @@ pub struct ConfigChange {
 /// again before the client is told.
 const CONFIG_CHANGE_TRIES: usize = 5;
 
+/// What one DeleteAcls filter removed, or why nothing was.
+pub type AclsRemoved = Result<Vec<crate::security::acl::AclBinding>, TopicResult>;
+
 /// The outcome for one topic of a CreateTopics or DeleteTopics.
 #[derive(Clone, Debug)]
 pub struct TopicResult {
@@ -255,8 +258,8 @@ impl Controller {
         &self,
         create: Vec<crate::security::acl::AclBinding>,
         delete: Vec<crate::security::acl::AclFilter>,
-    ) -> (Vec<TopicResult>, Vec<Vec<crate::security::acl::AclBinding>>) {
-        let n = create.len();
+    ) -> (Vec<TopicResult>, Vec<AclsRemoved>) {
+        let (n, filters) = (create.len(), delete.len());
         let r = self
             .shard
             .invoke_on(CONTROLLER_SHARD, move || async move {
@@ -268,10 +271,10 @@ impl Controller {
                 self.see_version(version).await;
                 (results, removed)
             }
-            Err(e) => (
-                vec![TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0); n],
-                Vec::new(),
-            ),
+            Err(e) => {
+                let failed = TopicResult::err(ErrorCode::UNKNOWN_SERVER_ERROR, e.0);
+                (vec![failed.clone(); n], vec![Err(failed); filters])
+            }
         }
     }
 
@@ -998,11 +1001,7 @@ impl Controller {
         &self,
         create: Vec<crate::security::acl::AclBinding>,
         delete: Vec<crate::security::acl::AclFilter>,
-    ) -> (
-        Vec<TopicResult>,
-        Vec<Vec<crate::security::acl::AclBinding>>,
-        u64,
-    ) {
+    ) -> (Vec<TopicResult>, Vec<AclsRemoved>, u64) {
         let _turn = self.control_lock.lock().await;
         // Filters resolve against the newest image under the controller's turn, so what is
         // reported removed is what the command removes.
@@ -1013,28 +1012,42 @@ impl Controller {
             .collect();
         let gone: Vec<_> = removed.iter().flatten().cloned().collect();
         if create.is_empty() && gone.is_empty() {
-            return (Vec::new(), removed, 0);
+            return (Vec::new(), removed.into_iter().map(Ok).collect(), 0);
         }
         tracing::info!(added = create.len(), removed = gone.len(), "altering ACLs");
-        let mut results = vec![TopicResult::ok(); create.len()];
-        if let Some(node) = self.cluster() {
-            let slots: Vec<usize> = (0..create.len()).collect();
+        // One result per binding created, and a last one for the whole change (what the
+        // removals report when it fails).
+        let results = vec![TopicResult::ok(); create.len() + 1];
+        let (mut results, version) = if let Some(node) = self.cluster() {
+            let mut results = results;
+            let slots: Vec<usize> = (0..results.len()).collect();
             let cmd = ClusterCommand::AlterAcls {
                 create,
                 delete: gone,
             };
             let version = self.commit(&node, cmd, &slots, &mut results).await;
-            return (results, removed, version);
-        }
-        let mut next = (*meta).clone();
-        for b in &gone {
-            next.acls.remove(b);
-        }
-        next.acls.extend(create);
-        let nr = self.shard.nr_shards;
-        let (results, version) = self
-            .commit_local(next, (0..nr).map(|_| Vec::new()).collect(), results)
-            .await;
+            (results, version)
+        } else {
+            let mut next = (*meta).clone();
+            for b in &gone {
+                next.acls.remove(b);
+            }
+            next.acls.extend(create);
+            let nr = self.shard.nr_shards;
+            self.commit_local(next, (0..nr).map(|_| Vec::new()).collect(), results)
+                .await
+        };
+        let whole = results.pop().unwrap_or_else(TopicResult::ok);
+        let removed = removed
+            .into_iter()
+            .map(|r| {
+                if whole.error.is_ok() {
+                    Ok(r)
+                } else {
+                    Err(whole.clone())
+                }
+            })
+            .collect();
         (results, removed, version)
     }
 

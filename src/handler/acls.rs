@@ -1,7 +1,8 @@
 //! CreateAcls, DescribeAcls and DeleteAcls (KIP-140): the cluster's ACLs, committed through
 //! the controller like topics. Changing them needs ALTER on the cluster, reading them
-//! DESCRIBE. They can be managed while `authorizer_enabled` is false (stored, not enforced), so
-//! a cluster's ACLs can be in place before enforcement starts.
+//! DESCRIBE. Without `authorizer_enabled` they answer SECURITY_DISABLED, as Kafka does
+//! without an authorizer: otherwise anyone could stage grants for themselves before
+//! enforcement starts.
 
 use super::{decode, Ctx};
 use crate::broker::Broker;
@@ -20,6 +21,25 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+
+const DISABLED: &str = "no authorizer is enabled on this broker (authorizer_enabled = false)";
+
+/// SECURITY_DISABLED without `authorizer_enabled`.
+fn enabled(broker: &Broker) -> Result<(), ErrorCode> {
+    if broker.config.authorizer_enabled {
+        Ok(())
+    } else {
+        Err(ErrorCode::SECURITY_DISABLED)
+    }
+}
+
+fn refusal(e: ErrorCode, what: &str) -> String {
+    if e == ErrorCode::SECURITY_DISABLED {
+        DISABLED.into()
+    } else {
+        format!("not authorized to {what} ACLs (ALTER on the cluster)")
+    }
+}
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -45,7 +65,7 @@ fn binding(c: &create_acls_request::AclCreation) -> Result<AclBinding, String> {
             .ok_or_else(|| format!("permission type {} is not DENY or ALLOW", c.permission_type))?,
     };
     b.validate()?;
-    Ok(b)
+    Ok(b.canonical())
 }
 
 pub async fn create(
@@ -54,15 +74,12 @@ pub async fn create(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: CreateAclsRequest = decode(ctx, body)?;
-    let allowed = ctx.check_cluster(broker, Operation::Alter);
+    let allowed = enabled(broker).and_then(|()| ctx.check_cluster(broker, Operation::Alter));
     let checked: Vec<Result<AclBinding, (ErrorCode, String)>> = req
         .creations
         .iter()
         .map(|c| match allowed {
-            Err(e) => Err((
-                e,
-                "not authorized to create ACLs (ALTER on the cluster)".into(),
-            )),
+            Err(e) => Err((e, refusal(e, "create"))),
             Ok(()) => binding(c).map_err(|m| (ErrorCode::INVALID_REQUEST, m)),
         })
         .collect();
@@ -104,6 +121,9 @@ pub async fn describe(
                 .with_error_message(Some(s(m))),
         )
     };
+    if let Err(e) = enabled(broker) {
+        return Ok(fail(e, DISABLED.into()));
+    }
     if let Err(e) = ctx.check_cluster(broker, Operation::Describe) {
         return Ok(fail(
             e,
@@ -156,15 +176,12 @@ pub async fn delete(
     body: &mut Bytes,
 ) -> Result<Response, Response> {
     let req: DeleteAclsRequest = decode(ctx, body)?;
-    let allowed = ctx.check_cluster(broker, Operation::Alter);
+    let allowed = enabled(broker).and_then(|()| ctx.check_cluster(broker, Operation::Alter));
     let checked: Vec<Result<AclFilter, (ErrorCode, String)>> = req
         .filters
         .iter()
         .map(|f| match allowed {
-            Err(e) => Err((
-                e,
-                "not authorized to delete ACLs (ALTER on the cluster)".into(),
-            )),
+            Err(e) => Err((e, refusal(e, "delete"))),
             Ok(()) => AclFilter::from_wire(
                 f.resource_type_filter,
                 f.resource_name_filter.as_deref(),
@@ -190,23 +207,28 @@ pub async fn delete(
             Err((code, m)) => DeleteAclsFilterResult::default()
                 .with_error_code(code.0)
                 .with_error_message(Some(s(m))),
-            Ok(_) => DeleteAclsFilterResult::default().with_matching_acls(
-                removed
-                    .next()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|b| {
-                        DeleteAclsMatchingAcl::default()
-                            .with_resource_type(b.resource_type.code())
-                            .with_resource_name(s(b.name))
-                            .with_pattern_type(b.pattern.code())
-                            .with_principal(s(b.principal))
-                            .with_host(s(b.host))
-                            .with_operation(b.operation.code())
-                            .with_permission_type(b.permission.code())
-                    })
-                    .collect(),
-            ),
+            Ok(_) => match removed.next() {
+                None => DeleteAclsFilterResult::default()
+                    .with_error_code(ErrorCode::UNKNOWN_SERVER_ERROR.0)
+                    .with_error_message(Some(s("no reply"))),
+                Some(Err(r)) => DeleteAclsFilterResult::default()
+                    .with_error_code(r.error.0)
+                    .with_error_message(r.message.map(s)),
+                Some(Ok(gone)) => DeleteAclsFilterResult::default().with_matching_acls(
+                    gone.into_iter()
+                        .map(|b| {
+                            DeleteAclsMatchingAcl::default()
+                                .with_resource_type(b.resource_type.code())
+                                .with_resource_name(s(b.name))
+                                .with_pattern_type(b.pattern.code())
+                                .with_principal(s(b.principal))
+                                .with_host(s(b.host))
+                                .with_operation(b.operation.code())
+                                .with_permission_type(b.permission.code())
+                        })
+                        .collect(),
+                ),
+            },
         })
         .collect();
     Ok(ctx.respond(&DeleteAclsResponse::default().with_filter_results(results)))

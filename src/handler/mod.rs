@@ -173,13 +173,33 @@ impl Ctx {
         match &self.auth {
             None => true,
             Some(a) if a.superuser => true,
-            Some(a) => broker.meta().acls.iter().any(|b| {
-                b.resource_type == ResourceType::Topic
-                    && b.permission == acl::Permission::Allow
-                    && matches!(b.operation, Operation::Write | Operation::All)
-                    && (b.principal == a.principal || b.principal == acl::WILDCARD_PRINCIPAL)
-                    && (b.host == acl::WILDCARD || *b.host == *a.host)
-            }),
+            Some(a) => {
+                let meta = broker.meta();
+                // WRITE (or ALL) on topics for this principal from this host, as ALLOW or DENY.
+                let writes = |perm: acl::Permission| {
+                    meta.acls.iter().filter(move |b| {
+                        b.resource_type == ResourceType::Topic
+                            && b.permission == perm
+                            && matches!(b.operation, Operation::Write | Operation::All)
+                            && (b.principal == a.principal
+                                || b.principal == acl::WILDCARD_PRINCIPAL)
+                            && (b.host == acl::WILDCARD || *b.host == *a.host)
+                    })
+                };
+                // An ALLOW counts unless a DENY covers all it names (Kafka's
+                // authorizeByResourceType): DENY on `*`, on the same literal name, or on a
+                // prefix of its name.
+                writes(acl::Permission::Allow).any(|allow| {
+                    !writes(acl::Permission::Deny).any(|deny| match deny.pattern {
+                        acl::PatternType::Literal => {
+                            deny.name == acl::WILDCARD
+                                || (allow.pattern == acl::PatternType::Literal
+                                    && deny.name == allow.name)
+                        }
+                        acl::PatternType::Prefixed => allow.name.starts_with(deny.name.as_str()),
+                    })
+                })
+            }
         }
     }
 
@@ -276,7 +296,9 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, session: Rc<Session>) 
             return Response::Close(format!("{api_key:?} from {}: {why}", session.peer));
         }
     }
-    let quotas_on = !broker.meta().client_quotas.is_empty();
+    // Brokers' own requests (replication, transaction markers) are never throttled.
+    let quotas_on =
+        !broker.meta().client_quotas.is_empty() && !inter_broker(api_key, version, body, &session);
     if quotas_on {
         // Time owed from earlier requests, and a produce request's bytes (Kafka counts the
         // request's size); the request is still served, then the connection waits.
@@ -297,7 +319,13 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, session: Rc<Session>) 
             busy.as_secs_f64() * 100.0,
         );
         session.mute_for(ctx.throttle.get());
-        r
+        // The answer carries the whole throttle, this request's time included (Kafka's).
+        r.map(|mut resp| {
+            if !ctx.throttle.get().is_zero() {
+                protocol::response::set_throttle(&mut resp, api_key, version, ctx.throttle_ms());
+            }
+            resp
+        })
     } else {
         dispatch(&broker, &ctx, body, &session).await
     };
@@ -355,6 +383,23 @@ where
             }
         })
         .collect()
+}
+
+/// Whether a request is a broker's: WriteTxnMarkers, a follower's Fetch or
+/// OffsetForLeaderEpoch (a replica id ≥ 0 leads their bodies at the versions served), or
+/// anything from the inter-broker user.
+fn inter_broker(api_key: ApiKey, version: i16, body: &Bytes, session: &Session) -> bool {
+    let replica_id = || {
+        body.get(..4)
+            .is_some_and(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]) >= 0)
+    };
+    match api_key {
+        ApiKey::WriteTxnMarkers => true,
+        ApiKey::Fetch if replica_id() => true,
+        ApiKey::OffsetForLeaderEpoch if version >= 3 && replica_id() => true,
+        _ => crate::security::inter_broker_login()
+            .is_some_and(|(user, _)| session.principal() == crate::security::user_principal(user)),
+    }
 }
 
 /// Runs the request's handler.

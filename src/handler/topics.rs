@@ -148,11 +148,13 @@ pub async fn delete(
             .iter()
             .map(|t| match &t.name {
                 Some(n) => Some(n.0.to_string()),
+                // An id names a topic only to whom may describe it (Kafka's rule).
                 None => meta
                     .topics
                     .iter()
                     .find(|(_, m)| uuid::Uuid::from_bytes(m.id_bytes()) == t.topic_id)
-                    .map(|(n, _)| n.clone()),
+                    .map(|(n, _)| n.clone())
+                    .filter(|n| ctx.allowed(broker, Operation::Describe, ResourceType::Topic, n)),
             })
             .collect()
     } else {

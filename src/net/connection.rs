@@ -161,6 +161,12 @@ async fn read_loop(
             }
             let size = size as usize;
             if held.is_none() {
+                // A client over its quota: its next request waits out the throttle before it
+                // takes any of the shard's request memory (Kafka mutes the channel the same
+                // way); what it sent waits in the socket buffers.
+                if let Some(until) = session.muted_until() {
+                    glommio::timer::sleep(until.saturating_duration_since(Instant::now())).await;
+                }
                 let p = broker
                     .request_memory
                     .clone()
@@ -172,11 +178,6 @@ async fn read_loop(
             if buf.len() < 4 + size {
                 buf.reserve(4 + size - buf.len());
                 break;
-            }
-            // A client over its quota: its next request waits out the throttle (Kafka mutes
-            // the channel the same way).
-            if let Some(until) = session.muted_until() {
-                glommio::timer::sleep(until.saturating_duration_since(Instant::now())).await;
             }
             buf.advance(4);
             let frame = buf.split_to(size).freeze();

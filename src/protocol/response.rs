@@ -17,6 +17,29 @@ pub enum Piece {
     },
 }
 
+/// Writes `ms` as the throttle_time_ms of a Fetch or Produce response frame (quotas learn
+/// the request's cost only after its handler built the answer). Other responses are left.
+pub fn set_throttle(
+    r: &mut Response,
+    api_key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    ms: i32,
+) {
+    let Response::Frame(pieces) = r else { return };
+    let in_first = api_key == kafka_protocol::messages::ApiKey::Fetch || pieces.len() == 1;
+    let Some(Piece::Bytes(first)) = pieces.first_mut() else {
+        return;
+    };
+    let Some(at) = throttle_offset(api_key, version, first.len())
+        .filter(|at| in_first && at + 4 <= first.len())
+    else {
+        return;
+    };
+    let mut b = bytes::BytesMut::from(&first[..]);
+    b[at..at + 4].copy_from_slice(&ms.to_be_bytes());
+    *first = b.freeze();
+}
+
 impl Piece {
     pub fn len(&self) -> usize {
         match self {
@@ -26,6 +49,22 @@ impl Piece {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Where throttle_time_ms sits in a whole response frame of `api_key` at `version` (size
+/// prefix included) `frame_len` bytes long, for the responses quotas report in: Fetch (after
+/// the header) and Produce (at the end, before v9's tagged fields).
+pub fn throttle_offset(
+    api_key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    frame_len: usize,
+) -> Option<usize> {
+    use kafka_protocol::messages::ApiKey;
+    match api_key {
+        ApiKey::Fetch => Some(if version >= 12 { 9 } else { 8 }),
+        ApiKey::Produce if version >= 1 => frame_len.checked_sub(if version >= 9 { 5 } else { 4 }),
+        _ => None,
     }
 }
 

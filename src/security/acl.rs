@@ -133,7 +133,9 @@ impl Operation {
     }
 
     pub fn from_code(c: i8) -> Option<Operation> {
-        Operation::EVERY.get(usize::try_from(c - 2).ok()?).copied()
+        Operation::EVERY
+            .get(usize::try_from(c).ok()?.checked_sub(2)?)
+            .copied()
     }
 
     pub fn name(self) -> &'static str {
@@ -254,12 +256,27 @@ impl AclBinding {
         Ok(())
     }
 
+    /// The binding with its host written canonically (`::ffff:10.0.0.5` as `10.0.0.5`, IPv6
+    /// compressed and lower case), as connections' hosts are, so text comparison matches.
+    pub fn canonical(mut self) -> AclBinding {
+        self.host = canonical_host(&self.host);
+        self
+    }
+
     /// Whether this binding's pattern covers the resource `name` of its type.
     fn covers(&self, name: &str) -> bool {
         match self.pattern {
             PatternType::Literal => self.name == name || self.name == WILDCARD,
             PatternType::Prefixed => name.starts_with(self.name.as_str()),
         }
+    }
+}
+
+/// An IP address as the authorizer compares it (others unchanged: `*`).
+pub fn canonical_host(host: &str) -> String {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_canonical().to_string(),
+        Err(_) => host.to_string(),
     }
 }
 
@@ -298,41 +315,29 @@ impl AclFilter {
         permission: i8,
     ) -> Result<AclFilter, String> {
         const ANY: i8 = 1;
-        let resource_type = match resource_type {
-            ANY => None,
-            c => Some(
-                ResourceType::from_code(c)
-                    .ok_or_else(|| format!("resource type {c} is not a filter's"))?,
-            ),
-        };
+        // ANY (1), else a code `from` knows.
+        fn any_or<T>(c: i8, from: fn(i8) -> Option<T>, what: &str) -> Result<Option<T>, String> {
+            match c {
+                ANY => Ok(None),
+                c => from(c)
+                    .map(Some)
+                    .ok_or_else(|| format!("{what} {c} is not a filter's")),
+            }
+        }
+        let resource_type = any_or(resource_type, ResourceType::from_code, "resource type")?;
         let pattern = match pattern {
-            ANY => PatternFilter::Any,
             2 => PatternFilter::Match,
-            c => PatternFilter::Exactly(
-                PatternType::from_code(c)
-                    .ok_or_else(|| format!("pattern type {c} is not a filter's"))?,
-            ),
+            c => any_or(c, PatternType::from_code, "pattern type")?
+                .map_or(PatternFilter::Any, PatternFilter::Exactly),
         };
-        let operation = match operation {
-            ANY => None,
-            c => Some(
-                Operation::from_code(c)
-                    .ok_or_else(|| format!("operation {c} is not a filter's"))?,
-            ),
-        };
-        let permission = match permission {
-            ANY => None,
-            c => Some(
-                Permission::from_code(c)
-                    .ok_or_else(|| format!("permission type {c} is not a filter's"))?,
-            ),
-        };
+        let operation = any_or(operation, Operation::from_code, "operation")?;
+        let permission = any_or(permission, Permission::from_code, "permission type")?;
         Ok(AclFilter {
             resource_type,
             name: name.map(str::to_string),
             pattern,
             principal: principal.map(str::to_string),
-            host: host.map(str::to_string),
+            host: host.map(canonical_host),
             operation,
             permission,
         })
@@ -381,11 +386,33 @@ pub fn authorize(
             && (b.host == WILDCARD || b.host == who.host)
             && b.covers(name)
     };
-    for b in acls
-        .iter()
-        .skip_while(|b| b.resource_type < rtype)
-        .take_while(|b| b.resource_type == rtype)
-    {
+    // The bindings that can cover the name, found by range: literal ones named exactly so
+    // or `*`, and the prefixed ones of the type.
+    let from = |pattern: PatternType, name: &str| AclBinding {
+        resource_type: rtype,
+        pattern,
+        name: name.to_string(),
+        principal: String::new(),
+        host: String::new(),
+        operation: Operation::All,
+        permission: Permission::Deny,
+    };
+    let literal = |n: &'static str| {
+        let n: &str = if n.is_empty() { name } else { n };
+        acls.range(from(PatternType::Literal, n)..)
+            .take_while(move |b| {
+                b.resource_type == rtype && b.pattern == PatternType::Literal && b.name == n
+            })
+    };
+    let prefixed = acls
+        .range(from(PatternType::Prefixed, "")..)
+        .take_while(|b| b.resource_type == rtype);
+    let exact = literal("");
+    let star = (name != WILDCARD)
+        .then(|| literal(WILDCARD))
+        .into_iter()
+        .flatten();
+    for b in exact.chain(star).chain(prefixed) {
         if !applies(b) {
             continue;
         }
@@ -461,6 +488,8 @@ mod tests {
         assert_eq!(Operation::DescribeTokens.code(), 14);
         assert_eq!(Operation::from_code(1), None);
         assert_eq!(Operation::from_code(15), None);
+        assert_eq!(Operation::from_code(i8::MIN), None);
+        assert_eq!(Operation::from_code(-1), None);
         for t in ResourceType::ALL {
             assert_eq!(ResourceType::from_code(t.code()), Some(t));
         }

@@ -296,7 +296,7 @@ pub struct Session {
 impl Session {
     pub fn new(peer: Rc<str>, listener: Rc<Listener>) -> Session {
         let host = match peer.parse::<SocketAddr>() {
-            Ok(a) => Rc::from(a.ip().to_string().as_str()),
+            Ok(a) => Rc::from(a.ip().to_canonical().to_string().as_str()),
             Err(_) => peer.clone(),
         };
         Session {

@@ -199,23 +199,33 @@ pub struct MeterKey {
 }
 
 struct Bucket {
-    /// Allowance left (negative: a debt).
+    /// Allowance left (negative: a debt, of at most MAX_THROTTLE's worth: like Kafka's
+    /// windows, a burst is forgotten after a while).
     tokens: f64,
+    /// The rate it was last counted at.
+    rate: f64,
     at: Instant,
 }
 
 impl Bucket {
     fn refill(&mut self, rate: f64, now: Instant) {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.rate = rate;
         self.tokens = (self.tokens + dt * rate).min(rate);
         self.at = now;
     }
 
-    fn throttle(&self, rate: f64) -> Duration {
+    fn take(&mut self, amount: f64) {
+        let floor = -self.rate * MAX_THROTTLE.as_secs_f64();
+        self.tokens = (self.tokens - amount).max(floor);
+    }
+
+    fn throttle(&self) -> Duration {
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / rate).min(MAX_THROTTLE)
+            let secs = (-self.tokens / self.rate).min(MAX_THROTTLE.as_secs_f64());
+            Duration::from_secs_f64(secs.max(0.0))
         }
     }
 }
@@ -235,18 +245,24 @@ impl Meters {
         let now = Instant::now();
         let mut b = self.buckets.borrow_mut();
         if b.len() >= MAX_METERS && !b.contains_key(key) {
+            // Full buckets remember nothing; if too many still owe, all are forgotten
+            // (a client cycling client ids must not grow this, nor make each insert a scan).
             b.retain(|_, bucket| {
-                bucket.refill(rate, now);
-                bucket.tokens < rate
+                bucket.refill(bucket.rate, now);
+                bucket.tokens < bucket.rate
             });
+            if b.len() > MAX_METERS / 2 {
+                b.clear();
+            }
         }
         let bucket = b.entry(key.clone()).or_insert(Bucket {
             tokens: rate,
+            rate,
             at: now,
         });
         bucket.refill(rate, now);
-        bucket.tokens -= amount;
-        bucket.throttle(rate)
+        bucket.take(amount);
+        bucket.throttle()
     }
 
     /// The throttle the meter owes now, without counting anything.
@@ -256,7 +272,7 @@ impl Meters {
             None => Duration::ZERO,
             Some(bucket) => {
                 bucket.refill(rate, Instant::now());
-                bucket.throttle(rate)
+                bucket.throttle()
             }
         }
     }
@@ -362,7 +378,13 @@ mod tests {
             "{t:?}"
         );
         assert!(m.owed(&k, 1000.0) > Duration::from_millis(400));
-        // Capped.
+        // Capped, and the debt with it: a huge burst is forgotten within MAX_THROTTLE.
         assert_eq!(m.record(&k, 1000.0, 1e9), MAX_THROTTLE);
+        assert_eq!(m.record(&k, 1000.0, 1e9), MAX_THROTTLE);
+        let b = m.buckets.borrow();
+        assert!(b[&k].tokens >= -1000.0 * MAX_THROTTLE.as_secs_f64());
+        drop(b);
+        // A tiny rate does not overflow the conversion.
+        assert_eq!(m.record(&k, 1e-300, 1.0), MAX_THROTTLE);
     }
 }

@@ -341,26 +341,41 @@ def test_deny_wins_prefixes_and_wildcards_and_acls_survive_a_restart(secured):
     assert produce(b, "alice", t) == [KafkaError.TOPIC_AUTHORIZATION_FAILED] * 3
 
 
-def test_authorizer_off_allows_everything_and_acls_still_managed(broker):
-    """The default: no checks (as before), while ACLs can be prepared."""
+def test_authorizer_off_allows_everything_and_refuses_acl_changes(broker):
+    """The default: no checks, as before; the ACL APIs answer SECURITY_DISABLED as Kafka's do
+    without an authorizer (else anyone could stage grants for themselves)."""
     t = topic_name("open")
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     b = AclBinding(ResourceType.TOPIC, t, ResourcePatternType.LITERAL, "User:bob", "*",
-                   AclOperation.READ, AclPermissionType.DENY)
-    admin.create_acls([b])[b].result(30)
+                   AclOperation.READ, AclPermissionType.ALLOW)
+    fails_with(KafkaError.SECURITY_DISABLED, lambda: admin.create_acls([b])[b].result(30))
     flt = AclBindingFilter(ResourceType.TOPIC, None, ResourcePatternType.ANY, None, None,
                            AclOperation.ANY, AclPermissionType.ANY)
-    assert admin.describe_acls(flt).result(30) == [b]
+    fails_with(KafkaError.SECURITY_DISABLED, lambda: admin.delete_acls([flt])[flt].result(30))
     p = Producer({"bootstrap.servers": broker.bootstrap})
     p.produce(t, b"x")
     assert p.flush(30) == 0
-    # Bad bindings answer INVALID_REQUEST.
+
+
+def test_bad_bindings_and_hosts_written_differently(secured):
+    b = secured
+    admin = AdminClient(conf(b, "admin"))
+    t = topic_name("bad")
     bad = AclBinding(ResourceType.TOPIC, t, ResourcePatternType.LITERAL, "bob", "*",
                      AclOperation.READ, AclPermissionType.ALLOW)
     fails_with(KafkaError.INVALID_REQUEST, lambda: admin.create_acls([bad])[bad].result(30))
-    deleted = admin.delete_acls([flt])[flt].result(30)
-    assert deleted == [b]
-    assert admin.describe_acls(flt).result(30) == []
+    # An IPv4-mapped IPv6 host is the IPv4 address, as the client's is compared.
+    acls(b, "add", "--principal", "User:*", "--topic", t, "--operation", "ALL")
+    acls(b, "add", "--principal", "User:alice", "--topic", t, "--operation", "WRITE", "--deny",
+         "--host", "::ffff:127.0.0.1")
+    listed = json.loads(acls(b, "list", "--topic", t, "--json"))
+    assert {a["host"] for a in listed} == {"*", "127.0.0.1"}, listed
+    assert produce(b, "alice", t) == [KafkaError.TOPIC_AUTHORIZATION_FAILED] * 3
+    assert produce(b, "mallory", t) == []
+    flt = AclBindingFilter(ResourceType.TOPIC, t, ResourcePatternType.LITERAL, None, None,
+                           AclOperation.ANY, AclPermissionType.ANY)
+    assert len(admin.delete_acls([flt])[flt].result(30)) == 2
+    assert produce(b, "alice", t) == [KafkaError.TOPIC_AUTHORIZATION_FAILED] * 3
 
 
 def test_a_secured_cluster_brokers_log_in_to_each_other(cluster_factory, tmp_path):
