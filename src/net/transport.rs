@@ -38,6 +38,26 @@ pub enum Writer {
     },
 }
 
+/// Asks the kernel to acknowledge what arrives next at once (TCP_QUICKACK; Linux turns it off
+/// again by itself, so it is asked after every read). Under TLS, librdkafka writes a request
+/// as two records in two writes; with Nagle on, as librdkafka's default has it, the second
+/// waits for the first's ACK, which a delayed ACK holds ~40 ms: a consumer's every fetch paid
+/// that (SASL_SSL consume ran at 0.17x PLAINTEXT).
+fn quickack(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid descriptor owned by `stream`, and a c_int of the size given.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
 fn tls_error(e: rustls::Error) -> Error {
     Error::new(ErrorKind::InvalidData, format!("TLS: {e}"))
 }
@@ -135,6 +155,7 @@ pub async fn handshake(
 
 impl Reader {
     pub fn tls(stream: TcpStream, tls: Rc<RefCell<ServerConnection>>, pending: BytesMut) -> Reader {
+        quickack(&stream);
         Reader::Tls {
             stream,
             tls,
@@ -168,6 +189,7 @@ impl Reader {
                 if n == 0 {
                     return Ok(0);
                 }
+                quickack(stream);
                 *closed = feed(&mut tls.borrow_mut(), &scratch[..n], pending)?;
             },
         }
