@@ -15,7 +15,6 @@ Medians of the rates and the broker's CPU seconds per GB (from /proc), each as a
   python3 benches/authz.py [--rounds 3] [--records 1000000] [--acls 1000]
 
 Prints a markdown table and the raw rounds as JSON on stderr."""
-import argparse
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from security import cpu_seconds, free_port, rdkafka  # noqa: E402
+from security import common_args, free_port, produce_consume  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = {"FLUMEN_SASL_USERNAME": "admin", "FLUMEN_SASL_PASSWORD": "admin-pw"}
@@ -71,16 +70,8 @@ def cli(flumen, b, *args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--flumen", default=os.path.join(ROOT, "target/release/flumen"))
-    ap.add_argument("--rdkafka-performance",
-                    default=os.path.join(ROOT, "target/rdkafka/rdkafka_performance"))
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--records", type=int, default=1_000_000)
-    ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--partitions", type=int, default=8)
+    ap = common_args(__doc__, "target/rdkafka/rdkafka_performance", 1_000_000)
     ap.add_argument("--acls", type=int, default=1000)
-    ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
     rdk = args.rdkafka_performance
     ssl_build = os.path.join(ROOT, "target/rdkafka-ssl/rdkafka_performance")
@@ -114,7 +105,6 @@ def main():
                 "--consumer-byte-rate", "1e12", "--request-percentage", "100000")
         names = list(brokers)
         rounds = []
-        gb = args.records * args.size / 1e9
         for r in range(args.rounds):
             order = names if r % 2 == 0 else names[::-1]
             row = {}
@@ -124,19 +114,7 @@ def main():
                 subprocess.run([args.flumen, "topics", "create", topic, "-p",
                                 str(args.partitions), "--bootstrap", b["plain"]], check=True,
                                capture_output=True)
-                pid = b["proc"].pid
-                c0 = cpu_seconds(pid)
-                produce = rdkafka(rdk, ["-P", "-t", topic, "-b", b["plain"], "-s",
-                                        str(args.size), "-c", str(args.records), "-a", "1", "-q",
-                                        "-X", "linger.ms=5", "-X", "batch.size=1000000",
-                                        "-X", "queue.buffering.max.kbytes=1048576"])
-                c1 = cpu_seconds(pid)
-                consume = rdkafka(rdk, ["-C", "-G", f"g-{topic}", "-t", topic, "-b", b["plain"],
-                                        "-c", str(args.records), "-q",
-                                        "-X", "auto.offset.reset=earliest"])
-                c2 = cpu_seconds(pid)
-                row[name] = {"produce_mb_s": produce, "produce_cpu_s_per_gb": (c1 - c0) / gb,
-                             "consume_mb_s": consume, "consume_cpu_s_per_gb": (c2 - c1) / gb}
+                row[name] = produce_consume(rdk, args, b["proc"].pid, b["plain"], topic)
                 print(f"round {r + 1} {name}: {row[name]}", file=sys.stderr)
             rounds.append(row)
         print(json.dumps(rounds), file=sys.stderr)

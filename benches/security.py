@@ -80,17 +80,40 @@ def rdkafka(rdk, args, timeout=900):
     return float(m[-1][1])
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def common_args(doc, rdkafka_default, records):
+    """The options this bench and benches/authz.py share."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--flumen", default=os.path.join(ROOT, "target/release/flumen"))
-    ap.add_argument("--rdkafka-performance",
-                    default=os.path.join(ROOT, "target/rdkafka-ssl/rdkafka_performance"))
+    ap.add_argument("--rdkafka-performance", default=os.path.join(ROOT, rdkafka_default))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--records", type=int, default=300_000)
+    ap.add_argument("--records", type=int, default=records)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=8)
-    ap.add_argument("--shards", type=int, default=0)
     ap.add_argument("--data-dir", default=None)
+    return ap
+
+
+def produce_consume(rdk, args, pid, bootstrap, topic, extra=()):
+    """Produces args.records records of args.size bytes to `topic` (acks=1), then consumes
+    them from the start in a group: rates and the broker's (`pid`) CPU seconds per GB."""
+    gb = args.records * args.size / 1e9
+    c0 = cpu_seconds(pid)
+    produce = rdkafka(rdk, ["-P", "-t", topic, "-b", bootstrap, "-s", str(args.size),
+                            "-c", str(args.records), "-a", "1", "-q",
+                            "-X", "linger.ms=5", "-X", "batch.size=1000000",
+                            "-X", "queue.buffering.max.kbytes=1048576", *extra])
+    c1 = cpu_seconds(pid)
+    consume = rdkafka(rdk, ["-C", "-G", f"g-{topic}", "-t", topic, "-b", bootstrap,
+                            "-c", str(args.records), "-q",
+                            "-X", "auto.offset.reset=earliest", *extra])
+    c2 = cpu_seconds(pid)
+    return {"produce_mb_s": produce, "produce_cpu_s_per_gb": (c1 - c0) / gb,
+            "consume_mb_s": consume, "consume_cpu_s_per_gb": (c2 - c1) / gb}
+
+
+def main():
+    ap = common_args(__doc__, "target/rdkafka-ssl/rdkafka_performance", 300_000)
+    ap.add_argument("--shards", type=int, default=0)
     args = ap.parse_args()
     rdk = args.rdkafka_performance
     if not os.path.exists(rdk):
@@ -130,7 +153,6 @@ def main():
                 "-X", f"ssl.ca.location={certs['ca.pem']}"]),
         }
         rounds = []
-        gb = args.records * args.size / 1e9
         for r in range(args.rounds):
             order = ["PLAINTEXT", "SASL_SSL"] if r % 2 == 0 else ["SASL_SSL", "PLAINTEXT"]
             row = {}
@@ -140,18 +162,7 @@ def main():
                 subprocess.run([args.flumen, "topics", "create", topic, "-p",
                                 str(args.partitions), "--bootstrap", plain], check=True,
                                capture_output=True)
-                c0 = cpu_seconds(proc.pid)
-                produce = rdkafka(rdk, ["-P", "-t", topic, "-b", bootstrap, "-s", str(args.size),
-                                        "-c", str(args.records), "-a", "1", "-q",
-                                        "-X", "linger.ms=5", "-X", "batch.size=1000000",
-                                        "-X", "queue.buffering.max.kbytes=1048576", *extra])
-                c1 = cpu_seconds(proc.pid)
-                consume = rdkafka(rdk, ["-C", "-G", f"g-{topic}", "-t", topic, "-b", bootstrap,
-                                        "-c", str(args.records), "-q",
-                                        "-X", "auto.offset.reset=earliest", *extra])
-                c2 = cpu_seconds(proc.pid)
-                row[name] = {"produce_mb_s": produce, "produce_cpu_s_per_gb": (c1 - c0) / gb,
-                             "consume_mb_s": consume, "consume_cpu_s_per_gb": (c2 - c1) / gb}
+                row[name] = produce_consume(rdk, args, proc.pid, bootstrap, topic, extra)
                 print(f"round {r + 1} {name}: {row[name]}", file=sys.stderr)
             rounds.append(row)
         print(json.dumps(rounds), file=sys.stderr)
