@@ -19,30 +19,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from security import common_args, free_port, produce_consume  # noqa: E402
+from security import common_args, free_port, produce_consume, wait_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = {"FLUMEN_SASL_USERNAME": "admin", "FLUMEN_SASL_PASSWORD": "admin-pw"}
-
-
-def wait_port(port):
-    deadline = time.time() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def start(flumen, d, name, extra):

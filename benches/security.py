@@ -30,6 +30,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_port(port, timeout=20.0):
+    """Until something accepts connections on 127.0.0.1:`port`."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def make_certs(d):
     """A CA and a broker certificate for 127.0.0.1 (Python's cryptography)."""
     import ipaddress
@@ -134,15 +147,7 @@ def main():
     proc = subprocess.Popen([args.flumen, "serve", "--config", cfg], stdout=log, stderr=log)
     plain = f"127.0.0.1:{plain_port}"
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", plain_port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_port(plain_port)
         subprocess.run([args.flumen, "users", "create", "bench", "--password", "bench-secret",
                         "--bootstrap", plain], check=True, capture_output=True)
         security = {

@@ -29,10 +29,10 @@ pub fn live_brokers(broker: &Broker, cluster: &ClusterMeta, ctx: &Ctx) -> Vec<Br
         return cluster
             .brokers
             .iter()
-            .filter_map(|b| b.on_listener(&ctx.listener.name))
+            .filter_map(|b| b.on_listener(&ctx.session.listener.name))
             .collect();
     }
-    let (host, port) = ctx.listener.advertised.clone();
+    let (host, port) = ctx.session.listener.advertised.clone();
     vec![BrokerInfo {
         id: cluster.node_id,
         host,

@@ -38,10 +38,10 @@ pub struct Ctx {
     pub version: i16,
     pub correlation_id: i32,
     pub client_id: String,
-    /// The listener the request came in on (Metadata advertises its addresses).
-    pub listener: Rc<crate::security::Listener>,
     /// Who asks, when the authorizer is on (None: everything is allowed).
     pub auth: Option<Auth>,
+    /// The connection: its listener (Metadata advertises that listener's addresses), peer
+    /// and principal.
     pub session: Rc<Session>,
     /// The quota throttle this request earned (Produce and Fetch answer it in
     /// throttle_time_ms); the connection is muted for it.
@@ -280,7 +280,6 @@ pub async fn handle(broker: Rc<Broker>, mut frame: Bytes, session: Rc<Session>) 
             .as_ref()
             .map(|s| s.to_string())
             .unwrap_or_default(),
-        listener: session.listener.clone(),
         auth: Auth::new(&broker, &session),
         session: session.clone(),
         throttle: Default::default(),
