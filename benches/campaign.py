@@ -14,6 +14,10 @@ Measures, in this order and on this machine:
   peer     the same produce load from librdkafka's rdkafka_performance (built by
            benches/build-rdkafka-performance.sh) and from `flumen bench`, against one broker:
            what the bench's own cost hides.
+  tansu    with --tansu BINARY: Flumen on disk against Tansu 0.6.0 in memory, both driven by
+           rdkafka_performance, 1 and 8 partitions: produce 100 B, produce 1 KiB, consume after
+           produce; --peer-rounds alternating rounds, medians, broker CPU s/GB of both and which
+           process is the limit (benches/peers.py). Not in the default set: it needs Tansu.
   ab       with --baseline OTHER_BINARY: the produce and consume rows for the baseline (A) and
            --flumen (B), alternating A and B for --rounds rounds on fresh brokers, medians and
            B/A ratios with broker CPU seconds per GB (a refactor must not be slower).
@@ -25,6 +29,7 @@ markdown table on stdout.
 Usage: python3 benches/campaign.py [--flumen target/release/flumen] [--data-dir DIR]
                                   [--seconds 15] [--out DIR] [--only NAME,...]
                                   [--baseline OLD_BINARY --rounds 3]
+                                  [--only tansu --tansu TANSU_BINARY --peer-rounds 3]
 Needs root for dropping the page cache (the cold read); fio and iperf3 on PATH.
 """
 import argparse
@@ -234,10 +239,15 @@ def run(args):
                       f"{r['latency_ms']}", file=sys.stderr)
             finally:
                 b.stop()
+    if (want("peer") or want("tansu")) and not os.path.exists(args.rdkafka_performance):
+        args.rdkafka_performance = sh(
+            [os.path.join(ROOT, "benches/build-rdkafka-performance.sh")]).strip()
+    if args.tansu and only and "tansu" in only:
+        import peers
+        results["tansu"] = peers.run(args, lambda: Broker(args.flumen, args.data_dir),
+                                     free_port)
     if want("peer"):
         rdk = args.rdkafka_performance
-        if not os.path.exists(rdk):
-            rdk = sh([os.path.join(ROOT, "benches/build-rdkafka-performance.sh")]).strip()
         for size, n in ((1024, args.peer_records // 4), (100, args.peer_records)):
             b = Broker(args.flumen, args.data_dir)
             try:
@@ -398,9 +408,18 @@ def main():
                     default=os.path.join(ROOT, "target/rdkafka/rdkafka_performance"))
     ap.add_argument("--peer-records", type=int, default=4_000_000,
                     help="100-byte records per load generator in the peer step (a quarter at 1 KiB)")
+    ap.add_argument("--tansu", default=None,
+                    help="Tansu 0.6.0's binary, for the tansu step (--only tansu)")
+    ap.add_argument("--peer-rounds", type=int, default=3,
+                    help="alternating rounds of the tansu step")
+    ap.add_argument("--peer-small-records", type=int, default=2_000_000,
+                    help="100-byte records per produce_100 row of the tansu step")
+    ap.add_argument("--peer-large-records", type=int, default=500_000,
+                    help="1 KiB records per produce_1k row (then consumed) of the tansu step")
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", default=None,
-                    help="comma-separated subset: limits,produce,consume,scale,latency,peer")
+                    help="comma-separated subset: limits,produce,consume,scale,latency,peer "
+                         "(and tansu, only when named)")
     ap.add_argument("--baseline", default=None,
                     help="another flumen binary: run the A/B step (baseline vs --flumen)")
     ap.add_argument("--rounds", type=int, default=3, help="A/B rounds (alternating)")
@@ -415,6 +434,10 @@ def main():
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     print(table(results))
+    if "tansu" in results:
+        import peers
+        print()
+        print(peers.table(results["tansu"]))
     if "ab" in results:
         print()
         print(ab_table(results["ab"]))

@@ -100,8 +100,11 @@ pub struct Config {
     pub zero_copy_fetch: bool,
     /// host:port for Prometheus metrics over HTTP (GET /metrics); none when unset.
     pub metrics_listen: Option<String>,
-    /// Per-shard memory for recently appended batches served to tail consumers.
-    pub tail_cache_bytes: usize,
+    /// Per-shard memory for recently appended batches served to consumers (0: none). Unset:
+    /// `TAIL_CACHE_MEMORY_SHARE` of the machine's memory (or of its cgroup's limit) split among
+    /// the shards, resolved at start (`resolve_tail_cache`). O_DIRECT writes leave the page
+    /// cache cold, so this is what a consumer catching up reads from memory.
+    pub tail_cache_bytes: Option<usize>,
     /// Largest single write buffer; a larger group commit is split in several writes.
     pub write_buffer_bytes: usize,
     /// Largest batch accepted (Kafka: message.max.bytes, 1 MiB + overhead).
@@ -256,7 +259,7 @@ impl Default for Config {
             index_interval_bytes: 4096,
             zero_copy_fetch: false,
             metrics_listen: None,
-            tail_cache_bytes: 64 << 20,
+            tail_cache_bytes: None,
             write_buffer_bytes: 4 << 20,
             max_batch_bytes: 8 << 20,
             offsets_topic_partitions: 16,
@@ -308,7 +311,48 @@ impl Default for Config {
     }
 }
 
+/// The share of memory the shards' tail caches take together when `tail_cache_bytes` is unset.
+pub const TAIL_CACHE_MEMORY_SHARE: f64 = 0.25;
+/// The tail cache of a shard when the memory cannot be read (and in unit tests).
+const FALLBACK_TAIL_CACHE_BYTES: usize = 64 << 20;
+
+/// Bytes of memory this process may use: the machine's, or its cgroup's limit when lower.
+pub fn memory_bytes() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        })?;
+    // cgroup v2 ("max" when unlimited), else v1.
+    let limit = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|f| std::fs::read_to_string(f).ok()?.trim().parse::<u64>().ok());
+    Some(limit.map_or(total, |l| l.min(total)))
+}
+
 impl Config {
+    /// The tail cache of each shard: as configured, else `TAIL_CACHE_MEMORY_SHARE` of
+    /// `memory` split among `shards`.
+    pub fn resolve_tail_cache(&mut self, shards: usize, memory: Option<u64>) -> usize {
+        let bytes = *self.tail_cache_bytes.get_or_insert_with(|| {
+            memory.map_or(FALLBACK_TAIL_CACHE_BYTES, |m| {
+                (m as f64 * TAIL_CACHE_MEMORY_SHARE / shards.max(1) as f64) as usize
+            })
+        });
+        bytes
+    }
+
+    /// The tail cache of each shard (after `resolve_tail_cache`).
+    pub fn tail_cache_budget(&self) -> usize {
+        self.tail_cache_bytes.unwrap_or(FALLBACK_TAIL_CACHE_BYTES)
+    }
+
     pub fn from_file(path: &std::path::Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading config {}: {e}", path.display()))?;
@@ -545,4 +589,30 @@ pub fn host_port(addr: &str, port: i32) -> (String, i32) {
         }
     }
     (addr.to_string(), port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unset_tail_cache_is_a_share_of_memory_split_among_shards() {
+        let mut c = Config::default();
+        assert_eq!(c.tail_cache_budget(), FALLBACK_TAIL_CACHE_BYTES);
+        assert_eq!(c.resolve_tail_cache(4, Some(16 << 30)), 1 << 30);
+        assert_eq!(c.tail_cache_budget(), 1 << 30);
+        // Unreadable memory: the fallback.
+        let mut c = Config::default();
+        assert_eq!(c.resolve_tail_cache(2, None), FALLBACK_TAIL_CACHE_BYTES);
+        // Set (0 too: no cache) wins.
+        let mut c: Config = toml::from_str("tail_cache_bytes = 0").unwrap();
+        assert_eq!(c.resolve_tail_cache(2, Some(16 << 30)), 0);
+        let mut c: Config = toml::from_str("tail_cache_bytes = 1048576").unwrap();
+        assert_eq!(c.resolve_tail_cache(2, Some(16 << 30)), 1 << 20);
+    }
+
+    #[test]
+    fn this_machine_has_memory() {
+        assert!(memory_bytes().is_some_and(|m| m > 1 << 20));
+    }
 }

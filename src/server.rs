@@ -26,7 +26,7 @@ static LEADERSHIP_RELEASED: AtomicBool = AtomicBool::new(false);
 /// io_uring buffer memory each executor registers (glommio locks it in RAM).
 const IO_MEMORY_BYTES: usize = 8 << 20;
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(mut config: Config) -> anyhow::Result<()> {
     config.validate()?;
     abort_on_panic();
     let cores: Vec<usize> = core_affinity::get_core_ids()
@@ -38,6 +38,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     } else {
         config.shards
     };
+    let tail_cache = config.resolve_tail_cache(nr, crate::config::memory_bytes());
     let listeners = crate::security::listeners(&config)?;
     crate::security::install_plain_users(crate::security::load_plain_users(&config)?);
     crate::security::install_inter_broker_login(&config, &listeners);
@@ -86,6 +87,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         listeners = ?shown,
         shards = nr,
+        tail_cache_mib_per_shard = tail_cache >> 20,
         data_dirs = ?config.log_dirs(),
         flush = ?config.flush_policy(),
         "starting flumen {}",

@@ -157,12 +157,18 @@ pub struct Row {
     pub fix: Option<(PathBuf, String)>,
 }
 
-/// The broker config as TOML keys, defaults filled in.
+/// The broker config as TOML keys, defaults filled in and resolved for this host as the
+/// broker would resolve them (the tail cache from its memory and shards).
 fn config_table(config: Option<&Path>) -> anyhow::Result<toml::Table> {
-    let cfg = match config {
+    let mut cfg = match config {
         Some(p) => Config::from_file(p)?,
         None => Config::default(),
     };
+    let shards = match cfg.shards {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    cfg.resolve_tail_cache(shards, crate::config::memory_bytes());
     Ok(toml::Table::try_from(&cfg)?)
 }
 

@@ -177,7 +177,7 @@ pub struct PartitionManager {
 
 impl PartitionManager {
     pub fn new(shard: Rc<Shard>, config: Rc<Config>, image: Rc<MetadataImage>) -> Rc<Self> {
-        let tail_cache = TailCache::new(config.tail_cache_bytes);
+        let tail_cache = TailCache::new(config.tail_cache_budget());
         Rc::new(PartitionManager {
             shard,
             config,

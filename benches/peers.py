@@ -1,0 +1,183 @@
+"""The peer step of benches/campaign.py: Flumen (on disk) against Tansu 0.6.0 (in memory) with the
+same neutral load generator, librdkafka's rdkafka_performance, in alternating rounds.
+
+Rows, for 1 and for 8 partitions, each on a fresh broker and topic:
+  produce_100   --peer-small-records 100-byte records (acks=1, linger 5 ms, 1 MB batches)
+  produce_1k    --peer-large-records 1 KiB records, same settings
+  consume       the 1 KiB records just produced, read from the beginning by one consumer
+
+For every row: MB/s and records/s as rdkafka_performance reports them, the broker's CPU seconds
+per GB (from /proc, utime + stime) and the load generator's, and which of the two was the limit
+(the one closer to a full core: each is one process on a 2-core machine)."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def proc_cpu(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Tansu:
+    """Tansu's broker with memory storage (nothing is written to disk)."""
+
+    def __init__(self, binary, port):
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [binary, "broker", "--storage-engine", "memory://tansu/",
+             "--listener-url", f"tcp://127.0.0.1:{port}",
+             "--advertised-listener-url", f"tcp://127.0.0.1:{port}"],
+            stdout=self.log, stderr=self.log)
+        wait_port(port)
+
+    def cpu_seconds(self):
+        return proc_cpu(self.proc.pid)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def create_topic(bootstrap, topic, partitions):
+    """With the Kafka protocol (CreateTopics), the same request for both brokers."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+    time.sleep(0.5)
+
+
+def rdkafka(rdk, args, timeout=900):
+    """Runs rdkafka_performance; returns its summary line's numbers."""
+    p = subprocess.run([rdk, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=timeout)
+    # Producer: "N msgs/s and M MB/s"; consumer: "N msgs/s (M MB/s)".
+    m = re.search(r"(\d+) msgs/s(?: and |\s*\()([\d.]+) MB/s", p.stdout)
+    if not m:
+        raise RuntimeError(f"rdkafka_performance {' '.join(args)} said: {p.stdout[-800:]}")
+    return {"records_per_sec": int(m.group(1)), "mb_per_sec": float(m.group(2))}
+
+
+def run_rows(broker, rdk, partitions, small, large, round_id):
+    """The three rows on one fresh broker; returns {row: result}."""
+    out = {}
+    b = broker.bootstrap
+    parts = [x for p in range(partitions) for x in ("-p", str(p))]
+    produce = ["-a", "1", "-q", "-X", "linger.ms=5", "-X", "batch.size=1000000",
+               "-X", "queue.buffering.max.kbytes=1048576"]
+    for row, size, n in (("produce_100", 100, small), ("produce_1k", 1024, large)):
+        topic = f"{row}-{partitions}-{round_id}"
+        create_topic(b, topic, partitions)
+        cpu0, t0 = broker.cpu_seconds(), time.time()
+        r, client_cpu = timed(rdk, ["-P", "-t", topic, "-b", b, "-s", str(size), "-c", str(n),
+                                    *produce])
+        r.update(cost(broker, cpu0, t0, client_cpu, n * size))
+        out[row] = r
+    topic = f"produce_1k-{partitions}-{round_id}"
+    cpu0, t0 = broker.cpu_seconds(), time.time()
+    r, client_cpu = timed(rdk, ["-C", "-t", topic, "-b", b, *parts, "-o", "beginning",
+                                "-c", str(large), "-q"])
+    r.update(cost(broker, cpu0, t0, client_cpu, large * 1024))
+    out["consume"] = r
+    return out
+
+
+def timed(rdk, args):
+    """rdkafka_performance's result and the CPU seconds it used."""
+    before = os.times()
+    r = rdkafka(rdk, args)
+    after = os.times()
+    client = (after.children_user - before.children_user) + \
+        (after.children_system - before.children_system)
+    return r, client
+
+
+def cost(broker, cpu0, t0, client_cpu, nbytes):
+    wall = time.time() - t0
+    broker_cpu = broker.cpu_seconds() - cpu0
+    return {"broker_cpu_s_per_gb": broker_cpu / (nbytes / 1e9),
+            "client_cpu_s_per_gb": client_cpu / (nbytes / 1e9),
+            "broker_core_share": broker_cpu / wall,
+            "client_core_share": client_cpu / wall,
+            # The process busier relative to the core it could use is the limit.
+            "limit": "broker" if broker_cpu >= client_cpu else "load generator"}
+
+
+def run(args, start_flumen, free_port):
+    """Alternating rounds (Flumen first in odd rounds, Tansu first in even ones) for 1 and 8
+    partitions; returns {"1": {"flumen": [rounds], "tansu": [rounds]}, "8": ...}."""
+    rdk = args.rdkafka_performance
+    results = {}
+    for partitions in (1, 8):
+        rounds = {"flumen": [], "tansu": []}
+        for i in range(args.peer_rounds):
+            order = ("flumen", "tansu") if i % 2 == 0 else ("tansu", "flumen")
+            for name in order:
+                broker = start_flumen() if name == "flumen" else Tansu(args.tansu, free_port())
+                try:
+                    r = run_rows(broker, rdk, partitions, args.peer_small_records,
+                                 args.peer_large_records, i)
+                finally:
+                    broker.stop()
+                rounds[name].append(r)
+                print(f"tansu peer, {partitions} partition(s), round {i + 1}, {name}: " +
+                      ", ".join(f"{k} {v['mb_per_sec']:.0f} MB/s "
+                                f"{v['broker_cpu_s_per_gb']:.2f} s/GB ({v['limit']})"
+                                for k, v in r.items()), flush=True)
+        results[str(partitions)] = rounds
+    return results
+
+
+def table(res):
+    out = ["| partitions | row | Flumen MB/s | Tansu MB/s | Flumen/Tansu (median of rounds) | "
+           "Flumen broker CPU s/GB | Tansu broker CPU s/GB | limit (Flumen; Tansu) | "
+           "rounds Flumen/Tansu MB/s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for partitions, rounds in res.items():
+        for row in ("produce_100", "produce_1k", "consume"):
+            f = [r[row] for r in rounds["flumen"]]
+            t = [r[row] for r in rounds["tansu"]]
+            ratio = median([a["mb_per_sec"] / b["mb_per_sec"] for a, b in zip(f, t)])
+            limits = lambda xs: "/".join(sorted({x["limit"] for x in xs}))  # noqa: E731
+            each = " ".join(f"{a['mb_per_sec']:.0f}/{b['mb_per_sec']:.0f}" for a, b in zip(f, t))
+            out.append(
+                f"| {partitions} | {row} | {median([x['mb_per_sec'] for x in f]):.0f} | "
+                f"{median([x['mb_per_sec'] for x in t]):.0f} | {ratio:.2f}× | "
+                f"{median([x['broker_cpu_s_per_gb'] for x in f]):.2f} | "
+                f"{median([x['broker_cpu_s_per_gb'] for x in t]):.2f} | "
+                f"{limits(f)}; {limits(t)} | "
+                f"{each} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+    print(table(json.load(open(sys.argv[1]))["tansu"]))
