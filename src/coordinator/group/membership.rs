@@ -8,8 +8,15 @@
 //! `group.instance.id` maps to that id in `statics`; the generation only grows; every state
 //! change that a blocked JoinGroup or SyncGroup may be waiting for is followed by
 //! `notify_all`. A member blocked in a call (`waiting > 0`) is not expired by its session
-//! timeout. Membership is memory only: committed offsets live in the offset store.
+//! timeout.
+//!
+//! A group is stored in `__consumer_offsets` (as Kafka stores it) when a rebalance completes
+//! and when it becomes empty (`changed`, written by the coordinator): a coordinator that takes
+//! the group over restores it (`restore`) and its members go on in their generation. Between
+//! those points the state is memory only; members rejoin after a takeover in the middle of a
+//! rebalance.
 
+use super::offsets::{GroupRecord, MemberRecord};
 use super::types::{DescribeOut, JoinOut, JoinRequest, LeaveOut, MemberDescription, SyncOut};
 use crate::config::Config;
 use crate::protocol::errors::ErrorCode;
@@ -81,6 +88,9 @@ struct Group {
     rebalance_deadline: Instant,
     initial_deadline: Option<Instant>,
     notify: Rc<Notify>,
+    /// The group changed in a way another coordinator must know (a rebalance completed, it
+    /// became empty): its record is to be written (`Membership::take_changed`).
+    changed: bool,
 }
 
 impl Group {
@@ -97,6 +107,32 @@ impl Group {
             rebalance_deadline: now,
             initial_deadline: None,
             notify: Rc::new(Notify::default()),
+            changed: false,
+        }
+    }
+
+    /// The group as `__consumer_offsets` stores it.
+    fn record(&self, now_ms: i64) -> GroupRecord {
+        GroupRecord {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            state_timestamp: now_ms,
+            members: self
+                .members
+                .values()
+                .map(|m| MemberRecord {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as i32,
+                    session_timeout_ms: m.session_timeout.as_millis() as i32,
+                    subscription: self.metadata_for(m),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -173,6 +209,7 @@ impl Group {
         self.protocol = None;
         self.leader = None;
         self.initial_deadline = None;
+        self.changed = true;
         self.notify.notify_all();
     }
 
@@ -574,6 +611,7 @@ impl Membership {
                     }
                 }
                 g.state = GroupState::Stable;
+                g.changed = true;
                 g.notify.notify_all();
             }
             let m = g.members.get_mut(member_id).expect("checked");
@@ -681,13 +719,91 @@ impl Membership {
     /// Drops the state of groups nobody is in (no member, no pending member id) unless
     /// `keep` says the group is still known elsewhere (its committed offsets): the membership
     /// table holds groups in use, not every group id ever joined.
-    pub(super) fn forget_empty(&self, keep: impl Fn(&str) -> bool) {
+    /// Returns the groups forgotten (their stored records are to be deleted).
+    pub(super) fn forget_empty(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut gone = Vec::new();
         self.groups.borrow_mut().retain(|gid, g| {
-            !(matches!(g.state, GroupState::Empty | GroupState::Dead)
+            let forget = matches!(g.state, GroupState::Empty | GroupState::Dead)
                 && g.members.is_empty()
                 && g.pending.is_empty()
-                && !keep(gid))
+                && !keep(gid);
+            if forget {
+                gone.push(gid.clone());
+            }
+            !forget
         });
+        gone
+    }
+
+    /// The groups whose stored record is out of date, with their records now (and marks them
+    /// written).
+    pub(super) fn take_changed(&self) -> Vec<(String, GroupRecord)> {
+        let now_ms = self.clock.now_ms();
+        self.groups
+            .borrow_mut()
+            .iter_mut()
+            .filter(|(_, g)| g.changed)
+            .map(|(gid, g)| {
+                g.changed = false;
+                (gid.clone(), g.record(now_ms))
+            })
+            .collect()
+    }
+
+    /// Takes over a group as its stored record has it (this coordinator now leads its
+    /// offsets partition): a group with members is Stable in the stored generation, and each
+    /// member has a full session from now to heartbeat in it; `None` forgets the group.
+    pub(super) fn restore(&self, gid: &str, rec: Option<GroupRecord>) {
+        let mut groups = self.groups.borrow_mut();
+        let Some(rec) = rec else {
+            groups.remove(gid);
+            return;
+        };
+        let now = self.clock.now();
+        let mut g = Group::new(now);
+        g.state = if rec.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        g.protocol_type = Some(rec.protocol_type).filter(|p| !p.is_empty());
+        g.generation = rec.generation;
+        g.protocol = rec.protocol.clone();
+        g.leader = rec.leader;
+        for m in rec.members {
+            if let Some(i) = &m.instance_id {
+                g.statics.insert(i.clone(), m.member_id.clone());
+            }
+            let protocols = g
+                .protocol
+                .clone()
+                .map(|p| vec![(p, m.subscription)])
+                .unwrap_or_default();
+            g.members.insert(
+                m.member_id.clone(),
+                Member {
+                    id: m.member_id,
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout: Duration::from_millis(m.session_timeout_ms.max(0) as u64),
+                    rebalance_timeout: Duration::from_millis(
+                        m.rebalance_timeout_ms.max(m.session_timeout_ms).max(0) as u64,
+                    ),
+                    protocols,
+                    assignment: m.assignment,
+                    joined: false,
+                    join_result: None,
+                    waiting: 0,
+                    last_seen: now,
+                    seq: self.next_seq(),
+                },
+            );
+        }
+        if let Some(old) = groups.insert(gid.to_string(), g) {
+            // Calls waiting on a group this coordinator held before wake to a new one.
+            old.notify.notify_all();
+        }
     }
 
     pub(super) fn tick(&self) {

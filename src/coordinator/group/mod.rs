@@ -43,6 +43,7 @@ use crate::shard::{local, Shard};
 use crate::util::Clock;
 use membership::Membership;
 use offset_store::OffsetStore;
+use offsets::GroupRecord;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,6 +102,12 @@ impl Coordinator {
             while !stop.load(Ordering::Relaxed) {
                 glommio::timer::sleep(Duration::from_millis(GROUP_TICK_MS)).await;
                 c.tick();
+                // Groups emptied by expired sessions: stored off the timer's path.
+                let changed = c.members.take_changed();
+                if !changed.is_empty() {
+                    let s = c.clone();
+                    glommio::spawn_local(async move { s.store(changed).await }).detach();
+                }
                 ticks += 1;
                 if ticks.is_multiple_of(EXPIRE_EVERY_TICKS) {
                     c.expire_offsets().await;
@@ -150,8 +157,12 @@ impl Coordinator {
     /// JoinGroup: answers once the rebalance it joined completes (or at once with an error).
     pub async fn join(&self, req: JoinRequest) -> Result<JoinOut, ErrorCode> {
         let group = req.group.clone();
-        self.on_group(&group, move |c| async move { c.members.join(req).await })
-            .await
+        self.on_group(&group, move |c| async move {
+            let out = c.members.join(req).await;
+            c.store_changed().await;
+            out
+        })
+        .await
     }
 
     /// SyncGroup: the member's assignment once the leader sent them.
@@ -159,7 +170,8 @@ impl Coordinator {
         let group = req.member.group.clone();
         self.on_group(&group, move |c| async move {
             let m = &req.member;
-            c.members
+            let out = c
+                .members
                 .sync(
                     &m.group,
                     m.generation,
@@ -167,7 +179,10 @@ impl Coordinator {
                     &m.instance_id,
                     req.assignments,
                 )
-                .await
+                .await;
+            // The completed rebalance is stored before its answer (as Kafka does).
+            c.store_changed().await;
+            out
         })
         .await
     }
@@ -189,8 +204,12 @@ impl Coordinator {
         members: Vec<(String, Option<String>)>,
     ) -> Result<LeaveOut, ErrorCode> {
         let g = group.clone();
-        self.on_group(&g, move |c| async move { c.members.leave(&group, members) })
-            .await
+        self.on_group(&g, move |c| async move {
+            let out = c.members.leave(&group, members);
+            c.store_changed().await;
+            out
+        })
+        .await
     }
 
     /// OffsetCommit, and TxnOffsetCommit when `req.producer` is set: one code per partition.
@@ -275,7 +294,11 @@ impl Coordinator {
 
     /// Loads the committed offsets of every `__consumer_offsets` partition this shard owns.
     pub async fn load_owned(&self) -> Result<usize, String> {
-        self.offsets.load_owned().await
+        let loaded = self.offsets.load_owned().await?;
+        for (gid, rec) in loaded.groups {
+            self.members.restore(&gid, rec);
+        }
+        Ok(loaded.commits)
     }
 
     /// This broker started (or stopped) leading `__consumer_offsets` partition `p`: the
@@ -296,7 +319,18 @@ impl Coordinator {
         let c = self.clone();
         glommio::spawn_local(async move {
             match c.offsets.load(p).await {
-                Ok(n) => tracing::info!(partition = p, records = n, "group coordinator loaded"),
+                Ok(l) => {
+                    let groups = l.groups.len();
+                    for (gid, rec) in l.groups {
+                        c.members.restore(&gid, rec);
+                    }
+                    tracing::info!(
+                        partition = p,
+                        records = l.commits,
+                        groups,
+                        "group coordinator loaded"
+                    )
+                }
                 Err(e) => tracing::error!(partition = p, "loading committed offsets: {e}"),
             }
             c.loading.borrow_mut().remove(&p);
@@ -319,7 +353,9 @@ impl Coordinator {
     /// offsets.retention.minutes), writing tombstones.
     pub async fn expire_offsets(&self) {
         self.offsets.expire(|g| self.members.has_members(g)).await;
-        self.members.forget_empty(|g| self.offsets.contains(g));
+        for gid in self.members.forget_empty(|g| self.offsets.contains(g)) {
+            let _ = self.offsets.write_group(&gid, None).await;
+        }
     }
 
     /// This shard's groups: those with members, and those with committed offsets only (Empty).
@@ -360,8 +396,32 @@ impl Coordinator {
         if !e.is_ok() {
             return e;
         }
+        if self.members.contains(gid) {
+            let e = self.offsets.write_group(gid, None).await;
+            if !e.is_ok() {
+                return e;
+            }
+        }
         self.members.remove(gid);
         ErrorCode::NONE
+    }
+
+    /// Writes the records of the groups that changed (a rebalance completed, a group became
+    /// empty): a coordinator that takes them over resumes from there.
+    async fn store_changed(&self) {
+        self.store(self.members.take_changed()).await
+    }
+
+    async fn store(&self, changed: Vec<(String, GroupRecord)>) {
+        for (gid, rec) in changed {
+            let e = self.offsets.write_group(&gid, Some(&rec)).await;
+            if !e.is_ok() {
+                // Its next coordinator restores the generation stored before, and its members
+                // rejoin from there (ILLEGAL_GENERATION), as before groups were stored.
+                tracing::warn!(group = %gid, generation = rec.generation, error = ?e,
+                    "the group's new state is not stored");
+            }
+        }
     }
 
     /// The committed offsets of a group: (topic, partition, offset).

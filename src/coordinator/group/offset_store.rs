@@ -8,7 +8,7 @@
 //! commit marker applies them, an abort drops them. Membership checks (who may commit) are the
 //! caller's: the store only stores.
 
-use super::offsets::{self, Committed, OffsetKey};
+use super::offsets::{self, Committed, GroupRecord, OffsetKey, Stored};
 use super::types::{OffsetCommitEntry, OffsetRow};
 use super::OFFSETS_TOPIC;
 use crate::config::Config;
@@ -28,6 +28,14 @@ type OffsetEntry = (OffsetKey, Option<Committed>);
 
 /// A group's committed offsets by (topic, partition).
 type GroupOffsets = BTreeMap<(String, i32), Committed>;
+
+/// What replaying offsets partitions gave: the commits applied, and the last record of each
+/// group stored there (None: deleted), for the membership to restore.
+#[derive(Default)]
+pub(super) struct Loaded {
+    pub(super) commits: usize,
+    pub(super) groups: BTreeMap<String, Option<GroupRecord>>,
+}
 
 /// The committed offsets of the groups whose offsets partition this shard owns.
 pub(super) struct OffsetStore {
@@ -62,13 +70,15 @@ impl OffsetStore {
         &self.partitions
     }
 
-    /// Loads the committed offsets of every `__consumer_offsets` partition this shard owns.
-    pub(super) async fn load_owned(&self) -> Result<usize, String> {
-        let mut n = 0;
+    /// Loads the committed offsets of every `__consumer_offsets` partition this shard leads.
+    pub(super) async fn load_owned(&self) -> Result<Loaded, String> {
+        let mut all = Loaded::default();
         for p in self.partitions.local_partitions_of(OFFSETS_TOPIC) {
-            n += self.load(p).await?;
+            let l = self.load(p).await?;
+            all.commits += l.commits;
+            all.groups.extend(l.groups);
         }
-        Ok(n)
+        Ok(all)
     }
 
     /// Forgets the committed and pending offsets of every group `mine` names.
@@ -79,10 +89,11 @@ impl OffsetStore {
         }
     }
 
-    /// Replays the commits stored in one `__consumer_offsets` partition this shard owns:
-    /// plain commits apply at once, transactional ones when their commit marker comes.
-    pub(super) async fn load(&self, partition: i32) -> Result<usize, String> {
-        let mut n = 0;
+    /// Replays the records stored in one `__consumer_offsets` partition this shard owns:
+    /// plain commits apply at once, transactional ones when their commit marker comes; the
+    /// last record of each group is returned.
+    pub(super) async fn load(&self, partition: i32) -> Result<Loaded, String> {
+        let mut out = Loaded::default();
         self.partitions
             .local_scan(OFFSETS_TOPIC, partition, |b| {
                 use crate::protocol::batch;
@@ -90,23 +101,31 @@ impl OffsetStore {
                 let pid = batch::be_i64(b, batch::OFF_PRODUCER_ID);
                 if let Some(commit) = batch::control_marker(b) {
                     self.complete_txn(pid, commit);
-                } else if attrs & batch::ATTR_TRANSACTIONAL != 0 {
-                    let entries = offsets::parse_batch(b);
-                    n += entries.len();
+                    return;
+                }
+                let mut commits = Vec::new();
+                for s in offsets::parse_stored(b) {
+                    match s {
+                        Stored::Offset(k, v) => commits.push((k, v)),
+                        Stored::Group(g, v) => {
+                            out.groups.insert(g, v);
+                        }
+                    }
+                }
+                out.commits += commits.len();
+                if attrs & batch::ATTR_TRANSACTIONAL != 0 {
                     self.pending_txn
                         .borrow_mut()
                         .entry(pid)
                         .or_default()
-                        .extend(entries);
+                        .extend(commits);
                 } else {
-                    let entries = offsets::parse_batch(b);
-                    n += entries.len();
-                    self.apply(entries);
+                    self.apply(commits);
                 }
             })
             .await
             .map_err(|e| e.message)?;
-        Ok(n)
+        Ok(out)
     }
 
     /// The commit or abort marker of producer `pid`'s transaction is in the offsets log.
@@ -177,6 +196,27 @@ impl OffsetStore {
             None => self.apply(entries),
         }
         ErrorCode::NONE
+    }
+
+    /// Stores a group's record (None: deletes it) in its offsets partition, durably.
+    pub(super) async fn write_group(&self, gid: &str, g: Option<&GroupRecord>) -> ErrorCode {
+        let Some(n) = self.image.partition_count(OFFSETS_TOPIC) else {
+            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
+        };
+        let partition = crate::metadata::key_partition(gid, n);
+        let batch = offsets::build_group_batch(gid, g, self.clock.now_ms());
+        match self
+            .partitions
+            .local_append_durable(OFFSETS_TOPIC, partition, &batch)
+            .await
+        {
+            Ok(_) => ErrorCode::NONE,
+            Err(e) if e.code == ErrorCode::NOT_LEADER_OR_FOLLOWER => ErrorCode::NOT_COORDINATOR,
+            Err(e) => {
+                tracing::warn!(group = %gid, "writing the group: {e}");
+                ErrorCode::COORDINATOR_NOT_AVAILABLE
+            }
+        }
     }
 
     /// The storage side of OffsetCommit, and of TxnOffsetCommit when `producer` is set: one

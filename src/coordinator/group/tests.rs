@@ -684,3 +684,81 @@ fn a_group_everyone_left_is_forgotten_unless_it_has_committed_offsets() {
         assert_eq!((d.state, d.protocol_type.as_str()), ("Empty", "consumer"));
     });
 }
+
+#[test]
+fn a_coordinator_taking_over_resumes_the_stored_generation() {
+    run(|| async {
+        let b = Bench::new(1, &[]).await;
+        let c = b.broker.groups.clone();
+        let (leader, follower) = stable_pair(&b, &c, [None, Some("i-b")]).await;
+        assert_eq!(
+            commit(&c, "g", 1, &leader.member_id, 5).await,
+            vec![ErrorCode::NONE]
+        );
+        // Another coordinator (the offsets partition's next leader) loads the log. Calls go
+        // to it directly: the shard's registered coordinator is still `c`.
+        let next = b.new_groups();
+        next.load_owned().await.unwrap();
+        let mut want = vec![leader.member_id.clone(), follower.member_id.clone()];
+        want.sort();
+        assert_eq!(members(&next), ("Stable", want));
+        let ib = Some("i-b".to_string());
+        // The members go on in their generation: heartbeats, commits, their assignments.
+        let m = &next.members;
+        assert_eq!(
+            m.heartbeat("g", 1, &leader.member_id, &None),
+            ErrorCode::NONE
+        );
+        assert_eq!(
+            m.heartbeat("g", 1, &follower.member_id, &ib),
+            ErrorCode::NONE
+        );
+        assert_eq!(
+            m.heartbeat("g", 0, &follower.member_id, &ib),
+            ErrorCode::ILLEGAL_GENERATION
+        );
+        assert_eq!(m.check_commit("g", 1, &follower.member_id, &ib), Ok(()));
+        let d = next.describe("g");
+        let assigned: Vec<_> = d
+            .members
+            .iter()
+            .map(|m| (m.member_id.clone(), m.assignment.clone()))
+            .collect();
+        assert!(assigned.contains(&(leader.member_id.clone(), Bytes::from_static(b"A"))));
+        assert!(assigned.contains(&(follower.member_id.clone(), Bytes::from_static(b"B"))));
+        assert_eq!(next.committed("g"), vec![("t".into(), 0, 5)]);
+        // The static member's instance id is still its own.
+        let stale = m.join(join_req("g", "other", Some("i-b"), false)).await;
+        assert_eq!(stale.error, ErrorCode::FENCED_INSTANCE_ID);
+        // A member that never comes back is expired by its session, as before the takeover.
+        b.clock
+            .advance(Duration::from_millis(SESSION_MS as u64 + 1));
+        assert_eq!(
+            m.heartbeat("g", 1, &follower.member_id, &ib),
+            ErrorCode::NONE
+        );
+        next.tick();
+        assert_eq!(
+            members(&next),
+            ("PreparingRebalance", vec![follower.member_id.clone()])
+        );
+        // Leaving empties the group, and that is stored too: a third coordinator finds it
+        // Empty, in a later generation.
+        m.leave("g", vec![(follower.member_id.clone(), ib.clone())]);
+        next.store_changed().await;
+        assert_eq!(members(&next).0, "Empty");
+        let third = b.new_groups();
+        third.load_owned().await.unwrap();
+        assert_eq!(members(&third), ("Empty", Vec::new()));
+        assert_eq!(
+            third.members.check_commit("g", 1, &follower.member_id, &ib),
+            Err(ErrorCode::UNKNOWN_MEMBER_ID)
+        );
+        // Deleting the group deletes its record: a fourth coordinator does not know it.
+        assert_eq!(third.delete_group("g").await, ErrorCode::NONE);
+        let fourth = b.new_groups();
+        fourth.load_owned().await.unwrap();
+        assert!(!fourth.members.contains("g"));
+        assert_eq!(fourth.describe("g").state, "Dead");
+    });
+}
