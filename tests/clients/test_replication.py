@@ -623,6 +623,88 @@ def test_group_and_transactions_survive_coordinator_kill(cluster_factory):
         f"extra {sorted(set(values) - set(committed_values))[:5]}")
 
 
+def test_group_members_keep_their_generation_when_the_coordinator_dies(cluster_factory):
+    """The group is stored with its offsets (as Kafka stores it): kill -9 its coordinator and
+    the new one takes the group over as it was. Both members (one static) go on in their
+    generation, with no revocation and no new assignment, and commit on the new coordinator,
+    which describes the same members."""
+    c = cluster_factory(3).start()
+    create(c.node(1).bootstrap, "keep", 2, rf=3, config={"min.insync.replicas": "2"})
+    wait_isr(c, 1, "keep", ALL)
+    events = {"a": [], "b": []}
+
+    def member(name, extra):
+        conf = {"bootstrap.servers": c.bootstrap(), "group.id": "g-keep",
+                "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                "session.timeout.ms": 20000, "heartbeat.interval.ms": 500, **extra}
+        m = Consumer(conf)
+        m.subscribe(["keep"],
+                    on_assign=lambda _, ps: events[name].append(("assign", sorted(p.partition for p in ps))),
+                    on_revoke=lambda _, ps: events[name].append(("revoke", sorted(p.partition for p in ps))))
+        return m
+    a = member("a", {})
+    b = member("b", {"group.instance.id": "keep-b"})
+    seen = {"a": set(), "b": set()}
+
+    def poll_both(until, timeout=60):
+        deadline = time.time() + timeout
+        while not until() and time.time() < deadline:
+            for name, m in (("a", a), ("b", b)):
+                msg = m.poll(0.1)
+                if msg is not None and not msg.error():
+                    seen[name].add(msg.value())
+        assert until(), (events, {k: len(v) for k, v in seen.items()})
+
+    values = [b"k%d" % i for i in range(40)]
+    produce(c.bootstrap(), "keep", values[:20])
+    # Settled: each member holds one partition and has read its records.
+    poll_both(lambda: all(e and e[-1][0] == "assign" and len(e[-1][1]) == 1 for e in events.values())
+              and len(seen["a"] | seen["b"]) == 20)
+    before = {k: list(v) for k, v in events.items()}
+    for m in (a, b):
+        m.commit(asynchronous=False)
+    k = coordinator(c, 1, "g-keep", 0)
+    c.node(k).kill9()
+    live = [i for i in ALL if i != k]
+    k2 = coordinator(c, live[0], "g-keep", 0, not_=k)
+    produce(c.bootstrap(), "keep", values[20:])
+    poll_both(lambda: len(seen["a"] | seen["b"]) == 40)
+    # Commits in the stored generation succeed on the new coordinator (no ILLEGAL_GENERATION),
+    # and the members heartbeat there for several sessions' worth of heartbeats.
+    for m in (a, b):
+        retrying_commit(m)
+    # A few seconds more of polling: heartbeats, and any rebalance would call back.
+    deadline = time.time() + 3
+    while time.time() < deadline:
+        for m in (a, b):
+            m.poll(0.1)
+    assert events == before, f"the members rebalanced after the coordinator died: {events}"
+    admin = AdminClient({"bootstrap.servers": c.node(live[0]).bootstrap})
+    d = admin.describe_consumer_groups(["g-keep"])["g-keep"].result(30)
+    assert str(d.state).endswith("STABLE"), d.state
+    assert sorted(m.group_instance_id or "" for m in d.members) == ["", "keep-b"], d.members
+    got = a.committed([TopicPartition("keep", 0), TopicPartition("keep", 1)], timeout=10)
+    assert sum(tp.offset for tp in got) == 40, got
+    print(f"coordinator {k} killed, {k2} took the group over; events {events}")
+    a.close()
+    b.close()
+
+
+def retrying_commit(consumer, timeout=30):
+    """A synchronous commit retried while the new coordinator is found or loads (retriable
+    errors); ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID would fail at once."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return consumer.commit(asynchronous=False)
+        except KafkaException as e:
+            err = e.args[0]
+            if err.code() in (KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID) \
+                    or not err.retriable() or time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_rolling_restart_under_acks_all_load(cluster_factory):
     """Each broker in turn stopped with SIGTERM (controlled shutdown) and started again, the
     next one only once all three are in sync again, under an idempotent acks=all producer (RF 3,
