@@ -312,7 +312,7 @@ impl Default for Config {
 }
 
 /// The share of memory the shards' tail caches take together when `tail_cache_bytes` is unset.
-pub const TAIL_CACHE_MEMORY_SHARE: f64 = 0.25;
+pub const TAIL_CACHE_MEMORY_SHARE: f64 = 0.125;
 /// The tail cache of a shard when the memory cannot be read (and in unit tests).
 const FALLBACK_TAIL_CACHE_BYTES: usize = 64 << 20;
 
@@ -599,7 +599,7 @@ mod tests {
     fn an_unset_tail_cache_is_a_share_of_memory_split_among_shards() {
         let mut c = Config::default();
         assert_eq!(c.tail_cache_budget(), FALLBACK_TAIL_CACHE_BYTES);
-        assert_eq!(c.resolve_tail_cache(4, Some(16 << 30)), 1 << 30);
+        assert_eq!(c.resolve_tail_cache(2, Some(16 << 30)), 1 << 30);
         assert_eq!(c.tail_cache_budget(), 1 << 30);
         // Unreadable memory: the fallback.
         let mut c = Config::default();

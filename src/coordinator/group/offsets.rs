@@ -377,15 +377,12 @@ mod tests {
         assert!(parse_batch(&b).is_empty());
         // A truncated value is left out, not misread.
         let v = encode_group_value(&GroupRecord {
+            protocol_type: "consumer".into(),
+            generation: 1,
+            protocol: None,
+            leader: None,
+            state_timestamp: 0,
             members: Vec::new(),
-            ..GroupRecord {
-                protocol_type: "consumer".into(),
-                generation: 1,
-                protocol: None,
-                leader: None,
-                state_timestamp: 0,
-                members: Vec::new(),
-            }
         });
         assert!(decode_group_value(v.slice(..v.len() - 2)).is_none());
     }
