@@ -412,6 +412,8 @@ def main():
                     help="Tansu 0.6.0's binary, for the tansu step (--only tansu)")
     ap.add_argument("--peer-rounds", type=int, default=3,
                     help="alternating rounds of the tansu step")
+    ap.add_argument("--producers-seconds", type=int, default=10,
+                    help="seconds per producer count in the tansu step's many-producers row")
     ap.add_argument("--peer-small-records", type=int, default=2_000_000,
                     help="100-byte records per produce_100 row of the tansu step")
     ap.add_argument("--peer-large-records", type=int, default=500_000,

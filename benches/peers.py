@@ -5,6 +5,10 @@ Rows, for 1 and for 8 partitions, each on a fresh broker and topic:
   produce_100   --peer-small-records 100-byte records (acks=1, linger 5 ms, 1 MB batches)
   produce_1k    --peer-large-records 1 KiB records, same settings
   consume       the 1 KiB records just produced, read from the beginning by one consumer
+and the many-producers row: 1, 10, 100 and 1,000 producer connections (`flumen bench
+produce --connections N`, acks=all, one 100-byte record per request, i.e. linger 0) for
+--producers-seconds each, 8 partitions: records/s, p99 and broker CPU s/GB. rdkafka_performance
+is one producer per process, so this row uses Flumen's own load generator for both brokers.
 
 For every row: MB/s and records/s as rdkafka_performance reports them, the broker's CPU seconds
 per GB (from /proc, utime + stime) and the load generator's, and which of the two was the limit
@@ -131,6 +135,31 @@ def cost(broker, cpu0, t0, client_cpu, nbytes):
             "limit": "broker" if broker_cpu >= client_cpu else "load generator"}
 
 
+PRODUCERS = (1, 10, 100, 1000)
+
+
+def many_producers(broker, flumen, seconds, round_id):
+    """{producers: result} on one broker: each count on its own topic, back to back."""
+    out = {}
+    for n in PRODUCERS:
+        topic = f"many-{n}-{round_id}"
+        create_topic(broker.bootstrap, topic, 8)
+        cpu0 = broker.cpu_seconds()
+        p = subprocess.run([flumen, "bench", "produce", "--bootstrap", broker.bootstrap,
+                            "--topic", topic, "--record-size", "100", "--connections", str(n),
+                            "--acks", "-1", "--batch-records", "1", "--duration", str(seconds),
+                            "--json"], capture_output=True, text=True, timeout=seconds * 10 + 120)
+        if p.returncode != 0:
+            # A broker that cannot take this many producers: the row says so.
+            out[str(n)] = {"error": p.stderr.strip().splitlines()[-1][:200]}
+            continue
+        r = json.loads(p.stdout)
+        cpu = broker.cpu_seconds() - cpu0
+        out[str(n)] = {"records_per_sec": r["records_per_sec"], "p99_ms": r["latency_ms"]["p99"],
+                       "broker_cpu_s_per_gb": cpu / (r["bytes"] / 1e9)}
+    return out
+
+
 def run(args, start_flumen, free_port):
     """Alternating rounds (Flumen first in odd rounds, Tansu first in even ones) for 1 and 8
     partitions; returns {"1": {"flumen": [rounds], "tansu": [rounds]}, "8": ...}."""
@@ -153,10 +182,51 @@ def run(args, start_flumen, free_port):
                                 f"{v['broker_cpu_s_per_gb']:.2f} s/GB ({v['limit']})"
                                 for k, v in r.items()), flush=True)
         results[str(partitions)] = rounds
+    rounds = {"flumen": [], "tansu": []}
+    for i in range(args.peer_rounds):
+        order = ("flumen", "tansu") if i % 2 == 0 else ("tansu", "flumen")
+        for name in order:
+            broker = start_flumen() if name == "flumen" else Tansu(args.tansu, free_port())
+            try:
+                r = many_producers(broker, args.flumen, args.producers_seconds, i)
+            finally:
+                broker.stop()
+            rounds[name].append(r)
+            print(f"tansu peer, many producers, round {i + 1}, {name}: " +
+                  ", ".join(f"{n}: {v['error']}" if "error" in v else
+                            f"{n}: {v['records_per_sec']:.0f} rec/s p99 {v['p99_ms']:.1f} ms"
+                            for n, v in r.items()), flush=True)
+    results["producers"] = rounds
     return results
 
 
+def producers_table(rounds):
+    out = ["| producers (acks=all, linger 0, 100 B) | Flumen rec/s | Tansu rec/s | Flumen/Tansu | "
+           "Flumen p99 ms | Tansu p99 ms | Flumen CPU s/GB | Tansu CPU s/GB |",
+           "|---|---|---|---|---|---|---|---|"]
+    for n in rounds["flumen"][0]:
+        f = [r[n] for r in rounds["flumen"] if "error" not in r[n]]
+        t = [r[n] for r in rounds["tansu"] if "error" not in r[n]]
+        failed = {name: len(rounds[name]) - len(ok) for name, ok in (("flumen", f), ("tansu", t))}
+
+        def col(xs, key, fmt, name):
+            if not xs:
+                return f"failed in every round ({rounds[name][0][n]['error']})"
+            return format(median([x[key] for x in xs]), fmt) + \
+                (f" ({failed[name]} round(s) failed)" if failed[name] else "")
+        ratio = (f"{median([a['records_per_sec'] / b['records_per_sec'] for a, b in zip(f, t)]):.2f}×"
+                 if f and t else "-")
+        out.append(f"| {n} | {col(f, 'records_per_sec', '.0f', 'flumen')} | "
+                   f"{col(t, 'records_per_sec', '.0f', 'tansu')} | {ratio} | "
+                   f"{col(f, 'p99_ms', '.1f', 'flumen')} | {col(t, 'p99_ms', '.1f', 'tansu')} | "
+                   f"{col(f, 'broker_cpu_s_per_gb', '.2f', 'flumen')} | "
+                   f"{col(t, 'broker_cpu_s_per_gb', '.2f', 'tansu')} |")
+    return "\n".join(out)
+
+
 def table(res):
+    res = dict(res)
+    producers = res.pop("producers", None)
     out = ["| partitions | row | Flumen MB/s | Tansu MB/s | Flumen/Tansu (median of rounds) | "
            "Flumen broker CPU s/GB | Tansu broker CPU s/GB | limit (Flumen; Tansu) | "
            "rounds Flumen/Tansu MB/s |",
@@ -175,6 +245,8 @@ def table(res):
                 f"{median([x['broker_cpu_s_per_gb'] for x in t]):.2f} | "
                 f"{limits(f)}; {limits(t)} | "
                 f"{each} |")
+    if producers:
+        out += ["", producers_table(producers)]
     return "\n".join(out)
 
 
