@@ -151,7 +151,8 @@ def many_producers(broker, flumen, seconds, round_id):
                             "--json"], capture_output=True, text=True, timeout=seconds * 10 + 120)
         if p.returncode != 0:
             # A broker that cannot take this many producers: the row says so.
-            out[str(n)] = {"error": p.stderr.strip().splitlines()[-1][:200]}
+            last = p.stderr.strip().splitlines()[-1]
+            out[str(n)] = {"error": last.removeprefix("flumen: ")[:200]}
             continue
         r = json.loads(p.stdout)
         cpu = broker.cpu_seconds() - cpu0
@@ -211,7 +212,7 @@ def producers_table(rounds):
 
         def col(xs, key, fmt, name):
             if not xs:
-                return f"failed in every round ({rounds[name][0][n]['error']})"
+                return f"failed in every round ({rounds[name][0][n]['error'].removeprefix('flumen: ')})"
             return format(median([x[key] for x in xs]), fmt) + \
                 (f" ({failed[name]} round(s) failed)" if failed[name] else "")
         ratio = (f"{median([a['records_per_sec'] / b['records_per_sec'] for a, b in zip(f, t)]):.2f}×"
