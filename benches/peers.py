@@ -161,42 +161,43 @@ def many_producers(broker, flumen, seconds, round_id):
     return out
 
 
-def run(args, start_flumen, free_port):
-    """Alternating rounds (Flumen first in odd rounds, Tansu first in even ones) for 1 and 8
-    partitions; returns {"1": {"flumen": [rounds], "tansu": [rounds]}, "8": ...}."""
-    rdk = args.rdkafka_performance
-    results = {}
-    for partitions in (1, 8):
-        rounds = {"flumen": [], "tansu": []}
-        for i in range(args.peer_rounds):
-            order = ("flumen", "tansu") if i % 2 == 0 else ("tansu", "flumen")
-            for name in order:
-                broker = start_flumen() if name == "flumen" else Tansu(args.tansu, free_port())
-                try:
-                    r = run_rows(broker, rdk, partitions, args.peer_small_records,
-                                 args.peer_large_records, i)
-                finally:
-                    broker.stop()
-                rounds[name].append(r)
-                print(f"tansu peer, {partitions} partition(s), round {i + 1}, {name}: " +
-                      ", ".join(f"{k} {v['mb_per_sec']:.0f} MB/s "
-                                f"{v['broker_cpu_s_per_gb']:.2f} s/GB ({v['limit']})"
-                                for k, v in r.items()), flush=True)
-        results[str(partitions)] = rounds
+def alternating(args, start_flumen, free_port, measure, label, show):
+    """args.peer_rounds rounds of `measure(broker, round)` on a fresh broker of each kind,
+    Flumen first in odd rounds and Tansu first in even ones: {"flumen": [..], "tansu": [..]}."""
     rounds = {"flumen": [], "tansu": []}
     for i in range(args.peer_rounds):
         order = ("flumen", "tansu") if i % 2 == 0 else ("tansu", "flumen")
         for name in order:
             broker = start_flumen() if name == "flumen" else Tansu(args.tansu, free_port())
             try:
-                r = many_producers(broker, args.flumen, args.producers_seconds, i)
+                r = measure(broker, i)
             finally:
                 broker.stop()
             rounds[name].append(r)
-            print(f"tansu peer, many producers, round {i + 1}, {name}: " +
-                  ", ".join(f"{n}: {v['error']}" if "error" in v else
-                            f"{n}: {v['records_per_sec']:.0f} rec/s p99 {v['p99_ms']:.1f} ms"
-                            for n, v in r.items()), flush=True)
+            print(f"tansu peer, {label}, round {i + 1}, {name}: " +
+                  ", ".join(f"{k}: {show(v)}" for k, v in r.items()), flush=True)
+    return rounds
+
+
+def run(args, start_flumen, free_port):
+    """The rows for 1 and 8 partitions, then the many-producers row; returns
+    {"1": rounds, "8": rounds, "producers": rounds}."""
+    rdk = args.rdkafka_performance
+    results = {}
+    for partitions in (1, 8):
+        results[str(partitions)] = alternating(
+            args, start_flumen, free_port,
+            lambda b, i: run_rows(b, rdk, partitions, args.peer_small_records,
+                                  args.peer_large_records, i),
+            f"{partitions} partition(s)",
+            lambda v: f"{v['mb_per_sec']:.0f} MB/s {v['broker_cpu_s_per_gb']:.2f} s/GB "
+                      f"({v['limit']})")
+    rounds = alternating(
+        args, start_flumen, free_port,
+        lambda b, i: many_producers(b, args.flumen, args.producers_seconds, i),
+        "many producers",
+        lambda v: v["error"] if "error" in v else
+        f"{v['records_per_sec']:.0f} rec/s p99 {v['p99_ms']:.1f} ms")
     results["producers"] = rounds
     return results
 
