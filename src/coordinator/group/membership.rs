@@ -735,6 +735,14 @@ impl Membership {
         gone
     }
 
+    /// `gid`'s record now if its stored one is out of date (and marks it written).
+    pub(super) fn take_changed_group(&self, gid: &str) -> Option<GroupRecord> {
+        let mut groups = self.groups.borrow_mut();
+        let g = groups.get_mut(gid).filter(|g| g.changed)?;
+        g.changed = false;
+        Some(g.record(self.clock.now_ms()))
+    }
+
     /// The groups whose stored record is out of date, with their records now (and marks them
     /// written).
     pub(super) fn take_changed(&self) -> Vec<(String, GroupRecord)> {

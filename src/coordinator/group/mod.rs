@@ -158,8 +158,9 @@ impl Coordinator {
     pub async fn join(&self, req: JoinRequest) -> Result<JoinOut, ErrorCode> {
         let group = req.group.clone();
         self.on_group(&group, move |c| async move {
+            let gid = req.group.clone();
             let out = c.members.join(req).await;
-            c.store_changed().await;
+            c.store_changed(&gid).await;
             out
         })
         .await
@@ -181,7 +182,7 @@ impl Coordinator {
                 )
                 .await;
             // The completed rebalance is stored before its answer (as Kafka does).
-            c.store_changed().await;
+            c.store_changed(&m.group).await;
             out
         })
         .await
@@ -206,7 +207,7 @@ impl Coordinator {
         let g = group.clone();
         self.on_group(&g, move |c| async move {
             let out = c.members.leave(&group, members);
-            c.store_changed().await;
+            c.store_changed(&group).await;
             out
         })
         .await
@@ -408,8 +409,11 @@ impl Coordinator {
 
     /// Writes the records of the groups that changed (a rebalance completed, a group became
     /// empty): a coordinator that takes them over resumes from there.
-    async fn store_changed(&self) {
-        self.store(self.members.take_changed()).await
+    /// Writes `gid`'s record if it changed (a join, sync or leave touches only its group).
+    async fn store_changed(&self, gid: &str) {
+        if let Some(rec) = self.members.take_changed_group(gid) {
+            self.store(vec![(gid.to_string(), rec)]).await
+        }
     }
 
     async fn store(&self, changed: Vec<(String, GroupRecord)>) {

@@ -745,7 +745,7 @@ fn a_coordinator_taking_over_resumes_the_stored_generation() {
         // Leaving empties the group, and that is stored too: a third coordinator finds it
         // Empty, in a later generation.
         m.leave("g", vec![(follower.member_id.clone(), ib.clone())]);
-        next.store_changed().await;
+        next.store_changed("g").await;
         assert_eq!(members(&next).0, "Empty");
         let third = b.new_groups();
         third.load_owned().await.unwrap();
