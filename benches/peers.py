@@ -15,24 +15,18 @@ per GB (from /proc, utime + stime) and the load generator's, and which of the tw
 (the one closer to a full core: each is one process on a 2-core machine)."""
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import tempfile
 import time
+
+from security import cpu_seconds, rdkafka_summary, wait_port
 
 
 def median(xs):
     xs = sorted(xs)
     n = len(xs)
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-
-
-def proc_cpu(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Tansu:
@@ -49,7 +43,7 @@ class Tansu:
         wait_port(port)
 
     def cpu_seconds(self):
-        return proc_cpu(self.proc.pid)
+        return cpu_seconds(self.proc.pid)
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -60,17 +54,6 @@ class Tansu:
             self.proc.wait()
 
 
-def wait_port(port, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
 def create_topic(bootstrap, topic, partitions):
     """With the Kafka protocol (CreateTopics), the same request for both brokers."""
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -79,15 +62,10 @@ def create_topic(bootstrap, topic, partitions):
     time.sleep(0.5)
 
 
-def rdkafka(rdk, args, timeout=900):
-    """Runs rdkafka_performance; returns its summary line's numbers."""
-    p = subprocess.run([rdk, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       text=True, timeout=timeout)
-    # Producer: "N msgs/s and M MB/s"; consumer: "N msgs/s (M MB/s)".
-    m = re.search(r"(\d+) msgs/s(?: and |\s*\()([\d.]+) MB/s", p.stdout)
-    if not m:
-        raise RuntimeError(f"rdkafka_performance {' '.join(args)} said: {p.stdout[-800:]}")
-    return {"records_per_sec": int(m.group(1)), "mb_per_sec": float(m.group(2))}
+def rdkafka(rdk, args):
+    """rdkafka_performance's summary: records/s and MB/s."""
+    records, mb = rdkafka_summary(rdk, args)
+    return {"records_per_sec": records, "mb_per_sec": mb}
 
 
 def run_rows(broker, rdk, partitions, small, large, round_id):

@@ -84,13 +84,19 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rdkafka(rdk, args, timeout=900):
+def rdkafka_summary(rdk, args, timeout=900):
+    """Runs rdkafka_performance: (records/s, MB/s) of its summary line (producer: "N msgs/s and
+    M MB/s", consumer: "N msgs/s (M MB/s)")."""
     r = subprocess.run([rdk, *args], capture_output=True, text=True, timeout=timeout)
     out = r.stdout + r.stderr
     m = re.findall(r"(\d+) msgs/s (?:and |\()([\d.]+) MB/s", out)
     if r.returncode != 0 or not m:
         raise RuntimeError(f"rdkafka_performance {' '.join(args[:3])}: {out[-800:]}")
-    return float(m[-1][1])
+    return int(m[-1][0]), float(m[-1][1])
+
+
+def rdkafka(rdk, args, timeout=900):
+    return rdkafka_summary(rdk, args, timeout)[1]
 
 
 def common_args(doc, rdkafka_default, records):
