@@ -337,15 +337,23 @@ pub fn memory_bytes() -> Option<u64> {
 }
 
 impl Config {
+    /// The shards the broker runs on a host with `cores` usable CPUs (`shards = 0`: one each).
+    pub fn shard_count(&self, cores: usize) -> usize {
+        if self.shards == 0 {
+            cores
+        } else {
+            self.shards
+        }
+    }
+
     /// The tail cache of each shard: as configured, else `TAIL_CACHE_MEMORY_SHARE` of
     /// `memory` split among `shards`.
     pub fn resolve_tail_cache(&mut self, shards: usize, memory: Option<u64>) -> usize {
-        let bytes = *self.tail_cache_bytes.get_or_insert_with(|| {
+        *self.tail_cache_bytes.get_or_insert_with(|| {
             memory.map_or(FALLBACK_TAIL_CACHE_BYTES, |m| {
                 (m as f64 * TAIL_CACHE_MEMORY_SHARE / shards.max(1) as f64) as usize
             })
-        });
-        bytes
+        })
     }
 
     /// The tail cache of each shard (after `resolve_tail_cache`).

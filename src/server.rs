@@ -44,18 +44,19 @@ fn keep_freed_memory() {
     }
 }
 
+/// The CPUs this process may run on (its affinity mask), at least one.
+pub fn usable_cores() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![0])
+}
+
 pub fn run(mut config: Config) -> anyhow::Result<()> {
     config.validate()?;
     abort_on_panic();
-    let cores: Vec<usize> = core_affinity::get_core_ids()
-        .map(|ids| ids.into_iter().map(|c| c.id).collect())
-        .filter(|v: &Vec<usize>| !v.is_empty())
-        .unwrap_or_else(|| vec![0]);
-    let nr = if config.shards == 0 {
-        cores.len()
-    } else {
-        config.shards
-    };
+    let cores = usable_cores();
+    let nr = config.shard_count(cores.len());
     let tail_cache = config.resolve_tail_cache(nr, crate::config::memory_bytes());
     let listeners = crate::security::listeners(&config)?;
     crate::security::install_plain_users(crate::security::load_plain_users(&config)?);

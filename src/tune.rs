@@ -164,10 +164,7 @@ fn config_table(config: Option<&Path>) -> anyhow::Result<toml::Table> {
         Some(p) => Config::from_file(p)?,
         None => Config::default(),
     };
-    let shards = match cfg.shards {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let shards = cfg.shard_count(crate::server::usable_cores().len());
     cfg.resolve_tail_cache(shards, crate::config::memory_bytes());
     Ok(toml::Table::try_from(&cfg)?)
 }
