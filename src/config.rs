@@ -93,10 +93,12 @@ pub struct Config {
     pub message_timestamp_type: TimestampType,
     /// One offset-index entry per this many log bytes (Kafka: 4096).
     pub index_interval_bytes: u64,
-    /// Serve reads that miss the tail cache with splice from the segment file (true) or by reading
-    /// into memory and writing (false, the default). Measured (docs/benchmarks.md): glommio's
-    /// splice takes a new pipe per response and two io-wq round trips per 64 KiB; it moved
-    /// less and cost more CPU per GB than copying in every run, hot or cold.
+    /// Reads that miss the tail cache: ranges in the page cache go to the socket by sendfile(2)
+    /// (true, the default; nothing copied through the broker), the rest is read and written;
+    /// false reads and writes everything. Plain listeners only: TLS encrypts in the broker.
+    /// Measured (docs/benchmarks.md, issue 17): sendfile cost 0.75x the copy path's broker
+    /// CPU per GB on hot reads. The earlier zero-copy, glommio's io_uring splice through a pipe,
+    /// cost more than copying in every run and is gone.
     pub zero_copy_fetch: bool,
     /// host:port for Prometheus metrics over HTTP (GET /metrics); none when unset.
     pub metrics_listen: Option<String>,
@@ -257,7 +259,7 @@ impl Default for Config {
             flush_interval_ms: 1000,
             message_timestamp_type: TimestampType::CreateTime,
             index_interval_bytes: 4096,
-            zero_copy_fetch: false,
+            zero_copy_fetch: true,
             metrics_listen: None,
             tail_cache_bytes: None,
             write_buffer_bytes: 4 << 20,

@@ -32,6 +32,7 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("flumen_tail_cache_used_bytes", "gauge", "Bytes of recently appended batches held for tail consumers."),
     ("flumen_tail_cache_hits_total", "counter", "Partition reads served from the tail cache."),
     ("flumen_tail_cache_misses_total", "counter", "Partition reads served from segment files."),
+    ("flumen_fetch_file_bytes_total", "counter", "Segment file bytes sent to fetching connections, by how (sendfile: from the page cache, nothing copied through the broker; copy: read, then written)."),
     ("flumen_log_cleaner_passes_total", "counter", "Cleaning passes of compacted partitions that rewrote segments."),
     ("flumen_log_cleaner_read_bytes_total", "counter", "Log bytes the cleaner read."),
     ("flumen_log_cleaner_written_bytes_total", "counter", "Cleaned log bytes the cleaner wrote."),
@@ -111,6 +112,9 @@ pub struct ShardMetrics {
     pub connections_open: Cell<i64>,
     pub connections_accepted: Cell<u64>,
     pub connections_refused: Cell<u64>,
+    /// Segment file bytes sent by sendfile(2), and read then written.
+    pub file_bytes_sendfile: Cell<u64>,
+    pub file_bytes_copied: Cell<u64>,
     uring: RefCell<UringTotals>,
 }
 
@@ -194,6 +198,16 @@ impl ShardMetrics {
             ),
         ] {
             out.push((name, sl.clone(), c.get() as f64));
+        }
+        for (how, c) in [
+            ("sendfile", &self.file_bytes_sendfile),
+            ("copy", &self.file_bytes_copied),
+        ] {
+            out.push((
+                "flumen_fetch_file_bytes_total",
+                format!("{sl},how=\"{how}\""),
+                c.get() as f64,
+            ));
         }
         // glommio hands its counters over and starts again at zero: keep the totals here.
         let io = glommio::executor().io_stats();

@@ -171,8 +171,14 @@ pub async fn handle(
                     inode,
                     pos,
                     len,
+                    written,
                 } => match broker.partitions.file_handle(&path, inode).await {
-                    Ok(file) => records.push(Piece::File { file, pos, len }),
+                    Ok(file) => records.push(Piece::File {
+                        file,
+                        pos,
+                        len,
+                        written,
+                    }),
                     Err(e) => {
                         tracing::warn!("opening {} for fetch: {e}", path.display());
                         error = ErrorCode::KAFKA_STORAGE_ERROR;

@@ -48,6 +48,10 @@ pub(super) enum Job {
     },
 }
 
+/// Batches smaller than this are copied into the tail cache; larger ones are cached as slices
+/// of the request they came in (see `Partition::place`).
+const SHARE_MIN_BYTES: usize = 4096;
+
 /// How `place` writes a batch's broker-owned fields.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Stamp {
@@ -237,7 +241,7 @@ impl Partition {
         for info in infos {
             self.place(
                 &mut st,
-                &records[info.start..info.start + info.len],
+                &records.slice(info.start..info.start + info.len),
                 info,
                 Stamp::Leader {
                     leader_epoch,
@@ -294,7 +298,11 @@ impl Partition {
     /// end, stamped as `stamp` says, and updates everything an append changes: offsets, the
     /// indexes, the tail cache, the producer state. Nothing here can fail: the caller made
     /// room and checked the batch.
-    pub(super) fn place(&self, st: &mut State, src: &[u8], info: &BatchInfo, stamp: Stamp) {
+    ///
+    /// The tail cache keeps `src` itself (a slice of the request: no copy) behind a copy of
+    /// the few header bytes the broker stamped. A batch under `SHARE_MIN_BYTES` is copied
+    /// whole instead: a small slice would keep its whole request buffer alive.
+    pub(super) fn place(&self, st: &mut State, src: &Bytes, info: &BatchInfo, stamp: Stamp) {
         let me = self.me.upgrade().expect("partition alive while appending");
         // A replicated batch keeps its offset, which may be past the log end (a gap in a
         // compacted leader's log); the caller checked it is not before it.
@@ -343,7 +351,17 @@ impl Partition {
         }
         // Paired with the check when the batch is read back by recovery.
         debug_assert!(batch::crc_ok(dst));
-        let cached = Bytes::copy_from_slice(dst);
+        let stamped = match stamp {
+            _ if info.len < SHARE_MIN_BYTES => info.len,
+            Stamp::Replica => 0,
+            Stamp::Leader {
+                log_append_time, ..
+            } if log_append_time >= 0 => batch::HEADER_BYTES,
+            Stamp::Leader { .. } => batch::OFF_LEADER_EPOCH + 4,
+        };
+        let head = Bytes::copy_from_slice(&dst[..stamped]);
+        let body = src.slice(stamped..);
+        debug_assert!(head.iter().chain(body.iter()).eq(dst.iter()));
         wb.len += info.len;
         let next = offset + info.last_offset_delta as i64 + 1;
         wb.end_offset = next;
@@ -357,7 +375,7 @@ impl Partition {
             info.len as u64,
             self.cfg().index_interval_bytes,
         );
-        self.tail_cache.insert(&me, offset, cached);
+        self.tail_cache.insert(&me, offset, next, head, body);
         if info.producer_id >= 0 {
             let mut producers = self.producers.borrow_mut();
             producers.touch(info.producer_id, now_ms());

@@ -20,7 +20,8 @@ use std::rc::{Rc, Weak};
 /// Bytes a fetch returns: from the tail cache, or a range of a segment file.
 #[derive(Clone)]
 pub enum Chunk {
-    /// Whole batches from the tail cache.
+    /// Batches from the tail cache (a batch may come as two chunks, its stamped head and the
+    /// rest; the chunks of a read together hold whole batches).
     Mem(Bytes),
     /// `len` bytes of whole batches at `pos` in the segment's file.
     File {
@@ -87,17 +88,24 @@ impl TailCache {
         self.used_bytes.get()
     }
 
-    pub(super) fn insert(&self, p: &Rc<Partition>, base_offset: i64, bytes: Bytes) {
-        if bytes.len() > self.budget_bytes {
+    /// Caches the batch `[base_offset, next_offset)` of `p` as `head` followed by `body`.
+    pub(super) fn insert(
+        &self,
+        p: &Rc<Partition>,
+        base_offset: i64,
+        next_offset: i64,
+        head: Bytes,
+        body: Bytes,
+    ) {
+        let len = head.len() + body.len();
+        if len > self.budget_bytes {
             return;
         }
-        let len = bytes.len();
         p.cache.borrow_mut().push_back(CacheEntry {
             base_offset,
-            next_offset: base_offset
-                + batch::be_i32(&bytes, batch::OFF_LAST_OFFSET_DELTA) as i64
-                + 1,
-            bytes,
+            next_offset,
+            head,
+            body,
         });
         self.fifo
             .borrow_mut()
@@ -118,10 +126,21 @@ impl TailCache {
     }
 }
 
+/// A cached batch: the bytes written to the file are `head` then `body`. `body` is usually a
+/// slice of the producer's request (no copy of its own); `head` holds the fields the broker
+/// stamped (base offset, leader epoch; with LogAppendTime the whole header), empty when
+/// nothing was stamped.
 pub(super) struct CacheEntry {
     pub(super) base_offset: i64,
     pub(super) next_offset: i64,
-    pub(super) bytes: Bytes,
+    pub(super) head: Bytes,
+    pub(super) body: Bytes,
+}
+
+impl CacheEntry {
+    pub(super) fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
 }
 
 impl Partition {
@@ -225,14 +244,17 @@ impl Partition {
             if cache.front().is_some_and(|e| e.base_offset <= offset) {
                 let i = cache.partition_point(|e| e.next_offset <= offset);
                 for e in cache.iter().skip(i) {
-                    if e.next_offset > bound
-                        || (out.bytes > 0 && out.bytes + e.bytes.len() > max_bytes)
-                    {
+                    if e.next_offset > bound || (out.bytes > 0 && out.bytes + e.len() > max_bytes) {
                         break;
                     }
-                    out.bytes += e.bytes.len();
+                    out.bytes += e.len();
                     out.next_offset = e.next_offset;
-                    out.chunks.push(Chunk::Mem(e.bytes.clone()));
+                    if !e.head.is_empty() {
+                        out.chunks.push(Chunk::Mem(e.head.clone()));
+                    }
+                    if !e.body.is_empty() {
+                        out.chunks.push(Chunk::Mem(e.body.clone()));
+                    }
                 }
                 if !out.chunks.is_empty() {
                     self.count_read(&out, offset, true);

@@ -226,8 +226,8 @@ impl Partition {
             self.note_epoch(b.leader_epoch, b.base_offset).await?;
             {
                 let mut st = self.st.borrow_mut();
-                let src = &batches[b.info.start..b.info.start + b.info.len];
-                self.place(&mut st, src, &b.info, Stamp::Replica);
+                let src = batches.slice(b.info.start..b.info.start + b.info.len);
+                self.place(&mut st, &src, &b.info, Stamp::Replica);
             }
             if let Some((pid, epoch, commit)) = b.marker {
                 // What `append_marker` does on the leader.

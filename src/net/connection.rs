@@ -41,6 +41,13 @@ pub async fn serve(
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
+    // sendfile(2) (net::file_send) runs on the shard thread: on a full socket it must answer
+    // EAGAIN instead of waiting. An accepted socket starts blocking; glommio's own reads and
+    // writes pass MSG_DONTWAIT and poll either way. The dup below shares the flag.
+    if let Err(e) = set_nonblocking(stream.as_raw_fd()) {
+        tracing::warn!(%peer, "closing connection: O_NONBLOCK: {e}");
+        return;
+    }
     // SAFETY: dup returns a new descriptor we own; TcpStream takes ownership of it.
     let dup = unsafe { libc::dup(stream.as_raw_fd()) };
     if dup < 0 {
@@ -97,12 +104,12 @@ pub async fn serve(
     };
     let (tx, rx) =
         glommio::channels::local_channel::new_bounded(broker.config.max_inflight_per_connection);
-    let zero_copy = broker.config.zero_copy_fetch;
+    let broker_w = broker.clone();
     let peer_w = peer.clone();
     let write_task = glommio::spawn_local(async move {
         let mut w = writer;
         let fd = w.stream().as_raw_fd();
-        match write_loop(&mut w, rx, zero_copy, idle).await {
+        match write_loop(&mut w, rx, &broker_w, idle).await {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 tracing::info!(peer = %peer_w, "closing connection: {e}");
                 // Abort (RST on close): the responses it did not read are dropped instead of
@@ -134,6 +141,15 @@ pub async fn serve(
         tracing::debug!(%peer, "connection closed by reader: {e}");
     }
     write_task.await;
+}
+
+fn set_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns, with an int argument.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 async fn read_loop(
@@ -211,14 +227,10 @@ async fn read_loop(
             READ_CHUNK_BYTES
         };
         let start = buf.len();
-        buf.resize(start + want, 0);
         let left = idle.saturating_sub(last_request.elapsed());
-        let n = match with_timeout(left, stream.read(&mut buf[start..])).await {
+        let n = match with_timeout(left, stream.read_into(&mut buf, want)).await {
             Some(Ok(n)) => n,
-            Some(Err(e)) => {
-                buf.truncate(start);
-                return Err(e);
-            }
+            Some(Err(e)) => return Err(e),
             None => {
                 tracing::info!(
                     %peer,
@@ -229,7 +241,6 @@ async fn read_loop(
                 return Err(std::io::Error::other("idle timeout"));
             }
         };
-        buf.truncate(start + n);
         if n == 0 {
             if !buf.is_empty() {
                 tracing::debug!("client closed with {} bytes of a partial frame", buf.len());
@@ -242,7 +253,7 @@ async fn read_loop(
 async fn write_loop(
     w: &mut Writer,
     rx: glommio::channels::local_channel::LocalReceiver<glommio::task::JoinHandle<Response>>,
-    zero_copy: bool,
+    broker: &Broker,
     idle: Duration,
 ) -> std::io::Result<()> {
     let mut out = BytesMut::with_capacity(COALESCE_BYTES);
@@ -252,7 +263,7 @@ async fn write_loop(
         };
         // A client that does not read its responses loses the connection after the idle
         // timeout instead of holding the shard's buffers forever.
-        match with_timeout(idle, write_response(w, &mut out, resp, zero_copy)).await {
+        match with_timeout(idle, write_response(w, &mut out, resp, broker)).await {
             Some(Ok(true)) => {}
             Some(Ok(false)) => return Ok(()),
             Some(Err(e)) => return Err(e),
@@ -275,7 +286,7 @@ async fn write_response(
     w: &mut Writer,
     out: &mut BytesMut,
     resp: Response,
-    zero_copy: bool,
+    broker: &Broker,
 ) -> std::io::Result<bool> {
     match resp {
         Response::Nothing => {}
@@ -284,11 +295,11 @@ async fn write_response(
             return Ok(false);
         }
         Response::Last(pieces, reason) => {
-            write_pieces(w, out, pieces, zero_copy).await?;
+            write_pieces(w, out, pieces, broker).await?;
             tracing::info!("closing connection: {reason}");
             return Ok(false);
         }
-        Response::Frame(pieces) => write_pieces(w, out, pieces, zero_copy).await?,
+        Response::Frame(pieces) => write_pieces(w, out, pieces, broker).await?,
     }
     Ok(true)
 }
@@ -297,46 +308,34 @@ async fn write_pieces(
     w: &mut Writer,
     out: &mut BytesMut,
     pieces: Vec<Piece>,
-    zero_copy: bool,
+    broker: &Broker,
 ) -> std::io::Result<()> {
-    {
-        {
-            for piece in pieces {
-                match piece {
-                    Piece::Bytes(b) if b.len() < COALESCE_BYTES => out.extend_from_slice(&b),
-                    Piece::Bytes(b) => {
-                        flush(w, out).await?;
-                        w.write_all(&b).await?;
-                    }
-                    Piece::File { file, pos, len } => {
-                        flush(w, out).await?;
-                        if let Some(sock) = w.plain().filter(|_| zero_copy) {
-                            let sent = sock
-                                .send_file(&*file, pos, len)
-                                .await
-                                .map_err(|e| std::io::Error::other(e.to_string()))?;
-                            if sent != len {
-                                return Err(std::io::Error::other(format!(
-                                    "segment ended after {sent} of {len} bytes"
-                                )));
-                            }
-                        } else {
-                            let data = file
-                                .read_at(pos, len)
-                                .await
-                                .map_err(|e| std::io::Error::other(e.to_string()))?;
-                            if data.len() != len {
-                                return Err(std::io::Error::other("short segment read"));
-                            }
-                            w.write_all(&data).await?;
-                        }
-                    }
-                }
+    for piece in pieces {
+        match piece {
+            Piece::Bytes(b) if b.len() < COALESCE_BYTES => out.extend_from_slice(&b),
+            Piece::Bytes(b) => {
+                // What is gathered goes out with it (a cached batch's stamped head, the
+                // partition's header).
+                w.write_all_two(out, &b).await?;
+                out.clear();
             }
-            flush(w, out).await?;
+            Piece::File {
+                file,
+                pos,
+                len,
+                written,
+            } => {
+                flush(w, out).await?;
+                let zero_copy = broker.config.zero_copy_fetch;
+                let sent =
+                    super::file_send::send_range(w, &file, pos, len, written, zero_copy).await?;
+                let m = &broker.metrics;
+                crate::metrics::bump(&m.file_bytes_sendfile, sent.sendfile);
+                crate::metrics::bump(&m.file_bytes_copied, sent.copied);
+            }
         }
     }
-    Ok(())
+    flush(w, out).await
 }
 
 async fn flush(w: &mut Writer, out: &mut BytesMut) -> std::io::Result<()> {

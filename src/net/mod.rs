@@ -3,6 +3,7 @@
 //! writes responses in request order (clients pipeline and match by order).
 
 pub mod connection;
+pub mod file_send;
 pub mod transport;
 
 use crate::config::Config;

@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 /// Ciphertext read from the socket at once.
 const TLS_READ_BYTES: usize = 64 * 1024;
+/// What a plain read that has to wait for the socket reads into (zeroed); the rest of a frame
+/// then comes by `read_into`'s direct path.
+const WAIT_READ_BYTES: usize = 4 * 1024;
 /// Plaintext encrypted and sent at once.
 const TLS_WRITE_SLICE_BYTES: usize = 128 * 1024;
 
@@ -165,6 +168,51 @@ impl Reader {
         }
     }
 
+    /// Reads up to `want` bytes onto the end of `buf`; 0 at the end of the stream. On a plain
+    /// socket, bytes already there go straight into `buf`'s spare capacity, which is never
+    /// zeroed first (zeroing each request's buffer before the read overwrote it was 6-7% of
+    /// produce CPU); only a read that has to wait for the socket waits on a small zeroed slice.
+    pub async fn read_into(&mut self, buf: &mut BytesMut, want: usize) -> std::io::Result<usize> {
+        let mut want = want;
+        if let Reader::Plain(s) = self {
+            use std::os::fd::AsRawFd;
+            buf.reserve(want);
+            let spare = buf.spare_capacity_mut();
+            let len = want.min(spare.len());
+            // SAFETY: recv writes at most `len` bytes into memory `buf` owns and has spare;
+            // `set_len` then covers only what it wrote.
+            let n = unsafe {
+                libc::recv(
+                    s.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    len,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                unsafe { buf.set_len(buf.len() + n as usize) };
+                return Ok(n as usize);
+            }
+            let e = Error::last_os_error();
+            if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) {
+                return Err(e);
+            }
+            want = want.min(WAIT_READ_BYTES);
+        }
+        let start = buf.len();
+        buf.resize(start + want, 0);
+        match self.read(&mut buf[start..]).await {
+            Ok(n) => {
+                buf.truncate(start + n);
+                Ok(n)
+            }
+            Err(e) => {
+                buf.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
     /// Reads into `out`; 0 at the end of the stream.
     pub async fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         match self {
@@ -210,6 +258,26 @@ impl Writer {
         match self {
             Writer::Plain(s) | Writer::Tls { stream: s, .. } => s,
         }
+    }
+
+    /// Writes `a` then `b`; on a plain socket in as few writes as the kernel takes (one,
+    /// usually: a small head does not go out as a packet of its own).
+    pub async fn write_all_two(&mut self, a: &[u8], b: &[u8]) -> std::io::Result<()> {
+        let Writer::Plain(s) = self else {
+            self.write_all(a).await?;
+            return self.write_all(b).await;
+        };
+        let mut done = 0usize;
+        while done < a.len() {
+            let n = s
+                .write_vectored(&[std::io::IoSlice::new(&a[done..]), std::io::IoSlice::new(b)])
+                .await?;
+            if n == 0 {
+                return Err(Error::new(ErrorKind::WriteZero, "socket took no bytes"));
+            }
+            done += n;
+        }
+        s.write_all(&b[done - a.len()..]).await
     }
 
     pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {

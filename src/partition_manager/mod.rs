@@ -1153,6 +1153,7 @@ impl PartitionManager {
                                     inode: seg.inode(),
                                     pos,
                                     len,
+                                    written: seg.written_bytes.get(),
                                 },
                             })
                             .collect(),

@@ -68,6 +68,8 @@ pub enum SendChunk {
         inode: u64,
         pos: u64,
         len: usize,
+        /// Bytes of the file written when it was read: how far a read-ahead may go.
+        written: u64,
     },
 }
 

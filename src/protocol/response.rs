@@ -1,19 +1,21 @@
 //! What a handler gives a connection: a response frame as pieces (memory, or file ranges the
-//! connection sends by splice or copy), nothing (acks=0), or a protocol error that closes the
+//! connection sends by sendfile or copy), nothing (acks=0), or a protocol error that closes the
 //! connection. Lives in `protocol` so net and handler both point down to it.
 
 use bytes::Bytes;
 use glommio::io::BufferedFile;
 use std::rc::Rc;
 
-/// A piece of a response frame: bytes in memory, or a file range sent by splice (zero-copy)
-/// or read-and-write (copy path).
+/// A piece of a response frame: bytes in memory, or a file range sent by sendfile (zero-copy,
+/// from the page cache) or read-and-write (copy path); see `net::file_send`.
 pub enum Piece {
     Bytes(Bytes),
     File {
         file: Rc<BufferedFile>,
         pos: u64,
         len: usize,
+        /// Bytes of the file written when it was read: how far a read-ahead may go.
+        written: u64,
     },
 }
 

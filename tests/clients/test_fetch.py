@@ -2,14 +2,18 @@
 poll waits for data and wakes on an append, a fetch at an offset inside a batch returns the
 batch that contains it, the high watermark is the last offset + 1, and fetched batches carry
 valid CRCs."""
+import socket
 import threading
 import time
 
+import pytest
 from confluent_kafka import Producer
 
 import rawkafka as rk
+from conftest import free_port
 from test_kcat import kcat
-from util import create_topic, read_all, topic_name
+from test_metrics import scrape, total
+from util import create_topic, read_all, topic_name, wait_until
 
 OFFSET_OUT_OF_RANGE = 1
 
@@ -119,3 +123,76 @@ def test_consume_from_inside_a_compressed_batch(broker):
     assert batches[-1]["last_offset"] == 99
     got = read_all(broker.bootstrap, topic, 1, start=50)[0]
     assert [(m.offset(), m.value()) for m in got] == [(i, b"v%d" % i) for i in range(50, 100)]
+
+
+@pytest.mark.parametrize("zero_copy", [True, False], ids=["sendfile", "copy"])
+def test_file_fetch_of_megabytes_to_a_slow_reader(broker_factory, zero_copy):
+    """Several MB fetched from the segment files (tail cache off) by a client with a small
+    receive window that leaves them in the socket for three seconds, so the broker's sends meet a
+    full socket: every batch arrives whole and in order with its CRC, twice. By the second read
+    the page cache holds the range (the first read and its read-ahead put it there; the
+    writes, O_DIRECT, did not): with zero_copy_fetch most of it goes by sendfile, the rest
+    being the small copied writes that wait for room in the full socket; without it, none
+    does. The broker's metrics say which way the bytes went."""
+    metrics = f"127.0.0.1:{free_port()}"
+    b = broker_factory(config={"zero_copy_fetch": zero_copy, "tail_cache_bytes": 0,
+                               "metrics_listen": metrics})
+    topic = create_topic(b.bootstrap, topic_name("big"), 1)
+    n = 8000
+    p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 50, "batch.size": 262144})
+    for i in range(n):
+        p.produce(topic, value=b"%06d" % i + bytes([i % 251]) * 1018, partition=0)
+    assert p.flush(30) == 0
+
+    def fetch_slowly():
+        host, port = b.bootstrap.rsplit(":", 1)
+        s = socket.socket()
+        # Set before connecting: the window the broker sees stays small.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.settimeout(30)
+        s.connect((host, int(port)))
+        try:
+            s.sendall(rk.fetch_v4(topic, 0, 0, corr=31, max_wait_ms=0, max_bytes=16 << 20))
+            start = time.time()
+            time.sleep(0.5)
+            # The shard serves others meanwhile: a send to the full socket waits for room
+            # without holding the shard (a blocking sendfile would hold it until we read).
+            other = rk.connect(b.bootstrap)
+            other.sendall(rk.api_versions(corr=41))
+            answer = rk.read_frame(other)
+            other.close()
+            waited = time.time() - start
+            assert answer is not None and waited < 2.0, waited
+            time.sleep(max(0.0, 3.0 - waited))
+            data = rk.read_frame(s)
+        finally:
+            s.close()
+        assert data is not None, "the broker closed the connection instead of answering"
+        corr, [(part, err, hw, recs)] = rk.parse_fetch_v4(data)
+        assert (corr, part, err, hw) == (31, 0, 0, n)
+        batches = rk.parse_batches(recs)
+        assert all(x["crc_ok"] for x in batches)
+        values = [r[2] for x in batches for r in x["records"]]
+        offsets = [r[0] for x in batches for r in x["records"]]
+        assert offsets == list(range(n))
+        assert values == [b"%06d" % i + bytes([i % 251]) * 1018 for i in range(n)]
+        return len(recs)
+
+    def file_bytes(at_least):
+        """(by sendfile, copied) once the shard's published metrics count `at_least` bytes."""
+        def seen():
+            _, m = scrape(metrics)
+            got = (total(m, "flumen_fetch_file_bytes_total", how="sendfile"),
+                   total(m, "flumen_fetch_file_bytes_total", how="copy"))
+            return got if sum(got) >= at_least else None
+        return wait_until(seen, 15, f"{at_least} file bytes counted in the metrics")
+
+    sent = fetch_slowly()
+    assert sent > 8_000_000
+    first = file_bytes(sent)
+    fetch_slowly()
+    second = file_bytes(sum(first) + sent)
+    if zero_copy:
+        assert second[0] - first[0] >= sent // 2, (first, second)
+    else:
+        assert second[0] == 0, (first, second)
