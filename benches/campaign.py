@@ -6,7 +6,7 @@ Measures, in this order and on this machine:
            directory's file system; iperf3 over loopback.
   produce  1 KiB records, acks=1, 8 partitions (vs fio write); 100-byte records (records/s).
   consume  a cold read after dropping the page cache (vs fio read), then the same read again
-           from the page cache (vs iperf3), with splice and with copying (CPU seconds per GB of
+           from the page cache (vs iperf3), with sendfile and with copying (CPU seconds per GB of
            the broker process).
   scale    produce with 1, 8, 100 and 1000 partitions; RSS per idle partition.
   latency  p99 at half the peak rate, acks=1, with the interval flush and with an fdatasync
@@ -194,7 +194,7 @@ def run(args):
             b = Broker(args.flumen, args.data_dir, zero_copy_fetch=zero_copy, tail_cache_bytes=0)
             try:
                 for temp, r in cold_and_hot_consume(b, args).items():
-                    key = f"consume_{temp}_{'splice' if zero_copy else 'copy'}"
+                    key = f"consume_{temp}_{'sendfile' if zero_copy else 'copy'}"
                     results[key] = r
                     print(f"{key}: {r['mb_per_sec']} MB/s, {r['broker_cpu_s_per_gb']:.2f} "
                           f"CPU s/GB", file=sys.stderr)
@@ -356,7 +356,7 @@ def table(r):
                      f"{ratio(p['records_per_sec'], 2e6)} of 2 M rec/s", "2 M rec/s"))
     for temp, limit, lname, target in (("cold", fr, "fio read", "≥ 80%"),
                                        ("hot", ip, "iperf3", "≥ 50%")):
-        for how in ("splice", "copy"):
+        for how in ("sendfile", "copy"):
             k = f"consume_{temp}_{how}"
             if k in r:
                 c = r[k]

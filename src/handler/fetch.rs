@@ -1,7 +1,7 @@
 //! Fetch: reads on the owning shards, long poll (min_bytes / max_wait_ms) by asking the owners
-//! to report the first new data, and a response whose file-backed records are spliced to the
-//! socket. Fetch sessions (KIP-227) are not kept: session_id 0 tells clients every request is a
-//! full one, which the protocol allows.
+//! to report the first new data, and a response whose file-backed records are sent to the
+//! socket (sendfile or copy). Fetch sessions (KIP-227) are not kept: session_id 0 tells
+//! clients every request is a full one, which the protocol allows.
 
 use super::{decode, Ctx};
 use crate::broker::Broker;

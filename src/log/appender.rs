@@ -18,6 +18,7 @@ use super::segment::{self, Segment};
 use crate::config::{FlushPolicy, TimestampType};
 use crate::protocol::batch::{self, BatchInfo};
 use crate::protocol::errors::{ErrorCode, KafkaError};
+use crate::protocol::OWN_BUFFER_MIN_BYTES;
 use crate::util::{align_down, align_up, now_ms};
 use bytes::Bytes;
 use glommio::io::DmaBuffer;
@@ -47,10 +48,6 @@ pub(super) enum Job {
         txn_index: Option<Vec<u8>>,
     },
 }
-
-/// Batches smaller than this are copied into the tail cache; larger ones are cached as slices
-/// of the request they came in (see `Partition::place`).
-const SHARE_MIN_BYTES: usize = 4096;
 
 /// How `place` writes a batch's broker-owned fields.
 #[derive(Debug, Clone, Copy)]
@@ -300,8 +297,9 @@ impl Partition {
     /// room and checked the batch.
     ///
     /// The tail cache keeps `src` itself (a slice of the request: no copy) behind a copy of
-    /// the few header bytes the broker stamped. A batch under `SHARE_MIN_BYTES` is copied
-    /// whole instead: a small slice would keep its whole request buffer alive.
+    /// the few header bytes the broker stamped. A batch under `OWN_BUFFER_MIN_BYTES` is
+    /// copied whole instead: it may share its read buffer with other requests, which a slice
+    /// would keep alive.
     pub(super) fn place(&self, st: &mut State, src: &Bytes, info: &BatchInfo, stamp: Stamp) {
         let me = self.me.upgrade().expect("partition alive while appending");
         // A replicated batch keeps its offset, which may be past the log end (a gap in a
@@ -352,7 +350,7 @@ impl Partition {
         // Paired with the check when the batch is read back by recovery.
         debug_assert!(batch::crc_ok(dst));
         let stamped = match stamp {
-            _ if info.len < SHARE_MIN_BYTES => info.len,
+            _ if info.len < OWN_BUFFER_MIN_BYTES => info.len,
             Stamp::Replica => 0,
             Stamp::Leader {
                 log_append_time, ..

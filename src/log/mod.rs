@@ -2,7 +2,7 @@
 //!
 //! Record batches are stored byte-for-byte as produced (magic v2) with the broker's base offset
 //! written in; files are written with O_DIRECT in block-aligned group commits and read through
-//! the page cache (splice to sockets). Recovery validates every batch after the last index
+//! the page cache (sendfile to sockets). Recovery validates every batch after the last index
 //! entry of the newest segment and cuts a torn tail; older segments open lazily.
 //!
 //! Rooms: `partition` (the struct, open/close, the facade), `appender` (append path, group

@@ -114,7 +114,7 @@ impl Segment {
         ]
     }
 
-    /// A page-cache handle for reads and splice (O_DIRECT handles need aligned offsets, batches
+    /// A page-cache handle for reads and sendfile (O_DIRECT handles need aligned offsets, batches
     /// are not aligned). Opened on first use.
     pub async fn reader(&self) -> Result<Rc<BufferedFile>, KafkaError> {
         if let Some(r) = self.reader.borrow().as_ref() {

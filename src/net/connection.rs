@@ -12,7 +12,7 @@
 use super::transport::{self, Reader, Writer};
 use crate::broker::Broker;
 use crate::handler;
-use crate::protocol::{Piece, Response};
+use crate::protocol::{Piece, Response, OWN_BUFFER_MIN_BYTES};
 use crate::util::with_timeout;
 use bytes::{Buf, BytesMut};
 use glommio::net::TcpStream;
@@ -192,7 +192,16 @@ async fn read_loop(
                 held = Some(p);
             }
             if buf.len() < 4 + size {
-                buf.reserve(4 + size - buf.len());
+                if size >= OWN_BUFFER_MIN_BYTES && buf.capacity() < 4 + size {
+                    // A large frame gets a buffer of exactly its size: the tail cache keeps
+                    // slices of its batches (log::appender), which then hold only this frame,
+                    // not a grown buffer's slack or the requests around it.
+                    let mut own = BytesMut::with_capacity(4 + size);
+                    own.extend_from_slice(&buf);
+                    buf = own;
+                } else {
+                    buf.reserve(4 + size - buf.len());
+                }
                 break;
             }
             buf.advance(4);
@@ -220,7 +229,12 @@ async fn read_loop(
         // Read at least the rest of a pending frame in one go, or a chunk; little when idle.
         let want = if buf.len() >= 4 {
             let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            (4 + size - buf.len()).max(READ_CHUNK_BYTES)
+            let rest = 4 + size - buf.len();
+            if size >= OWN_BUFFER_MIN_BYTES {
+                rest // into its own buffer, and no further
+            } else {
+                rest.max(READ_CHUNK_BYTES)
+            }
         } else if buf.is_empty() {
             IDLE_READ_BYTES
         } else {

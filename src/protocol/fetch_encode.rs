@@ -1,6 +1,6 @@
 //! Fetch response encoder for versions 4..=12, written by hand because the record bytes of a
-//! partition may be a file range spliced to the socket: the response is a list of pieces, some in
-//! memory and some on disk, and only their lengths are needed to frame it.
+//! partition may be a file range sent to the socket (sendfile or copy): the response is a list
+//! of pieces, some in memory and some on disk, and only their lengths are needed to frame it.
 
 use crate::protocol::Piece;
 use bytes::{BufMut, Bytes, BytesMut};

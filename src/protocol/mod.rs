@@ -15,6 +15,12 @@ pub mod response;
 
 pub use response::{Piece, Response};
 
+/// A request frame at least this large is read into a buffer of exactly its size
+/// (net::connection), and a produced batch at least this large is kept by the tail cache as
+/// a slice of that buffer instead of a copy (log::appender): such a batch came in such a frame,
+/// so a cached slice holds only its own request's bytes. Smaller batches are copied.
+pub const OWN_BUFFER_MIN_BYTES: usize = 64 * 1024;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};

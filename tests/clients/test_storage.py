@@ -2,10 +2,14 @@
 import re
 import time
 
-from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
+import pytest
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, Producer,
                              TopicPartition)
 
-from util import create_topic, read_all, topic_name, watermarks
+import rawkafka as rk
+from conftest import free_port
+from test_metrics import scrape, total
+from util import create_topic, read_all, topic_name, wait_until, watermarks
 
 
 def test_roll_and_retention_by_size(broker_factory):
@@ -171,3 +175,50 @@ def test_copy_fetch_path(broker_factory):
     assert p.flush(10) == 0
     got = read_all(b.bootstrap, topic, 1)[0]
     assert [int(m.value()) for m in got] == list(range(500))
+
+
+@pytest.mark.parametrize("ts_type", ["CreateTime", "LogAppendTime"])
+def test_tail_cache_serves_large_batches_exactly_as_written(broker_factory, ts_type):
+    """Batches of 64 KiB and more are cached as slices of the producer's request behind a copy
+    of the header bytes the broker stamped (base offset and leader epoch; with LogAppendTime
+    the whole header, CRC included). A fetch served by the cache returns byte for byte what a
+    fetch from the file returns after a restart, which empties the cache."""
+    metrics = f"127.0.0.1:{free_port()}"
+    b = broker_factory(config={"message_timestamp_type": ts_type, "metrics_listen": metrics})
+    topic = create_topic(b.bootstrap, topic_name("tc"), 1)
+    values = [[b"%d-%d-" % (j, i) + bytes([i % 251]) * 1000 for i in range(80)]
+              for j in range(3)]
+    for j, vs in enumerate(values):
+        batch = rk.record_batch(vs)
+        assert len(batch) >= 64 * 1024
+        s = rk.connect(b.bootstrap)
+        try:
+            s.sendall(rk.produce_v3(topic, 0, batch, corr=j + 1))
+            corr, parts = rk.parse_produce_v3(rk.read_frame(s))
+        finally:
+            s.close()
+        assert corr == j + 1 and parts[0][1:] == (0, 80 * j), parts
+
+    err, hw, cached = rk.fetch_once(b.bootstrap, topic, 0, 0)
+    assert (err, hw) == (0, 240)
+    batches = rk.parse_batches(cached)
+    assert [x["base_offset"] for x in batches] == [0, 80, 160]
+    assert all(x["crc_ok"] for x in batches)
+    assert [r[2] for x in batches for r in x["records"]] == [v for vs in values for v in vs]
+    # Each batch's attributes: the LogAppendTime bit is the broker's stamp.
+    at, flags = 0, []
+    for _ in batches:
+        length = int.from_bytes(cached[at + 8:at + 12], "big")
+        flags.append(int.from_bytes(cached[at + 21:at + 23], "big") & 0x08)
+        at += 12 + length
+    assert flags == [0x08 if ts_type == "LogAppendTime" else 0] * 3
+
+    def hits():
+        _, m = scrape(metrics)
+        return total(m, "flumen_tail_cache_hits_total")
+    assert wait_until(hits, 15, "the fetch counted as a tail cache hit") >= 1
+
+    b.restart()
+    err, hw, from_file = rk.fetch_once(b.bootstrap, topic, 0, 0)
+    assert (err, hw) == (0, 240)
+    assert from_file == cached
