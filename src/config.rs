@@ -96,8 +96,8 @@ pub struct Config {
     /// Reads that miss the tail cache: ranges in the page cache go to the socket by sendfile(2)
     /// (true, the default; nothing copied through the broker), the rest is read and written;
     /// false reads and writes everything. Plain listeners only: TLS encrypts in the broker.
-    /// Measured (docs/benchmarks.md, issue 17): sendfile cost 0.75x the copy path's broker
-    /// CPU per GB on hot reads. The earlier zero-copy, glommio's io_uring splice through a pipe,
+    /// Measured (docs/benchmarks.md, issue 17): sendfile cost 0.85x (hot) and 0.76x (cold) the
+    /// copy path's broker CPU per GB. The earlier zero-copy, glommio's io_uring splice through a pipe,
     /// cost more than copying in every run and is gone.
     pub zero_copy_fetch: bool,
     /// host:port for Prometheus metrics over HTTP (GET /metrics); none when unset.
