@@ -164,8 +164,20 @@ fn sendfile_once(sock: RawFd, fd: RawFd, pos: u64, len: usize) -> io::Result<usi
     Ok(n as usize)
 }
 
-fn glommio_err(e: glommio::GlommioError<()>) -> io::Error {
-    io::Error::other(e.to_string())
+/// `len` bytes of `file` at `pos`; fewer is an error (the segment ended early).
+async fn read_exact_at(
+    file: &BufferedFile,
+    pos: u64,
+    len: usize,
+) -> io::Result<glommio::io::ReadResult> {
+    let data = file
+        .read_at(pos, len)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    if data.len() != len {
+        return Err(io::Error::other("short segment read"));
+    }
+    Ok(data)
 }
 
 /// Bytes of one range sent each way.
@@ -228,11 +240,7 @@ pub async fn send_range(
                             // The socket is full: one small copied write waits for room (the
                             // runtime's wait for a writable socket), then sendfile goes on.
                             let k = n.min(WAIT_WRITE_BYTES);
-                            let data = file.read_at(at, k).await.map_err(glommio_err)?;
-                            if data.len() != k {
-                                return Err(io::Error::other("short segment read"));
-                            }
-                            w.write_all(&data).await?;
+                            w.write_all(&read_exact_at(file, at, k).await?).await?;
                             sent.copied += k as u64;
                             k
                         }
@@ -253,11 +261,7 @@ pub async fn send_range(
             let (a, k) = slices[started];
             let f = file.clone();
             reads.push_back(glommio::spawn_local(async move {
-                let data = f.read_at(a, k).await.map_err(glommio_err)?;
-                if data.len() != k {
-                    return Err(io::Error::other("short segment read"));
-                }
-                Ok(data)
+                read_exact_at(&f, a, k).await
             }));
             started += 1;
         }
