@@ -10,7 +10,11 @@
 //! "Holds" means read in: cachestat(2) counts a page whose read is still in flight, and a
 //! sendfile of it would wait for the disk, so a range cachestat finds complete is also probed
 //! with a one-byte `RWF_NOWAIT` read every `PROBE_STRIDE_BYTES`, which fails on a page not
-//! yet read. (A page evicted between the probe and the sendfile is read on the shard thread:
+//! yet read, and also on a read-in page marked to start the next read-ahead. A failed probe
+//! is answered by a one-byte read through io_uring (it waits for the page, or starts that
+//! read-ahead, without holding the shard) and made again; only a slice still failing is
+//! copied, and the slice after it is asked again, so one such page costs one copied slice,
+//! not the rest of the range. (A page evicted between the probe and the sendfile is read on the shard thread:
 //! the one blocking case left, under memory pressure only.)
 //!
 //! Why not glommio's `send_file`: it splices through a pipe made per response, with two
@@ -103,29 +107,44 @@ fn cached(fd: RawFd, pos: u64, len: usize) -> Option<bool> {
     Some(st.nr_cache >= range.len.div_ceil(page))
 }
 
-/// Whether `[pos, pos + len)` is in the page cache and read in: what a sendfile of it needs
-/// to never wait for the disk.
-fn resident(fd: RawFd, pos: u64, len: usize) -> bool {
-    if cached(fd, pos, len) != Some(true) {
-        return false;
-    }
+/// Offsets of `[pos, pos + len)` probed for being read in: one per `PROBE_STRIDE_BYTES` and
+/// the last byte.
+fn probe_points(pos: u64, len: usize) -> impl Iterator<Item = u64> {
     let end = pos + len as u64;
-    let mut byte = 0u8;
-    let probes = (pos..end)
+    (pos..end)
         .step_by(PROBE_STRIDE_BYTES as usize)
-        .chain(std::iter::once(end.saturating_sub(1)));
-    for at in probes {
-        let iov = libc::iovec {
-            iov_base: (&mut byte as *mut u8).cast(),
-            iov_len: 1,
-        };
-        // SAFETY: one iovec over a live byte, on an open descriptor.
-        let n = unsafe { libc::preadv2(fd, &iov, 1, at as libc::off_t, libc::RWF_NOWAIT) };
-        if n != 1 {
-            return false;
+        .chain(std::iter::once(end.saturating_sub(1)))
+}
+
+/// Whether the byte at `at` can be read without I/O: a one-byte `RWF_NOWAIT` read. It fails
+/// on a page still being read, and also on a read-in page marked to start the next
+/// read-ahead (a NOWAIT read does not start it).
+fn readable_now(fd: RawFd, at: u64) -> bool {
+    let mut byte = 0u8;
+    let iov = libc::iovec {
+        iov_base: (&mut byte as *mut u8).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: one iovec over a live byte, on an open descriptor.
+    let n = unsafe { libc::preadv2(fd, &iov, 1, at as libc::off_t, libc::RWF_NOWAIT) };
+    n == 1
+}
+
+/// Whether `[pos, pos + len)`, which cachestat found in the page cache, is read in: what a
+/// sendfile of it needs to never wait for the disk. A probe that fails is answered by a
+/// one-byte read through the ring, which waits for a page still being read and starts the
+/// read-ahead a page is marked for, as a consumer's read would, without holding the shard;
+/// the probe is then tried once more.
+async fn read_in(file: &BufferedFile, fd: RawFd, pos: u64, len: usize) -> io::Result<bool> {
+    for at in probe_points(pos, len) {
+        if !readable_now(fd, at) {
+            read_exact_at(file, at, 1).await?;
+            if !readable_now(fd, at) {
+                return Ok(false);
+            }
         }
     }
-    true
+    Ok(true)
 }
 
 /// Asks the kernel to read `[pos, pos + len)` of `file` into the page cache in the background.
@@ -201,30 +220,27 @@ pub async fn send_range(
 ) -> io::Result<Sent> {
     let fd = file.as_raw_fd();
     let end = pos + len as u64;
-    // In the page cache, a range is read at once (the read completes inline); from the disk,
-    // in slices read together.
-    let slice = if cached(fd, pos, len) == Some(true) {
-        len.max(1)
-    } else {
-        SLICE_BYTES
-    };
     let slices: Vec<(u64, usize)> = (pos..end)
-        .step_by(slice)
-        .map(|at| (at, (end - at).min(slice as u64) as usize))
+        .step_by(SLICE_BYTES)
+        .map(|at| (at, (end - at).min(SLICE_BYTES as u64) as usize))
         .collect();
     let sock = if zero_copy {
         w.plain().map(|s| s.as_raw_fd())
     } else {
         None
     };
+    // Whether a slice goes by sendfile: asked once per slice, when it comes up with no read
+    // in flight (a slice read ahead was not cached when its read started).
+    let in_cache = |(at, n): (u64, usize)| sock.is_some() && cached(fd, at, n) == Some(true);
     let mut reads: VecDeque<glommio::Task<io::Result<glommio::io::ReadResult>>> = VecDeque::new();
     let mut sent = Sent::default();
     let mut started = 0; // slices[..started] have a read started (or were sent)
+    let mut run_open = false; // more reads may join those in flight
     let mut i = 0;
     while i < slices.len() {
         let (mut at, mut n) = slices[i];
-        if let Some(sock) = sock.filter(|_| reads.is_empty()) {
-            if resident(fd, at, n) {
+        if let Some(sock) = sock.filter(|_| i >= started) {
+            if in_cache(slices[i]) && read_in(file, fd, at, n).await? {
                 while n > 0 {
                     let k = match sendfile_once(sock, fd, at, n) {
                         Ok(0) => {
@@ -251,13 +267,21 @@ pub async fn send_range(
                     n -= k;
                 }
                 i += 1;
-                started = started.max(i);
+                started = i;
                 continue;
             }
         }
-        // Copied: this slice's read and the next ones' are in flight together.
-        started = started.max(i);
-        while started < slices.len() && started < i + READS_IN_FLIGHT {
+        // Copied: this slice's read and the next slices' are in flight together, refilled as
+        // each is written. A slice the page cache holds ends the run: it goes by sendfile.
+        if started <= i {
+            started = i;
+            run_open = true;
+        }
+        while run_open && started < slices.len() && started < i + READS_IN_FLIGHT {
+            if started > i && in_cache(slices[started]) {
+                run_open = false;
+                break;
+            }
             let (a, k) = slices[started];
             let f = file.clone();
             reads.push_back(glommio::spawn_local(async move {

@@ -193,9 +193,9 @@ def test_file_fetch_of_megabytes_to_a_slow_reader(broker_factory, zero_copy):
     fetch_slowly()
     second = file_bytes(sum(first) + sent)
     if zero_copy:
-        # Over both reads. (Either read may be mostly copied: a probe that meets a page marked
-        # for read-ahead fails, and the slices read ahead with it are then copied; seen once
-        # in CI on the second read.)
-        assert second[0] >= sent // 2, (first, second)
+        # The second read finds the range in the page cache: most of it goes by sendfile (a
+        # page marked for read-ahead, which fails the RWF_NOWAIT probe, once made the whole
+        # read go copied).
+        assert second[0] - first[0] >= sent * 3 // 4, (first, second)
     else:
         assert second[0] == 0, (first, second)
