@@ -18,6 +18,9 @@ Measures, in this order and on this machine:
            rdkafka_performance, 1 and 8 partitions: produce 100 B, produce 1 KiB, consume after
            produce; --peer-rounds alternating rounds, medians, broker CPU s/GB of both and which
            process is the limit (benches/peers.py). Not in the default set: it needs Tansu.
+  cost     what Flumen costs as the work grows: partitions and connections to 10,000, record
+           size 100 B to 1 MiB, 1 to 1,000 acks=all producers; --cost-rounds rounds, medians
+           (benches/cost.py). Not in the default set: it takes about 15 minutes.
   ab       with --baseline OTHER_BINARY: the produce and consume rows for the baseline (A) and
            --flumen (B), alternating A and B for --rounds rounds on fresh brokers, medians and
            B/A ratios with broker CPU seconds per GB (a refactor must not be slower).
@@ -207,15 +210,14 @@ def run(args):
             try:
                 rss0 = b.rss_bytes()
                 # Idle partitions first: what each costs before any load.
-                idle = b.bench("produce", "--topic", "idle", "--partitions", str(n),
-                               "--records", "1", "--batch-records", "1", "--connections", "1",
-                               "--record-size", "64")
+                b.bench("produce", "--topic", "idle", "--partitions", str(n),
+                        "--records", "1", "--batch-records", "1", "--connections", "1",
+                        "--record-size", "64")
                 time.sleep(1)
                 per_partition = (b.rss_bytes() - rss0) / n
                 r = b.bench("produce", *produce_args(f"s{n}", n, 1024, max(5, s // 2),
                                                      "--acks", "1", "--batch-records", "256"))
                 r["rss_per_idle_partition_bytes"] = per_partition
-                del idle
                 results[f"scale_{n}"] = r
                 print(f"scale {n}: {r['mb_per_sec']} MB/s, {per_partition / 1024:.1f} KiB "
                       f"per idle partition", file=sys.stderr)
@@ -239,6 +241,10 @@ def run(args):
                       f"{r['latency_ms']}", file=sys.stderr)
             finally:
                 b.stop()
+    if only and "cost" in only:
+        import cost
+        results["cost"] = cost.run(args, lambda **config: Broker(args.flumen, args.data_dir,
+                                                                 **config))
     if (want("peer") or want("tansu")) and not os.path.exists(args.rdkafka_performance):
         args.rdkafka_performance = sh(
             [os.path.join(ROOT, "benches/build-rdkafka-performance.sh")]).strip()
@@ -418,10 +424,17 @@ def main():
                     help="100-byte records per produce_100 row of the tansu step")
     ap.add_argument("--peer-large-records", type=int, default=500_000,
                     help="1 KiB records per produce_1k row (then consumed) of the tansu step")
+    ap.add_argument("--cost-rounds", type=int, default=3,
+                    help="rounds of the cost step (--only cost)")
+    ap.add_argument("--cost-seconds", type=int, default=10,
+                    help="seconds of load per row of the cost step")
+    ap.add_argument("--cost-rate", type=int, default=10000,
+                    help="records/s (1 KiB) all connections share in the cost step's "
+                         "connections table")
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", default=None,
                     help="comma-separated subset: limits,produce,consume,scale,latency,peer "
-                         "(and tansu, only when named)")
+                         "(and tansu and cost, only when named)")
     ap.add_argument("--baseline", default=None,
                     help="another flumen binary: run the A/B step (baseline vs --flumen)")
     ap.add_argument("--rounds", type=int, default=3, help="A/B rounds (alternating)")
@@ -440,6 +453,10 @@ def main():
         import peers
         print()
         print(peers.table(results["tansu"]))
+    if "cost" in results:
+        import cost
+        print()
+        print(cost.table(results["cost"]))
     if "ab" in results:
         print()
         print(ab_table(results["ab"]))

@@ -356,25 +356,43 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(f)
 }
 
-/// One descriptor per connection (two while dup'ed), plus segments: lift the soft limit on
-/// open files to the hard one.
+/// Descriptors: two per connection (the socket and its dup for the writing half), one per
+/// partition (its active segment) and one more per segment being read. Lifts the limit on
+/// open files to the kernel's ceiling (`fs.nr_open`) where allowed (root, CAP_SYS_RESOURCE),
+/// else the soft limit to the hard one, and logs what it got: thousands of partitions or
+/// connections need tens of thousands, more than a login's default.
 fn raise_nofile() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: plain syscalls with a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::debug!(
-                    "could not raise RLIMIT_NOFILE: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
     }
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(lim.rlim_max);
+    let up = |cur, max| {
+        let l = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
+        };
+        // SAFETY: plain syscall with a valid struct.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 }
+    };
+    let got = if ceiling > lim.rlim_max && up(ceiling, ceiling) {
+        ceiling
+    } else if lim.rlim_cur < lim.rlim_max && up(lim.rlim_max, lim.rlim_max) {
+        lim.rlim_max
+    } else {
+        lim.rlim_cur
+    };
+    tracing::info!(
+        "open files limit {got}: a connection takes 2, a partition 1 (and 1 more while its \
+         older segments are read)"
+    );
 }
 
 /// glommio locks its io_uring buffers; lift RLIMIT_MEMLOCK when allowed (root, CAP_IPC_LOCK).

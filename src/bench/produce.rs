@@ -130,9 +130,11 @@ fn worker(
         let more = !shared.stop.load(Ordering::Relaxed)
             && shared.claimed.load(Ordering::Relaxed) < o.records;
         // With a rate, the next batch's first record arrives on schedule; the batch goes out
-        // once all its records have arrived.
+        // once all its records have arrived: the last one (n - 1) / n of an interval later.
+        // (Not a whole interval: with one record per batch, at one record a second per
+        // connection, that counted a second of latency no broker caused.)
         let arrival = interval.map(|i| start + i * sent_batches);
-        let due = arrival.map(|a| a + interval.expect("with arrival"));
+        let due = arrival.map(|a| a + interval.expect("with arrival") * (n as u32 - 1) / n as u32);
         let may_send =
             more && pending.len() < o.inflight && due.is_none_or(|d| Instant::now() >= d);
         if may_send {

@@ -10,7 +10,7 @@
 
 use super::disk::LogFile;
 use super::partition::{
-    io_err, Partition, State, BLOCK_BYTES, MIN_WRITE_BUFFER_BYTES, PREALLOC_STEP_BYTES,
+    io_err, prealloc_target, Partition, State, BLOCK_BYTES, MIN_WRITE_BUFFER_BYTES,
 };
 use super::producers::{self, AbortedTxn, BatchSeq, Verdict};
 use super::recovery::{list_snapshots, write_durably};
@@ -429,7 +429,7 @@ impl Partition {
     }
 
     /// Makes sure the active segment has disk space allocated for `total` more bytes,
-    /// ahead in PREALLOC_STEP_BYTES steps, or exactly what is needed when a step does not fit.
+    /// ahead as `prealloc_target` says, or exactly what is needed when that does not fit.
     pub(super) async fn reserve(&self, total: u64) -> Result<(), KafkaError> {
         let (file, seg, need) = {
             let st = self.st.borrow();
@@ -440,7 +440,7 @@ impl Partition {
         if need <= seg.allocated_bytes.get() {
             return Ok(());
         }
-        let step = align_up(need, PREALLOC_STEP_BYTES).min(self.cfg().segment_bytes.max(need));
+        let step = prealloc_target(need, self.cfg().segment_bytes);
         if file.pre_allocate(step).await.is_ok() {
             seg.allocated_bytes.set(step);
             return Ok(());
@@ -467,7 +467,7 @@ impl Partition {
         let base = self.st.borrow().next_offset;
         let seg = self.new_segment(base);
         let writer = self.open_writer(&seg).await?;
-        let first = PREALLOC_STEP_BYTES.min(self.cfg().segment_bytes);
+        let first = prealloc_target(0, self.cfg().segment_bytes);
         if let Err(e) = writer.pre_allocate(first).await {
             if let Ok(w) = Rc::try_unwrap(writer) {
                 let _ = w.close().await;
@@ -592,8 +592,7 @@ impl Partition {
                 if end > wb.seg.allocated_bytes.get() {
                     // Allocate ahead in steps so most writes land in allocated space (no
                     // metadata for fdatasync) without reserving a whole segment per partition.
-                    let target =
-                        align_up(end, PREALLOC_STEP_BYTES).min(self.cfg().segment_bytes.max(end));
+                    let target = prealloc_target(end, self.cfg().segment_bytes);
                     wb.file.pre_allocate(target).await.map_err(io_err)?;
                     wb.seg.allocated_bytes.set(target);
                 }

@@ -132,6 +132,13 @@ impl Segment {
         Ok(f)
     }
 
+    /// Lets go of the page-cache handle: the next read opens it again. Recovery's reads are
+    /// done with it, so a partition nobody reads holds one descriptor (its writer), not two:
+    /// with thousands of partitions the descriptors are what runs out first.
+    pub fn drop_reader(&self) {
+        self.reader.borrow_mut().take();
+    }
+
     /// Inode of the file the reader has open (0 before `reader` was called).
     pub fn inode(&self) -> u64 {
         self.inode.get()

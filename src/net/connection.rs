@@ -9,7 +9,7 @@
 //! of growing. A connection that completes no request within the idle timeout (idle, or
 //! trickling a partial frame) is closed, as is one that does not read a response for as long.
 
-use super::transport::{self, Reader, Writer};
+use super::transport::{self, Reader, Sock, Writer};
 use crate::broker::Broker;
 use crate::handler;
 use crate::protocol::{Piece, Response, OWN_BUFFER_MIN_BYTES};
@@ -17,7 +17,7 @@ use crate::util::with_timeout;
 use bytes::{Buf, BytesMut};
 use glommio::net::TcpStream;
 use glommio::sync::StaticPermit;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -43,25 +43,21 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     // sendfile(2) (net::file_send) runs on the shard thread: on a full socket it must answer
     // EAGAIN instead of waiting. An accepted socket starts blocking; glommio's own reads and
-    // writes pass MSG_DONTWAIT and poll either way. The dup below shares the flag.
+    // writes pass MSG_DONTWAIT and poll either way.
     if let Err(e) = set_nonblocking(stream.as_raw_fd()) {
         tracing::warn!(%peer, "closing connection: O_NONBLOCK: {e}");
         return;
     }
-    // SAFETY: dup returns a new descriptor we own; TcpStream takes ownership of it.
-    let dup = unsafe { libc::dup(stream.as_raw_fd()) };
-    if dup < 0 {
-        tracing::warn!(%peer, "dup failed: {}", std::io::Error::last_os_error());
-        return;
-    }
-    let writer = unsafe { TcpStream::from_raw_fd(dup) };
     let session = Rc::new(crate::security::Session::new(
         Rc::from(peer.as_str()),
         listener,
     ));
     let idle = Duration::from_millis(broker.config.connection_idle_timeout_ms);
     let (reader, writer) = match tls {
-        None => (Reader::Plain(stream), Writer::Plain(writer)),
+        None => {
+            let sock = Sock::new(stream);
+            (Reader::Plain(sock.clone()), Writer::Plain(sock))
+        }
         Some(acceptor) => {
             // A client that is not speaking TLS (or too slowly) is closed here, and only it.
             let (conn, pending) = match with_timeout(
@@ -92,10 +88,11 @@ pub async fn serve(
                     "TLS client certificate accepted");
             }
             let conn = Rc::new(std::cell::RefCell::new(conn));
+            let sock = Sock::new(stream);
             (
-                Reader::tls(stream, conn.clone(), pending),
+                Reader::tls(sock.clone(), conn.clone(), pending),
                 Writer::Tls {
-                    stream: writer,
+                    stream: sock,
                     tls: conn,
                     cipher: Vec::new(),
                 },

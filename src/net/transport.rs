@@ -9,8 +9,10 @@ use glommio::net::TcpStream;
 use rustls::{ServerConfig, ServerConnection};
 use std::cell::RefCell;
 use std::io::{Error, ErrorKind, Read, Write};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// Ciphertext read from the socket at once.
 const TLS_READ_BYTES: usize = 64 * 1024;
@@ -20,10 +22,66 @@ const WAIT_READ_BYTES: usize = 4 * 1024;
 /// Plaintext encrypted and sent at once.
 const TLS_WRITE_SLICE_BYTES: usize = 128 * 1024;
 
+/// The connection's socket, shared by its reading and its writing half: one descriptor per
+/// connection (a dup for the writer made it two, which halved the connections a descriptor
+/// limit allows). Each half borrows the stream only inside a poll, never across an await,
+/// and glommio keeps a stream's read and write readiness apart, so the two halves' tasks
+/// wait on it independently.
+#[derive(Clone)]
+pub struct Sock(Rc<RefCell<TcpStream>>);
+
+impl Sock {
+    pub fn new(stream: TcpStream) -> Sock {
+        Sock(Rc::new(RefCell::new(stream)))
+    }
+}
+
+impl std::os::fd::AsRawFd for Sock {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.borrow().as_raw_fd()
+    }
+}
+
+impl futures_lite::AsyncRead for Sock {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl futures_lite::AsyncWrite for Sock {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
 pub enum Reader {
-    Plain(TcpStream),
+    Plain(Sock),
     Tls {
-        stream: TcpStream,
+        stream: Sock,
         tls: Rc<RefCell<ServerConnection>>,
         /// Decrypted bytes not yet handed out.
         pending: BytesMut,
@@ -33,9 +91,9 @@ pub enum Reader {
 }
 
 pub enum Writer {
-    Plain(TcpStream),
+    Plain(Sock),
     Tls {
-        stream: TcpStream,
+        stream: Sock,
         tls: Rc<RefCell<ServerConnection>>,
         cipher: Vec<u8>,
     },
@@ -46,7 +104,7 @@ pub enum Writer {
 /// as two records in two writes; with Nagle on, as librdkafka's default has it, the second
 /// waits for the first's ACK, which a delayed ACK holds ~40 ms: a consumer's every fetch paid
 /// that (SASL_SSL consume ran at 0.17x PLAINTEXT).
-fn quickack(stream: &TcpStream) {
+fn quickack(stream: &Sock) {
     use std::os::fd::AsRawFd;
     let on: libc::c_int = 1;
     // SAFETY: a valid descriptor owned by `stream`, and a c_int of the size given.
@@ -157,7 +215,7 @@ pub async fn handshake(
 }
 
 impl Reader {
-    pub fn tls(stream: TcpStream, tls: Rc<RefCell<ServerConnection>>, pending: BytesMut) -> Reader {
+    pub fn tls(stream: Sock, tls: Rc<RefCell<ServerConnection>>, pending: BytesMut) -> Reader {
         quickack(&stream);
         Reader::Tls {
             stream,
@@ -247,14 +305,14 @@ impl Reader {
 impl Writer {
     /// Whether file ranges may go to the socket without passing through here (not under
     /// TLS: the bytes must be encrypted).
-    pub fn plain(&mut self) -> Option<&mut TcpStream> {
+    pub fn plain(&mut self) -> Option<&mut Sock> {
         match self {
             Writer::Plain(s) => Some(s),
             Writer::Tls { .. } => None,
         }
     }
 
-    pub fn stream(&self) -> &TcpStream {
+    pub fn stream(&self) -> &Sock {
         match self {
             Writer::Plain(s) | Writer::Tls { stream: s, .. } => s,
         }

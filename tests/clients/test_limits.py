@@ -3,6 +3,7 @@ once, idle and slowloris connections are cut at the idle timeout, a client that 
 its responses loses its connection without stalling anyone, a request memory budget smaller
 than the load makes producers wait instead of failing, and floods of cheap requests do not
 starve produce on the same shard."""
+import os
 import resource
 import selectors
 import socket
@@ -60,6 +61,7 @@ def test_thousands_of_connections_accepted_or_cleanly_refused(broker_factory):
                                          "max_connections_per_ip": 10000})
     host, port = "127.0.0.1", b.port
     n = 5000
+    fds_before = len(os.listdir(f"/proc/{b.proc.pid}/fd"))
     sel = selectors.DefaultSelector()
     socks = []
     try:
@@ -101,6 +103,10 @@ def test_thousands_of_connections_accepted_or_cleanly_refused(broker_factory):
                         answered += 1
         assert answered + refused == n, f"{n - answered - refused} connections never resolved"
         assert answered == 4000 and refused == 1000, (answered, refused)
+        # One descriptor per open connection (a dup for the writing half made it two, and
+        # halved the connections a descriptor limit allows).
+        fds = len(os.listdir(f"/proc/{b.proc.pid}/fd")) - fds_before
+        assert 3900 <= fds <= 4100, fds
     finally:
         for s in socks:
             s.close()
