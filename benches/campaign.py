@@ -431,6 +431,9 @@ def main():
     ap.add_argument("--cost-rate", type=int, default=10000,
                     help="records/s (1 KiB) all connections share in the cost step's "
                          "connections table")
+    ap.add_argument("--cost-tables", default=None,
+                    help="comma-separated subset of the cost step's tables: "
+                         "partitions,connections,record size,producers")
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", default=None,
                     help="comma-separated subset: limits,produce,consume,scale,latency,peer "

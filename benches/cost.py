@@ -134,11 +134,15 @@ def run(args, start_broker):
     s = args.cost_seconds
     tables = {
         "partitions": (PARTITIONS, {}, lambda b, n: partitions_row(b, n, s)),
-        "connections": (CONNECTIONS, {"tail_cache_bytes": 0},
+        # All connections come from 127.0.0.1: the per-IP limit (10,000) would refuse the
+        # load generator's admin connection beside 10,000 producers.
+        "connections": (CONNECTIONS, {"tail_cache_bytes": 0, "max_connections_per_ip": 50000},
                         lambda b, n: connections_row(b, n, s, args.cost_rate)),
         "record size": (SIZES, {}, lambda b, n: size_row(b, n, s)),
         "producers": (PRODUCERS, {}, lambda b, n: producers_row(b, n, s)),
     }
+    if args.cost_tables:
+        tables = {k: v for k, v in tables.items() if k in args.cost_tables.split(",")}
     out = {name: {str(n): [] for n in rows} for name, (rows, _, _) in tables.items()}
     for i in range(args.cost_rounds):
         for name, (rows, config, measure) in tables.items():

@@ -356,7 +356,7 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(f)
 }
 
-/// Descriptors: two per connection (the socket and its dup for the writing half), one per
+/// Descriptors: one per connection (its two halves share the socket), one per
 /// partition (its active segment) and one more per segment being read. Lifts the limit on
 /// open files to the kernel's ceiling (`fs.nr_open`) where allowed (root, CAP_SYS_RESOURCE),
 /// else the soft limit to the hard one, and logs what it got: thousands of partitions or
@@ -390,7 +390,7 @@ fn raise_nofile() {
         lim.rlim_cur
     };
     tracing::info!(
-        "open files limit {got}: a connection takes 2, a partition 1 (and 1 more while its \
+        "open files limit {got}: a connection takes 1, a partition 1 (and 1 more while its \
          older segments are read)"
     );
 }
