@@ -26,16 +26,12 @@ import subprocess
 import threading
 import time
 
+from peers import median
+
 PARTITIONS = (1, 10, 100, 1000, 10000)
 CONNECTIONS = (1, 10, 100, 1000, 10000)
 SIZES = (100, 1024, 16384, 262144, 1048576)
 PRODUCERS = (1, 10, 100, 1000)
-
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def open_fds(pid):

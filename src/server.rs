@@ -357,7 +357,7 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 }
 
 /// Descriptors: one per connection (its two halves share the socket), one per
-/// partition (its active segment) and one more per segment being read. Lifts the limit on
+/// partition (its active segment) and one more per segment a fetch has read from its file. Lifts the limit on
 /// open files to the kernel's ceiling (`fs.nr_open`) where allowed (root, CAP_SYS_RESOURCE),
 /// else the soft limit to the hard one, and logs what it got: thousands of partitions or
 /// connections need tens of thousands, more than a login's default.
@@ -390,8 +390,8 @@ fn raise_nofile() {
         lim.rlim_cur
     };
     tracing::info!(
-        "open files limit {got}: a connection takes 1, a partition 1 (and 1 more while its \
-         older segments are read)"
+        "open files limit {got}: a connection takes 1, a partition 1, and \
+         each segment a fetch has read from its file 1 more"
     );
 }
 

@@ -14,8 +14,8 @@
 //! is answered by a one-byte read through io_uring (it waits for the page, or starts that
 //! read-ahead, without holding the shard) and made again; only a slice still failing is
 //! copied, and the slice after it is asked again, so one such page costs one copied slice,
-//! not the rest of the range. (A page evicted between the probe and the sendfile is read on the shard thread:
-//! the one blocking case left, under memory pressure only.)
+//! not the rest of the range. (A page evicted between the probe and the sendfile is read on
+//! the shard thread: the one blocking case left, under memory pressure only.)
 //!
 //! Why not glommio's `send_file`: it splices through a pipe made per response, with two
 //! io_uring splices per 64 KiB, and io_uring never completes a splice inline (it hands each to
@@ -135,7 +135,8 @@ fn readable_now(fd: RawFd, at: u64) -> bool {
 /// one-byte read through the ring, which waits for a page still being read and starts the
 /// read-ahead a page is marked for, as a consumer's read would, without holding the shard;
 /// the probe is then tried once more.
-async fn read_in(file: &BufferedFile, fd: RawFd, pos: u64, len: usize) -> io::Result<bool> {
+async fn read_in(file: &BufferedFile, pos: u64, len: usize) -> io::Result<bool> {
+    let fd = file.as_raw_fd();
     for at in probe_points(pos, len) {
         if !readable_now(fd, at) {
             read_exact_at(file, at, 1).await?;
@@ -229,8 +230,9 @@ pub async fn send_range(
     } else {
         None
     };
-    // Whether a slice goes by sendfile: asked once per slice, when it comes up with no read
-    // in flight (a slice read ahead was not cached when its read started).
+    // Whether a slice goes by sendfile: asked when it comes up with no read in flight, and of
+    // each slice a run of reads ahead would take in (one found cached ends the run, and is
+    // asked again when it comes up).
     let in_cache = |(at, n): (u64, usize)| sock.is_some() && cached(fd, at, n) == Some(true);
     let mut reads: VecDeque<glommio::Task<io::Result<glommio::io::ReadResult>>> = VecDeque::new();
     let mut sent = Sent::default();
@@ -240,7 +242,7 @@ pub async fn send_range(
     while i < slices.len() {
         let (mut at, mut n) = slices[i];
         if let Some(sock) = sock.filter(|_| i >= started) {
-            if in_cache(slices[i]) && read_in(file, fd, at, n).await? {
+            if in_cache(slices[i]) && read_in(file, at, n).await? {
                 while n > 0 {
                     let k = match sendfile_once(sock, fd, at, n) {
                         Ok(0) => {

@@ -131,7 +131,7 @@ def test_file_fetch_of_megabytes_to_a_slow_reader(broker_factory, zero_copy):
     receive window that leaves them in the socket for three seconds, so the broker's sends meet a
     full socket: every batch arrives whole and in order with its CRC, twice. By the second read
     the page cache holds the range (the first read and its read-ahead put it there; the
-    writes, O_DIRECT, did not): with zero_copy_fetch much of it goes by sendfile, the rest
+    writes, O_DIRECT, did not): with zero_copy_fetch most of it goes by sendfile, the rest
     being the small copied writes that wait for room in the full socket; without it, none
     does. The broker's metrics say which way the bytes went."""
     metrics = f"127.0.0.1:{free_port()}"

@@ -1,4 +1,5 @@
 """Segments on disk, roll, retention, ListOffsets by time, topic auto-creation."""
+import os
 import re
 import time
 
@@ -230,7 +231,6 @@ def test_a_partition_holding_little_costs_one_descriptor_and_a_megabyte_of_disk(
     and reserves 1 MiB of disk, not a 16 MiB step (10,000 partitions reserved 160 GB before they
     held anything), after a restart too. A partition that fills reserves in doubling steps,
     so it stays within twice what it holds."""
-    import os
     b = broker_factory()
     n = 300
     topic = create_topic(b.bootstrap, topic_name("wide"), n)
